@@ -1,0 +1,412 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Defaults of the jit app.
+const (
+	DefaultIssuer                 = "caddy-jit"
+	DefaultIdentity               = "{http.auth.user.id}"
+	DefaultMaxFailures            = 5
+	DefaultLockoutDuration        = 15 * time.Minute
+	DefaultJustificationMinLength = 10
+	DefaultSyncInterval           = time.Second
+	// maxDefaultDuration caps the default duration that is derived from max_duration.
+	maxDefaultDuration = time.Hour
+)
+
+// App is the `jit` app: the roles, who is eligible for them, and the settings every
+// protected site shares. In the Caddyfile it is the `jit` global option.
+type App struct {
+	// Issuer is the name authenticator apps show next to the code, and the iss claim
+	// of session tokens. Default: "caddy-jit".
+	Issuer string `json:"issuer,omitempty"`
+	// Identity is the placeholder that holds the base identity, set by whatever
+	// authenticates users in front of jit. Default: "{http.auth.user.id}".
+	Identity string `json:"identity,omitempty"`
+	// Groups is an optional placeholder holding the caller's groups, comma-separated,
+	// for `group:NAME` eligibility.
+	Groups string `json:"groups,omitempty"`
+	// Lockout sets how many wrong codes lock a user out, and for how long.
+	Lockout *LockoutConfig `json:"lockout,omitempty"`
+	// SyncInterval is how often revocations are read from storage, so that a session
+	// ended on another instance is refused here too. Default: 1s.
+	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+	// Roles maps role names to their rules.
+	Roles map[string]*RoleConfig `json:"roles,omitempty"`
+
+	roles     map[string]*policy.Role
+	authority *session.Authority
+	shared    *sharedState
+	sharedKey string
+	logger    *zap.Logger
+}
+
+// LockoutConfig is the lockout after repeated wrong codes.
+type LockoutConfig struct {
+	// MaxFailures wrong codes in a row lock the user. Default: 5.
+	MaxFailures int `json:"max_failures,omitempty"`
+	// Duration is how long the lockout lasts. Default: 15m.
+	Duration caddy.Duration `json:"duration,omitempty"`
+}
+
+// RoleConfig is one role.
+type RoleConfig struct {
+	// MaxDuration is the longest session an activation may ask for. Required.
+	MaxDuration caddy.Duration `json:"max_duration,omitempty"`
+	// DefaultDuration is preselected on the activation page. Default: max_duration,
+	// at most 1h.
+	DefaultDuration caddy.Duration `json:"default_duration,omitempty"`
+	// Justification sets whether a justification is required and its minimum length.
+	// Default: required, at least 10 characters.
+	Justification *JustificationConfig `json:"justification,omitempty"`
+	// Ticket is a regular expression a ticket reference must match in full; when set,
+	// a ticket reference is required.
+	Ticket string `json:"ticket,omitempty"`
+	// Eligible lists who may activate the role, and when.
+	Eligible []EligibleConfig `json:"eligible,omitempty"`
+}
+
+// JustificationConfig is the justification rule of a role.
+type JustificationConfig struct {
+	// Optional makes the justification optional.
+	Optional bool `json:"optional,omitempty"`
+	// MinLength is the minimum length, in characters, of a required justification.
+	// Default: 10.
+	MinLength int `json:"min_length,omitempty"`
+}
+
+// EligibleConfig is one grant of eligibility.
+type EligibleConfig struct {
+	// Subjects are user names, or group names prefixed with "group:".
+	Subjects []string `json:"subjects"`
+	// From is when the eligibility starts: a date (YYYY-MM-DD, the start of that day
+	// in UTC) or an RFC 3339 time. Default: always.
+	From string `json:"from,omitempty"`
+	// Until is when the eligibility ends: a date (YYYY-MM-DD, the end of that day in
+	// UTC) or an RFC 3339 time. Default: never.
+	Until string `json:"until,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "jit",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision fills in defaults, builds the policy and attaches the shared state.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.Issuer == "" {
+		a.Issuer = DefaultIssuer
+	}
+	if a.Identity == "" {
+		a.Identity = DefaultIdentity
+	}
+	if a.Lockout == nil {
+		a.Lockout = &LockoutConfig{}
+	}
+	if a.Lockout.MaxFailures == 0 {
+		a.Lockout.MaxFailures = DefaultMaxFailures
+	}
+	if a.Lockout.Duration == 0 {
+		a.Lockout.Duration = caddy.Duration(DefaultLockoutDuration)
+	}
+	if a.SyncInterval == 0 {
+		a.SyncInterval = caddy.Duration(DefaultSyncInterval)
+	}
+	roles, err := buildRoles(a.Roles)
+	if err != nil {
+		return err
+	}
+	a.roles = roles
+	if err := a.Validate(); err != nil {
+		return err
+	}
+
+	storage := ctx.Storage()
+	a.sharedKey = sharedStateKey(storage)
+	val, _, err := sharedStates.LoadOrNew(a.sharedKey, func() (caddy.Destructor, error) {
+		return newSharedState(storage, time.Duration(a.SyncInterval), a.logger)
+	})
+	if err != nil {
+		return fmt.Errorf("loading caddy-jit state from storage: %w", err)
+	}
+	a.shared = val.(*sharedState)
+	a.shared.setInterval(time.Duration(a.SyncInterval))
+	a.authority, err = session.NewAuthority(ctx, storage, session.Config{
+		Issuer:          a.Issuer,
+		MaxFailures:     a.Lockout.MaxFailures,
+		LockoutDuration: time.Duration(a.Lockout.Duration),
+		Audit:           ctx.Logger(Handler{}).Named("audit"),
+		Now:             now,
+		State:           a.shared.state,
+	})
+	return err
+}
+
+// Validate checks the settings that Provision does not derive.
+func (a *App) Validate() error {
+	if a.Lockout.MaxFailures < 1 {
+		return fmt.Errorf("jit: lockout max_failures must be at least 1, got %d", a.Lockout.MaxFailures)
+	}
+	if a.Lockout.Duration < 0 {
+		return errors.New("jit: lockout duration must be positive")
+	}
+	if a.SyncInterval < 0 {
+		return errors.New("jit: sync_interval must be positive")
+	}
+	return nil
+}
+
+// Start makes the app the one the admin API and CLI talk to.
+func (a *App) Start() error {
+	currentApp.Store(a)
+	return nil
+}
+
+// Stop lets go of the admin API, unless a newer config already took it over.
+func (a *App) Stop() error {
+	currentApp.CompareAndSwap(a, nil)
+	return nil
+}
+
+// Cleanup releases the shared state; the last config to let go of it stops its sync.
+func (a *App) Cleanup() error {
+	if a.sharedKey != "" {
+		_, err := sharedStates.Delete(a.sharedKey)
+		return err
+	}
+	return nil
+}
+
+// role returns a role by name.
+func (a *App) role(name string) (*policy.Role, bool) {
+	r, ok := a.roles[name]
+	return r, ok
+}
+
+// roleNames lists the declared roles in order.
+func (a *App) roleNames() []string {
+	names := make([]string, 0, len(a.roles))
+	for name := range a.roles {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// currentApp is the running jit app, for the admin API, which Caddy provisions apart
+// from the apps.
+var currentApp atomic.Pointer[App]
+
+// now is the clock; tests replace it.
+var now = time.Now
+
+func buildRoles(configs map[string]*RoleConfig) (map[string]*policy.Role, error) {
+	roles := make(map[string]*policy.Role, len(configs))
+	for name, rc := range configs {
+		r, err := rc.build(name)
+		if err != nil {
+			return nil, fmt.Errorf("jit: role %s: %w", name, err)
+		}
+		roles[name] = r
+	}
+	return roles, nil
+}
+
+// validRoleName keeps role names to what reads well in URLs, cookies and logs.
+var validRoleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func (rc *RoleConfig) build(name string) (*policy.Role, error) {
+	if !validRoleName.MatchString(name) {
+		return nil, errors.New("a role name has 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+	if rc.MaxDuration <= 0 {
+		return nil, errors.New("max_duration is required and must be positive, e.g. max_duration 1h")
+	}
+	r := &policy.Role{
+		Name:                   name,
+		MaxDuration:            time.Duration(rc.MaxDuration),
+		DefaultDuration:        time.Duration(rc.DefaultDuration),
+		JustificationMinLength: DefaultJustificationMinLength,
+	}
+	if r.DefaultDuration == 0 {
+		r.DefaultDuration = min(r.MaxDuration, maxDefaultDuration)
+	}
+	if r.DefaultDuration < 0 || r.DefaultDuration > r.MaxDuration {
+		return nil, fmt.Errorf("default_duration %s must be positive and at most max_duration %s", r.DefaultDuration, r.MaxDuration)
+	}
+	if j := rc.Justification; j != nil {
+		switch {
+		case j.Optional:
+			r.JustificationMinLength = 0
+		case j.MinLength < 0 || j.MinLength > policy.MaxJustificationLength:
+			return nil, fmt.Errorf("justification min_length must be between 1 and %d", policy.MaxJustificationLength)
+		case j.MinLength > 0:
+			r.JustificationMinLength = j.MinLength
+		}
+	}
+	if rc.Ticket != "" {
+		re, err := compileTicket(rc.Ticket)
+		if err != nil {
+			return nil, err
+		}
+		r.Ticket = re
+	}
+	if len(rc.Eligible) == 0 {
+		return nil, errors.New("no one is eligible: add at least one `eligible SUBJECT…` line")
+	}
+	for _, ec := range rc.Eligible {
+		e, err := ec.build()
+		if err != nil {
+			return nil, err
+		}
+		r.Eligibility = append(r.Eligibility, e)
+	}
+	return r, nil
+}
+
+// compileTicket compiles a ticket pattern so that it must match the whole reference.
+func compileTicket(pattern string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(pattern); err != nil {
+		return nil, fmt.Errorf("ticket pattern %q is not a valid regular expression: %v", pattern, err)
+	}
+	return regexp.MustCompile(`^(?:` + pattern + `)$`), nil
+}
+
+func (ec EligibleConfig) build() (policy.Eligibility, error) {
+	e := policy.Eligibility{Subjects: ec.Subjects}
+	if len(ec.Subjects) == 0 {
+		return e, errors.New("an eligible line names no subject: list user names or group:NAME")
+	}
+	for _, s := range ec.Subjects {
+		if err := checkSubject(s); err != nil {
+			return e, err
+		}
+	}
+	var err error
+	if ec.From != "" {
+		if e.From, err = parseDate(ec.From, false); err != nil {
+			return e, fmt.Errorf("eligible from: %w", err)
+		}
+	}
+	if ec.Until != "" {
+		if e.Until, err = parseDate(ec.Until, true); err != nil {
+			return e, fmt.Errorf("eligible until: %w", err)
+		}
+	}
+	if !e.From.IsZero() && !e.Until.IsZero() && !e.From.Before(e.Until) {
+		return e, fmt.Errorf("eligible from %s is not before until %s", ec.From, ec.Until)
+	}
+	return e, nil
+}
+
+func checkSubject(s string) error {
+	name := strings.TrimPrefix(s, policy.GroupPrefix)
+	if name == "" || len(s) > maxUserLength || strings.ContainsFunc(s, isControl) {
+		return fmt.Errorf("eligible subject %q is not a user name or group:NAME", s)
+	}
+	return nil
+}
+
+// parseDate reads a date or an RFC 3339 time. A plain date as the end of a window
+// means the end of that day, so `until 2026-12-31` includes the 31st.
+func parseDate(s string, endOfDay bool) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		if endOfDay {
+			t = t.AddDate(0, 0, 1)
+		}
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a date (2026-12-31) nor an RFC 3339 time (2026-12-31T18:00:00Z)", s)
+	}
+	return t, nil
+}
+
+// sharedStates holds the state that outlives a config: keyed by storage, so that a
+// reload keeps caches and revocations while a change of storage starts afresh.
+var sharedStates = caddy.NewUsagePool()
+
+func sharedStateKey(st certmagic.Storage) string {
+	if s, ok := st.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprintf("%T", st)
+}
+
+// sharedState is the session state plus the loop that keeps its revocations in sync.
+type sharedState struct {
+	state    *session.State
+	interval atomic.Int64
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func newSharedState(st certmagic.Storage, interval time.Duration, logger *zap.Logger) (*sharedState, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	state, err := session.LoadState(ctx, st, session.DefaultCacheSize, now)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s := &sharedState{state: state, cancel: cancel, done: make(chan struct{})}
+	s.interval.Store(int64(interval))
+	go s.syncLoop(ctx, logger)
+	return s, nil
+}
+
+func (s *sharedState) setInterval(d time.Duration) { s.interval.Store(int64(d)) }
+
+func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
+	defer close(s.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(s.interval.Load())):
+		}
+		if err := s.state.Sync(ctx, now()); err != nil && ctx.Err() == nil {
+			logger.Error("syncing revocations from storage", zap.Error(err))
+		}
+	}
+}
+
+// Destruct stops the sync loop when no config uses the state any more.
+func (s *sharedState) Destruct() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// Interface guards.
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.Validator   = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.Destructor  = (*sharedState)(nil)
+)

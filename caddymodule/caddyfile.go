@@ -1,0 +1,322 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("jit", parseGlobalOption)
+	httpcaddyfile.RegisterDirective("jit", parseDirective)
+	// After forward_auth, so the identity is known, and before every handler that
+	// serves or proxies; so operators need no `order` line.
+	httpcaddyfile.RegisterDirectiveOrder("jit", httpcaddyfile.After, "forward_auth")
+}
+
+// parseGlobalOption parses the `jit` global option into the jit app:
+//
+//	jit {
+//		issuer NAME
+//		identity PLACEHOLDER
+//		groups PLACEHOLDER
+//		sync_interval DURATION
+//		lockout {
+//			max_failures N
+//			duration DURATION
+//		}
+//		role NAME {
+//			max_duration DURATION
+//			default_duration DURATION
+//			justification required [MIN_LENGTH] | optional
+//			ticket REGEX
+//			eligible SUBJECT... [from DATE] [until DATE]
+//		}
+//	}
+//
+// Every mistake fails the load with the file and line of the offending token.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the jit global option is given twice: merge the two blocks into one")
+	}
+	app := &App{Roles: map[string]*RoleConfig{}}
+	d.Next() // the option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "issuer":
+			if err := oneArg(d, &app.Issuer); err != nil {
+				return nil, err
+			}
+		case "identity":
+			if err := oneArg(d, &app.Identity); err != nil {
+				return nil, err
+			}
+		case "groups":
+			if err := oneArg(d, &app.Groups); err != nil {
+				return nil, err
+			}
+		case "sync_interval":
+			if err := durationArg(d, &app.SyncInterval); err != nil {
+				return nil, err
+			}
+		case "lockout":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.Lockout = &LockoutConfig{}
+			if err := parseLockout(d, app.Lockout); err != nil {
+				return nil, err
+			}
+		case "role":
+			var name string
+			if err := oneArg(d, &name); err != nil {
+				return nil, err
+			}
+			if _, dup := app.Roles[name]; dup {
+				return nil, d.Errf("role %s is declared twice", name)
+			}
+			if !validRoleName.MatchString(name) {
+				return nil, d.Errf("role name %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+			}
+			rc, err := parseRole(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Roles[name] = rc
+		default:
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, lockout or role", d.Val())
+		}
+	}
+	if len(app.Roles) == 0 {
+		return nil, d.Err("the jit option declares no role: add `role NAME { max_duration 1h  eligible USER }`")
+	}
+	return httpcaddyfile.App{Name: "jit", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseLockout(d *caddyfile.Dispenser, l *LockoutConfig) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "max_failures":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > 100 {
+				return d.Errf("lockout max_failures %q: want a whole number from 1 to 100", s)
+			}
+			l.MaxFailures = n
+		case "duration":
+			if err := durationArg(d, &l.Duration); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized lockout setting %q: expected max_failures or duration", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
+	rc := &RoleConfig{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "max_duration":
+			if err := durationArg(d, &rc.MaxDuration); err != nil {
+				return nil, err
+			}
+		case "default_duration":
+			if err := durationArg(d, &rc.DefaultDuration); err != nil {
+				return nil, err
+			}
+		case "justification":
+			j, err := parseJustification(d)
+			if err != nil {
+				return nil, err
+			}
+			rc.Justification = j
+		case "ticket":
+			if err := oneArg(d, &rc.Ticket); err != nil {
+				return nil, err
+			}
+			if _, err := compileTicket(rc.Ticket); err != nil {
+				return nil, d.Err(err.Error())
+			}
+		case "eligible":
+			e, err := parseEligible(d)
+			if err != nil {
+				return nil, err
+			}
+			rc.Eligible = append(rc.Eligible, e)
+		default:
+			return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket or eligible", d.Val())
+		}
+	}
+	if rc.MaxDuration == 0 {
+		return nil, d.Err("the role has no max_duration: add e.g. `max_duration 1h`")
+	}
+	if rc.DefaultDuration > rc.MaxDuration {
+		return nil, d.Errf("default_duration %s is longer than max_duration %s", time.Duration(rc.DefaultDuration), time.Duration(rc.MaxDuration))
+	}
+	if len(rc.Eligible) == 0 {
+		return nil, d.Err("no one is eligible for the role: add `eligible USER…` or `eligible group:NAME`")
+	}
+	return rc, nil
+}
+
+func parseJustification(d *caddyfile.Dispenser) (*JustificationConfig, error) {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "optional":
+		return &JustificationConfig{Optional: true}, nil
+	case len(args) == 1 && args[0] == "required":
+		return &JustificationConfig{MinLength: DefaultJustificationMinLength}, nil
+	case len(args) == 2 && args[0] == "required":
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 1 || n > 1000 {
+			return nil, d.Errf("justification minimum length %q: want a whole number from 1 to 1000", args[1])
+		}
+		return &JustificationConfig{MinLength: n}, nil
+	}
+	return nil, d.Err("justification takes `required [MIN_LENGTH]` or `optional`")
+}
+
+// parseEligible reads `eligible SUBJECT... [from DATE] [until DATE]`.
+func parseEligible(d *caddyfile.Dispenser) (EligibleConfig, error) {
+	var e EligibleConfig
+	args := d.RemainingArgs()
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "from", "until":
+			if i+1 >= len(args) {
+				return e, d.Errf("eligible: %s needs a date, e.g. %s 2026-12-31", args[i], args[i])
+			}
+			_, err := parseDate(args[i+1], args[i] == "until")
+			if err != nil {
+				return e, d.Errf("eligible %s: %v", args[i], err)
+			}
+			if args[i] == "from" {
+				e.From = args[i+1]
+			} else {
+				e.Until = args[i+1]
+			}
+			i++
+		default:
+			if e.From != "" || e.Until != "" {
+				return e, d.Errf("eligible: subject %q comes after from/until: list the subjects first", args[i])
+			}
+			if err := checkSubject(args[i]); err != nil {
+				return e, d.Err(err.Error())
+			}
+			e.Subjects = append(e.Subjects, args[i])
+		}
+	}
+	if len(e.Subjects) == 0 {
+		return e, d.Err("eligible names no subject: list user names or group:NAME")
+	}
+	if e.From != "" && e.Until != "" {
+		from, _ := parseDate(e.From, false)
+		until, _ := parseDate(e.Until, true)
+		if !from.Before(until) {
+			return e, d.Errf("eligible: from %s is not before until %s", e.From, e.Until)
+		}
+	}
+	return e, nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s %q: want a positive duration such as 30m, 1h or 1d", d.Val(), s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// parseDirective parses the `jit` site directive:
+//
+//	jit [<matcher>] ROLE...
+//
+// A request passes under an active session of any listed role. With a matcher, the
+// route also matches /.jit/*, so that the activation pages stay reachable.
+func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	h.Next() // the directive name
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
+	h.Next() // the directive name again: the extraction rewound the dispenser
+	handler := &Handler{Roles: h.RemainingArgs()}
+	if len(handler.Roles) == 0 {
+		return nil, h.Err("jit needs at least one role, e.g. `jit console-admin`")
+	}
+	if h.NextBlock(0) {
+		return nil, h.Errf("jit takes no block; unrecognized subdirective %q", h.Val())
+	}
+	if err := checkDeclaredRoles(h, handler.Roles); err != nil {
+		return nil, err
+	}
+	if matcherSet == nil {
+		return h.NewRoute(nil, handler), nil
+	}
+	route := caddyhttp.Route{
+		MatcherSetsRaw: []caddy.ModuleMap{
+			matcherSet,
+			{"path": caddyconfig.JSON(caddyhttp.MatchPath{pagePrefix + "*"}, nil)},
+		},
+		HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(handler, "handler", "jit", nil)},
+	}
+	return []httpcaddyfile.ConfigValue{{Class: "route", Value: route}}, nil
+}
+
+// checkDeclaredRoles fails at the directive's line when it names a role that the
+// global option does not declare.
+func checkDeclaredRoles(h httpcaddyfile.Helper, roles []string) error {
+	opt, _ := h.Option("jit").(httpcaddyfile.App)
+	var app App
+	if opt.Value != nil {
+		if err := json.Unmarshal(opt.Value, &app); err != nil {
+			return h.Errf("reading the jit global option: %v", err)
+		}
+	}
+	if len(app.Roles) == 0 {
+		return h.Err("jit names roles, but no role is declared: add a global `jit { role NAME { … } }` option")
+	}
+	declared := make([]string, 0, len(app.Roles))
+	for name := range app.Roles {
+		declared = append(declared, name)
+	}
+	for _, role := range roles {
+		if _, ok := app.Roles[role]; !ok {
+			return h.Errf("unknown role %q: declared roles are %s", role, strings.Join(slices.Sorted(slices.Values(declared)), ", "))
+		}
+	}
+	return nil
+}
+

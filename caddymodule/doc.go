@@ -1,0 +1,8 @@
+// Package caddymodule adapts caddy-jit to Caddy: the `jit` app (the global option that
+// declares roles and who is eligible), the `http.handlers.jit` handler (the site
+// directive that guards a route and serves the pages under /.jit/), the Caddyfile
+// syntax of both, the admin API routes and the `caddy jit` subcommands.
+//
+// It stays thin: decisions come from package policy, and sessions, keys, TOTP and
+// audit from package session.
+package caddymodule

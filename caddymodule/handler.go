@@ -1,0 +1,316 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Headers set for the upstream on every request that passes the gate.
+const (
+	HeaderUser    = "X-Jit-User"
+	HeaderRole    = "X-Jit-Role"
+	HeaderSession = "X-Jit-Session"
+)
+
+// Cookie names: the __Host- prefix over HTTPS pins the cookie to this host, so no
+// sibling subdomain can plant one.
+const (
+	CookieName       = "jit_session"
+	SecureCookieName = "__Host-jit_session"
+)
+
+// pagePrefix is where the handler serves its own pages on every protected site.
+const pagePrefix = "/.jit/"
+
+// maxUserLength bounds an identity; longer ones are refused rather than stored.
+const maxUserLength = 256
+
+// Handler is the `jit` directive: it admits a request only under an active session of
+// one of its roles and serves the activation pages under /.jit/.
+type Handler struct {
+	// Roles lists the roles that admit; any one of them will do.
+	Roles []string `json:"roles"`
+
+	app    *App
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.jit",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision finds the jit app and checks that it declares every role.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	appIface, err := ctx.AppIfConfigured("jit")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return errors.New("the jit handler needs roles: declare them in the global `jit { role NAME { … } }` option")
+	}
+	if err != nil {
+		return err
+	}
+	h.app = appIface.(*App)
+	return h.Validate()
+}
+
+// Validate checks that the handler names roles and that each is declared.
+func (h *Handler) Validate() error {
+	if len(h.Roles) == 0 {
+		return errors.New("jit: name at least one role, e.g. `jit console-admin`")
+	}
+	for _, name := range h.Roles {
+		if _, ok := h.app.role(name); !ok {
+			return fmt.Errorf("jit: unknown role %q; declared roles: %s", name, strings.Join(h.app.roleNames(), ", "))
+		}
+	}
+	return nil
+}
+
+// ServeHTTP is the gate. Any failure ends in 401, 403 or an activation redirect: a
+// request reaches next only with a verified, unrevoked session of one of the roles.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if strings.HasPrefix(r.URL.Path, pagePrefix) {
+		return h.servePage(w, r)
+	}
+	// Whatever happens next, no client-sent identity header may reach the upstream.
+	deleteIdentityHeaders(r.Header)
+
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	user := repl.ReplaceKnown(h.app.Identity, "")
+	if user == "" || len(user) > maxUserLength {
+		h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "no_identity"),
+			zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+		return h.noIdentity(w, r)
+	}
+
+	t := now()
+	audience := siteAudience(r)
+	reason := "no_session"
+	if token := sessionCookie(r); token != "" {
+		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: audience, Roles: h.Roles}, t)
+		if err == nil {
+			return h.pass(w, r, next, repl, claims, t)
+		}
+		reason = err.Error()
+	}
+	return h.refuse(w, r, repl, user, reason, t)
+}
+
+// pass forwards a request made under a session and audits it.
+func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, c *session.Claims, start time.Time) error {
+	removeSessionCookie(r)
+	r.Header.Set(HeaderUser, c.Subject)
+	r.Header.Set(HeaderRole, c.Role)
+	r.Header.Set(HeaderSession, c.SessionID)
+	repl.Set("http.jit.user", c.Subject)
+	repl.Set("http.jit.role", c.Role)
+	repl.Set("http.jit.session_id", c.SessionID)
+	repl.Set("http.jit.expires", c.Expires().UTC().Format(time.RFC3339))
+
+	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+	err := next.ServeHTTP(rec, r)
+	status := rec.Status()
+	if err != nil {
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) {
+			status = he.StatusCode
+		}
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+	}
+	h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, int64(rec.Size()), time.Since(start))
+	return err
+}
+
+// refuse answers a request without an admitting session: an eligible caller is sent
+// to activation, anyone else is forbidden.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, user, reason string, t time.Time) error {
+	caller := h.app.caller(repl, user)
+	var eligible *policy.Role
+	for _, name := range h.Roles {
+		role, _ := h.app.role(name)
+		if role.Eligible(caller, t).Allowed {
+			eligible = role
+			break
+		}
+	}
+	fields := []zap.Field{
+		zap.String("user", user), zap.String("reason", reason), zap.String("client_ip", clientIP(r)),
+		zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Strings("roles", h.Roles),
+	}
+	if eligible == nil {
+		h.app.authority.Audit.Event(session.EventAccessDenied, append(fields, zap.Bool("eligible", false))...)
+		return h.forbidden(w, r, user)
+	}
+	h.app.authority.Audit.Event(session.EventAccessDenied, append(fields, zap.Bool("eligible", true))...)
+	target := activationURL(eligible.Name, r.URL.RequestURI())
+	if wantsJSON(r) {
+		return writeJSON(w, http.StatusUnauthorized, map[string]string{
+			"error":        "activation_required",
+			"message":      "this resource needs an active session of the role " + eligible.Name + "; activate it at activate_url",
+			"role":         eligible.Name,
+			"activate_url": target,
+		})
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// caller builds the policy's view of the caller from the identity and groups.
+func (a *App) caller(repl *caddy.Replacer, user string) policy.Caller {
+	c := policy.Caller{User: user}
+	if a.Groups != "" {
+		for _, g := range strings.Split(repl.ReplaceKnown(a.Groups, ""), ",") {
+			if g = strings.TrimSpace(g); g != "" {
+				c.Groups = append(c.Groups, g)
+			}
+		}
+	}
+	return c
+}
+
+func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
+	msg := "no authenticated user: caddy-jit needs an identity from an authentication handler placed before it " +
+		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity
+	if wantsJSON(r) {
+		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthenticated", "message": msg})
+	}
+	return h.renderMessage(w, r, http.StatusUnauthorized, "Sign-in required", msg, "")
+}
+
+func (h *Handler) forbidden(w http.ResponseWriter, r *http.Request, user string) error {
+	msg := user + " is not eligible for any role that this page requires (" + strings.Join(h.Roles, ", ") + ")."
+	if wantsJSON(r) {
+		return writeJSON(w, http.StatusForbidden, map[string]string{"error": "not_eligible", "message": msg})
+	}
+	return h.renderMessage(w, r, http.StatusForbidden, "Access denied", msg, user)
+}
+
+// activationURL is the activation page for a role, returning to uri afterwards.
+func activationURL(role, uri string) string {
+	return pagePrefix + "activate?role=" + url.QueryEscape(role) + "&return=" + url.QueryEscape(uri)
+}
+
+func wantsJSON(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
+}
+
+// siteAudience is the site's origin, the audience of its tokens: a token made for one
+// site is refused by every other, even on the same host.
+func siteAudience(r *http.Request) string {
+	scheme, defaultPort := "http", "80"
+	if r.TLS != nil {
+		scheme, defaultPort = "https", "443"
+	}
+	host := strings.ToLower(r.Host)
+	if h, port, err := net.SplitHostPort(host); err == nil && port == defaultPort {
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]"
+		}
+	}
+	return scheme + "://" + host
+}
+
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+// deleteIdentityHeaders removes every header that could pass for one of ours,
+// including spellings with underscores that some upstreams treat as dashes.
+func deleteIdentityHeaders(h http.Header) {
+	for name := range h {
+		if len(name) >= 6 && strings.EqualFold(strings.ReplaceAll(name[:6], "_", "-"), "x-jit-") {
+			delete(h, name)
+		}
+	}
+}
+
+// sessionCookie returns the value of our cookie, or "".
+func sessionCookie(r *http.Request) string {
+	name := CookieName
+	if r.TLS != nil {
+		name = SecureCookieName
+	}
+	for _, line := range r.Header["Cookie"] {
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.TrimSpace(part)
+			if v, ok := strings.CutPrefix(part, name); ok && strings.HasPrefix(v, "=") {
+				return strings.Trim(v[1:], `"`)
+			}
+		}
+	}
+	return ""
+}
+
+// removeSessionCookie takes both our cookies out of the request, keeping all others.
+func removeSessionCookie(r *http.Request) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.TrimSpace(part)
+			if part == "" || isSessionCookie(part) {
+				continue
+			}
+			kept = append(kept, part)
+		}
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+		return
+	}
+	r.Header["Cookie"] = []string{strings.Join(kept, "; ")}
+}
+
+func isSessionCookie(part string) bool {
+	for _, name := range [...]string{CookieName, SecureCookieName} {
+		if v, ok := strings.CutPrefix(part, name); ok && (v == "" || v[0] == '=') {
+			return true
+		}
+	}
+	return false
+}
+
+// isControl matches the characters that have no place in a name: they could break a
+// log line or a header.
+func isControl(r rune) bool {
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029'
+}
+
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,242 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+)
+
+// sessionIDLength is the length of a session id: 16 random bytes in base64url.
+const sessionIDLength = 22
+
+// State is what an instance keeps in memory across config reloads: the keyring, the
+// revocation set and the verified-token cache, over the records in storage.
+type State struct {
+	Keyring     *Keyring
+	Revocations *Revocations
+	Verifier    *Verifier
+	Records     *Records
+}
+
+// LoadState loads (or creates) the keyring and reads every revocation from storage.
+func LoadState(ctx context.Context, st certmagic.Storage, cacheSize int, now Clock) (*State, error) {
+	keyring, err := LoadKeyring(ctx, st, now)
+	if err != nil {
+		return nil, err
+	}
+	s := &State{Keyring: keyring, Revocations: NewRevocations(), Records: &Records{storage: st}}
+	if err := s.Sync(ctx, now()); err != nil {
+		return nil, err
+	}
+	s.Verifier, err = NewVerifier(keyring, s.Revocations, cacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Sync brings the in-memory revocation set up to date with storage.
+func (s *State) Sync(ctx context.Context, now time.Time) error {
+	return s.Records.LoadRevocations(ctx, s.Revocations, now)
+}
+
+// Authority turns eligibility into sessions and ends them: it checks an activation
+// against the policy and the TOTP step-up, records the session, signs its token, and
+// audits every outcome.
+type Authority struct {
+	*State
+	Authenticator *Authenticator
+	Audit         *Auditor
+	// Issuer goes into the iss claim.
+	Issuer string
+	Now    Clock
+}
+
+// Config is what NewAuthority needs beyond the storage.
+type Config struct {
+	Issuer          string
+	MaxFailures     int
+	LockoutDuration time.Duration
+	CacheSize       int
+	Audit           *zap.Logger
+	Now             Clock
+	// State, when set, is reused instead of loaded: it is how a config reload keeps
+	// the caches and the revocation set.
+	State *State
+}
+
+// NewAuthority makes an authority over the storage, loading the state unless cfg
+// carries one.
+func NewAuthority(ctx context.Context, st certmagic.Storage, cfg Config) (*Authority, error) {
+	state := cfg.State
+	if state == nil {
+		var err error
+		if state, err = LoadState(ctx, st, cfg.CacheSize, cfg.Now); err != nil {
+			return nil, err
+		}
+	}
+	return &Authority{
+		State:         state,
+		Authenticator: NewAuthenticator(st, cfg.Issuer, cfg.MaxFailures, cfg.LockoutDuration, cfg.Now),
+		Audit:         NewAuditor(cfg.Audit),
+		Issuer:        cfg.Issuer,
+		Now:           cfg.Now,
+	}, nil
+}
+
+// Activation is a user's request for a session, as submitted.
+type Activation struct {
+	Caller        policy.Caller
+	Role          *policy.Role
+	Audience      string
+	Duration      time.Duration
+	Justification string
+	Ticket        string
+	Code          string
+	ClientIP      string
+	UserAgent     string
+}
+
+// ActivationError says why an activation was refused, in a stable reason for the audit
+// log and in words for the user.
+type ActivationError struct {
+	Reason  string
+	Message string
+	// LockedUntil is set when the reason is a lockout.
+	LockedUntil time.Time
+}
+
+func (e *ActivationError) Error() string { return e.Reason + ": " + e.Message }
+
+// Activate checks an activation and, if every rule holds, starts the session. It
+// returns the signed token for the cookie and the record. Every outcome is audited.
+func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Record, error) {
+	now := a.Now()
+	fail := func(reason, message string, lockedUntil time.Time) (string, *Record, error) {
+		a.Audit.Event(EventActivationFailed,
+			zap.String("user", act.Caller.User),
+			zap.String("role", act.Role.Name),
+			zap.String("reason", reason),
+			zap.String("justification", act.Justification),
+			zap.String("ticket", act.Ticket),
+			zap.String("client_ip", act.ClientIP),
+		)
+		return "", nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
+	}
+
+	decision := act.Role.Activation(policy.Request{
+		Caller:        act.Caller,
+		Duration:      act.Duration,
+		Justification: act.Justification,
+		Ticket:        act.Ticket,
+	}, now)
+	if !decision.Allowed {
+		return fail(string(decision.Reason), decision.Message, time.Time{})
+	}
+
+	err := a.Authenticator.Check(ctx, act.Caller.User, act.Code)
+	var locked *LockedOutError
+	switch {
+	case errors.As(err, &locked):
+		return fail("locked_out", "too many wrong codes: activation is locked until "+locked.Until.Local().Format("15:04"), locked.Until)
+	case errors.Is(err, ErrCodeInvalid):
+		return fail(ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{})
+	case errors.Is(err, ErrCodeReplayed):
+		return fail(ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{})
+	case errors.Is(err, ErrNotEnrolled):
+		return fail(ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll "+act.Caller.User+"`", time.Time{})
+	case err != nil:
+		return "", nil, err
+	}
+
+	id, err := newSessionID()
+	if err != nil {
+		return "", nil, err
+	}
+	expires := now.Add(act.Duration)
+	if !decision.EligibleUntil.IsZero() && decision.EligibleUntil.Before(expires) {
+		// A session never outlives the eligibility it came from.
+		expires = decision.EligibleUntil
+	}
+	rec := &Record{
+		ID:            id,
+		User:          act.Caller.User,
+		Role:          act.Role.Name,
+		Audience:      act.Audience,
+		Justification: act.Justification,
+		Ticket:        act.Ticket,
+		ClientIP:      act.ClientIP,
+		UserAgent:     act.UserAgent,
+		Methods:       []string{"otp"},
+		Start:         now.UTC(),
+		Expires:       expires.UTC().Truncate(time.Second),
+	}
+	if err := a.Records.Save(ctx, rec); err != nil {
+		return "", nil, err
+	}
+	token, err := a.Keyring.Sign(Claims{
+		Issuer:    a.Issuer,
+		Subject:   rec.User,
+		Audience:  rec.Audience,
+		Role:      rec.Role,
+		SessionID: rec.ID,
+		IssuedAt:  now.Unix(),
+		NotBefore: now.Unix(),
+		Expiry:    rec.Expires.Unix(),
+		Methods:   rec.Methods,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	a.Audit.Event(EventActivationSucceeded, append(recordFields(rec), zap.Duration("duration", act.Duration))...)
+	return token, rec, nil
+}
+
+// End ends one of a user's sessions at once: the revocation is stored for the other
+// instances and added to this instance's set before End returns. by names who ended it.
+func (a *Authority) End(ctx context.Context, user, sessionID, by, reason string) (*Record, error) {
+	rec, err := a.Records.Load(ctx, user, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	now := a.Now()
+	if !rec.Active(now) {
+		return rec, nil
+	}
+	if err := a.Records.revoke(ctx, revocation{SessionID: rec.ID, User: rec.User, Expires: rec.Expires, At: now.UTC(), By: by, Reason: reason}); err != nil {
+		return nil, err
+	}
+	a.Revocations.Add(rec.ID, rec.Expires)
+	rec.Ended, rec.EndedBy, rec.EndReason = now.UTC(), by, reason
+	if err := a.Records.Save(ctx, rec); err != nil {
+		return nil, err
+	}
+	a.Audit.Event(EventDeactivated, append(recordFields(rec), zap.String("by", by), zap.String("reason", reason))...)
+	return rec, nil
+}
+
+// Enroll makes a new TOTP secret for the user, replacing any earlier one, and audits it.
+func (a *Authority) Enroll(ctx context.Context, user, by string) (string, error) {
+	key, err := a.Authenticator.Enroll(ctx, user)
+	if err != nil {
+		return "", err
+	}
+	a.Audit.Event(EventEnrolled, zap.String("user", user), zap.String("by", by))
+	return key.URL(), nil
+}
+
+func newSessionID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("making a session id: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

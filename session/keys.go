@@ -1,0 +1,132 @@
+package session
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Keyring holds the keys a cluster shares: Ed25519 keys that sign session tokens and a
+// secret for CSRF tokens. The newest signing key signs; every key verifies, so a key can
+// be rotated in without logging anyone out.
+type Keyring struct {
+	signing  []signingKey
+	byID     map[string]ed25519.PublicKey
+	csrf     []byte
+	jwksJSON []byte
+}
+
+type signingKey struct {
+	ID      string
+	Private ed25519.PrivateKey
+}
+
+// keyringRecord is the keyring as stored.
+type keyringRecord struct {
+	Keys []struct {
+		ID      string    `json:"kid"`
+		Seed    []byte    `json:"seed"`
+		Created time.Time `json:"created"`
+	} `json:"keys"`
+	CSRFSecret []byte `json:"csrf_secret"`
+}
+
+// LoadKeyring reads the keyring from storage, creating it on first use. Instances that
+// start together agree on one keyring: creation happens under a storage lock and
+// re-reads before it writes.
+func LoadKeyring(ctx context.Context, st certmagic.Storage, now Clock) (*Keyring, error) {
+	var rec keyringRecord
+	found, err := loadJSON(ctx, st, keyringKey, &rec)
+	if err != nil {
+		return nil, fmt.Errorf("the signing keys are unreadable (repair or remove %s in the storage to start over, which ends every session): %w", keyringKey, err)
+	}
+	if !found {
+		if err := st.Lock(ctx, keyringLock); err != nil {
+			return nil, fmt.Errorf("locking the signing keys: %w", err)
+		}
+		defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
+		found, err = loadJSON(ctx, st, keyringKey, &rec)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			rec, err = newKeyringRecord(now())
+			if err != nil {
+				return nil, err
+			}
+			if err := storeJSON(ctx, st, keyringKey, rec); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return keyringFromRecord(rec)
+}
+
+func newKeyringRecord(now time.Time) (keyringRecord, error) {
+	var rec keyringRecord
+	seed := make([]byte, ed25519.SeedSize)
+	rec.CSRFSecret = make([]byte, 32)
+	if _, err := rand.Read(seed); err != nil {
+		return rec, err
+	}
+	if _, err := rand.Read(rec.CSRFSecret); err != nil {
+		return rec, err
+	}
+	rec.Keys = append(rec.Keys, struct {
+		ID      string    `json:"kid"`
+		Seed    []byte    `json:"seed"`
+		Created time.Time `json:"created"`
+	}{ID: keyID(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)), Seed: seed, Created: now.UTC()})
+	return rec, nil
+}
+
+// keyID names a key by its public half, so an id can never point at another key.
+func keyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
+}
+
+func keyringFromRecord(rec keyringRecord) (*Keyring, error) {
+	if len(rec.Keys) == 0 {
+		return nil, errors.New("the stored keyring holds no signing key")
+	}
+	if len(rec.CSRFSecret) < 32 {
+		return nil, errors.New("the stored keyring's CSRF secret is shorter than 32 bytes")
+	}
+	k := &Keyring{byID: make(map[string]ed25519.PublicKey), csrf: rec.CSRFSecret}
+	var jwks jose.JSONWebKeySet
+	for _, stored := range rec.Keys {
+		if len(stored.Seed) != ed25519.SeedSize {
+			return nil, fmt.Errorf("signing key %q has a seed of %d bytes, want %d", stored.ID, len(stored.Seed), ed25519.SeedSize)
+		}
+		priv := ed25519.NewKeyFromSeed(stored.Seed)
+		pub := priv.Public().(ed25519.PublicKey)
+		if keyID(pub) != stored.ID {
+			return nil, fmt.Errorf("signing key %q does not match its id", stored.ID)
+		}
+		k.signing = append(k.signing, signingKey{ID: stored.ID, Private: priv})
+		k.byID[stored.ID] = pub
+		jwks.Keys = append(jwks.Keys, jose.JSONWebKey{Key: pub, KeyID: stored.ID, Algorithm: string(jose.EdDSA), Use: "sig"})
+	}
+	raw, err := json.Marshal(jwks)
+	if err != nil {
+		return nil, err
+	}
+	k.jwksJSON = raw
+	return k, nil
+}
+
+// active is the key that signs new tokens: the newest.
+func (k *Keyring) active() signingKey { return k.signing[len(k.signing)-1] }
+
+// JWKS returns the public keys as a JSON Web Key Set.
+func (k *Keyring) JWKS() []byte { return k.jwksJSON }

@@ -1,0 +1,161 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// Record is a session as kept in storage: everything an auditor asks about it.
+type Record struct {
+	ID            string    `json:"session_id"`
+	User          string    `json:"user"`
+	Role          string    `json:"role"`
+	Audience      string    `json:"audience"`
+	Justification string    `json:"justification"`
+	Ticket        string    `json:"ticket,omitempty"`
+	ClientIP      string    `json:"client_ip,omitempty"`
+	UserAgent     string    `json:"user_agent,omitempty"`
+	Methods       []string  `json:"amr"`
+	Start         time.Time `json:"start"`
+	Expires       time.Time `json:"expires"`
+	// Ended is set when the session was ended before it expired.
+	Ended     time.Time `json:"ended,omitzero"`
+	EndedBy   string    `json:"ended_by,omitempty"`
+	EndReason string    `json:"end_reason,omitempty"`
+}
+
+// Active reports whether the session still admits at the given time.
+func (r *Record) Active(now time.Time) bool {
+	return r.Ended.IsZero() && now.Before(r.Expires)
+}
+
+// revocation is a session ended early, as stored; instances learn of it by listing.
+type revocation struct {
+	SessionID string    `json:"session_id"`
+	User      string    `json:"user"`
+	Expires   time.Time `json:"expires"`
+	At        time.Time `json:"at"`
+	By        string    `json:"by"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// ErrSessionNotFound is returned for a session id that names no session of the user.
+var ErrSessionNotFound = errors.New("no such session")
+
+// Records keeps session records and revocations in storage.
+type Records struct {
+	storage certmagic.Storage
+}
+
+func sessionKey(user, id string) string {
+	return sessionFolder + storageName(user) + "/" + id + ".json"
+}
+
+func revocationKey(id string) string { return revocationFolder + id + ".json" }
+
+// validSessionID accepts only the ids this package makes, so an id from a form or an
+// API call can never name another storage key.
+func validSessionID(id string) bool {
+	return len(id) == sessionIDLength && wellFormedBase64URL(id)
+}
+
+func wellFormedBase64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Save writes a session record.
+func (s *Records) Save(ctx context.Context, r *Record) error {
+	return storeJSON(ctx, s.storage, sessionKey(r.User, r.ID), r)
+}
+
+// Load reads one of a user's session records.
+func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
+	if !validSessionID(id) {
+		return nil, ErrSessionNotFound
+	}
+	var r Record
+	found, err := loadJSON(ctx, s.storage, sessionKey(user, id), &r)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrSessionNotFound
+	}
+	return &r, nil
+}
+
+// OfUser lists a user's sessions that are active at the given time, soonest expiry first.
+func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Record, error) {
+	keys, err := s.storage.List(ctx, sessionFolder+storageName(user), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions: %w", err)
+	}
+	var active []*Record
+	for _, key := range keys {
+		var r Record
+		found, err := loadJSON(ctx, s.storage, key, &r)
+		if err != nil {
+			return nil, err
+		}
+		if found && r.Active(now) {
+			active = append(active, &r)
+		}
+	}
+	slices.SortFunc(active, func(a, b *Record) int { return a.Expires.Compare(b.Expires) })
+	return active, nil
+}
+
+// Revoke stores the end of a session so that every instance refuses it.
+func (s *Records) revoke(ctx context.Context, rev revocation) error {
+	return storeJSON(ctx, s.storage, revocationKey(rev.SessionID), rev)
+}
+
+// LoadRevocations reads every stored revocation into set, skipping ids it already
+// holds, and deletes those whose session has expired anyway so storage stays small.
+func (s *Records) LoadRevocations(ctx context.Context, set *Revocations, now time.Time) error {
+	keys, err := s.storage.List(ctx, strings.TrimSuffix(revocationFolder, "/"), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing revocations: %w", err)
+	}
+	for _, key := range keys {
+		id := strings.TrimSuffix(path.Base(key), ".json")
+		if set.Revoked(id) {
+			continue
+		}
+		var rev revocation
+		found, err := loadJSON(ctx, s.storage, key, &rev)
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue
+		}
+		if !now.Before(rev.Expires) {
+			_ = s.storage.Delete(ctx, key)
+			continue
+		}
+		set.Add(rev.SessionID, rev.Expires)
+	}
+	set.Prune(now)
+	return nil
+}

@@ -1,0 +1,211 @@
+package session
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/hotp"
+	"github.com/pquerna/otp/totp"
+)
+
+// TOTP parameters: RFC 6238 defaults, which every authenticator app understands.
+const (
+	totpPeriod     = 30
+	totpDigits     = otp.DigitsSix
+	totpSecretSize = 20 // bytes: 160 bits, as RFC 4226 recommends
+	// totpSkew accepts the previous and the next time step as well, for clock drift.
+	totpSkew = 1
+)
+
+// Why a code was refused. The values are stable: they appear in audit events.
+var (
+	ErrNotEnrolled  = errors.New("totp_not_enrolled")
+	ErrCodeInvalid  = errors.New("totp_invalid")
+	ErrCodeReplayed = errors.New("totp_replayed")
+)
+
+// LockedOutError refuses any code, right or wrong, until the lockout ends.
+type LockedOutError struct{ Until time.Time }
+
+func (e *LockedOutError) Error() string { return "locked_out" }
+
+// Authenticator is the TOTP step-up: enrollment, code checks that never accept a code
+// twice, and a per-user lockout after repeated failures. All of its state is in
+// storage, so a new browser, a restart or another instance resets nothing.
+type Authenticator struct {
+	storage certmagic.Storage
+	issuer  string
+	now     Clock
+	// MaxFailures wrong codes in a row lock the user for LockoutDuration.
+	maxFailures     int
+	lockoutDuration time.Duration
+	locks           userLocks
+}
+
+// NewAuthenticator makes an authenticator. Issuer is the name authenticator apps show.
+func NewAuthenticator(st certmagic.Storage, issuer string, maxFailures int, lockoutDuration time.Duration, now Clock) *Authenticator {
+	return &Authenticator{storage: st, issuer: issuer, now: now, maxFailures: maxFailures, lockoutDuration: lockoutDuration}
+}
+
+// enrollment is a user's TOTP secret as stored.
+type enrollment struct {
+	User    string    `json:"user"`
+	Secret  string    `json:"secret"`
+	Created time.Time `json:"created"`
+	// LastStep is the last time step whose code was accepted; only later steps are.
+	LastStep int64 `json:"last_step"`
+}
+
+// lockout counts a user's failed codes.
+type lockout struct {
+	Failures     int       `json:"failures"`
+	FirstFailure time.Time `json:"first_failure,omitzero"`
+	LockedUntil  time.Time `json:"locked_until,omitzero"`
+}
+
+func enrollmentKey(user string) string { return enrollmentFolder + storageName(user) + ".json" }
+func lockoutKey(user string) string    { return lockoutFolder + storageName(user) + ".json" }
+func totpLockName(user string) string  { return keyPrefix + "totp-" + storageName(user) }
+
+// Enroll makes a new secret for the user and stores it, replacing any earlier one. It
+// returns the key, whose URL is the otpauth URI for authenticator apps. The caller shows
+// it to the user once; it is never logged.
+func (a *Authenticator) Enroll(ctx context.Context, user string) (*otp.Key, error) {
+	key, err := totp.Generate(totp.GenerateOpts{
+		Issuer:      a.issuer,
+		AccountName: user,
+		Period:      totpPeriod,
+		SecretSize:  totpSecretSize,
+		Digits:      totpDigits,
+		Algorithm:   otp.AlgorithmSHA1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generating a TOTP secret: %w", err)
+	}
+	err = a.locks.with(ctx, a.storage, totpLockName(user), func() error {
+		return storeJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: key.Secret(), Created: a.now().UTC()})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// Enrolled reports whether the user has a TOTP secret.
+func (a *Authenticator) Enrolled(ctx context.Context, user string) (bool, error) {
+	var e enrollment
+	return loadJSON(ctx, a.storage, enrollmentKey(user), &e)
+}
+
+// LockedUntil returns when the user's lockout ends, or zero if they are not locked.
+func (a *Authenticator) LockedUntil(ctx context.Context, user string) (time.Time, error) {
+	var l lockout
+	if _, err := loadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+		return time.Time{}, err
+	}
+	if a.now().Before(l.LockedUntil) {
+		return l.LockedUntil, nil
+	}
+	return time.Time{}, nil
+}
+
+// Check accepts the code if it is right for the current, previous or next time step,
+// later than any step accepted before, and the user is not locked out. A wrong or
+// replayed code counts towards the lockout.
+func (a *Authenticator) Check(ctx context.Context, user, code string) error {
+	return a.locks.with(ctx, a.storage, totpLockName(user), func() error {
+		now := a.now()
+		var l lockout
+		if _, err := loadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+			return err
+		}
+		if now.Before(l.LockedUntil) {
+			return &LockedOutError{Until: l.LockedUntil}
+		}
+		var e enrollment
+		found, err := loadJSON(ctx, a.storage, enrollmentKey(user), &e)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return ErrNotEnrolled
+		}
+		step, matched := matchingStep(e.Secret, code, now)
+		switch {
+		case matched && step > e.LastStep:
+			e.LastStep = step
+			if err := storeJSON(ctx, a.storage, enrollmentKey(user), e); err != nil {
+				return err
+			}
+			if l.Failures > 0 || !l.LockedUntil.IsZero() {
+				return a.storage.Delete(ctx, lockoutKey(user))
+			}
+			return nil
+		case matched:
+			return a.fail(ctx, user, l, now, ErrCodeReplayed)
+		default:
+			return a.fail(ctx, user, l, now, ErrCodeInvalid)
+		}
+	})
+}
+
+// fail records a failed code and locks the user once the failures reach the limit.
+// Failures older than a lockout period are forgotten, so rare typos never add up.
+func (a *Authenticator) fail(ctx context.Context, user string, l lockout, now time.Time, cause error) error {
+	if l.Failures == 0 || now.Sub(l.FirstFailure) > a.lockoutDuration {
+		l = lockout{FirstFailure: now}
+	}
+	l.Failures++
+	locked := l.Failures >= a.maxFailures
+	if locked {
+		l = lockout{LockedUntil: now.Add(a.lockoutDuration)}
+	}
+	if err := storeJSON(ctx, a.storage, lockoutKey(user), l); err != nil {
+		return err
+	}
+	if locked {
+		return &LockedOutError{Until: l.LockedUntil}
+	}
+	return cause
+}
+
+// ClearLockout ends a user's lockout and forgets their failures.
+func (a *Authenticator) ClearLockout(ctx context.Context, user string) error {
+	return a.locks.with(ctx, a.storage, totpLockName(user), func() error {
+		err := a.storage.Delete(ctx, lockoutKey(user))
+		if err != nil && a.storage.Exists(ctx, lockoutKey(user)) {
+			return err
+		}
+		return nil
+	})
+}
+
+// matchingStep finds the time step within the skew whose code equals code. pquerna's
+// totp.Validate does not say which step matched, which replay prevention needs, so the
+// steps are checked here one by one with HOTP, in constant time.
+func matchingStep(secret, code string, now time.Time) (int64, bool) {
+	if len(code) != totpDigits.Length() {
+		return 0, false
+	}
+	current := now.Unix() / totpPeriod
+	opts := hotp.ValidateOpts{Digits: totpDigits, Algorithm: otp.AlgorithmSHA1}
+	var (
+		found bool
+		step  int64
+	)
+	for s := current - totpSkew; s <= current+totpSkew; s++ {
+		want, err := hotp.GenerateCodeCustom(secret, uint64(s), opts)
+		if err != nil {
+			return 0, false
+		}
+		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 && !found {
+			found, step = true, s
+		}
+	}
+	return step, found
+}

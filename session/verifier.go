@@ -1,0 +1,142 @@
+package session
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// DefaultCacheSize is how many verified tokens a Verifier remembers.
+const DefaultCacheSize = 10000
+
+// Verifier decides on every proxied request whether a session token admits the caller.
+// It is the hot path: it never touches storage, and a token whose signature it has
+// checked once costs a cache lookup afterwards.
+type Verifier struct {
+	keyring     *Keyring
+	revocations *Revocations
+	// cache holds only tokens whose signature verified, so forged tokens can neither
+	// grow it nor evict real sessions from it.
+	cache *lru.Cache[string, *Claims]
+}
+
+// NewVerifier makes a verifier over a keyring and a revocation set.
+func NewVerifier(k *Keyring, r *Revocations, cacheSize int) (*Verifier, error) {
+	if cacheSize <= 0 {
+		cacheSize = DefaultCacheSize
+	}
+	cache, err := lru.New[string, *Claims](cacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{keyring: k, revocations: r, cache: cache}, nil
+}
+
+// Want is what the current request requires of a token.
+type Want struct {
+	// Subject is the caller's base identity; a token of another user never admits.
+	Subject string
+	// Audience is the site the token must have been issued for.
+	Audience string
+	// Roles lists the roles that admit; any one will do.
+	Roles []string
+}
+
+// Verify returns the token's claims if it admits the caller described by want at the
+// given time, or the reason it does not. Expiry, subject, audience, role and revocation
+// are checked on every call, cached or not.
+func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, error) {
+	c, ok := v.cache.Get(token)
+	if !ok {
+		claims, err := v.keyring.verifySignature(token)
+		if err != nil {
+			return nil, err
+		}
+		c = &claims
+		if err := checkClaims(c, want, now); err != nil {
+			return nil, err
+		}
+		v.cache.Add(token, c)
+	} else if err := checkClaims(c, want, now); err != nil {
+		if err == ErrTokenExpired {
+			v.cache.Remove(token)
+		}
+		return nil, err
+	}
+	if v.revocations.Revoked(c.SessionID) {
+		return nil, ErrTokenRevoked
+	}
+	return c, nil
+}
+
+// Forget drops a token from the cache, for a session that has just ended.
+func (v *Verifier) Forget(token string) { v.cache.Remove(token) }
+
+// clockLeeway tolerates small clock differences between the instances of a cluster
+// for the start of a session, never for its end.
+const clockLeeway = 5
+
+func checkClaims(c *Claims, want Want, now time.Time) error {
+	unix := now.Unix()
+	switch {
+	case unix >= c.Expiry:
+		return ErrTokenExpired
+	case unix+clockLeeway < c.NotBefore:
+		return ErrTokenNotYet
+	case c.Audience != want.Audience:
+		return ErrTokenAudience
+	case c.Subject != want.Subject:
+		return ErrTokenSubject
+	case !slices.Contains(want.Roles, c.Role):
+		return ErrTokenRole
+	}
+	return nil
+}
+
+// Revocations is the in-memory set of sessions ended before their expiry. It is filled
+// from storage and consulted on every request.
+type Revocations struct {
+	mu sync.RWMutex
+	// ids maps a session id to the Unix time its token expires; after that the entry
+	// is no longer needed, since the token is refused anyway.
+	ids map[string]int64
+}
+
+// NewRevocations makes an empty set.
+func NewRevocations() *Revocations { return &Revocations{ids: make(map[string]int64)} }
+
+// Revoked reports whether the session was ended.
+func (r *Revocations) Revoked(sessionID string) bool {
+	r.mu.RLock()
+	_, ok := r.ids[sessionID]
+	r.mu.RUnlock()
+	return ok
+}
+
+// Add records a revocation.
+func (r *Revocations) Add(sessionID string, expires time.Time) {
+	r.mu.Lock()
+	r.ids[sessionID] = expires.Unix()
+	r.mu.Unlock()
+}
+
+// Prune forgets revocations of sessions that have expired anyway.
+func (r *Revocations) Prune(now time.Time) {
+	unix := now.Unix()
+	r.mu.Lock()
+	for id, exp := range r.ids {
+		if exp <= unix {
+			delete(r.ids, id)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// Len returns the number of revocations held.
+func (r *Revocations) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.ids)
+}
