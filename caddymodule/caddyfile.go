@@ -319,4 +319,3 @@ func checkDeclaredRoles(h httpcaddyfile.Helper, roles []string) error {
 	}
 	return nil
 }
-

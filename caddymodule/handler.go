@@ -307,7 +307,6 @@ func isControl(r rune) bool {
 	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029'
 }
 
-
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)

@@ -56,7 +56,7 @@ func recordFields(r *Record) []zap.Field {
 		zap.String("role", r.Role),
 		zap.String("session_id", r.ID),
 		zap.String("justification", r.Justification),
-		zap.Time("expires", r.Expires),
+		zap.String("expires", r.Expires.UTC().Format(time.RFC3339)),
 		zap.String("client_ip", r.ClientIP),
 	}
 	if r.Ticket != "" {

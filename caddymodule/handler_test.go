@@ -1,0 +1,116 @@
+package caddymodule
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+)
+
+func TestDeleteIdentityHeadersRemovesEverySpelling(t *testing.T) {
+	h := http.Header{}
+	for _, name := range []string{"X-Jit-User", "x-jit-role", "X_Jit_Session", "X-JIT-EXPIRES", "x_jit-user", "X-Jit-Anything"} {
+		h[name] = []string{"forged"}
+	}
+	h.Set("X-Jitter", "keep")
+	h.Set("Accept", "keep")
+	deleteIdentityHeaders(h)
+	want := http.Header{"X-Jitter": {"keep"}, "Accept": {"keep"}}
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("after deleting: %v, want %v", h, want)
+	}
+}
+
+func TestSessionCookieIsReadByTheSchemesName(t *testing.T) {
+	tests := []struct {
+		name    string
+		cookies []string
+		tls     bool
+		want    string
+	}{
+		{"plain", []string{"a=1; jit_session=tok; b=2"}, false, "tok"},
+		{"quoted", []string{`jit_session="tok"`}, false, "tok"},
+		{"prefix lookalike", []string{"jit_session2=x; xjit_session=y"}, false, ""},
+		{"second header line", []string{"a=1", "jit_session=tok"}, false, "tok"},
+		{"https wants __Host-", []string{"jit_session=plain"}, true, ""},
+		{"https", []string{"__Host-jit_session=tok"}, true, "tok"},
+		{"none", nil, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header["Cookie"] = tt.cookies
+			if tt.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			if got := sessionCookie(r); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRemoveSessionCookieKeepsAllOtherCookies(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want []string
+	}{
+		{[]string{"a=1; jit_session=tok; b=2"}, []string{"a=1; b=2"}},
+		{[]string{"jit_session=tok"}, nil},
+		{[]string{"__Host-jit_session=tok; a=1", "jit_session=x"}, []string{"a=1"}},
+		{[]string{"jit_session2=keep; jit_session"}, []string{"jit_session2=keep"}},
+		{[]string{"a=1"}, []string{"a=1"}},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header["Cookie"] = tt.in
+		removeSessionCookie(r)
+		if got := r.Header["Cookie"]; !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSiteAudienceIsTheOrigin(t *testing.T) {
+	tests := []struct {
+		host string
+		tls  bool
+		want string
+	}{
+		{"Console.Example", false, "http://console.example"},
+		{"console.example:80", false, "http://console.example"},
+		{"console.example:443", true, "https://console.example"},
+		{"console.example:8443", true, "https://console.example:8443"},
+		{"console.example:443", false, "http://console.example:443"},
+		{"[::1]:80", false, "http://[::1]"},
+		{"localhost:8080", false, "http://localhost:8080"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Host = tt.host
+		if tt.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if got := siteAudience(r); got != tt.want {
+			t.Errorf("%s (tls %v): got %q, want %q", tt.host, tt.tls, got, tt.want)
+		}
+	}
+}
+
+func TestWantsJSON(t *testing.T) {
+	for accept, want := range map[string]bool{
+		"application/json":                  true,
+		"application/json, text/plain":      true,
+		"text/html,application/xhtml+xml":   false,
+		"text/html, application/json;q=0.9": false,
+		"":                                  false,
+		"*/*":                               false,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Accept", accept)
+		if got := wantsJSON(r); got != want {
+			t.Errorf("Accept %q: got %v, want %v", accept, got, want)
+		}
+	}
+}
