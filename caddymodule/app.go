@@ -273,7 +273,7 @@ func (rc *RoleConfig) build(name string) (*policy.Role, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.Ticket = re
+		r.Ticket, r.TicketFormat = re, rc.Ticket
 	}
 	if len(rc.Eligible) == 0 {
 		return nil, errors.New("no one is eligible: add at least one `eligible SUBJECT…` line")

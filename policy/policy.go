@@ -97,12 +97,23 @@ type Role struct {
 	// zero means a justification is optional.
 	JustificationMinLength int
 	// Ticket, when set, makes a ticket reference mandatory; it must match in full.
-	Ticket      *regexp.Regexp
-	Eligibility []Eligibility
+	Ticket *regexp.Regexp
+	// TicketFormat describes the expected ticket to people, e.g. the pattern as the
+	// operator wrote it; Ticket's own pattern is shown when it is empty.
+	TicketFormat string
+	Eligibility  []Eligibility
 }
 
 // TicketRequired reports whether activating the role needs a ticket reference.
 func (r *Role) TicketRequired() bool { return r.Ticket != nil }
+
+// TicketHint describes the ticket reference the role expects.
+func (r *Role) TicketHint() string {
+	if r.TicketFormat != "" || r.Ticket == nil {
+		return r.TicketFormat
+	}
+	return r.Ticket.String()
+}
 
 // Eligible decides whether the caller may activate the role at the given time. When
 // several grants cover the caller, the one that lasts longest wins.
@@ -183,7 +194,7 @@ func (r *Role) Activation(req Request, at time.Time) Decision {
 		case ticket == "":
 			return deny(ReasonTicketInvalid, "a ticket reference is required")
 		case len(ticket) > MaxTicketLength || !r.Ticket.MatchString(ticket):
-			return deny(ReasonTicketInvalid, "the ticket reference %q does not have the expected form (%s)", truncate(ticket, 40), r.Ticket.String())
+			return deny(ReasonTicketInvalid, "the ticket reference %q does not have the expected form (%s)", truncate(ticket, 40), r.TicketHint())
 		}
 	}
 	return d

@@ -146,7 +146,7 @@ func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Reco
 	var locked *LockedOutError
 	switch {
 	case errors.As(err, &locked):
-		return fail("locked_out", "too many wrong codes: activation is locked until "+locked.Until.Local().Format("15:04"), locked.Until)
+		return fail("locked_out", "too many wrong codes: activation is locked until "+locked.Until.UTC().Format("15:04 UTC"), locked.Until)
 	case errors.Is(err, ErrCodeInvalid):
 		return fail(ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{})
 	case errors.Is(err, ErrCodeReplayed):
@@ -225,11 +225,15 @@ func (a *Authority) End(ctx context.Context, user, sessionID, by, reason string)
 
 // Enroll makes a new TOTP secret for the user, replacing any earlier one, and audits it.
 func (a *Authority) Enroll(ctx context.Context, user, by string) (string, error) {
+	replaced, err := a.Authenticator.Enrolled(ctx, user)
+	if err != nil {
+		return "", err
+	}
 	key, err := a.Authenticator.Enroll(ctx, user)
 	if err != nil {
 		return "", err
 	}
-	a.Audit.Event(EventEnrolled, zap.String("user", user), zap.String("by", by))
+	a.Audit.Event(EventEnrolled, zap.String("user", user), zap.String("by", by), zap.Bool("replaced", replaced))
 	return key.URL(), nil
 }
 
