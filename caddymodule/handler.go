@@ -96,7 +96,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	deleteIdentityHeaders(r.Header)
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	user := repl.ReplaceKnown(h.app.Identity, "")
+	user := repl.ReplaceAll(h.app.Identity, "")
 	if user == "" || len(user) > maxUserLength {
 		h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "no_identity"),
 			zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
@@ -182,7 +182,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 func (a *App) caller(repl *caddy.Replacer, user string) policy.Caller {
 	c := policy.Caller{User: user}
 	if a.Groups != "" {
-		for _, g := range strings.Split(repl.ReplaceKnown(a.Groups, ""), ",") {
+		for _, g := range strings.Split(repl.ReplaceAll(a.Groups, ""), ",") {
 			if g = strings.TrimSpace(g); g != "" {
 				c.Groups = append(c.Groups, g)
 			}

@@ -29,7 +29,11 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"duration": policy.FormatDuration,
 	"clock":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"left": func(t time.Time) string {
-		return policy.FormatDuration(time.Until(t).Truncate(time.Minute)) + " left"
+		d := t.Sub(now())
+		if d < time.Minute {
+			return "less than a minute left"
+		}
+		return policy.FormatDuration(d.Truncate(time.Minute)) + " left"
 	},
 }).ParseFS(templateFS, "templates/*.html"))
 
@@ -77,7 +81,7 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	user := repl.ReplaceKnown(h.app.Identity, "")
+	user := repl.ReplaceAll(h.app.Identity, "")
 	if user == "" || len(user) > maxUserLength {
 		return h.noIdentity(w, r)
 	}
