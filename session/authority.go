@@ -132,6 +132,10 @@ func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Reco
 		return "", nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
 	}
 
+	if !act.Role.TicketRequired() {
+		// The form offers no ticket field then; whatever a client sends is not recorded.
+		act.Ticket = ""
+	}
 	decision := act.Role.Activation(policy.Request{
 		Caller:        act.Caller,
 		Duration:      act.Duration,

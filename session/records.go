@@ -77,6 +77,11 @@ func wellFormedBase64URL(s string) bool {
 	return true
 }
 
+// isRecordKey tells our records from the temporary files that a storage may list
+// while a Store is in progress (certmagic's file storage writes a numbered temp file,
+// then renames it).
+func isRecordKey(key string) bool { return strings.HasSuffix(key, ".json") }
+
 // Save writes a session record.
 func (s *Records) Save(ctx context.Context, r *Record) error {
 	return storeJSON(ctx, s.storage, sessionKey(r.User, r.ID), r)
@@ -109,6 +114,9 @@ func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Re
 	}
 	var active []*Record
 	for _, key := range keys {
+		if !isRecordKey(key) {
+			continue
+		}
 		var r Record
 		found, err := loadJSON(ctx, s.storage, key, &r)
 		if err != nil {
@@ -138,6 +146,9 @@ func (s *Records) LoadRevocations(ctx context.Context, set *Revocations, now tim
 		return fmt.Errorf("listing revocations: %w", err)
 	}
 	for _, key := range keys {
+		if !isRecordKey(key) {
+			continue
+		}
 		id := strings.TrimSuffix(path.Base(key), ".json")
 		if set.Revoked(id) {
 			continue

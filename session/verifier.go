@@ -48,25 +48,27 @@ type Want struct {
 // given time, or the reason it does not. Expiry, subject, audience, role and revocation
 // are checked on every call, cached or not.
 func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, error) {
-	c, ok := v.cache.Get(token)
-	if !ok {
+	c, cached := v.cache.Get(token)
+	if !cached {
 		claims, err := v.keyring.verifySignature(token)
 		if err != nil {
 			return nil, err
 		}
 		c = &claims
-		if err := checkClaims(c, want, now); err != nil {
-			return nil, err
-		}
-		v.cache.Add(token, c)
-	} else if err := checkClaims(c, want, now); err != nil {
-		if err == ErrTokenExpired {
+	}
+	if err := checkClaims(c, want, now); err != nil {
+		if cached && err == ErrTokenExpired {
 			v.cache.Remove(token)
 		}
 		return nil, err
 	}
 	if v.revocations.Revoked(c.SessionID) {
 		return nil, ErrTokenRevoked
+	}
+	if !cached {
+		// Only a token that admitted someone is cached: forged, expired or revoked
+		// tokens can neither grow the cache nor evict real sessions from it.
+		v.cache.Add(token, c)
 	}
 	return c, nil
 }
