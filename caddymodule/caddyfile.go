@@ -247,13 +247,14 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 }
 
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	setting := d.Val()
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil || dur <= 0 {
-		return d.Errf("%s %q: want a positive duration such as 30m, 1h or 1d", d.Val(), s)
+		return d.Errf("%s %q: want a positive duration such as 30m, 1h or 1d", setting, s)
 	}
 	*dst = caddy.Duration(dur)
 	return nil

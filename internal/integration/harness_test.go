@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
@@ -141,8 +142,14 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin localhost:{{.AdminPort}}
 	persist_config off
 	storage file_system "{{.StorageDir}}"
+{{- if .Global}}
+{{.Global}}
+{{- end}}
 	jit {
 		issuer "caddy-jit integration"
+{{- if .JitOptions}}
+{{.JitOptions}}
+{{- end}}
 ` + standardRoles + `
 	}
 	log audit {
@@ -152,7 +159,10 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	}
 }
 {{range .Sites}}
-http://localhost:{{.Port}} {
+{{if .TLS}}https{{else}}http{{end}}://localhost:{{.Port}} {
+{{- if .TLS}}
+	tls internal
+{{- end}}
 {{- if .Auth}}
 	basic_auth {
 {{- range $.Users}}
@@ -161,7 +171,9 @@ http://localhost:{{.Port}} {
 	}
 {{- end}}
 {{.Jit}}
-	reverse_proxy {{$.Upstream}}
+	reverse_proxy {{$.Upstream}}{{if .Proxy}} {
+{{.Proxy}}
+	}{{end}}
 }
 {{end}}
 `))
@@ -172,12 +184,19 @@ type siteSpec struct {
 	Auth bool
 	// Jit is the site's jit directive lines (with matchers, if any).
 	Jit string
+	// TLS serves the site over HTTPS (https://localhost:PORT) with `tls internal`;
+	// the global options then need `local_certs` and `skip_install_trust`.
+	TLS bool
+	// Proxy is the body of the reverse_proxy block (e.g. header_up lines), if any.
+	Proxy string
 }
 
 type caddyfileData struct {
 	AdminPort     int
 	StorageDir    string
 	AuditLog      string
+	Global        string
+	JitOptions    string
 	ExtraEligible []string
 	Users         []userHash
 	Sites         []siteSpec
@@ -188,6 +207,10 @@ type caddyfileData struct {
 type envOptions struct {
 	// ExtraEligible are extra `eligible …` lines for console-admin.
 	ExtraEligible []string
+	// Global holds extra global option lines (e.g. local_certs).
+	Global string
+	// JitOptions holds extra lines for the jit global option (e.g. groups).
+	JitOptions string
 	// Sites replaces the single standard site (basic_auth, `jit console-admin`).
 	// Ports left 0 are chosen freely.
 	Sites []siteSpec
@@ -232,6 +255,8 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		AdminPort:     freePort(t),
 		StorageDir:    filepath.Join(e.dir, "storage"),
 		AuditLog:      filepath.Join(e.dir, "audit.log"),
+		Global:        opts.Global,
+		JitOptions:    opts.JitOptions,
 		ExtraEligible: opts.ExtraEligible,
 		Users:         userHashes(t),
 		Sites:         sites,
@@ -259,7 +284,13 @@ func newEnv(t *testing.T, opts envOptions) *env {
 }
 
 // site returns the base URL of site i, e.g. http://localhost:PORT.
-func (e *env) site(i int) string { return fmt.Sprintf("http://localhost:%d", e.data.Sites[i].Port) }
+func (e *env) site(i int) string {
+	scheme := "http"
+	if e.data.Sites[i].TLS {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://localhost:%d", scheme, e.data.Sites[i].Port)
+}
 
 func (e *env) adminURL(path string) string {
 	return fmt.Sprintf("http://localhost:%d%s", e.data.AdminPort, path)
@@ -325,7 +356,18 @@ func (e *env) ready(client *http.Client) bool {
 		return false
 	}
 	for _, s := range e.data.Sites {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port), time.Second)
+		addr := fmt.Sprintf("127.0.0.1:%d", s.Port)
+		if s.TLS {
+			// The port may accept connections before the certificate is ready.
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr,
+				&tls.Config{ServerName: "localhost", InsecureSkipVerify: true})
+			if err != nil {
+				return false
+			}
+			c.Close()
+			continue
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return false
 		}
@@ -589,6 +631,8 @@ type browser struct {
 	client *http.Client
 	// accept is the default Accept header.
 	accept string
+	// headers are sent with every request (before the per-request options).
+	headers http.Header
 }
 
 // browser returns a client that authenticates as user with basic auth (none when user
@@ -602,6 +646,10 @@ func (e *env) browser(user string) *browser {
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
+	}
+	if slices.ContainsFunc(e.data.Sites, func(s siteSpec) bool { return s.TLS }) {
+		// The sites' certificates come from Caddy's internal CA, which no one trusts.
+		b.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	}
 	e.t.Cleanup(b.client.CloseIdleConnections)
 	return b
@@ -647,6 +695,9 @@ func (b *browser) do(method, rawURL string, body io.Reader, opts ...reqOption) *
 	}
 	req.Header.Set("Accept", b.accept)
 	req.Header.Set("User-Agent", "caddy-jit-integration-test")
+	for k, vs := range b.headers {
+		req.Header[k] = slices.Clone(vs)
+	}
 	for _, o := range opts {
 		o(req)
 	}

@@ -1,0 +1,236 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:      "jit",
+		Usage:     "<command>",
+		Short:     jitShort,
+		Long:      jitLong,
+		CobraFunc: addJitSubcommands,
+	})
+}
+
+const jitShort = "Manages caddy-jit, just-in-time access to protected sites"
+
+var jitLong = `
+Talks to the admin API of a running Caddy that has the jit app configured
+(the global 'jit' option), to manage just-in-time access: enroll users for
+TOTP, and more (see the subcommands below).
+
+All subcommands reach Caddy's admin API at '` + caddy.DefaultAdminListen + `' by default. You may
+explicitly specify the --address, or use the --config flag to load the admin
+address from your config, if not using the default.`
+
+// jitSubcommands build the subcommands of `caddy jit`. Each call must return a fresh
+// command. Add one with addJitSubcommand from an init function of this package; the
+// list is read only when Caddy builds its command tree in caddycmd.Main, after every
+// init has run, so the order of files does not matter.
+var jitSubcommands = []func() *cobra.Command{enrollCommand}
+
+// addJitSubcommand adds a subcommand (such as sessions, revoke, unlock) to `caddy jit`.
+// Call it from an init function.
+func addJitSubcommand(build func() *cobra.Command) {
+	jitSubcommands = append(jitSubcommands, build)
+}
+
+// addJitSubcommands is the CobraFunc of `caddy jit`: it adds the subcommands to the
+// command that Caddy made from the registration in init.
+func addJitSubcommands(cmd *cobra.Command) {
+	for _, build := range jitSubcommands {
+		cmd.AddCommand(build())
+	}
+}
+
+// jitCommand builds `jit` with all its subcommands as a standalone command, the way
+// Caddy builds it, for tests and for documentation generators.
+func jitCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "jit <command>",
+		Short: jitShort,
+		Long:  jitLong,
+		// as Caddy's root command does: no usage text after every error
+		SilenceUsage: true,
+	}
+	addJitSubcommands(cmd)
+	return cmd
+}
+
+// addAdminFlags adds the flags that locate the admin API, with the same names and
+// help as Caddy's own commands (reload, stop, trust).
+func addAdminFlags(cmd *cobra.Command) {
+	cmd.Flags().StringP("address", "", "", "Address of the administration API listener (if --config is not used)")
+	cmd.Flags().StringP("config", "c", "", "Configuration file (if --address is not used)")
+	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
+}
+
+// runWithOutput adapts a command function that prints to w into cobra's RunE, with
+// Caddy's handling of errors and exit codes (caddycmd.WrapCommandFuncForCobra); w is
+// the command's output (stdout unless a test sets it).
+func runWithOutput(f func(w io.Writer, fl caddycmd.Flags) (int, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+			return f(cmd.OutOrStdout(), fl)
+		})(cmd, args)
+	}
+}
+
+func enrollCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "enroll <user> [--png <file>] [--address <listen>] [--config <path> [--adapter <name>]]",
+		Short: "Enrolls a user for TOTP and shows the QR code to scan",
+		Long: `
+Makes a new TOTP secret for the user and prints its otpauth:// URI and a QR
+code of it, for the user to scan with an authenticator app (Google
+Authenticator, Aegis, 1Password, ...). If the user was enrolled before, the
+old secret stops working at once.
+
+<user> is the identity caddy-jit sees for the user: by default the name they
+log in with through basic_auth or forward_auth ({http.auth.user.id}).
+
+The QR code is drawn in the terminal with light modules as blocks, which
+shows correctly on a terminal with a dark background. On a light background,
+or to send the code to the user, write it as a PNG image with --png <file>
+instead (created with mode 0600); delete the file once it has been scanned.
+
+The URI and the QR code hold the user's secret: hand them over only to that
+user, keep them out of chat, tickets and logs. They are not shown again;
+enroll again to replace a lost secret.
+
+This command asks the admin API of the running Caddy, at '` + caddy.DefaultAdminListen + `'
+by default. You may explicitly specify the --address, or use the --config flag
+to load the admin address from your config, if not using the default.`,
+		Example: `  $ caddy jit enroll alice
+  $ caddy jit enroll alice --png alice-totp.png
+  $ caddy jit enroll alice --address localhost:2020
+  $ caddy jit enroll alice --config /etc/caddy/Caddyfile`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("want exactly one user name, got %d arguments: caddy jit enroll <user>", len(args))
+			}
+			return nil
+		},
+		RunE: runWithOutput(cmdEnroll),
+	}
+	cmd.Flags().StringP("png", "", "", "Write the QR code as a PNG image to this file instead of printing it")
+	addAdminFlags(cmd)
+	return cmd
+}
+
+// cmdEnroll runs `caddy jit enroll`.
+func cmdEnroll(w io.Writer, fl caddycmd.Flags) (int, error) {
+	user := fl.Arg(0)
+	pngFile := fl.String("png")
+	if user == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("no user name: caddy jit enroll <user>")
+	}
+
+	adminAddr, err := caddycmd.DetermineAdminAPIAddress(fl.String("address"), nil, fl.String("config"), fl.String("adapter"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("couldn't determine admin API address: %v", err)
+	}
+
+	enrollment, err := enrollViaAdmin(adminAddr, user)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+
+	// The URI goes to w only, never into an error: errors are logged.
+	if pngFile != "" {
+		if _, err := fmt.Fprintf(w, "Enrolled %s. Their TOTP secret, for an authenticator app:\n\n%s\n\n",
+			enrollment.User, enrollment.OTPAuthURI); err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		if err := writeQRPNG(pngFile, enrollment.OTPAuthURI); err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("%s is enrolled, but the QR code could not be saved (enter the URI printed above by hand, or fix the path and enroll again): %v",
+				enrollment.User, err)
+		}
+		if _, err := fmt.Fprintf(w, "QR code written to %s (mode 0600); delete it once it has been scanned.\n", pngFile); err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		return caddy.ExitCodeSuccess, nil
+	}
+
+	if _, err := fmt.Fprintf(w, "Enrolled %s. Scan this QR code with an authenticator app, or enter the URI:\n\n%s\n\n",
+		enrollment.User, enrollment.OTPAuthURI); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	if err := renderTerminalQR(w, enrollment.OTPAuthURI); err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("%s is enrolled, but the QR code could not be drawn (enter the URI above by hand): %v", enrollment.User, err)
+	}
+	if _, err := fmt.Fprintf(w, "\nThe URI and the QR code hold %s's secret; they are not shown again. If the code does not scan (light terminal background), use --png <file>.\n", enrollment.User); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return caddy.ExitCodeSuccess, nil
+}
+
+// maxAdminResponse bounds what is read of an admin API answer.
+const maxAdminResponse = 1 << 20
+
+// enrollViaAdmin asks the admin API at adminAddr to enroll user: POST
+// /jit/enrollments/{user}.
+func enrollViaAdmin(adminAddr, user string) (*enrollmentResponse, error) {
+	uri := "/jit/enrollments/" + url.PathEscape(user)
+	resp, err := caddycmd.AdminAPIRequest(adminAddr, http.MethodPost, uri, make(http.Header), nil)
+	if err != nil {
+		return nil, explainAdminError(adminAddr, "enrolling "+strconv.Quote(user), err)
+	}
+	defer resp.Body.Close()
+
+	var enrollment enrollmentResponse
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxAdminResponse))
+	if err := dec.Decode(&enrollment); err != nil {
+		return nil, fmt.Errorf("the admin API at %s answered the enrollment of %q with something other than JSON {\"user\", \"otpauth_uri\"} (is it caddy with caddy-jit?): %v",
+			adminAddr, user, err)
+	}
+	if !strings.HasPrefix(enrollment.OTPAuthURI, "otpauth://") {
+		return nil, fmt.Errorf("the admin API at %s answered the enrollment of %q without an otpauth:// URI (is it caddy with caddy-jit?)", adminAddr, user)
+	}
+	if enrollment.User == "" {
+		enrollment.User = user
+	}
+	return &enrollment, nil
+}
+
+// explainAdminError turns an error of caddycmd.AdminAPIRequest into one that says what
+// to do. AdminAPIRequest formats its errors with %v, so they are told apart by text:
+// "performing request: …" when the request did not get through, and "caddy responded
+// with error: HTTP <status>: <body>" when the API refused it, where the body of an
+// API error is JSON {"error": "…"}. Anything else is returned as it is, with context.
+func explainAdminError(adminAddr, doing string, err error) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "performing request: "); ok {
+		return fmt.Errorf("%s: the admin API at %s is not reachable: is caddy running? Start it, or point at its admin endpoint with --address or --config (%s)",
+			doing, adminAddr, rest)
+	}
+	if rest, ok := strings.CutPrefix(msg, "caddy responded with error: HTTP "); ok {
+		statusText, body, _ := strings.Cut(rest, ": ")
+		status, _ := strconv.Atoi(statusText)
+		var apiErr struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal([]byte(body), &apiErr) == nil && apiErr.Error != "" {
+			return fmt.Errorf("%s: the admin API at %s refused (HTTP %d): %s", doing, adminAddr, status, apiErr.Error)
+		}
+		body = strings.TrimSpace(body)
+		if status == http.StatusNotFound {
+			return fmt.Errorf("%s: the admin API at %s has no /jit/ endpoint (HTTP 404: %s): is the running caddy built with caddy-jit?", doing, adminAddr, body)
+		}
+		return fmt.Errorf("%s: the admin API at %s refused (HTTP %d): %s", doing, adminAddr, status, body)
+	}
+	return fmt.Errorf("%s: %v", doing, err)
+}
