@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 func init() {
@@ -16,7 +18,15 @@ func init() {
 
 // AdminAPI adds caddy-jit's routes to Caddy's admin endpoint:
 //
-//	POST /jit/enrollments/{user}   make (or replace) a user's TOTP secret
+//	POST   /jit/enrollments/{user}        make (or replace) a user's TOTP secret
+//	GET    /jit/sessions[?user=U&role=R]  list active sessions
+//	DELETE /jit/sessions/{id}             revoke one session
+//	DELETE /jit/sessions?user=U           revoke all of a user's sessions
+//	POST   /jit/lockouts/{user}/clear     end a user's TOTP lockout
+//	POST   /jit/keys/rotate               make a new signing key
+//
+// Changes take `by` (who asks, e.g. the operator's login) and `reason` query
+// parameters, which go into the audit event with the caller's address.
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -31,6 +41,10 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 func (AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/jit/enrollments/", Handler: caddy.AdminHandlerFunc(handleEnrollment)},
+		{Pattern: "/jit/sessions", Handler: caddy.AdminHandlerFunc(handleSessions)},
+		{Pattern: "/jit/sessions/", Handler: caddy.AdminHandlerFunc(handleSession)},
+		{Pattern: "/jit/lockouts/", Handler: caddy.AdminHandlerFunc(handleLockout)},
+		{Pattern: "/jit/keys/rotate", Handler: caddy.AdminHandlerFunc(handleRotateKeys)},
 	}
 }
 
@@ -53,11 +67,129 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	uri, err := app.authority.Enroll(r.Context(), user, "admin API ("+r.RemoteAddr+")")
+	uri, err := app.authority.Enroll(r.Context(), user, operator(r))
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("enrolling %s: %v", user, err)}
 	}
 	return writeJSON(w, http.StatusOK, enrollmentResponse{User: user, OTPAuthURI: uri})
+}
+
+// SessionInfo is a session as the admin API and the CLI show it.
+type SessionInfo struct {
+	*session.Record
+	Revoked bool `json:"revoked"`
+}
+
+// sessionList is the answer to GET /jit/sessions and to revocations.
+type sessionList struct {
+	Sessions []SessionInfo `json:"sessions"`
+}
+
+func listed(a *session.Authority, recs []*session.Record) sessionList {
+	out := sessionList{Sessions: make([]SessionInfo, 0, len(recs))}
+	for _, rec := range recs {
+		out.Sessions = append(out.Sessions, SessionInfo{Record: rec, Revoked: !rec.Ended.IsZero() || a.Revocations.Revoked(rec.ID)})
+	}
+	return out
+}
+
+func handleSessions(w http.ResponseWriter, r *http.Request) error {
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	switch r.Method {
+	case http.MethodGet:
+		recs, err := app.authority.Records.Active(r.Context(), session.Filter{User: q.Get("user"), Role: q.Get("role")}, now())
+		if err != nil {
+			return storageError("listing sessions", err)
+		}
+		return writeJSON(w, http.StatusOK, listed(app.authority, recs))
+	case http.MethodDelete:
+		user := q.Get("user")
+		if err := checkUserName(user); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE /jit/sessions needs ?user=NAME (or use /jit/sessions/{id}): %v", err)}
+		}
+		ended, err := app.authority.EndUser(r.Context(), user, operator(r), q.Get("reason"))
+		if err != nil {
+			return storageError("revoking sessions", err)
+		}
+		return writeJSON(w, http.StatusOK, listed(app.authority, ended))
+	}
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET or DELETE", r.Method)}
+}
+
+func handleSession(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodDelete {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use DELETE /jit/sessions/{id}", r.Method)}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	id := strings.TrimPrefix(r.URL.Path, "/jit/sessions/")
+	rec, err := app.authority.EndByID(r.Context(), id, operator(r), r.URL.Query().Get("reason"))
+	if errors.Is(err, session.ErrSessionNotFound) {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no session with id %q", id)}
+	}
+	if err != nil {
+		return storageError("revoking the session", err)
+	}
+	return writeJSON(w, http.StatusOK, listed(app.authority, []*session.Record{rec}))
+}
+
+func handleLockout(w http.ResponseWriter, r *http.Request) error {
+	user, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/jit/lockouts/"), "/clear")
+	if !ok {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("use POST /jit/lockouts/{user}/clear")}
+	}
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use POST", r.Method)}
+	}
+	if err := checkUserName(user); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	if err := app.authority.Unlock(r.Context(), user, operator(r), r.URL.Query().Get("reason")); err != nil {
+		return storageError("clearing the lockout", err)
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"user": user, "result": "unlocked"})
+}
+
+func handleRotateKeys(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use POST", r.Method)}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	id, err := app.authority.RotateKeys(r.Context(), operator(r))
+	if err != nil {
+		return storageError("rotating the signing key", err)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"kid": id, "keys": app.authority.Keyring.KeyIDs()})
+}
+
+// operator says who made an admin API call, for the audit log: the `by` the caller
+// gives (the CLI sends the operator's login) and the address it came from.
+func operator(r *http.Request) string {
+	by := truncateRunes(r.URL.Query().Get("by"), 64)
+	if strings.ContainsFunc(by, isControl) {
+		by = ""
+	}
+	if by == "" {
+		return "admin API (" + r.RemoteAddr + ")"
+	}
+	return by + " via admin API (" + r.RemoteAddr + ")"
+}
+
+func storageError(doing string, err error) error {
+	return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("%s: the storage failed: %v", doing, err)}
 }
 
 // runningApp is the jit app of the running config, or an API error that says how to

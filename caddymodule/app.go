@@ -30,6 +30,12 @@ const (
 	DefaultLockoutDuration        = 15 * time.Minute
 	DefaultJustificationMinLength = 10
 	DefaultSyncInterval           = time.Second
+	DefaultMaxStaleness           = 30 * time.Second
+	// pruneInterval is how often storage is cleared of what no decision needs.
+	pruneInterval = 10 * time.Minute
+	// keepEnded is how long a session record stays in storage after the session
+	// ended; the audit log keeps its story for good.
+	keepEnded = 24 * time.Hour
 	// maxDefaultDuration caps the default duration that is derived from max_duration.
 	maxDefaultDuration = time.Hour
 )
@@ -51,6 +57,13 @@ type App struct {
 	// SyncInterval is how often revocations are read from storage, so that a session
 	// ended on another instance is refused here too. Default: 1s.
 	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+	// MaxStaleness is how old the last successful revocation sync may be before the
+	// gate stops trusting its revocation set and refuses every session (503), because
+	// storage has been unreachable. Default: 30s.
+	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
+	// KeyRotation, when set, makes a new signing key once the newest is this old.
+	// Tokens signed by the previous keys stay valid until they expire.
+	KeyRotation caddy.Duration `json:"key_rotation,omitempty"`
 	// Roles maps role names to their rules.
 	Roles map[string]*RoleConfig `json:"roles,omitempty"`
 
@@ -136,6 +149,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.SyncInterval == 0 {
 		a.SyncInterval = caddy.Duration(DefaultSyncInterval)
 	}
+	if a.MaxStaleness == 0 {
+		a.MaxStaleness = caddy.Duration(DefaultMaxStaleness)
+	}
 	roles, err := buildRoles(a.Roles)
 	if err != nil {
 		return err
@@ -148,13 +164,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	storage := ctx.Storage()
 	a.sharedKey = sharedStateKey(storage)
 	val, _, err := sharedStates.LoadOrNew(a.sharedKey, func() (caddy.Destructor, error) {
-		return newSharedState(storage, time.Duration(a.SyncInterval), a.logger)
+		return newSharedState(storage, a.logger)
 	})
 	if err != nil {
 		return fmt.Errorf("loading caddy-jit state from storage: %w", err)
 	}
 	a.shared = val.(*sharedState)
-	a.shared.setInterval(time.Duration(a.SyncInterval))
 	a.authority, err = session.NewAuthority(ctx, storage, session.Config{
 		Issuer:          a.Issuer,
 		MaxFailures:     a.Lockout.MaxFailures,
@@ -163,7 +178,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Now:             now,
 		State:           a.shared.state,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	a.shared.settings.Store(&syncSettings{
+		interval:    time.Duration(a.SyncInterval),
+		keyRotation: time.Duration(a.KeyRotation),
+		authority:   a.authority,
+	})
+	return nil
 }
 
 // Validate checks the settings that Provision does not derive.
@@ -174,8 +197,11 @@ func (a *App) Validate() error {
 	if a.Lockout.Duration < 0 {
 		return errors.New("jit: lockout duration must be positive")
 	}
-	if a.SyncInterval < 0 {
-		return errors.New("jit: sync_interval must be positive")
+	if a.SyncInterval < 0 || a.MaxStaleness < 0 || a.KeyRotation < 0 {
+		return errors.New("jit: sync_interval, max_staleness and key_rotation must be positive")
+	}
+	if a.MaxStaleness <= a.SyncInterval {
+		return fmt.Errorf("jit: max_staleness (%s) must be longer than sync_interval (%s)", time.Duration(a.MaxStaleness), time.Duration(a.SyncInterval))
 	}
 	return nil
 }
@@ -358,40 +384,78 @@ func sharedStateKey(st certmagic.Storage) string {
 	return fmt.Sprintf("%T", st)
 }
 
-// sharedState is the session state plus the loop that keeps its revocations in sync.
+// sharedState is the session state plus the loop that keeps it in sync with storage.
 type sharedState struct {
 	state    *session.State
-	interval atomic.Int64
+	storage  certmagic.Storage
+	settings atomic.Pointer[syncSettings]
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
 
-func newSharedState(st certmagic.Storage, interval time.Duration, logger *zap.Logger) (*sharedState, error) {
+// syncSettings come from the newest config that uses the state.
+type syncSettings struct {
+	interval    time.Duration
+	keyRotation time.Duration
+	authority   *session.Authority
+}
+
+func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	state, err := session.LoadState(ctx, st, session.DefaultCacheSize, now)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	s := &sharedState{state: state, cancel: cancel, done: make(chan struct{})}
-	s.interval.Store(int64(interval))
+	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{})}
+	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
 	go s.syncLoop(ctx, logger)
 	return s, nil
 }
 
-func (s *sharedState) setInterval(d time.Duration) { s.interval.Store(int64(d)) }
-
 func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 	defer close(s.done)
+	var lastPrune time.Time
+	failing := false
 	for {
+		settings := s.settings.Load()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(s.interval.Load())):
+		case <-time.After(settings.interval):
 		}
-		if err := s.state.Sync(ctx, now()); err != nil && ctx.Err() == nil {
-			logger.Error("syncing revocations from storage", zap.Error(err))
+		t := now()
+		err := s.state.Sync(ctx, t)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
+			logger.Error("reading revocations from storage failed; sessions keep working until max_staleness, then the gate refuses them", zap.Error(err))
+		case err == nil && failing:
+			failing = false
+			logger.Info("reading revocations from storage works again")
 		}
+		if err != nil {
+			continue
+		}
+		if t.Sub(lastPrune) >= pruneInterval {
+			lastPrune = t
+			if err := s.state.Prune(ctx, t, keepEnded); err != nil && ctx.Err() == nil {
+				logger.Warn("pruning expired records from storage", zap.Error(err))
+			}
+		}
+		if settings.keyRotation > 0 && settings.authority != nil {
+			s.rotateIfDue(ctx, t, settings, logger)
+		}
+	}
+}
+
+func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *syncSettings, logger *zap.Logger) {
+	created, err := session.NewestKeyCreated(ctx, s.storage)
+	if err != nil || created.IsZero() || t.Sub(created) < settings.keyRotation {
+		return
+	}
+	if _, err := settings.authority.RotateKeys(ctx, "key_rotation"); err != nil && ctx.Err() == nil {
+		logger.Error("rotating the signing key", zap.Error(err))
 	}
 }
 

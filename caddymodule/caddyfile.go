@@ -29,6 +29,8 @@ func init() {
 //		identity PLACEHOLDER
 //		groups PLACEHOLDER
 //		sync_interval DURATION
+//		max_staleness DURATION
+//		key_rotation DURATION
 //		lockout {
 //			max_failures N
 //			duration DURATION
@@ -70,6 +72,14 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := durationArg(d, &app.SyncInterval); err != nil {
 				return nil, err
 			}
+		case "max_staleness":
+			if err := durationArg(d, &app.MaxStaleness); err != nil {
+				return nil, err
+			}
+		case "key_rotation":
+			if err := durationArg(d, &app.KeyRotation); err != nil {
+				return nil, err
+			}
 		case "lockout":
 			if d.NextArg() {
 				return nil, d.ArgErr()
@@ -95,7 +105,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.Roles[name] = rc
 		default:
-			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, lockout or role", d.Val())
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, max_staleness, key_rotation, lockout or role", d.Val())
 		}
 	}
 	if len(app.Roles) == 0 {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -104,16 +105,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	t := now()
-	audience := siteAudience(r)
+	if h.app.stale(t) {
+		return h.storageStale(w, r, user)
+	}
 	reason := "no_session"
 	if token := sessionCookie(r); token != "" {
-		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: audience, Roles: h.Roles}, t)
+		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: siteAudience(r), Roles: h.Roles}, t)
 		if err == nil {
 			return h.pass(w, r, next, repl, claims, t)
 		}
 		reason = err.Error()
 	}
 	return h.refuse(w, r, repl, user, reason, t)
+}
+
+// stale reports whether the revocation set is too old to trust: storage has been
+// unreachable for longer than max_staleness, so a revocation made elsewhere may be
+// missing here.
+func (a *App) stale(t time.Time) bool {
+	return t.Sub(a.authority.LastSync()) > time.Duration(a.MaxStaleness)
+}
+
+func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user string) error {
+	h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("user", user), zap.String("reason", "revocations_stale"),
+		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+	msg := "caddy-jit cannot reach its storage, so it cannot be sure which sessions were revoked; privileged access is paused until storage is back (last successful check " +
+		h.app.authority.LastSync().UTC().Format(time.RFC3339) + ")."
+	w.Header().Set("Retry-After", "5")
+	if wantsJSON(r) {
+		return writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "storage_unavailable", "message": msg})
+	}
+	return h.renderMessage(w, r, http.StatusServiceUnavailable, "Access paused", msg, user)
 }
 
 // pass forwards a request made under a session and audits it.
@@ -126,6 +148,16 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	repl.Set("http.jit.role", c.Role)
 	repl.Set("http.jit.session_id", c.SessionID)
 	repl.Set("http.jit.expires", c.Expires().UTC().Format(time.RFC3339))
+
+	// The request lives only as long as the session: revocation or expiry cancels
+	// it, which ends a WebSocket or a stream that is still open.
+	ctx, cancel := context.WithCancel(r.Context())
+	done := h.app.authority.Live.Register(c, cancel)
+	defer func() {
+		done()
+		cancel()
+	}()
+	r = r.WithContext(ctx)
 
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err := next.ServeHTTP(rec, r)

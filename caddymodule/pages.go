@@ -266,8 +266,12 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		return fail(status, field, refused.Message+".")
 	}
 	if err != nil {
-		h.logger.Error("activation failed", zap.String("user", caller.User), zap.String("role", role.Name), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("activation is unavailable: the session store could not be reached"))
+		h.logger.Error("activation failed: storage error", zap.String("user", caller.User), zap.String("role", role.Name), zap.Error(err))
+		h.app.authority.Audit.Event(session.EventActivationFailed, zap.String("user", caller.User), zap.String("role", role.Name),
+			zap.String("reason", "storage_unavailable"), zap.String("client_ip", clientIP(r)))
+		w.Header().Set("Retry-After", "5")
+		return h.renderMessage(w, r, http.StatusServiceUnavailable, "Activation unavailable",
+			"caddy-jit cannot reach its storage, so no session was started. Try again in a moment; if it persists, tell the operators.", caller.User)
 	}
 	http.SetCookie(w, sessionCookieFor(r, token, rec.Expires))
 	http.Redirect(w, r, f.Return, http.StatusSeeOther)
@@ -357,7 +361,7 @@ func (h *Handler) deactivate(w http.ResponseWriter, r *http.Request, caller poli
 	if !h.checkPost(r, caller.User, form["csrf"]) {
 		return h.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Open the status page and try again.", caller.User)
 	}
-	_, err = h.app.authority.End(r.Context(), caller.User, form["session"], caller.User, "deactivated by the user")
+	_, err = h.app.authority.End(r.Context(), caller.User, form["session"], session.Deactivated, caller.User, "deactivated by the user")
 	switch {
 	case errors.Is(err, session.ErrSessionNotFound):
 		return h.renderMessage(w, r, http.StatusNotFound, "No such session", "You have no session with that id.", caller.User)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -18,12 +19,16 @@ import (
 const sessionIDLength = 22
 
 // State is what an instance keeps in memory across config reloads: the keyring, the
-// revocation set and the verified-token cache, over the records in storage.
+// revocation set, the verified-token cache and the requests in flight, over the
+// records in storage.
 type State struct {
 	Keyring     *Keyring
 	Revocations *Revocations
 	Verifier    *Verifier
 	Records     *Records
+	Live        *Live
+	// lastSync is when revocations were last read from storage (Unix nanoseconds).
+	lastSync atomic.Int64
 }
 
 // LoadState loads (or creates) the keyring and reads every revocation from storage.
@@ -32,7 +37,8 @@ func LoadState(ctx context.Context, st certmagic.Storage, cacheSize int, now Clo
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Keyring: keyring, Revocations: NewRevocations(), Records: &Records{storage: st}}
+	s := &State{Keyring: keyring, Revocations: NewRevocations(), Records: &Records{storage: st}, Live: NewLive()}
+	s.Revocations.onRevoke = s.Live.End
 	if err := s.Sync(ctx, now()); err != nil {
 		return nil, err
 	}
@@ -43,9 +49,35 @@ func LoadState(ctx context.Context, st certmagic.Storage, cacheSize int, now Clo
 	return s, nil
 }
 
-// Sync brings the in-memory revocation set up to date with storage.
+// Sync brings the revocation set and the keyring up to date with storage, and ends
+// the requests in flight of sessions that have expired.
 func (s *State) Sync(ctx context.Context, now time.Time) error {
-	return s.Records.LoadRevocations(ctx, s.Revocations, now)
+	s.Live.Sweep(now)
+	if err := s.Records.LoadRevocations(ctx, s.Revocations, now); err != nil {
+		return err
+	}
+	if err := s.Keyring.Refresh(ctx, s.Records.storage); err != nil {
+		return err
+	}
+	s.lastSync.Store(now.UnixNano())
+	return nil
+}
+
+// LastSync returns when revocations were last read from storage successfully.
+func (s *State) LastSync() time.Time { return time.Unix(0, s.lastSync.Load()) }
+
+// Prune deletes what storage no longer needs: records of sessions that ended more
+// than keep ago, and lockouts that are over. One instance of a cluster prunes at a
+// time.
+func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
+	if err := s.Records.storage.Lock(ctx, pruneLock); err != nil {
+		return err
+	}
+	defer func() { _ = s.Records.storage.Unlock(context.WithoutCancel(ctx), pruneLock) }()
+	if _, err := s.Records.Prune(ctx, now, keep); err != nil {
+		return err
+	}
+	return pruneLockouts(ctx, s.Records.storage, now, keep)
 }
 
 // Authority turns eligibility into sessions and ends them: it checks an activation
@@ -183,7 +215,7 @@ func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Reco
 		Start:         now.UTC(),
 		Expires:       expires.UTC().Truncate(time.Second),
 	}
-	if err := a.Records.Save(ctx, rec); err != nil {
+	if err := a.Records.create(ctx, rec); err != nil {
 		return "", nil, err
 	}
 	token, err := a.Keyring.Sign(Claims{
@@ -204,27 +236,88 @@ func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Reco
 	return token, rec, nil
 }
 
+// How a session ended early; each is its own audit event.
+const (
+	// Deactivated: the user ended their own session.
+	Deactivated = EventDeactivated
+	// Revoked: an operator ended it.
+	Revoked = EventRevoked
+)
+
 // End ends one of a user's sessions at once: the revocation is stored for the other
-// instances and added to this instance's set before End returns. by names who ended it.
-func (a *Authority) End(ctx context.Context, user, sessionID, by, reason string) (*Record, error) {
+// instances, and this instance refuses the session before End returns. how is
+// Deactivated or Revoked; by names who ended it.
+func (a *Authority) End(ctx context.Context, user, sessionID, how, by, reason string) (*Record, error) {
 	rec, err := a.Records.Load(ctx, user, sessionID)
 	if err != nil {
 		return nil, err
 	}
+	return rec, a.end(ctx, rec, how, by, reason)
+}
+
+// EndByID ends a session named by id alone, as operators do.
+func (a *Authority) EndByID(ctx context.Context, sessionID, by, reason string) (*Record, error) {
+	rec, err := a.Records.ByID(ctx, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	return rec, a.end(ctx, rec, Revoked, by, reason)
+}
+
+// EndUser ends every active session of a user and returns them.
+func (a *Authority) EndUser(ctx context.Context, user, by, reason string) ([]*Record, error) {
+	active, err := a.Records.OfUser(ctx, user, a.Now())
+	if err != nil {
+		return nil, err
+	}
+	var ended []*Record
+	for _, rec := range active {
+		if a.Revocations.Revoked(rec.ID) {
+			continue
+		}
+		if err := a.end(ctx, rec, Revoked, by, reason); err != nil {
+			return ended, err
+		}
+		ended = append(ended, rec)
+	}
+	return ended, nil
+}
+
+func (a *Authority) end(ctx context.Context, rec *Record, how, by, reason string) error {
 	now := a.Now()
 	if !rec.Active(now) {
-		return rec, nil
+		return nil
 	}
 	if err := a.Records.revoke(ctx, revocation{SessionID: rec.ID, User: rec.User, Expires: rec.Expires, At: now.UTC(), By: by, Reason: reason}); err != nil {
-		return nil, err
+		return err
 	}
 	a.Revocations.Add(rec.ID, rec.Expires)
+	a.Verifier.ForgetSession(rec.ID)
 	rec.Ended, rec.EndedBy, rec.EndReason = now.UTC(), by, reason
 	if err := a.Records.Save(ctx, rec); err != nil {
-		return nil, err
+		return err
 	}
-	a.Audit.Event(EventDeactivated, append(recordFields(rec), zap.String("by", by), zap.String("reason", reason))...)
-	return rec, nil
+	a.Audit.Event(how, append(recordFields(rec), zap.String("by", by), zap.String("reason", reason))...)
+	return nil
+}
+
+// Unlock ends a user's TOTP lockout and audits who did it and why.
+func (a *Authority) Unlock(ctx context.Context, user, by, reason string) error {
+	if err := a.Authenticator.ClearLockout(ctx, user); err != nil {
+		return err
+	}
+	a.Audit.Event(EventUnlocked, zap.String("user", user), zap.String("by", by), zap.String("reason", reason))
+	return nil
+}
+
+// RotateKeys makes a new signing key and audits it.
+func (a *Authority) RotateKeys(ctx context.Context, by string) (string, error) {
+	id, err := a.Keyring.Rotate(ctx, a.Records.storage, a.Now)
+	if err != nil {
+		return "", err
+	}
+	a.Audit.Event(EventKeysRotated, zap.String("kid", id), zap.String("by", by))
+	return id, nil
 }
 
 // Enroll makes a new TOTP secret for the user, replacing any earlier one, and audits it.

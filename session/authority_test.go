@@ -411,7 +411,7 @@ func TestAuditNeverContainsSecretsOrCodes(t *testing.T) {
 	if _, _, err := f.a.Activate(ctx, f.activation(t)); err == nil {
 		t.Fatal("locked out, yet accepted")
 	}
-	if _, err := f.a.End(ctx, "alice", rec.ID, "alice", "done"); err != nil {
+	if _, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
 	uri, err := f.a.Enroll(ctx, "alice", "admin")
@@ -494,7 +494,7 @@ func TestEnd(t *testing.T) {
 
 	// Someone else cannot end it, nor can a malformed id.
 	for _, tt := range []struct{ user, id string }{{"bob", rec.ID}, {"alice", "../x"}, {"alice", ""}, {"alice", strings.Repeat("A", 22)}} {
-		if _, err := f.a.End(ctx, tt.user, tt.id, "x", "x"); !errors.Is(err, ErrSessionNotFound) {
+		if _, err := f.a.End(ctx, tt.user, tt.id, Deactivated, "x", "x"); !errors.Is(err, ErrSessionNotFound) {
 			t.Fatalf("End(%q, %q) = %v, want %v", tt.user, tt.id, err, ErrSessionNotFound)
 		}
 	}
@@ -503,7 +503,7 @@ func TestEnd(t *testing.T) {
 	}
 
 	f.clock.Add(time.Minute)
-	ended, err := f.a.End(ctx, "alice", rec.ID, "alice", "done")
+	ended, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +532,7 @@ func TestEnd(t *testing.T) {
 	}
 
 	// Ending it again changes nothing and audits nothing.
-	if again, err := f.a.End(ctx, "alice", rec.ID, "admin", "again"); err != nil || again.EndedBy != "alice" {
+	if again, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "admin", "again"); err != nil || again.EndedBy != "alice" {
 		t.Fatalf("second End = %+v, %v", again, err)
 	}
 	if n := len(events(f.logs, EventDeactivated)); n != 1 {
@@ -583,7 +583,7 @@ func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
 	f := newAuthorityFixture(t)
 	_, rec := f.activate(t, f.activation(t))
 	f.clock.Set(rec.Expires)
-	got, err := f.a.End(ctx, "alice", rec.ID, "alice", "late")
+	got, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "late")
 	if err != nil || !got.Ended.IsZero() {
 		t.Fatalf("End = %+v, %v", got, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -19,9 +20,16 @@ import (
 // secret for CSRF tokens. The newest signing key signs; every key verifies, so a key can
 // be rotated in without logging anyone out.
 type Keyring struct {
+	// csrf never changes: rotating it would only void open forms.
+	csrf []byte
+	keys atomic.Pointer[keySet]
+}
+
+// keySet is one generation of signing keys; rotation swaps in a new one whole, so a
+// request never sees half of a rotation.
+type keySet struct {
 	signing  []signingKey
 	byID     map[string]ed25519.PublicKey
-	csrf     []byte
 	jwksJSON []byte
 }
 
@@ -96,13 +104,23 @@ func keyID(pub ed25519.PublicKey) string {
 }
 
 func keyringFromRecord(rec keyringRecord) (*Keyring, error) {
-	if len(rec.Keys) == 0 {
-		return nil, errors.New("the stored keyring holds no signing key")
-	}
 	if len(rec.CSRFSecret) < 32 {
 		return nil, errors.New("the stored keyring's CSRF secret is shorter than 32 bytes")
 	}
-	k := &Keyring{byID: make(map[string]ed25519.PublicKey), csrf: rec.CSRFSecret}
+	set, err := keySetFromRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	k := &Keyring{csrf: rec.CSRFSecret}
+	k.keys.Store(set)
+	return k, nil
+}
+
+func keySetFromRecord(rec keyringRecord) (*keySet, error) {
+	if len(rec.Keys) == 0 {
+		return nil, errors.New("the stored keyring holds no signing key")
+	}
+	set := &keySet{byID: make(map[string]ed25519.PublicKey)}
 	var jwks jose.JSONWebKeySet
 	for _, stored := range rec.Keys {
 		if len(stored.Seed) != ed25519.SeedSize {
@@ -113,20 +131,103 @@ func keyringFromRecord(rec keyringRecord) (*Keyring, error) {
 		if keyID(pub) != stored.ID {
 			return nil, fmt.Errorf("signing key %q does not match its id", stored.ID)
 		}
-		k.signing = append(k.signing, signingKey{ID: stored.ID, Private: priv})
-		k.byID[stored.ID] = pub
+		set.signing = append(set.signing, signingKey{ID: stored.ID, Private: priv})
+		set.byID[stored.ID] = pub
 		jwks.Keys = append(jwks.Keys, jose.JSONWebKey{Key: pub, KeyID: stored.ID, Algorithm: string(jose.EdDSA), Use: "sig"})
 	}
 	raw, err := json.Marshal(jwks)
 	if err != nil {
 		return nil, err
 	}
-	k.jwksJSON = raw
-	return k, nil
+	set.jwksJSON = raw
+	return set, nil
 }
 
+// set returns the current generation of keys.
+func (k *Keyring) set() *keySet { return k.keys.Load() }
+
 // active is the key that signs new tokens: the newest.
-func (k *Keyring) active() signingKey { return k.signing[len(k.signing)-1] }
+func (k *Keyring) active() signingKey {
+	set := k.set()
+	return set.signing[len(set.signing)-1]
+}
 
 // JWKS returns the public keys as a JSON Web Key Set.
-func (k *Keyring) JWKS() []byte { return k.jwksJSON }
+func (k *Keyring) JWKS() []byte { return k.set().jwksJSON }
+
+// KeyIDs lists the key ids, oldest first; the last one signs.
+func (k *Keyring) KeyIDs() []string {
+	set := k.set()
+	ids := make([]string, len(set.signing))
+	for i, key := range set.signing {
+		ids[i] = key.ID
+	}
+	return ids
+}
+
+// maxKeys is how many signing keys a keyring keeps. The oldest is dropped by the
+// rotation after next, so a token lives through at least one rotation: rotate less
+// often than the longest max_duration.
+const maxKeys = 3
+
+// Rotate adds a new signing key, which signs from now on; the previous keys still
+// verify. It returns the new key's id.
+func (k *Keyring) Rotate(ctx context.Context, st certmagic.Storage, now Clock) (string, error) {
+	if err := st.Lock(ctx, keyringLock); err != nil {
+		return "", fmt.Errorf("locking the signing keys: %w", err)
+	}
+	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
+	var rec keyringRecord
+	found, err := loadJSON(ctx, st, keyringKey, &rec)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", errors.New("the stored keyring is gone: restart caddy to create one")
+	}
+	fresh, err := newKeyringRecord(now())
+	if err != nil {
+		return "", err
+	}
+	rec.Keys = append(rec.Keys, fresh.Keys[0])
+	if len(rec.Keys) > maxKeys {
+		rec.Keys = rec.Keys[len(rec.Keys)-maxKeys:]
+	}
+	set, err := keySetFromRecord(rec)
+	if err != nil {
+		return "", err
+	}
+	if err := storeJSON(ctx, st, keyringKey, rec); err != nil {
+		return "", err
+	}
+	k.keys.Store(set)
+	return fresh.Keys[0].ID, nil
+}
+
+// NewestKeyCreated returns when the signing key was made, from storage.
+func NewestKeyCreated(ctx context.Context, st certmagic.Storage) (time.Time, error) {
+	var rec keyringRecord
+	if _, err := loadJSON(ctx, st, keyringKey, &rec); err != nil || len(rec.Keys) == 0 {
+		return time.Time{}, err
+	}
+	return rec.Keys[len(rec.Keys)-1].Created, nil
+}
+
+// Refresh picks up a rotation made by another instance (or the CLI).
+func (k *Keyring) Refresh(ctx context.Context, st certmagic.Storage) error {
+	var rec keyringRecord
+	found, err := loadJSON(ctx, st, keyringKey, &rec)
+	if err != nil || !found {
+		return err
+	}
+	current := k.set()
+	if len(rec.Keys) == len(current.signing) && rec.Keys[len(rec.Keys)-1].ID == current.signing[len(current.signing)-1].ID {
+		return nil
+	}
+	set, err := keySetFromRecord(rec)
+	if err != nil {
+		return err
+	}
+	k.keys.Store(set)
+	return nil
+}

@@ -41,8 +41,8 @@ func TestKeyringIsCreatedOnceAndReloadedIdentical(t *testing.T) {
 		t.Fatal("loading the keyring again rewrote it")
 	}
 
-	if len(k1.signing) != 1 || len(k2.signing) != 1 {
-		t.Fatalf("signing keys: %d and %d, want 1", len(k1.signing), len(k2.signing))
+	if len(k1.set().signing) != 1 || len(k2.set().signing) != 1 {
+		t.Fatalf("signing keys: %d and %d, want 1", len(k1.set().signing), len(k2.set().signing))
 	}
 	a1, a2 := k1.active(), k2.active()
 	if a1.ID != a2.ID || !a1.Private.Equal(a2.Private) {
@@ -157,8 +157,8 @@ func TestLoadKeyringConcurrently(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.active().ID != ids[0] || len(k.signing) != 1 {
-		t.Fatalf("stored keyring: %d keys, active %s; want one, %s", len(k.signing), k.active().ID, ids[0])
+	if k.active().ID != ids[0] || len(k.set().signing) != 1 {
+		t.Fatalf("stored keyring: %d keys, active %s; want one, %s", len(k.set().signing), k.active().ID, ids[0])
 	}
 }
 

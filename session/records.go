@@ -87,6 +87,111 @@ func (s *Records) Save(ctx context.Context, r *Record) error {
 	return storeJSON(ctx, s.storage, sessionKey(r.User, r.ID), r)
 }
 
+func ownerKey(id string) string { return ownerFolder + id + ".json" }
+
+// sessionOwner is the index from a session id to its user, for operators who name
+// a session by id alone.
+type sessionOwner struct {
+	User    string    `json:"user"`
+	Expires time.Time `json:"expires"`
+}
+
+// create writes a new session's index entry, then its record: a session without a
+// record is nothing, a record without an index entry could not be revoked by id.
+func (s *Records) create(ctx context.Context, r *Record) error {
+	if err := storeJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
+		return err
+	}
+	return s.Save(ctx, r)
+}
+
+// ByID reads a session record by id alone.
+func (s *Records) ByID(ctx context.Context, id string) (*Record, error) {
+	if !validSessionID(id) {
+		return nil, ErrSessionNotFound
+	}
+	var owner sessionOwner
+	found, err := loadJSON(ctx, s.storage, ownerKey(id), &owner)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrSessionNotFound
+	}
+	return s.Load(ctx, owner.User, id)
+}
+
+// Filter selects sessions; empty fields select all.
+type Filter struct {
+	User string
+	Role string
+}
+
+// Active lists the sessions active at the given time that pass the filter, soonest
+// expiry first. Without a user it reads every session record: an operator's query,
+// never on a request path.
+func (s *Records) Active(ctx context.Context, f Filter, now time.Time) ([]*Record, error) {
+	folder := strings.TrimSuffix(sessionFolder, "/")
+	if f.User != "" {
+		folder = sessionFolder + storageName(f.User)
+	}
+	keys, err := s.storage.List(ctx, folder, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions: %w", err)
+	}
+	var active []*Record
+	for _, key := range keys {
+		if !isRecordKey(key) {
+			continue
+		}
+		var r Record
+		found, err := loadJSON(ctx, s.storage, key, &r)
+		if err != nil {
+			return nil, err
+		}
+		if found && r.Active(now) && (f.Role == "" || r.Role == f.Role) && (f.User == "" || r.User == f.User) {
+			active = append(active, &r)
+		}
+	}
+	slices.SortFunc(active, func(a, b *Record) int { return a.Expires.Compare(b.Expires) })
+	return active, nil
+}
+
+// Prune deletes session records and index entries of sessions that ended more than
+// keep ago, so storage does not grow without bound. The audit log keeps their story.
+func (s *Records) Prune(ctx context.Context, now time.Time, keep time.Duration) (int, error) {
+	keys, err := s.storage.List(ctx, strings.TrimSuffix(ownerFolder, "/"), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("listing sessions to prune: %w", err)
+	}
+	pruned := 0
+	for _, key := range keys {
+		if !isRecordKey(key) {
+			continue
+		}
+		var owner sessionOwner
+		found, err := loadJSON(ctx, s.storage, key, &owner)
+		if err != nil || !found || now.Sub(owner.Expires) < keep {
+			continue
+		}
+		id := strings.TrimSuffix(path.Base(key), ".json")
+		if err := s.storage.Delete(ctx, sessionKey(owner.User, id)); err != nil && s.storage.Exists(ctx, sessionKey(owner.User, id)) {
+			return pruned, err
+		}
+		if err := s.storage.Delete(ctx, key); err != nil {
+			return pruned, err
+		}
+		pruned++
+	}
+	return pruned, nil
+}
+
 // Load reads one of a user's session records.
 func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 	if !validSessionID(id) {
@@ -105,32 +210,10 @@ func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 
 // OfUser lists a user's sessions that are active at the given time, soonest expiry first.
 func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Record, error) {
-	keys, err := s.storage.List(ctx, sessionFolder+storageName(user), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing sessions: %w", err)
-	}
-	var active []*Record
-	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
-		var r Record
-		found, err := loadJSON(ctx, s.storage, key, &r)
-		if err != nil {
-			return nil, err
-		}
-		if found && r.Active(now) {
-			active = append(active, &r)
-		}
-	}
-	slices.SortFunc(active, func(a, b *Record) int { return a.Expires.Compare(b.Expires) })
-	return active, nil
+	return s.Active(ctx, Filter{User: user}, now)
 }
 
-// Revoke stores the end of a session so that every instance refuses it.
+// revoke stores the end of a session so that every instance refuses it.
 func (s *Records) revoke(ctx context.Context, rev revocation) error {
 	return storeJSON(ctx, s.storage, revocationKey(rev.SessionID), rev)
 }

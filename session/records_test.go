@@ -147,7 +147,7 @@ func TestStorageListingsSkipFilesBeingWritten(t *testing.T) {
 	ctx := context.Background()
 	f := newAuthorityFixture(t)
 	_, rec := f.activate(t, f.activation(t))
-	if _, err := f.a.End(ctx, "alice", rec.ID, "alice", "done"); err != nil {
+	if _, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Add(time.Minute)

@@ -21,6 +21,8 @@ const (
 	enrollmentFolder = keyPrefix + "enrollments/"
 	lockoutFolder    = keyPrefix + "lockouts/"
 	sessionFolder    = keyPrefix + "sessions/"
+	ownerFolder      = keyPrefix + "session-owners/"
+	pruneLock        = keyPrefix + "prune"
 	revocationFolder = keyPrefix + "revocations/"
 )
 

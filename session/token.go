@@ -105,7 +105,7 @@ func (k *Keyring) verifySignature(token string) (Claims, error) {
 	if header.JSONWebKey != nil || header.ExtraHeaders[jose.HeaderType] != TokenType {
 		return c, ErrTokenMalformed
 	}
-	pub, ok := k.byID[header.KeyID]
+	pub, ok := k.set().byID[header.KeyID]
 	if !ok {
 		return c, ErrTokenSignature
 	}

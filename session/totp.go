@@ -5,6 +5,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -208,4 +210,30 @@ func matchingStep(secret, code string, now time.Time) (int64, bool) {
 		}
 	}
 	return step, found
+}
+
+// pruneLockouts deletes lockout records whose lockout is over and whose failures are
+// older than keep: they no longer change any decision.
+func pruneLockouts(ctx context.Context, st certmagic.Storage, now time.Time, keep time.Duration) error {
+	keys, err := st.List(ctx, strings.TrimSuffix(lockoutFolder, "/"), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing lockouts to prune: %w", err)
+	}
+	for _, key := range keys {
+		if !isRecordKey(key) {
+			continue
+		}
+		var l lockout
+		found, err := loadJSON(ctx, st, key, &l)
+		if err != nil || !found {
+			continue
+		}
+		if now.After(l.LockedUntil) && now.Sub(l.FirstFailure) > keep {
+			_ = st.Delete(ctx, key)
+		}
+	}
+	return nil
 }

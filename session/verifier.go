@@ -76,6 +76,16 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 // Forget drops a token from the cache, for a session that has just ended.
 func (v *Verifier) Forget(token string) { v.cache.Remove(token) }
 
+// ForgetSession drops every cached token of a session. It walks the cache, which is
+// fine for a revocation and never done on a request.
+func (v *Verifier) ForgetSession(sessionID string) {
+	for _, token := range v.cache.Keys() {
+		if c, ok := v.cache.Peek(token); ok && c.SessionID == sessionID {
+			v.cache.Remove(token)
+		}
+	}
+}
+
 // clockLeeway tolerates small clock differences between the instances of a cluster
 // for the start of a session, never for its end.
 const clockLeeway = 5
@@ -104,6 +114,8 @@ type Revocations struct {
 	// ids maps a session id to the Unix time its token expires; after that the entry
 	// is no longer needed, since the token is refused anyway.
 	ids map[string]int64
+	// onRevoke, when set, learns of every id added, e.g. to close live connections.
+	onRevoke func(sessionID string)
 }
 
 // NewRevocations makes an empty set.
@@ -120,8 +132,12 @@ func (r *Revocations) Revoked(sessionID string) bool {
 // Add records a revocation.
 func (r *Revocations) Add(sessionID string, expires time.Time) {
 	r.mu.Lock()
+	_, known := r.ids[sessionID]
 	r.ids[sessionID] = expires.Unix()
 	r.mu.Unlock()
+	if !known && r.onRevoke != nil {
+		r.onRevoke(sessionID)
+	}
 }
 
 // Prune forgets revocations of sessions that have expired anyway.

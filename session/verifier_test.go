@@ -62,7 +62,7 @@ func newVerifierFixture(t *testing.T) *verifierFixture {
 		t.Fatal(err)
 	}
 	active := k.active()
-	return &verifierFixture{k: k, priv: active.Private, pub: k.byID[active.ID], kid: active.ID, attacker: attacker}
+	return &verifierFixture{k: k, priv: active.Private, pub: k.set().byID[active.ID], kid: active.ID, attacker: attacker}
 }
 
 func (f *verifierFixture) newVerifier(t *testing.T, size int) *Verifier {
