@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -113,4 +114,15 @@ func storedLockout(t *testing.T, st certmagic.Storage, user string) (lockout, bo
 		t.Fatal(err)
 	}
 	return l, found
+}
+
+// brokenStorage is a file system storage whose root is a regular file, so that every
+// call fails, as when a shared volume is gone.
+func brokenStorage(t *testing.T) *certmagic.FileStorage {
+	t.Helper()
+	path := t.TempDir() + "/not-a-dir"
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &certmagic.FileStorage{Path: path}
 }
