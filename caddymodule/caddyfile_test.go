@@ -11,13 +11,17 @@ import (
 
 func adapt(t *testing.T, src string) (map[string]any, error) {
 	t.Helper()
+	return adaptForFuzz(src)
+}
+
+func adaptForFuzz(src string) (map[string]any, error) {
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return nil, err
 	}
 	var cfg map[string]any
 	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	return cfg, nil
 }

@@ -30,7 +30,7 @@ func (k *Keyring) CheckCSRF(token, user, audience string, now time.Time) bool {
 	if len(token) != csrfTokenLength {
 		return false
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(token)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(token)
 	if err != nil || len(raw) != 8+sha256.Size {
 		return false
 	}
