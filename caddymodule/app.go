@@ -131,27 +131,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision fills in defaults, builds the policy and attaches the shared state.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	if a.Issuer == "" {
-		a.Issuer = DefaultIssuer
-	}
-	if a.Identity == "" {
-		a.Identity = DefaultIdentity
-	}
-	if a.Lockout == nil {
-		a.Lockout = &LockoutConfig{}
-	}
-	if a.Lockout.MaxFailures == 0 {
-		a.Lockout.MaxFailures = DefaultMaxFailures
-	}
-	if a.Lockout.Duration == 0 {
-		a.Lockout.Duration = caddy.Duration(DefaultLockoutDuration)
-	}
-	if a.SyncInterval == 0 {
-		a.SyncInterval = caddy.Duration(DefaultSyncInterval)
-	}
-	if a.MaxStaleness == 0 {
-		a.MaxStaleness = caddy.Duration(DefaultMaxStaleness)
-	}
+	a.setDefaults()
 	roles, err := buildRoles(a.Roles)
 	if err != nil {
 		return err
@@ -187,6 +167,31 @@ func (a *App) Provision(ctx caddy.Context) error {
 		authority:   a.authority,
 	})
 	return nil
+}
+
+// setDefaults fills in every setting left out; the offline CLI shares it.
+func (a *App) setDefaults() {
+	if a.Issuer == "" {
+		a.Issuer = DefaultIssuer
+	}
+	if a.Identity == "" {
+		a.Identity = DefaultIdentity
+	}
+	if a.Lockout == nil {
+		a.Lockout = &LockoutConfig{}
+	}
+	if a.Lockout.MaxFailures == 0 {
+		a.Lockout.MaxFailures = DefaultMaxFailures
+	}
+	if a.Lockout.Duration == 0 {
+		a.Lockout.Duration = caddy.Duration(DefaultLockoutDuration)
+	}
+	if a.SyncInterval == 0 {
+		a.SyncInterval = caddy.Duration(DefaultSyncInterval)
+	}
+	if a.MaxStaleness == 0 {
+		a.MaxStaleness = caddy.Duration(DefaultMaxStaleness)
+	}
 }
 
 // Validate checks the settings that Provision does not derive.

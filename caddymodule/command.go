@@ -28,9 +28,11 @@ func init() {
 const jitShort = "Manages caddy-jit, just-in-time access to protected sites"
 
 var jitLong = `
-Talks to the admin API of a running Caddy that has the jit app configured
-(the global 'jit' option), to manage just-in-time access: enroll users for
-TOTP, and more (see the subcommands below).
+Manages just-in-time access (the global 'jit' option): enrolls users for
+TOTP, lists and revokes sessions, clears lockouts and rotates signing keys.
+The subcommands talk to the admin API of a running Caddy; when --config
+names a config with 'admin off', they work on its storage directly, and
+running instances pick the change up on their next sync.
 
 All subcommands reach Caddy's admin API at '` + caddy.DefaultAdminListen + `' by default. You may
 explicitly specify the --address, or use the --config flag to load the admin
@@ -124,7 +126,7 @@ to load the admin address from your config, if not using the default.`,
 			}
 			return nil
 		},
-		RunE: runWithOutput(cmdEnroll),
+		RunE: runWithStreams(cmdEnroll),
 	}
 	cmd.Flags().StringP("png", "", "", "Write the QR code as a PNG image to this file instead of printing it")
 	addAdminFlags(cmd)
@@ -132,19 +134,19 @@ to load the admin address from your config, if not using the default.`,
 }
 
 // cmdEnroll runs `caddy jit enroll`.
-func cmdEnroll(w io.Writer, fl caddycmd.Flags) (int, error) {
+func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	user := fl.Arg(0)
 	pngFile := fl.String("png")
 	if user == "" {
 		return caddy.ExitCodeFailedStartup, errors.New("no user name: caddy jit enroll <user>")
 	}
 
-	adminAddr, err := caddycmd.DetermineAdminAPIAddress(fl.String("address"), nil, fl.String("config"), fl.String("adapter"))
+	ctl, err := openControl(fl, stderr)
 	if err != nil {
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("couldn't determine admin API address: %v", err)
+		return caddy.ExitCodeFailedStartup, err
 	}
-
-	enrollment, err := enrollViaAdmin(adminAddr, user)
+	defer ctl.close()
+	enrollment, err := ctl.enroll(user, operatorLogin())
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -183,8 +185,11 @@ const maxAdminResponse = 1 << 20
 
 // enrollViaAdmin asks the admin API at adminAddr to enroll user: POST
 // /jit/enrollments/{user}.
-func enrollViaAdmin(adminAddr, user string) (*enrollmentResponse, error) {
+func enrollViaAdmin(adminAddr, user, by string) (*enrollmentResponse, error) {
 	uri := "/jit/enrollments/" + url.PathEscape(user)
+	if by != "" {
+		uri += "?by=" + url.QueryEscape(by)
+	}
 	resp, err := caddycmd.AdminAPIRequest(adminAddr, http.MethodPost, uri, make(http.Header), nil)
 	if err != nil {
 		return nil, explainAdminError(adminAddr, "enrolling "+strconv.Quote(user), err)

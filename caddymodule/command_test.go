@@ -350,9 +350,9 @@ func TestEnrollAddJitSubcommand(t *testing.T) {
 
 	ran := false
 	addJitSubcommand(func() *cobra.Command {
-		return &cobra.Command{Use: "sessions", Short: "test", RunE: func(*cobra.Command, []string) error { ran = true; return nil }}
+		return &cobra.Command{Use: "probe", Short: "test", RunE: func(*cobra.Command, []string) error { ran = true; return nil }}
 	})
-	if _, err := runJit(t, "sessions"); err != nil {
+	if _, err := runJit(t, "probe"); err != nil {
 		t.Fatal(err)
 	}
 	if !ran {
