@@ -87,12 +87,46 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// ServeHTTP is the gate. Any failure ends in 401, 403 or an activation redirect: a
-// request reaches next only with a verified, unrevoked session of one of the roles.
+// ServeHTTP is the gate. Any failure ends in 401, 403, 503 or an activation redirect:
+// a request reaches next only with a verified, unrevoked session of one of the roles.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if strings.HasPrefix(r.URL.Path, pagePrefix) {
-		return h.servePage(w, r)
+		return h.guard(w, r, func() error { return h.servePage(w, r) })
 	}
+	var (
+		claims *session.Claims
+		repl   *caddy.Replacer
+		t      time.Time
+	)
+	err := h.guard(w, r, func() error {
+		var err error
+		claims, repl, t, err = h.authorize(w, r)
+		return err
+	})
+	if claims == nil {
+		return err
+	}
+	return h.pass(w, r, next, repl, claims, t)
+}
+
+// guard runs our own part of a request, turning a panic in it into a refusal: a bug in
+// caddy-jit must never open the door. Panics in the handlers after us are Caddy's.
+func (h *Handler) guard(w http.ResponseWriter, r *http.Request, ours func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.logger.Error("panic in the jit handler; the request is refused", zap.Any("panic", p), zap.Stack("stack"))
+			h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "internal_error"),
+				zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+			err = caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: internal error: %v", p))
+		}
+	}()
+	injectFault(r)
+	return ours()
+}
+
+// authorize returns the claims of a session that admits the request, or answers it
+// itself (redirect, 401, 403, 503) and returns nil claims.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Claims, *caddy.Replacer, time.Time, error) {
 	// Whatever happens next, no client-sent identity header may reach the upstream.
 	deleteIdentityHeaders(r.Header)
 
@@ -101,22 +135,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if user == "" || len(user) > maxUserLength {
 		h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "no_identity"),
 			zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
-		return h.noIdentity(w, r)
+		return nil, nil, time.Time{}, h.noIdentity(w, r)
 	}
 
 	t := now()
 	if h.app.stale(t) {
-		return h.storageStale(w, r, user)
+		return nil, nil, t, h.storageStale(w, r, user)
 	}
 	reason := "no_session"
 	if token := sessionCookie(r); token != "" {
 		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: siteAudience(r), Roles: h.Roles}, t)
 		if err == nil {
-			return h.pass(w, r, next, repl, claims, t)
+			return claims, repl, t, nil
 		}
 		reason = err.Error()
 	}
-	return h.refuse(w, r, repl, user, reason, t)
+	return nil, nil, t, h.refuse(w, r, repl, user, reason, t)
 }
 
 // stale reports whether the revocation set is too old to trust: storage has been
