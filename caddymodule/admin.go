@@ -130,6 +130,9 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := strings.TrimPrefix(r.URL.Path, "/jit/sessions/")
 	rec, err := app.authority.EndByID(r.Context(), id, operator(r), r.URL.Query().Get("reason"))
+	if errors.Is(err, session.ErrRevokedLocallyOnly) {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
+	}
 	if errors.Is(err, session.ErrSessionNotFound) {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no session with id %q", id)}
 	}

@@ -162,9 +162,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.shared.settings.Store(&syncSettings{
-		interval:    time.Duration(a.SyncInterval),
-		keyRotation: time.Duration(a.KeyRotation),
-		authority:   a.authority,
+		interval:     time.Duration(a.SyncInterval),
+		maxStaleness: time.Duration(a.MaxStaleness),
+		keyRotation:  time.Duration(a.KeyRotation),
+		authority:    a.authority,
 	})
 	return nil
 }
@@ -400,9 +401,10 @@ type sharedState struct {
 
 // syncSettings come from the newest config that uses the state.
 type syncSettings struct {
-	interval    time.Duration
-	keyRotation time.Duration
-	authority   *session.Authority
+	interval     time.Duration
+	maxStaleness time.Duration
+	keyRotation  time.Duration
+	authority    *session.Authority
 }
 
 func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, error) {
@@ -440,6 +442,11 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			logger.Info("reading revocations from storage works again")
 		}
 		if err != nil {
+			// The gate refuses new requests once the revocation set is too old to
+			// trust; the ones in flight must end as well.
+			if settings.maxStaleness > 0 && t.Sub(s.state.LastSync()) > settings.maxStaleness {
+				s.state.Live.EndAll()
+			}
 			continue
 		}
 		if t.Sub(lastPrune) >= pruneInterval {
@@ -459,7 +466,8 @@ func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *sy
 	if err != nil || created.IsZero() || t.Sub(created) < settings.keyRotation {
 		return
 	}
-	if _, err := settings.authority.RotateKeys(ctx, "key_rotation"); err != nil && ctx.Err() == nil {
+	// Due by an unlocked look; RotateKeysIfOlder decides again under the lock.
+	if _, err := settings.authority.RotateKeysIfOlder(ctx, "key_rotation", settings.keyRotation); err != nil && ctx.Err() == nil {
 		logger.Error("rotating the signing key", zap.Error(err))
 	}
 }

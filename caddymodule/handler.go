@@ -194,18 +194,28 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	r = r.WithContext(ctx)
 
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
-	err := next.ServeHTTP(rec, r)
-	status := rec.Status()
-	if err != nil {
-		var he caddyhttp.HandlerError
-		if errors.As(err, &he) {
-			status = he.StatusCode
+	var err error
+	// Deferred, so that a request that ends in a panic is audited too: reverse_proxy
+	// aborts a stream cut off mid-way (by the end of its session, or a client that
+	// went away) with panic(http.ErrAbortHandler).
+	defer func() {
+		p := recover()
+		status := rec.Status()
+		if err != nil {
+			var he caddyhttp.HandlerError
+			if errors.As(err, &he) {
+				status = he.StatusCode
+			}
 		}
-		if status == 0 {
+		if status == 0 && (err != nil || p != nil) {
 			status = http.StatusInternalServerError
 		}
-	}
-	h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, int64(rec.Size()), time.Since(start))
+		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, int64(rec.Size()), time.Since(start))
+		if p != nil {
+			panic(p)
+		}
+	}()
+	err = next.ServeHTTP(rec, r)
 	return err
 }
 

@@ -258,11 +258,28 @@ func (a *Authority) End(ctx context.Context, user, sessionID, how, by, reason st
 // EndByID ends a session named by id alone, as operators do.
 func (a *Authority) EndByID(ctx context.Context, sessionID, by, reason string) (*Record, error) {
 	rec, err := a.Records.ByID(ctx, sessionID)
+	if err != nil && !errors.Is(err, ErrSessionNotFound) {
+		// Storage is failing, which is when an operator may need this most: refuse
+		// the session here at least, for as long as any session can last.
+		a.Revocations.Add(sessionID, a.Now().Add(localRevocationTTL))
+		a.Verifier.ForgetSession(sessionID)
+		a.Audit.Event(EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
+			zap.Bool("local_only", true))
+		return nil, fmt.Errorf("%w: %v", ErrRevokedLocallyOnly, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return rec, a.end(ctx, rec, Revoked, by, reason)
 }
+
+// ErrRevokedLocallyOnly: storage failed, so only this instance refuses the session;
+// the revocation must be repeated once storage is back.
+var ErrRevokedLocallyOnly = errors.New("storage unreachable: the session is refused by this instance only; revoke it again once storage is back")
+
+// localRevocationTTL is how long a revocation that could not be stored is kept in
+// memory: longer than any session lasts.
+const localRevocationTTL = 7 * 24 * time.Hour
 
 // EndUser ends every active session of a user and returns them.
 func (a *Authority) EndUser(ctx context.Context, user, by, reason string) ([]*Record, error) {
@@ -312,8 +329,18 @@ func (a *Authority) Unlock(ctx context.Context, user, by, reason string) error {
 
 // RotateKeys makes a new signing key and audits it.
 func (a *Authority) RotateKeys(ctx context.Context, by string) (string, error) {
-	id, err := a.Keyring.Rotate(ctx, a.Records.storage, a.Now)
-	if err != nil {
+	return a.rotateKeys(ctx, by, 0)
+}
+
+// RotateKeysIfOlder rotates when the newest key is at least age old, as a scheduled
+// rotation does; it returns "" when none was due.
+func (a *Authority) RotateKeysIfOlder(ctx context.Context, by string, age time.Duration) (string, error) {
+	return a.rotateKeys(ctx, by, age)
+}
+
+func (a *Authority) rotateKeys(ctx context.Context, by string, ifOlder time.Duration) (string, error) {
+	id, err := a.Keyring.rotate(ctx, a.Records.storage, a.Now, ifOlder)
+	if err != nil || id == "" {
 		return "", err
 	}
 	a.Audit.Event(EventKeysRotated, zap.String("kid", id), zap.String("by", by))

@@ -57,6 +57,20 @@ func (l *Live) End(sessionID string) {
 	}
 }
 
+// EndAll cancels every request in flight, of every session.
+func (l *Live) EndAll() {
+	l.mu.Lock()
+	all := make([]*liveSession, 0, len(l.sessions))
+	for id, s := range l.sessions {
+		all = append(all, s)
+		delete(l.sessions, id)
+	}
+	l.mu.Unlock()
+	for _, s := range all {
+		l.cancelAll(s)
+	}
+}
+
 // Sweep cancels the requests of every session that has expired.
 func (l *Live) Sweep(now time.Time) {
 	unix := now.Unix()

@@ -244,3 +244,53 @@ func TestLastSyncAdvancesOnlyOnSuccess(t *testing.T) {
 		t.Errorf("LastSync moved on a failed sync: %v, want %v", broken.LastSync(), before)
 	}
 }
+
+func TestScheduledRotationRotatesOnceWhenDue(t *testing.T) {
+	f := newAuthorityFixture(t)
+	ctx := context.Background()
+	other, err := NewAuthority(ctx, f.st, Config{Issuer: "x", MaxFailures: 5, LockoutDuration: time.Minute, Audit: f.a.Audit.log, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := f.a.RotateKeysIfOlder(ctx, "key_rotation", time.Hour); err != nil || id != "" {
+		t.Fatalf("rotated a key that is not due: %q, %v", id, err)
+	}
+	f.clock.Add(time.Hour)
+	first, err := f.a.RotateKeysIfOlder(ctx, "key_rotation", time.Hour)
+	if err != nil || first == "" {
+		t.Fatalf("a due rotation did not happen: %q, %v", first, err)
+	}
+	if second, err := other.RotateKeysIfOlder(ctx, "key_rotation", time.Hour); err != nil || second != "" {
+		t.Errorf("a second instance rotated again right after: %q, %v", second, err)
+	}
+}
+
+func TestLiveEndAllCancelsEverything(t *testing.T) {
+	l := NewLive()
+	n := 0
+	for _, sid := range []string{"a", "b", "b"} {
+		l.Register(&Claims{SessionID: sid, Expiry: 1 << 40}, func() { n++ })
+	}
+	l.EndAll()
+	if n != 3 || l.Len() != 0 {
+		t.Errorf("EndAll cancelled %d of 3, %d sessions left", n, l.Len())
+	}
+}
+
+func TestRevokeByIDDuringAnOutageStillRefusesLocally(t *testing.T) {
+	f := newAuthorityFixture(t)
+	ctx := context.Background()
+	token, rec := f.activate(t, f.activation(t))
+	want := Want{Subject: rec.User, Audience: rec.Audience, Roles: []string{rec.Role}}
+	if _, err := f.a.Verifier.Verify(token, want, f.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	f.a.Records.storage = brokenStorage(t)
+	_, err := f.a.EndByID(ctx, rec.ID, "ops", "incident")
+	if !errors.Is(err, ErrRevokedLocallyOnly) {
+		t.Fatalf("EndByID during an outage = %v, want ErrRevokedLocallyOnly", err)
+	}
+	if _, err := f.a.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
+		t.Errorf("the session still admits on this instance: %v", err)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/html"
+	"golang.org/x/net/websocket"
 )
 
 // The role most tests use, and the page the tests ask for.
@@ -159,7 +160,10 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	}
 }
 {{range .Sites}}
-{{if .TLS}}https{{else}}http{{end}}://localhost:{{.Port}} {
+{{if .TLS}}https{{else}}http{{end}}://{{if .Host}}{{.Host}}{{else}}localhost{{end}}:{{.Port}} {
+{{- if .Bind}}
+	bind {{.Bind}}
+{{- end}}
 {{- if .TLS}}
 	tls internal
 {{- end}}
@@ -189,6 +193,12 @@ type siteSpec struct {
 	TLS bool
 	// Proxy is the body of the reverse_proxy block (e.g. header_up lines), if any.
 	Proxy string
+	// Host replaces localhost in the site address (http://HOST:PORT): the site then
+	// matches requests whose Host header names HOST, with or without a port. The
+	// tests reach it at 127.0.0.1:PORT and send Host: HOST (see browser.host).
+	Host string
+	// Bind, if set, is the site's bind address.
+	Bind string
 }
 
 type caddyfileData struct {
@@ -214,6 +224,11 @@ type envOptions struct {
 	// Sites replaces the single standard site (basic_auth, `jit console-admin`).
 	// Ports left 0 are chosen freely.
 	Sites []siteSpec
+	// StorageDir, if set, is the storage directory instead of one of the env's own:
+	// two envs given the same one are a cluster.
+	StorageDir string
+	// Stopped leaves Caddy unstarted: start it with env.start or startTogether.
+	Stopped bool
 }
 
 // ---------------------------------------------------------------------------
@@ -251,9 +266,13 @@ func newEnv(t *testing.T, opts envOptions) *env {
 			sites[i].Port = freePort(t)
 		}
 	}
+	storageDir := opts.StorageDir
+	if storageDir == "" {
+		storageDir = filepath.Join(e.dir, "storage")
+	}
 	e.data = caddyfileData{
 		AdminPort:     freePort(t),
-		StorageDir:    filepath.Join(e.dir, "storage"),
+		StorageDir:    storageDir,
 		AuditLog:      filepath.Join(e.dir, "audit.log"),
 		Global:        opts.Global,
 		JitOptions:    opts.JitOptions,
@@ -262,34 +281,57 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		Sites:         sites,
 		Upstream:      e.up.addr(),
 	}
-	var buf bytes.Buffer
-	if err := caddyfileTemplate.Execute(&buf, e.data); err != nil {
-		t.Fatalf("rendering the Caddyfile: %v", err)
-	}
 	e.cfgFile = filepath.Join(e.dir, "Caddyfile")
-	if err := os.WriteFile(e.cfgFile, buf.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.writeCaddyfile()
 	t.Cleanup(func() {
 		if e.proc != nil {
 			e.stop()
 		}
 		if t.Failed() {
-			t.Logf("Caddyfile:\n%s", buf.String())
+			cfg, _ := os.ReadFile(e.cfgFile)
+			t.Logf("Caddyfile (admin port %d):\n%s", e.data.AdminPort, cfg)
 			t.Logf("Caddy output (last 120 lines):\n%s", e.logTail(120))
 		}
 	})
-	e.start()
+	if !opts.Stopped {
+		e.start()
+	}
 	return e
 }
 
-// site returns the base URL of site i, e.g. http://localhost:PORT.
+// writeCaddyfile renders e.data into the Caddyfile.
+func (e *env) writeCaddyfile() {
+	e.t.Helper()
+	var buf bytes.Buffer
+	if err := caddyfileTemplate.Execute(&buf, e.data); err != nil {
+		e.t.Fatalf("rendering the Caddyfile: %v", err)
+	}
+	if err := os.WriteFile(e.cfgFile, buf.Bytes(), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// reconfigure changes the Caddyfile (through its data) and reloads the running Caddy
+// with it.
+func (e *env) reconfigure(change func(*caddyfileData)) {
+	e.t.Helper()
+	change(&e.data)
+	e.writeCaddyfile()
+	e.reload()
+}
+
+// site returns the base URL of site i, e.g. http://localhost:PORT; a site with a Host
+// of its own is reached at http://127.0.0.1:PORT (the browser sends its Host header).
 func (e *env) site(i int) string {
 	scheme := "http"
 	if e.data.Sites[i].TLS {
 		scheme = "https"
 	}
-	return fmt.Sprintf("%s://localhost:%d", scheme, e.data.Sites[i].Port)
+	host := "localhost"
+	if e.data.Sites[i].Host != "" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("%s://%s:%d", scheme, host, e.data.Sites[i].Port)
 }
 
 func (e *env) adminURL(path string) string {
@@ -299,6 +341,24 @@ func (e *env) adminURL(path string) string {
 // start runs `caddy run` and waits until the admin API serves the config and every
 // site port accepts connections.
 func (e *env) start() {
+	e.t.Helper()
+	e.launch()
+	e.awaitReady()
+}
+
+// startTogether launches every env's Caddy at once, then waits until all are ready.
+func startTogether(envs ...*env) {
+	for _, e := range envs {
+		e.t.Helper()
+		e.launch()
+	}
+	for _, e := range envs {
+		e.awaitReady()
+	}
+}
+
+// launch runs `caddy run` without waiting for it.
+func (e *env) launch() {
 	t := e.t
 	t.Helper()
 	if e.proc != nil {
@@ -325,7 +385,17 @@ func (e *env) start() {
 		close(p.done)
 	}()
 	e.proc = p
+}
 
+// awaitReady waits until the launched Caddy serves its config and every site port
+// accepts connections.
+func (e *env) awaitReady() {
+	t := e.t
+	t.Helper()
+	p := e.proc
+	if p == nil {
+		t.Fatal("test bug: awaitReady without launch")
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -464,7 +534,24 @@ func (b *syncBuffer) String() string {
 }
 
 // ---------------------------------------------------------------------------
-// The upstream: records every request, answers 200 with a JSON echo.
+// The upstream: records every request, answers 200 with a JSON echo; a WebSocket
+// echo at wsPath and a slow stream at streamPath.
+
+const (
+	// wsPath is the upstream's WebSocket echo.
+	wsPath = "/ws/echo"
+	// streamPath answers with a line every streamEvery for streamLines lines, flushing each.
+	streamPath  = "/stream"
+	streamEvery = 200 * time.Millisecond
+	streamLines = 150
+)
+
+// connEnd is the end of a WebSocket or stream as the upstream saw it.
+type connEnd struct {
+	Path  string
+	At    time.Time
+	Lines int // lines the stream wrote; 0 for a WebSocket
+}
 
 type upstreamRequest struct {
 	Method   string      `json:"method"`
@@ -478,21 +565,94 @@ type upstream struct {
 	srv  *httptest.Server
 	mu   sync.Mutex
 	reqs []upstreamRequest
+	// ends learns of every WebSocket or stream that ended.
+	ends chan connEnd
+	// quit ends the streams when the test is over.
+	quit chan struct{}
 }
 
 func newUpstream(t *testing.T) *upstream {
-	u := &upstream{}
+	u := &upstream{ends: make(chan connEnd, 64), quit: make(chan struct{})}
+	echo := websocket.Server{
+		// Origin checks are the proxied application's business, not this test's.
+		Handshake: func(*websocket.Config, *http.Request) error { return nil },
+		Handler: func(c *websocket.Conn) {
+			_, _ = io.Copy(c, c)
+			u.ended(connEnd{Path: wsPath, At: time.Now()})
+		},
+	}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := upstreamRequest{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Host: r.Host, Header: r.Header.Clone()}
 		u.mu.Lock()
 		u.reqs = append(u.reqs, rec)
 		u.mu.Unlock()
+		switch r.URL.Path {
+		case wsPath:
+			echo.ServeHTTP(w, r)
+			return
+		case streamPath:
+			u.stream(w, r)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Upstream", "integration")
 		_ = json.NewEncoder(w).Encode(rec)
 	}))
 	t.Cleanup(u.srv.Close)
+	t.Cleanup(func() { close(u.quit) }) // runs first: Close waits for the streams
 	return u
+}
+
+// stream writes a numbered line every streamEvery, flushing each, until it has written
+// streamLines or the proxy went away.
+func (u *upstream) stream(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Upstream", "integration")
+	rc := http.NewResponseController(w)
+	tick := time.NewTicker(streamEvery)
+	defer tick.Stop()
+	n := 0
+	defer func() { u.ended(connEnd{Path: streamPath, At: time.Now(), Lines: n}) }()
+	for n < streamLines {
+		if _, err := fmt.Fprintf(w, "line %d\n", n); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		n++
+		select {
+		case <-r.Context().Done():
+			return
+		case <-u.quit:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (u *upstream) ended(c connEnd) {
+	select {
+	case u.ends <- c:
+	default:
+	}
+}
+
+// waitEnd waits until the upstream saw a WebSocket or stream at path end; ok is false
+// if none did within timeout.
+func (u *upstream) waitEnd(path string, timeout time.Duration) (connEnd, bool) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case c := <-u.ends:
+			if c.Path == path {
+				return c, true
+			}
+		case <-timer.C:
+			return connEnd{}, false
+		}
+	}
 }
 
 func (u *upstream) addr() string { return strings.TrimPrefix(u.srv.URL, "http://") }
@@ -633,6 +793,8 @@ type browser struct {
 	accept string
 	// headers are sent with every request (before the per-request options).
 	headers http.Header
+	// host, if set, is the Host header of every request (for sites with a Host).
+	host string
 }
 
 // browser returns a client that authenticates as user with basic auth (none when user
@@ -650,6 +812,9 @@ func (e *env) browser(user string) *browser {
 	if slices.ContainsFunc(e.data.Sites, func(s siteSpec) bool { return s.TLS }) {
 		// The sites' certificates come from Caddy's internal CA, which no one trusts.
 		b.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	if len(e.data.Sites) > 0 {
+		b.host = e.data.Sites[0].Host
 	}
 	e.t.Cleanup(b.client.CloseIdleConnections)
 	return b
@@ -689,6 +854,9 @@ func (b *browser) do(method, rawURL string, body io.Reader, opts ...reqOption) *
 	req, err := http.NewRequest(method, rawURL, body)
 	if err != nil {
 		b.t.Fatalf("making request %s %s: %v", method, rawURL, err)
+	}
+	if b.host != "" {
+		req.Host = b.host
 	}
 	if b.user != "" {
 		req.SetBasicAuth(b.user, b.pass)
@@ -891,6 +1059,70 @@ func textOf(n *html.Node) string {
 		}
 	}
 	return sb.String()
+}
+
+// ---------------------------------------------------------------------------
+// Admin API.
+
+// admin calls Caddy's admin API and returns the status and the body.
+func (e *env) admin(method, path string) (int, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.adminURL(path), nil)
+	if err != nil {
+		e.t.Fatalf("admin API %s %s: %v", method, path, err)
+	}
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		e.t.Fatalf("admin API %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// adminOK calls the admin API, fails the test unless it answers 200, and decodes the
+// JSON answer into out (if not nil).
+func (e *env) adminOK(method, path string, out any) {
+	e.t.Helper()
+	status, body := e.admin(method, path)
+	if status != http.StatusOK {
+		e.t.Fatalf("admin API %s %s: want 200, got %d %s", method, path, status, body)
+	}
+	if out != nil {
+		if err := json.Unmarshal([]byte(body), out); err != nil {
+			e.t.Fatalf("admin API %s %s: the answer is not JSON: %v: %s", method, path, err, body)
+		}
+	}
+}
+
+// adminSession is a session as GET /jit/sessions lists it.
+type adminSession struct {
+	ID      string `json:"session_id"`
+	User    string `json:"user"`
+	Role    string `json:"role"`
+	Revoked bool   `json:"revoked"`
+}
+
+// sessions lists the active sessions through the admin API (query: e.g. "?user=bob").
+func (e *env) sessions(query string) []adminSession {
+	e.t.Helper()
+	var out struct {
+		Sessions []adminSession `json:"sessions"`
+	}
+	e.adminOK(http.MethodGet, "/jit/sessions"+query, &out)
+	return out.Sessions
+}
+
+// revoke ends a session through the admin API: DELETE /jit/sessions/{id}.
+func (e *env) revoke(sid string) {
+	e.t.Helper()
+	var out struct {
+		Sessions []adminSession `json:"sessions"`
+	}
+	e.adminOK(http.MethodDelete, "/jit/sessions/"+url.PathEscape(sid)+"?by=integration&reason=test", &out)
+	if len(out.Sessions) != 1 || out.Sessions[0].ID != sid || !out.Sessions[0].Revoked {
+		e.t.Errorf("DELETE /jit/sessions/%s answered %+v, want that one session, revoked", sid, out.Sessions)
+	}
 }
 
 // ---------------------------------------------------------------------------
