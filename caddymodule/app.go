@@ -69,9 +69,11 @@ type App struct {
 
 	roles     map[string]*policy.Role
 	authority *session.Authority
-	shared    *sharedState
-	sharedKey string
-	logger    *zap.Logger
+	// identityKey is the placeholder's key when Identity is exactly one placeholder.
+	identityKey string
+	shared      *sharedState
+	sharedKey   string
+	logger      *zap.Logger
 }
 
 // LockoutConfig is the lockout after repeated wrong codes.
@@ -137,6 +139,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.roles = roles
+	a.identityKey = singlePlaceholder(a.Identity)
 	if err := a.Validate(); err != nil {
 		return err
 	}
@@ -266,6 +269,14 @@ func buildRoles(configs map[string]*RoleConfig) (map[string]*policy.Role, error)
 		roles[name] = r
 	}
 	return roles, nil
+}
+
+// singlePlaceholder returns KEY when s is exactly "{KEY}", else "".
+func singlePlaceholder(s string) string {
+	if len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && !strings.ContainsAny(s[1:len(s)-1], "{}") {
+		return s[1 : len(s)-1]
+	}
+	return ""
 }
 
 // validRoleName keeps role names to what reads well in URLs, cookies and logs.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -48,8 +47,9 @@ type Handler struct {
 	// Roles lists the roles that admit; any one of them will do.
 	Roles []string `json:"roles"`
 
-	app    *App
-	logger *zap.Logger
+	app       *App
+	logger    *zap.Logger
+	audiences *audienceCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -71,6 +71,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.app = appIface.(*App)
+	h.audiences = new(audienceCache)
 	return h.Validate()
 }
 
@@ -89,39 +90,34 @@ func (h *Handler) Validate() error {
 
 // ServeHTTP is the gate. Any failure ends in 401, 403, 503 or an activation redirect:
 // a request reaches next only with a verified, unrevoked session of one of the roles.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if strings.HasPrefix(r.URL.Path, pagePrefix) {
-		return h.guard(w, r, func() error { return h.servePage(w, r) })
-	}
-	var (
-		claims *session.Claims
-		repl   *caddy.Replacer
-		t      time.Time
-	)
-	err := h.guard(w, r, func() error {
-		var err error
-		claims, repl, t, err = h.authorize(w, r)
-		return err
-	})
-	if claims == nil {
-		return err
-	}
-	return h.pass(w, r, next, repl, claims, t)
-}
-
-// guard runs our own part of a request, turning a panic in it into a refusal: a bug in
-// caddy-jit must never open the door. Panics in the handlers after us are Caddy's.
-func (h *Handler) guard(w http.ResponseWriter, r *http.Request, ours func() error) (err error) {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	// A panic in our own part of the request is a refusal: a bug in caddy-jit must
+	// never open the door. Panics in the handlers after us are Caddy's.
+	ours := true
 	defer func() {
-		if p := recover(); p != nil {
-			h.logger.Error("panic in the jit handler; the request is refused", zap.Any("panic", p), zap.Stack("stack"))
-			h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "internal_error"),
-				zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
-			err = caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: internal error: %v", p))
+		if ours {
+			if p := recover(); p != nil {
+				err = h.recovered(r, p)
+			}
 		}
 	}()
 	injectFault(r)
-	return ours()
+	if strings.HasPrefix(r.URL.Path, pagePrefix) {
+		return h.servePage(w, r)
+	}
+	claims, repl, t, err := h.authorize(w, r)
+	if claims == nil {
+		return err
+	}
+	ours = false
+	return h.pass(w, r, next, repl, claims, t)
+}
+
+func (h *Handler) recovered(r *http.Request, p any) error {
+	h.logger.Error("panic in the jit handler; the request is refused", zap.Any("panic", p), zap.Stack("stack"))
+	h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "internal_error"),
+		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+	return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: internal error: %v", p))
 }
 
 // authorize returns the claims of a session that admits the request, or answers it
@@ -131,7 +127,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Cl
 	deleteIdentityHeaders(r.Header)
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	user := repl.ReplaceAll(h.app.Identity, "")
+	user := h.app.identity(repl)
 	if user == "" || len(user) > maxUserLength {
 		h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "no_identity"),
 			zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
@@ -144,7 +140,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Cl
 	}
 	reason := "no_session"
 	if token := sessionCookie(r); token != "" {
-		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: siteAudience(r), Roles: h.Roles}, t)
+		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: h.audiences.of(r), Roles: h.Roles}, t)
 		if err == nil {
 			return claims, repl, t, nil
 		}
@@ -175,22 +171,19 @@ func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user stri
 // pass forwards a request made under a session and audits it.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, c *session.Claims, start time.Time) error {
 	removeSessionCookie(r)
-	r.Header.Set(HeaderUser, c.Subject)
-	r.Header.Set(HeaderRole, c.Role)
-	r.Header.Set(HeaderSession, c.SessionID)
-	repl.Set("http.jit.user", c.Subject)
-	repl.Set("http.jit.role", c.Role)
-	repl.Set("http.jit.session_id", c.SessionID)
-	repl.Set("http.jit.expires", c.Expires().UTC().Format(time.RFC3339))
+	// One backing array for the three values; each header gets its own full slice,
+	// so no later handler can change one through another.
+	values := [...]string{c.Subject, c.Role, c.SessionID}
+	r.Header[HeaderUser] = values[0:1:1]
+	r.Header[HeaderRole] = values[1:2:2]
+	r.Header[HeaderSession] = values[2:3:3]
+	repl.Map(c.Placeholders)
 
 	// The request lives only as long as the session: revocation or expiry cancels
 	// it, which ends a WebSocket or a stream that is still open.
 	ctx, cancel := context.WithCancel(r.Context())
-	done := h.app.authority.Live.Register(c, cancel)
-	defer func() {
-		done()
-		cancel()
-	}()
+	live := h.app.authority.Live
+	live.Register(c, ctx, cancel)
 	r = r.WithContext(ctx)
 
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
@@ -200,6 +193,8 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	// went away) with panic(http.ErrAbortHandler).
 	defer func() {
 		p := recover()
+		live.Done(c, ctx)
+		cancel()
 		status := rec.Status()
 		if err != nil {
 			var he caddyhttp.HandlerError
@@ -254,6 +249,19 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 	return nil
 }
 
+// identity reads the base identity. The common case, a single placeholder, is a
+// lookup that allocates nothing.
+func (a *App) identity(repl *caddy.Replacer) string {
+	if a.identityKey != "" {
+		if v, ok := repl.Get(a.identityKey); ok {
+			if s, ok := v.(string); ok {
+				return s
+			}
+		}
+	}
+	return repl.ReplaceAll(a.Identity, "")
+}
+
 // caller builds the policy's view of the caller from the identity and groups.
 func (a *App) caller(repl *caddy.Replacer, user string) policy.Caller {
 	c := policy.Caller{User: user}
@@ -294,23 +302,6 @@ func wantsJSON(r *http.Request) bool {
 	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
 }
 
-// siteAudience is the site's origin, the audience of its tokens: a token made for one
-// site is refused by every other, even on the same host.
-func siteAudience(r *http.Request) string {
-	scheme, defaultPort := "http", "80"
-	if r.TLS != nil {
-		scheme, defaultPort = "https", "443"
-	}
-	host := strings.ToLower(r.Host)
-	if h, port, err := net.SplitHostPort(host); err == nil && port == defaultPort {
-		host = h
-		if strings.Contains(h, ":") {
-			host = "[" + h + "]"
-		}
-	}
-	return scheme + "://" + host
-}
-
 func clientIP(r *http.Request) string {
 	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
 		return ip
@@ -348,24 +339,35 @@ func sessionCookie(r *http.Request) string {
 // removeSessionCookie takes both our cookies out of the request, keeping all others.
 func removeSessionCookie(r *http.Request) {
 	lines := r.Header["Cookie"]
-	if len(lines) == 0 {
+	found := false
+	for _, line := range lines {
+		if strings.Contains(line, CookieName) {
+			found = true
+			break
+		}
+	}
+	if !found {
 		return
 	}
-	var kept []string
+	var kept strings.Builder
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
 			part = strings.TrimSpace(part)
 			if part == "" || isSessionCookie(part) {
 				continue
 			}
-			kept = append(kept, part)
+			if kept.Len() > 0 {
+				kept.WriteString("; ")
+			}
+			kept.WriteString(part)
 		}
 	}
-	if len(kept) == 0 {
-		r.Header.Del("Cookie")
+	if kept.Len() == 0 {
+		delete(r.Header, "Cookie")
 		return
 	}
-	r.Header["Cookie"] = []string{strings.Join(kept, "; ")}
+	lines[0] = kept.String()
+	r.Header["Cookie"] = lines[:1]
 }
 
 func isSessionCookie(part string) bool {

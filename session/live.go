@@ -1,14 +1,15 @@
 package session
 
 import (
+	"context"
 	"sync"
 	"time"
 )
 
 // Live tracks the requests in flight under each session, so that the end of a session
 // also ends its open WebSockets and streams, not only its next request. Each request
-// registers the function that cancels it; a revocation cancels the session's requests
-// at once, and Sweep cancels those whose session has expired.
+// registers its context and the function that cancels it; a revocation cancels the
+// session's requests at once, and Sweep cancels those whose session has expired.
 type Live struct {
 	mu       sync.Mutex
 	sessions map[string]*liveSession
@@ -16,34 +17,33 @@ type Live struct {
 
 type liveSession struct {
 	expires int64
-	cancels map[*liveRequest]struct{}
+	// cancels is keyed by each request's own context.
+	cancels map[context.Context]context.CancelFunc
 }
-
-type liveRequest struct{ cancel func() }
 
 // NewLive makes an empty registry.
 func NewLive() *Live { return &Live{sessions: make(map[string]*liveSession)} }
 
-// Register records a request under a session and returns the function that removes
-// it again, to call when the request is done.
-func (l *Live) Register(c *Claims, cancel func()) (done func()) {
-	req := &liveRequest{cancel: cancel}
+// Register records a request in flight under a session. It allocates nothing once
+// the session has had a request: the session's entry stays until the session ends.
+func (l *Live) Register(c *Claims, ctx context.Context, cancel context.CancelFunc) {
 	l.mu.Lock()
 	s := l.sessions[c.SessionID]
 	if s == nil {
-		s = &liveSession{expires: c.Expiry, cancels: make(map[*liveRequest]struct{}, 1)}
+		s = &liveSession{expires: c.Expiry, cancels: make(map[context.Context]context.CancelFunc, 4)}
 		l.sessions[c.SessionID] = s
 	}
-	s.cancels[req] = struct{}{}
+	s.cancels[ctx] = cancel
 	l.mu.Unlock()
-	return func() {
-		l.mu.Lock()
-		delete(s.cancels, req)
-		if len(s.cancels) == 0 && l.sessions[c.SessionID] == s {
-			delete(l.sessions, c.SessionID)
-		}
-		l.mu.Unlock()
+}
+
+// Done removes a finished request.
+func (l *Live) Done(c *Claims, ctx context.Context) {
+	l.mu.Lock()
+	if s := l.sessions[c.SessionID]; s != nil {
+		delete(s.cancels, ctx)
 	}
+	l.mu.Unlock()
 }
 
 // End cancels every request in flight under the session.
@@ -88,20 +88,24 @@ func (l *Live) Sweep(now time.Time) {
 	}
 }
 
-// Len returns the number of sessions with requests in flight.
+// Len returns the number of requests in flight.
 func (l *Live) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.sessions)
+	n := 0
+	for _, s := range l.sessions {
+		n += len(s.cancels)
+	}
+	return n
 }
 
 // cancelAll runs after the session left the registry; the lock still guards its
 // map against the done functions of requests that finish meanwhile.
 func (l *Live) cancelAll(s *liveSession) {
 	l.mu.Lock()
-	cancels := make([]func(), 0, len(s.cancels))
-	for req := range s.cancels {
-		cancels = append(cancels, req.cancel)
+	cancels := make([]context.CancelFunc, 0, len(s.cancels))
+	for _, cancel := range s.cancels {
+		cancels = append(cancels, cancel)
 	}
 	l.mu.Unlock()
 	for _, cancel := range cancels {

@@ -12,7 +12,10 @@ func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
 	l := NewLive()
 	var cancelled []string
 	register := func(sid string, exp int64, name string) func() {
-		return l.Register(&Claims{SessionID: sid, Expiry: exp}, func() { cancelled = append(cancelled, name) })
+		c := &Claims{SessionID: sid, Expiry: exp}
+		ctx, cancel := context.WithCancel(context.Background())
+		l.Register(c, ctx, func() { cancel(); cancelled = append(cancelled, name) })
+		return func() { l.Done(c, ctx) }
 	}
 	register("s1", 100, "a")
 	register("s1", 100, "b")
@@ -25,7 +28,7 @@ func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
 	}
 	doneC()
 	if l.Len() != 0 {
-		t.Errorf("registry holds %d sessions after all ended or finished, want 0", l.Len())
+		t.Errorf("registry holds %d requests after all ended or finished, want 0", l.Len())
 	}
 	l.End("s2")
 	if len(cancelled) != 2 {
@@ -36,8 +39,8 @@ func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
 func TestLiveSweepCancelsExpiredSessions(t *testing.T) {
 	l := NewLive()
 	var cancelled []string
-	l.Register(&Claims{SessionID: "old", Expiry: 100}, func() { cancelled = append(cancelled, "old") })
-	l.Register(&Claims{SessionID: "new", Expiry: 200}, func() { cancelled = append(cancelled, "new") })
+	l.Register(&Claims{SessionID: "old", Expiry: 100}, context.Background(), func() { cancelled = append(cancelled, "old") })
+	l.Register(&Claims{SessionID: "new", Expiry: 200}, context.TODO(), func() { cancelled = append(cancelled, "new") })
 	l.Sweep(time.Unix(99, 0))
 	if len(cancelled) != 0 {
 		t.Fatalf("swept before expiry: %v", cancelled)
@@ -57,7 +60,7 @@ func TestRevocationSyncEndsLiveRequestsOnAnotherInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancelled := false
-	other.Live.Register(&Claims{SessionID: rec.ID, Expiry: rec.Expires.Unix()}, func() { cancelled = true })
+	other.Live.Register(&Claims{SessionID: rec.ID, Expiry: rec.Expires.Unix()}, ctx, func() { cancelled = true })
 
 	if _, err := f.a.EndByID(ctx, rec.ID, "ops", "incident over"); err != nil {
 		t.Fatal(err)
@@ -269,7 +272,8 @@ func TestLiveEndAllCancelsEverything(t *testing.T) {
 	l := NewLive()
 	n := 0
 	for _, sid := range []string{"a", "b", "b"} {
-		l.Register(&Claims{SessionID: sid, Expiry: 1 << 40}, func() { n++ })
+		ctx, cancel := context.WithCancel(context.Background())
+		l.Register(&Claims{SessionID: sid, Expiry: 1 << 40}, ctx, func() { cancel(); n++ })
 	}
 	l.EndAll()
 	if n != 3 || l.Len() != 0 {

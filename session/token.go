@@ -28,10 +28,37 @@ type Claims struct {
 	NotBefore int64    `json:"nbf"`
 	Expiry    int64    `json:"exp"`
 	Methods   []string `json:"amr"`
+
+	// expiresText is the expiry in RFC 3339, made once when the claims are verified.
+	expiresText string
 }
 
 // Expires returns the expiry as a time.
 func (c *Claims) Expires() time.Time { return time.Unix(c.Expiry, 0) }
+
+// ExpiresText returns the expiry in RFC 3339 (UTC).
+func (c *Claims) ExpiresText() string {
+	if c.expiresText == "" {
+		return c.Expires().UTC().Format(time.RFC3339)
+	}
+	return c.expiresText
+}
+
+// Placeholders answers the http.jit.* placeholders of a request made under the
+// session; it has the signature of a caddy.ReplacementFunc.
+func (c *Claims) Placeholders(key string) (any, bool) {
+	switch key {
+	case "http.jit.user":
+		return c.Subject, true
+	case "http.jit.role":
+		return c.Role, true
+	case "http.jit.session_id":
+		return c.SessionID, true
+	case "http.jit.expires":
+		return c.ExpiresText(), true
+	}
+	return nil, false
+}
 
 // Sign makes a compact JWS of the claims with the active key.
 func (k *Keyring) Sign(c Claims) (string, error) {

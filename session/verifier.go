@@ -66,6 +66,7 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 		return nil, ErrTokenRevoked
 	}
 	if !cached {
+		c.expiresText = c.Expires().UTC().Format(time.RFC3339)
 		// Only a token that admitted someone is cached: forged, expired or revoked
 		// tokens can neither grow the cache nor evict real sessions from it.
 		v.cache.Add(token, c)

@@ -1,0 +1,225 @@
+package caddymodule
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// benchGate is a provisioned handler over file storage, without a Caddy around it, so
+// that a benchmark measures the gate and nothing else.
+type benchGate struct {
+	h     *Handler
+	next  caddyhttp.Handler
+	token string
+	st    certmagic.Storage
+}
+
+func newBenchGate(b *testing.B) *benchGate {
+	b.Helper()
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: b.TempDir()}
+	app := &App{Roles: map[string]*RoleConfig{"admin": {
+		MaxDuration: caddy.Duration(time.Hour),
+		Eligible:    []EligibleConfig{{Subjects: []string{"alice"}}},
+	}}}
+	app.setDefaults()
+	roles, err := buildRoles(app.Roles)
+	if err != nil {
+		b.Fatal(err)
+	}
+	app.roles = roles
+	app.authority, err = session.NewAuthority(ctx, st, session.Config{
+		Issuer: "bench", MaxFailures: 5, LockoutDuration: time.Minute, Audit: zap.NewNop(), Now: time.Now,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := &benchGate{
+		h:  &Handler{Roles: []string{"admin"}, app: app, logger: zap.NewNop(), audiences: new(audienceCache)},
+		st: st,
+		next: caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}),
+	}
+	uri, err := app.authority.Enroll(ctx, "alice", "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	g.token = g.activate(b, uri, time.Now())
+	return g
+}
+
+func (g *benchGate) activate(b *testing.B, uri string, at time.Time) string {
+	b.Helper()
+	key, err := otp.NewKeyFromURL(uri)
+	if err != nil {
+		b.Fatal(err)
+	}
+	code, err := totp.GenerateCodeCustom(key.Secret(), at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	role, _ := g.h.app.role("admin")
+	token, _, err := g.h.app.authority.Activate(context.Background(), session.Activation{
+		Caller: callerOf("alice"), Role: role, Audience: "http://console.example", Duration: time.Hour,
+		Justification: "benchmarking the gate", Code: code,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return token
+}
+
+// request is a request as Caddy hands it to a handler: with a replacer that knows the
+// identity, and the vars map.
+func (g *benchGate) request(cookie string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "http://console.example/admin/page?x=1", nil)
+	r.Header.Set("Accept", "text/html")
+	if cookie != "" {
+		r.Header.Set("Cookie", "theme=dark; "+CookieName+"="+cookie)
+	}
+	repl := caddy.NewReplacer()
+	repl.Set("http.auth.user.id", "alice")
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"})
+	return r.WithContext(ctx)
+}
+
+func (g *benchGate) run(b *testing.B, cookie string, wantStatus int) {
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		r := g.request(cookie)
+		w := httptest.NewRecorder()
+		b.StartTimer()
+		if err := g.h.ServeHTTP(w, r, g.next); err != nil {
+			b.Fatal(err)
+		}
+		if w.Code != wantStatus {
+			b.Fatalf("status %d, want %d", w.Code, wantStatus)
+		}
+	}
+}
+
+func BenchmarkGate(b *testing.B) {
+	g := newBenchGate(b)
+	forged := forgeWellFormed(b, g.token)
+
+	b.Run("valid session, cache hit", func(b *testing.B) {
+		g.run(b, g.token, http.StatusOK)
+	})
+	b.Run("valid session, cache miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			g.h.app.authority.Verifier.Forget(g.token)
+			r := g.request(g.token)
+			w := httptest.NewRecorder()
+			b.StartTimer()
+			_ = g.h.ServeHTTP(w, r, g.next)
+			if w.Code != http.StatusOK {
+				b.Fatalf("status %d", w.Code)
+			}
+		}
+	})
+	b.Run("no cookie", func(b *testing.B) {
+		g.run(b, "", http.StatusFound)
+	})
+	b.Run("malformed cookie", func(b *testing.B) {
+		g.run(b, "not a token!", http.StatusFound)
+	})
+	b.Run("forged well-formed token", func(b *testing.B) {
+		g.run(b, forged, http.StatusFound)
+	})
+	b.Run("revoked session", func(b *testing.B) {
+		g2 := newBenchGate(b)
+		c, err := g2.h.app.authority.Verifier.Verify(g2.token, session.Want{Subject: "alice", Audience: "http://console.example", Roles: []string{"admin"}}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := g2.h.app.authority.EndByID(context.Background(), c.SessionID, "bench", ""); err != nil {
+			b.Fatal(err)
+		}
+		g2.run(b, g2.token, http.StatusFound)
+	})
+}
+
+// forgeWellFormed keeps the header and payload of a real token and replaces the
+// signature with another of the same length: it passes every shape check and fails
+// only the signature.
+func forgeWellFormed(b *testing.B, token string) string {
+	b.Helper()
+	i := strings.LastIndexByte(token, '.')
+	sig := []byte(token[i+1:])
+	for j := range sig {
+		if sig[j] == 'A' {
+			sig[j] = 'B'
+		} else {
+			sig[j] = 'A'
+		}
+	}
+	return token[:i+1] + string(sig)
+}
+
+// BenchmarkActivation is a whole activation on file storage: form POST to cookie.
+func BenchmarkActivation(b *testing.B) {
+	g := newBenchGate(b)
+	ctx := context.Background()
+	at := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		// Every activation needs a code of a later time step than the last one: enroll
+		// a fresh user each round, as the code of a step is single-use.
+		user := "user" + itoa(i)
+		g.h.app.roles["admin"].Eligibility[0].Subjects = append(g.h.app.roles["admin"].Eligibility[0].Subjects, user)
+		uri, err := g.h.app.authority.Enroll(ctx, user, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		key, _ := otp.NewKeyFromURL(uri)
+		code, _ := totp.GenerateCodeCustom(key.Secret(), at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		form := url.Values{"role": {"admin"}, "duration": {"30m"}, "justification": {"benchmarking activation"},
+			"code": {code}, "return": {"/admin"}}
+		r := g.request("")
+		r.Method = http.MethodPost
+		r.URL.Path = "/.jit/activate"
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		repl.Set("http.auth.user.id", user)
+		form.Set("csrf", g.h.app.authority.Keyring.CSRFToken(user, "http://console.example", time.Now()))
+		r.Body = bodyOf(form.Encode())
+		w := httptest.NewRecorder()
+		b.StartTimer()
+		if err := g.h.ServeHTTP(w, r, g.next); err != nil {
+			b.Fatal(err)
+		}
+		if w.Code != http.StatusSeeOther {
+			b.Fatalf("activation answered %d: %s", w.Code, w.Body.String())
+		}
+	}
+}
+
+func callerOf(user string) policy.Caller { return policy.Caller{User: user} }
+
+func bodyOf(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }
+
+func itoa(i int) string { return strconv.Itoa(i) }
