@@ -53,7 +53,11 @@ func LoadState(ctx context.Context, st certmagic.Storage, cacheSize int, now Clo
 // the requests in flight of sessions that have expired.
 func (s *State) Sync(ctx context.Context, now time.Time) error {
 	s.Live.Sweep(now)
-	if err := s.Records.LoadRevocations(ctx, s.Revocations, now); err != nil {
+	var since time.Time
+	if last := s.lastSync.Load(); last != 0 {
+		since = time.Unix(0, last)
+	}
+	if err := s.Records.LoadRevocations(ctx, s.Revocations, now, since); err != nil {
 		return err
 	}
 	if err := s.Keyring.Refresh(ctx, s.Records.storage); err != nil {
@@ -75,6 +79,14 @@ func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 	}
 	defer func() { _ = s.Records.storage.Unlock(context.WithoutCancel(ctx), pruneLock) }()
 	if _, err := s.Records.Prune(ctx, now, keep); err != nil {
+		return err
+	}
+	if err := s.Records.pruneRevocations(ctx, now); err != nil {
+		return err
+	}
+	// A full pass now and then, in case a revocation was stored by an instance whose
+	// clock was off by more than the overlap of the incremental syncs.
+	if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
 		return err
 	}
 	return pruneLockouts(ctx, s.Records.storage, now, keep)

@@ -559,7 +559,7 @@ func TestEnd(t *testing.T) {
 		t.Fatalf("restarted instance: %v, want %v", err, ErrTokenRevoked)
 	}
 	set := NewRevocations()
-	if err := f.a.Records.LoadRevocations(ctx, set, f.clock.Now()); err != nil || !set.Revoked(rec.ID) || set.Len() != 1 {
+	if err := f.a.Records.LoadRevocations(ctx, set, f.clock.Now(), time.Time{}); err != nil || !set.Revoked(rec.ID) || set.Len() != 1 {
 		t.Fatalf("LoadRevocations: %v, revoked %v, Len %d", err, set.Revoked(rec.ID), set.Len())
 	}
 
@@ -567,10 +567,13 @@ func TestEnd(t *testing.T) {
 	// storage and memory; the token is refused as expired.
 	after := rec.Expires
 	set = NewRevocations()
-	if err := f.a.Records.LoadRevocations(ctx, set, after); err != nil || set.Len() != 0 {
+	if err := f.a.Records.LoadRevocations(ctx, set, after, time.Time{}); err != nil || set.Len() != 0 {
 		t.Fatalf("LoadRevocations after expiry: %v, Len %d", err, set.Len())
 	}
-	if f.st.Exists(ctx, revocationKey(rec.ID)) {
+	if err := f.a.Records.pruneRevocations(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	if revocationStored(t, f.st, rec.ID) {
 		t.Fatal("an expired revocation stayed in storage")
 	}
 	if _, err := restarted.Verifier.Verify(token, want, after); !errors.Is(err, ErrTokenExpired) {
@@ -587,7 +590,7 @@ func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
 	if err != nil || !got.Ended.IsZero() {
 		t.Fatalf("End = %+v, %v", got, err)
 	}
-	if f.a.Revocations.Revoked(rec.ID) || f.st.Exists(ctx, revocationKey(rec.ID)) || len(events(f.logs, EventDeactivated)) != 0 {
+	if f.a.Revocations.Revoked(rec.ID) || revocationStored(t, f.st, rec.ID) || len(events(f.logs, EventDeactivated)) != 0 {
 		t.Fatal("an expired session was revoked")
 	}
 }

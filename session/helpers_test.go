@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,4 +126,19 @@ func brokenStorage(t *testing.T) *certmagic.FileStorage {
 		t.Fatal(err)
 	}
 	return &certmagic.FileStorage{Path: path}
+}
+
+// revocationStored reports whether a revocation of the session is in storage.
+func revocationStored(t *testing.T, st certmagic.Storage, id string) bool {
+	t.Helper()
+	keys, err := st.List(context.Background(), strings.TrimSuffix(revocationFolder, "/"), true)
+	if err != nil {
+		return false
+	}
+	for _, key := range keys {
+		if got, _, ok := parseRevocationKey(key); ok && got == id {
+			return true
+		}
+	}
+	return false
 }

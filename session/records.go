@@ -37,16 +37,6 @@ func (r *Record) Active(now time.Time) bool {
 	return r.Ended.IsZero() && now.Before(r.Expires)
 }
 
-// revocation is a session ended early, as stored; instances learn of it by listing.
-type revocation struct {
-	SessionID string    `json:"session_id"`
-	User      string    `json:"user"`
-	Expires   time.Time `json:"expires"`
-	At        time.Time `json:"at"`
-	By        string    `json:"by"`
-	Reason    string    `json:"reason,omitempty"`
-}
-
 // ErrSessionNotFound is returned for a session id that names no session of the user.
 var ErrSessionNotFound = errors.New("no such session")
 
@@ -58,8 +48,6 @@ type Records struct {
 func sessionKey(user, id string) string {
 	return sessionFolder + storageName(user) + "/" + id + ".json"
 }
-
-func revocationKey(id string) string { return revocationFolder + id + ".json" }
 
 // validSessionID accepts only the ids this package makes, so an id from a form or an
 // API call can never name another storage key.
@@ -211,45 +199,4 @@ func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 // OfUser lists a user's sessions that are active at the given time, soonest expiry first.
 func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Record, error) {
 	return s.Active(ctx, Filter{User: user}, now)
-}
-
-// revoke stores the end of a session so that every instance refuses it.
-func (s *Records) revoke(ctx context.Context, rev revocation) error {
-	return storeJSON(ctx, s.storage, revocationKey(rev.SessionID), rev)
-}
-
-// LoadRevocations reads every stored revocation into set, skipping ids it already
-// holds, and deletes those whose session has expired anyway so storage stays small.
-func (s *Records) LoadRevocations(ctx context.Context, set *Revocations, now time.Time) error {
-	keys, err := s.storage.List(ctx, strings.TrimSuffix(revocationFolder, "/"), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("listing revocations: %w", err)
-	}
-	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
-		id := strings.TrimSuffix(path.Base(key), ".json")
-		if set.Revoked(id) {
-			continue
-		}
-		var rev revocation
-		found, err := loadJSON(ctx, s.storage, key, &rev)
-		if err != nil {
-			return err
-		}
-		if !found {
-			continue
-		}
-		if !now.Before(rev.Expires) {
-			_ = s.storage.Delete(ctx, key)
-			continue
-		}
-		set.Add(rev.SessionID, rev.Expires)
-	}
-	set.Prune(now)
-	return nil
 }

@@ -154,7 +154,8 @@ func TestStorageListingsSkipFilesBeingWritten(t *testing.T) {
 	_, live := f.activate(t, f.activation(t))
 
 	// What a concurrent Store leaves for a moment: an empty temp file in each folder.
-	for _, folder := range []string{revocationFolder, sessionFolder + storageName("alice") + "/"} {
+	bucket := bucketKey(f.clock.Now().Unix()/revocationBucket-1) + "/"
+	for _, folder := range []string{revocationFolder, bucket, sessionFolder + storageName("alice") + "/"} {
 		tmp := filepath.Join(f.st.Path, filepath.FromSlash(folder), "0123456789")
 		if err := os.WriteFile(tmp, nil, 0o600); err != nil {
 			t.Fatal(err)
@@ -162,7 +163,7 @@ func TestStorageListingsSkipFilesBeingWritten(t *testing.T) {
 	}
 
 	set := NewRevocations()
-	if err := f.a.Records.LoadRevocations(ctx, set, f.clock.Now()); err != nil {
+	if err := f.a.Records.LoadRevocations(ctx, set, f.clock.Now(), time.Time{}); err != nil {
 		t.Errorf("LoadRevocations with a file being written = %v, want nil", err)
 	}
 	if !set.Revoked(rec.ID) {

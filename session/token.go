@@ -28,21 +28,13 @@ type Claims struct {
 	NotBefore int64    `json:"nbf"`
 	Expiry    int64    `json:"exp"`
 	Methods   []string `json:"amr"`
-
-	// expiresText is the expiry in RFC 3339, made once when the claims are verified.
-	expiresText string
 }
 
 // Expires returns the expiry as a time.
 func (c *Claims) Expires() time.Time { return time.Unix(c.Expiry, 0) }
 
 // ExpiresText returns the expiry in RFC 3339 (UTC).
-func (c *Claims) ExpiresText() string {
-	if c.expiresText == "" {
-		return c.Expires().UTC().Format(time.RFC3339)
-	}
-	return c.expiresText
-}
+func (c *Claims) ExpiresText() string { return c.Expires().UTC().Format(time.RFC3339) }
 
 // Placeholders answers the http.jit.* placeholders of a request made under the
 // session; it has the signature of a caddy.ReplacementFunc.

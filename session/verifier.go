@@ -1,15 +1,18 @@
 package session
 
 import (
+	"crypto/sha256"
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
-// DefaultCacheSize is how many verified tokens a Verifier remembers.
-const DefaultCacheSize = 10000
+// DefaultCacheSize is how many verified tokens a Verifier remembers: enough for
+// 100 000 sessions in use at once, at about 400 bytes each when full.
+const DefaultCacheSize = 100_000
 
 // Verifier decides on every proxied request whether a session token admits the caller.
 // It is the hot path: it never touches storage, and a token whose signature it has
@@ -18,16 +21,23 @@ type Verifier struct {
 	keyring     *Keyring
 	revocations *Revocations
 	// cache holds only tokens whose signature verified, so forged tokens can neither
-	// grow it nor evict real sessions from it.
-	cache *lru.Cache[string, *Claims]
+	// grow it nor evict real sessions from it. It is keyed by the token's SHA-256,
+	// which keeps an entry small (the token itself is ten times the size) and is as
+	// good as the token for telling tokens apart.
+	cache *lru.Cache[tokenKey, *Claims]
+	// names shares the strings that many claims repeat: issuer, audiences, roles,
+	// users.
+	names interner
 }
+
+type tokenKey [sha256.Size]byte
 
 // NewVerifier makes a verifier over a keyring and a revocation set.
 func NewVerifier(k *Keyring, r *Revocations, cacheSize int) (*Verifier, error) {
 	if cacheSize <= 0 {
 		cacheSize = DefaultCacheSize
 	}
-	cache, err := lru.New[string, *Claims](cacheSize)
+	cache, err := lru.New[tokenKey, *Claims](cacheSize)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +58,11 @@ type Want struct {
 // given time, or the reason it does not. Expiry, subject, audience, role and revocation
 // are checked on every call, cached or not.
 func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, error) {
-	c, cached := v.cache.Get(token)
+	if !wellFormed(token) {
+		return nil, ErrTokenMalformed
+	}
+	key := hashToken(token)
+	c, cached := v.cache.Get(key)
 	if !cached {
 		claims, err := v.keyring.verifySignature(token)
 		if err != nil {
@@ -58,7 +72,7 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 	}
 	if err := checkClaims(c, want, now); err != nil {
 		if cached && err == ErrTokenExpired {
-			v.cache.Remove(token)
+			v.cache.Remove(key)
 		}
 		return nil, err
 	}
@@ -66,23 +80,29 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 		return nil, ErrTokenRevoked
 	}
 	if !cached {
-		c.expiresText = c.Expires().UTC().Format(time.RFC3339)
+		v.names.share(c)
 		// Only a token that admitted someone is cached: forged, expired or revoked
 		// tokens can neither grow the cache nor evict real sessions from it.
-		v.cache.Add(token, c)
+		v.cache.Add(key, c)
 	}
 	return c, nil
 }
 
 // Forget drops a token from the cache, for a session that has just ended.
-func (v *Verifier) Forget(token string) { v.cache.Remove(token) }
+func (v *Verifier) Forget(token string) { v.cache.Remove(hashToken(token)) }
+
+// hashToken hashes the token's bytes in place: copying a token to a []byte would cost
+// an allocation on every request, and Sum256 only reads.
+func hashToken(token string) tokenKey {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+}
 
 // ForgetSession drops every cached token of a session. It walks the cache, which is
 // fine for a revocation and never done on a request.
 func (v *Verifier) ForgetSession(sessionID string) {
-	for _, token := range v.cache.Keys() {
-		if c, ok := v.cache.Peek(token); ok && c.SessionID == sessionID {
-			v.cache.Remove(token)
+	for _, key := range v.cache.Keys() {
+		if c, ok := v.cache.Peek(key); ok && c.SessionID == sessionID {
+			v.cache.Remove(key)
 		}
 	}
 }
@@ -158,4 +178,34 @@ func (r *Revocations) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.ids)
+}
+
+// maxInterned bounds the interner; past it, strings are simply not shared.
+const maxInterned = 4096
+
+// interner shares equal strings between cached claims. Only verified claims reach
+// it, so its contents are the operator's own names, not an attacker's.
+type interner struct {
+	mu      sync.Mutex
+	strings map[string]string
+}
+
+var otpMethods = []string{"otp"}
+
+func (n *interner) share(c *Claims) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.strings == nil {
+		n.strings = make(map[string]string)
+	}
+	for _, s := range []*string{&c.Issuer, &c.Audience, &c.Role, &c.Subject} {
+		if shared, ok := n.strings[*s]; ok {
+			*s = shared
+		} else if len(n.strings) < maxInterned {
+			n.strings[*s] = *s
+		}
+	}
+	if len(c.Methods) == 1 && c.Methods[0] == "otp" {
+		c.Methods = otpMethods
+	}
 }
