@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report is everything the Markdown output shows.
+type report struct {
+	Command    string
+	WorkDir    string
+	Started    time.Time
+	Machine    machine
+	LoadBefore string
+	LoadAfter  string
+	// Caddy says which binary ran and what built it.
+	Caddy    string
+	Warmup   time.Duration
+	Duration time.Duration
+	Rounds   int
+	Configs  []benchConfig
+	Tables   []connTable
+	// Audit says how many access events the gated config's audit log holds.
+	Audit string
+}
+
+// connTable is the results for one connection count.
+type connTable struct {
+	Conns       int
+	Rows        []summary
+	Comparisons []comparison
+}
+
+func newConnTable(conns int, rows []summary) connTable {
+	return connTable{Conns: conns, Rows: rows, Comparisons: compare(rows)}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return strconv.Itoa(n) + " " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
+
+// renderMarkdown renders r; it is a pure function of r.
+func renderMarkdown(r report) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	p("# caddy-jit gate overhead (jitbench)\n\n")
+	p("Command: `%s` in `%s`, started %s.\n\n", r.Command, r.WorkDir, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
+	p("| | |\n|---|---|\n")
+	p("| machine | %s, %s, %s |\n", plural(r.Machine.CPUs, "CPU", "CPUs"), r.Machine.OSArch, r.Machine.CPUModel)
+	p("| Go | jitbench %s; caddy %s |\n", r.Machine.Go, r.Caddy)
+	p("| load average | before: %s; after: %s |\n", r.LoadBefore, r.LoadAfter)
+	keys := make([]string, len(r.Configs))
+	for i, c := range r.Configs {
+		keys[i] = c.Key
+	}
+	p("| runs | per connection count, %s of: %s warm-up (discarded) + %s measured, configs alternating run by run (%s, %s, …) |\n\n",
+		plural(r.Rounds, "round", "rounds"), r.Warmup, r.Duration, strings.Join(keys, ", "), strings.Join(keys, ", "))
+
+	p("Each config is its own Caddy process of the same binary (own ports, own storage), over the same upstream:\n\n")
+	for _, c := range r.Configs {
+		p("- **%s %s**: %s\n", c.Key, c.Name, c.Chain)
+	}
+	p("\n")
+
+	invalid := false
+	for _, t := range r.Tables {
+		p("## %s\n\n", plural(t.Conns, "connection", "connections"))
+		p("| config | requests/s (mean) | min–max over rounds | p50 | p99 | requests | errors |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|\n")
+		var details []string
+		for _, s := range t.Rows {
+			errs := strconv.Itoa(s.Errors)
+			if !s.valid() {
+				errs += " **INVALID**"
+				invalid = true
+			}
+			p("| %s %s | %.0f | %.0f–%.0f | %s | %s | %d | %s |\n",
+				s.Config.Key, s.Config.Name, s.MeanRPS, s.MinRPS, s.MaxRPS,
+				formatLatency(s.P50), formatLatency(s.P99), s.Requests, errs)
+			for _, d := range s.ErrorDetail {
+				details = append(details, fmt.Sprintf("- %s %s, %s", s.Config.Key, s.Config.Name, d))
+			}
+			if s.Redials > 0 {
+				details = append(details, fmt.Sprintf("- %s %s: %d connection(s) re-dialled beyond one per goroutine", s.Config.Key, s.Config.Name, s.Redials))
+			}
+		}
+		p("\n")
+		if len(details) > 0 {
+			p("%s\n\n", strings.Join(details, "\n"))
+		}
+		if len(t.Comparisons) > 0 {
+			p("| comparison | value |\n|---|---:|\n")
+			for _, c := range t.Comparisons {
+				p("| %s | %s |\n", c.Label, c.Value)
+			}
+			p("\n")
+		}
+	}
+
+	p("## Notes\n\n")
+	if invalid {
+		p("- **Some runs had errors (any answer but 200 with the full body counts): those rows are invalid and their comparisons are not given.**\n")
+	}
+	p("- A has no basic_auth; A', B and C all pay it (bcrypt cost 4; Caddy's basic_auth caches the verified hash, so that is a cache hit after the first request). B − A' is the gate alone; B − A is the gate with its authentication.\n")
+	p("- C is the forward_auth pattern (Authelia, oauth2-proxy): one extra HTTP subrequest per request to a minimal endpoint inside jitbench that looks a cookie up in a map.\n")
+	p("- Audit: `http.handlers.jit.audit` is routed to a file (`log audit { output file … }`), not turned off, so B still writes its `access` event for every request; Caddy's own log goes to a file and no site logs requests.")
+	if r.Audit != "" {
+		p(" %s", r.Audit)
+	}
+	p("\n")
+	p("- Latency is measured by the client, from sending the request to reading the last byte of the answer; p50 and p99 are over all measured requests of all rounds; requests/s is measured requests over the measured time, per round.\n")
+	p("- The load generator, the upstream, the forward_auth endpoint and Caddy share this machine's CPUs, so absolute numbers understate Caddy on its own; compare the configs with each other.\n")
+	return b.String()
+}
