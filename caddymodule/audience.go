@@ -1,7 +1,11 @@
 package caddymodule
 
 import (
+	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -10,47 +14,91 @@ import (
 // and a client inventing Host headers must not grow it.
 const maxCachedAudiences = 64
 
-// audienceCache remembers the audience of each host a handler serves, so that the hot
-// path does not build the same origin string on every request.
+// audienceCache remembers the audience of each host and listener a handler serves, so
+// that the hot path does not build the same origin string on every request.
 type audienceCache struct {
+	// fixed, when set, is the audience of every request: the handler's audience.
+	fixed string
 	mu    sync.RWMutex
-	plain map[string]string
-	tls   map[string]string
+	m     map[audienceKey]string
+}
+
+type audienceKey struct {
+	host string
+	port int
+	tls  bool
 }
 
 func (c *audienceCache) of(r *http.Request) string {
 	if c == nil {
 		return siteAudience(r)
 	}
-	m := &c.plain
-	if r.TLS != nil {
-		m = &c.tls
+	if c.fixed != "" {
+		return c.fixed
 	}
+	key := audienceKey{host: r.Host, port: listenerPort(r), tls: r.TLS != nil}
 	c.mu.RLock()
-	aud, ok := (*m)[r.Host]
+	aud, ok := c.m[key]
 	c.mu.RUnlock()
 	if ok {
 		return aud
 	}
 	aud = siteAudience(r)
 	c.mu.Lock()
-	if *m == nil {
-		*m = make(map[string]string)
+	if c.m == nil {
+		c.m = make(map[audienceKey]string)
 	}
-	if len(*m) < maxCachedAudiences {
-		(*m)[r.Host] = aud
+	if len(c.m) < maxCachedAudiences {
+		c.m[key] = aud
 	}
 	c.mu.Unlock()
 	return aud
 }
 
 // siteAudience is the site's origin, the audience of its tokens: a token made for one
-// site is refused by every other, even on the same host.
+// site is refused by every other, even on the same host. The host name comes from the
+// request, which Caddy has routed by it; the port comes from the listener that took
+// the connection, never from the Host header, which a client could set to another
+// site's port (Caddy's host matcher ignores ports).
 func siteAudience(r *http.Request) string {
-	scheme, defaultPort := "http://", ":80"
+	scheme, defaultPort := "http://", 80
 	if r.TLS != nil {
-		scheme, defaultPort = "https://", ":443"
+		scheme, defaultPort = "https://", 443
 	}
-	host := strings.ToLower(strings.TrimSuffix(r.Host, defaultPort))
-	return scheme + host
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	host = strings.ToLower(host)
+	port := listenerPort(r)
+	if port == 0 || port == defaultPort {
+		return scheme + host
+	}
+	return scheme + host + ":" + strconv.Itoa(port)
+}
+
+// listenerPort is the local port of the connection, or 0 if unknown.
+func listenerPort(r *http.Request) int {
+	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
+		return addr.Port
+	}
+	return 0
+}
+
+// checkAudience accepts an origin: scheme, host and optional port, nothing else.
+func checkAudience(aud string) error {
+	u, err := url.Parse(aud)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || aud != strings.ToLower(aud) {
+		return fmt.Errorf("audience %q is not an origin: write it as https://console.example or http://console.example:8080, in lower case", aud)
+	}
+	if strings.HasSuffix(aud, "/") {
+		return fmt.Errorf("audience %q ends with a slash: write the origin alone, e.g. %s", aud, strings.TrimSuffix(aud, "/"))
+	}
+	return nil
 }

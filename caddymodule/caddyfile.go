@@ -272,7 +272,9 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 
 // parseDirective parses the `jit` site directive:
 //
-//	jit [<matcher>] ROLE...
+//	jit [<matcher>] ROLE... {
+//		audience ORIGIN
+//	}
 //
 // A request passes under an active session of any listed role. With a matcher, the
 // route also matches /.jit/*, so that the activation pages stay reachable.
@@ -287,8 +289,18 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 	if len(handler.Roles) == 0 {
 		return nil, h.Err("jit needs at least one role, e.g. `jit console-admin`")
 	}
-	if h.NextBlock(0) {
-		return nil, h.Errf("jit takes no block; unrecognized subdirective %q", h.Val())
+	for h.NextBlock(0) {
+		switch h.Val() {
+		case "audience":
+			if err := oneArg(h.Dispenser, &handler.Audience); err != nil {
+				return nil, err
+			}
+			if err := checkAudience(handler.Audience); err != nil {
+				return nil, h.Err(err.Error())
+			}
+		default:
+			return nil, h.Errf("unrecognized jit subdirective %q: expected audience", h.Val())
+		}
 	}
 	if err := checkDeclaredRoles(h, handler.Roles); err != nil {
 		return nil, err

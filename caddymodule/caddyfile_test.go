@@ -125,7 +125,8 @@ func TestCaddyfileMistakesFailWithFileLineAndWhatToFix(t *testing.T) {
 		{"unknown role in site", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admn\n}\n", "Caddyfile:10", `unknown role "db-admn": declared roles are db-admin`},
 		{"site without global option", "http://example.com {\n\tjit db-admin\n}\n", "Caddyfile:2", "no role is declared"},
 		{"directive without role", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit\n}\n", "Caddyfile:10", "at least one role"},
-		{"directive with block", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\tfoo\n\t}\n}\n", "Caddyfile:11", `unrecognized subdirective "foo"`},
+		{"directive with unknown subdirective", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\tfoo\n\t}\n}\n", "Caddyfile:11", `unrecognized jit subdirective "foo"`},
+		{"audience not an origin", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\taudience https://example.com/admin\n\t}\n}\n", "Caddyfile:11", "is not an origin"},
 		{"bad role name", "{\n\tjit {\n\t\trole ../etc {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:3", "role name"},
 		{"bad lockout count", "{\n\tjit {\n\t\tlockout {\n\t\t\tmax_failures zero\n\t\t}\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:4", "max_failures"},
 	}

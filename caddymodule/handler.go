@@ -46,6 +46,11 @@ const maxUserLength = 256
 type Handler struct {
 	// Roles lists the roles that admit; any one of them will do.
 	Roles []string `json:"roles"`
+	// Audience is the origin sessions are issued for and checked against, such as
+	// https://console.example. Default: the request's scheme and host name with the
+	// port of the listener that took the connection. Set it when instances behind a
+	// load balancer listen on different ports or schemes than the public address.
+	Audience string `json:"audience,omitempty"`
 
 	app       *App
 	logger    *zap.Logger
@@ -71,7 +76,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.app = appIface.(*App)
-	h.audiences = new(audienceCache)
+	h.audiences = &audienceCache{fixed: h.Audience}
 	return h.Validate()
 }
 
@@ -79,6 +84,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if len(h.Roles) == 0 {
 		return errors.New("jit: name at least one role, e.g. `jit console-admin`")
+	}
+	if h.Audience != "" {
+		if err := checkAudience(h.Audience); err != nil {
+			return fmt.Errorf("jit: %v", err)
+		}
 	}
 	for _, name := range h.Roles {
 		if _, ok := h.app.role(name); !ok {
@@ -350,16 +360,33 @@ func removeSessionCookie(r *http.Request) {
 		return
 	}
 	var kept strings.Builder
+	keep := func(s string, sep string) {
+		if kept.Len() > 0 {
+			kept.WriteString(sep)
+		}
+		kept.WriteString(s)
+	}
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
 			part = strings.TrimSpace(part)
-			if part == "" || isSessionCookie(part) {
-				continue
+			switch {
+			case part == "":
+			case !isSessionCookie(part):
+				keep(part, "; ")
+			case strings.Contains(part, ","):
+				// Pairs joined by commas: drop ours, keep the others as they were.
+				first := true
+				for pair := range strings.SplitSeq(part, ",") {
+					if !isSessionCookie(pair) && strings.TrimSpace(pair) != "" {
+						if first {
+							keep(strings.TrimSpace(pair), "; ")
+							first = false
+						} else {
+							kept.WriteString("," + pair)
+						}
+					}
+				}
 			}
-			if kept.Len() > 0 {
-				kept.WriteString("; ")
-			}
-			kept.WriteString(part)
 		}
 	}
 	if kept.Len() == 0 {
@@ -370,9 +397,14 @@ func removeSessionCookie(r *http.Request) {
 	r.Header["Cookie"] = lines[:1]
 }
 
+// isSessionCookie reports whether a cookie-pair names one of our cookies, however a
+// lenient upstream parser might read it: with blanks around the name (Go trims them),
+// or as one of several pairs joined by commas (some frameworks split on them).
 func isSessionCookie(part string) bool {
-	for _, name := range [...]string{CookieName, SecureCookieName} {
-		if v, ok := strings.CutPrefix(part, name); ok && (v == "" || v[0] == '=') {
+	for pair := range strings.SplitSeq(part, ",") {
+		name, _, _ := strings.Cut(pair, "=")
+		name = strings.Trim(name, " \t")
+		if name == CookieName || name == SecureCookieName {
 			return true
 		}
 	}

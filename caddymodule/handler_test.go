@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -60,6 +62,10 @@ func TestRemoveSessionCookieKeepsAllOtherCookies(t *testing.T) {
 		{[]string{"jit_session=tok"}, nil},
 		{[]string{"__Host-jit_session=tok; a=1", "jit_session=x"}, []string{"a=1"}},
 		{[]string{"jit_session2=keep; jit_session"}, []string{"jit_session2=keep"}},
+		{[]string{"a=1; jit_session =tok; b=2"}, []string{"a=1; b=2"}},
+		{[]string{"a=1; jit_session\t=tok"}, []string{"a=1"}},
+		{[]string{"theme=dark, jit_session=tok; b=2"}, []string{"theme=dark; b=2"}},
+		{[]string{`prefs="a,b", jit_session=tok`}, []string{`prefs="a,b"`}},
 		{[]string{"a=1"}, []string{"a=1"}},
 	}
 	for _, tt := range tests {
@@ -72,28 +78,40 @@ func TestRemoveSessionCookieKeepsAllOtherCookies(t *testing.T) {
 	}
 }
 
-func TestSiteAudienceIsTheOrigin(t *testing.T) {
+func TestSiteAudienceIsTheOriginWithTheListenersPort(t *testing.T) {
 	tests := []struct {
-		host string
-		tls  bool
-		want string
+		host     string
+		listener int
+		tls      bool
+		want     string
 	}{
-		{"Console.Example", false, "http://console.example"},
-		{"console.example:80", false, "http://console.example"},
-		{"console.example:443", true, "https://console.example"},
-		{"console.example:8443", true, "https://console.example:8443"},
-		{"console.example:443", false, "http://console.example:443"},
-		{"[::1]:80", false, "http://[::1]"},
-		{"localhost:8080", false, "http://localhost:8080"},
+		{"Console.Example", 80, false, "http://console.example"},
+		{"console.example:80", 80, false, "http://console.example"},
+		{"console.example:443", 443, true, "https://console.example"},
+		{"console.example:8443", 8443, true, "https://console.example:8443"},
+		{"console.example", 8443, true, "https://console.example:8443"},
+		// The Host header's port never counts: Caddy's host matcher ignores it, so a
+		// client could name another site's port.
+		{"console.example:9999", 8080, false, "http://console.example:8080"},
+		{"localhost:8081", 8080, false, "http://localhost:8080"},
+		{"[::1]:80", 80, false, "http://[::1]"},
+		{"[::1]", 8080, false, "http://[::1]:8080"},
+		{"console.example", 0, false, "http://console.example"},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.Host = tt.host
+		if tt.listener != 0 {
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: tt.listener}))
+		}
 		if tt.tls {
 			r.TLS = &tls.ConnectionState{}
 		}
 		if got := siteAudience(r); got != tt.want {
-			t.Errorf("%s (tls %v): got %q, want %q", tt.host, tt.tls, got, tt.want)
+			t.Errorf("Host %s on port %d (tls %v): got %q, want %q", tt.host, tt.listener, tt.tls, got, tt.want)
+		}
+		if got := new(audienceCache).of(r); got != tt.want {
+			t.Errorf("cached: Host %s on port %d: got %q, want %q", tt.host, tt.listener, got, tt.want)
 		}
 	}
 }

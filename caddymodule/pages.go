@@ -158,7 +158,7 @@ func (h *Handler) showActivation(w http.ResponseWriter, r *http.Request, caller 
 
 func (h *Handler) renderActivation(w http.ResponseWriter, status int, f activationForm, r *http.Request) error {
 	f.Durations = durationChoices(f.Role.MaxDuration, f.Role.DefaultDuration, f.Duration)
-	f.CSRF = h.app.authority.Keyring.CSRFToken(f.User, siteAudience(r), now())
+	f.CSRF = h.app.authority.Keyring.CSRFToken(f.User, h.audiences.of(r), now())
 	return render(w, status, "activate.html", f)
 }
 
@@ -212,7 +212,7 @@ func (h *Handler) checkPost(r *http.Request, user, token string) bool {
 	if err := crossOrigin.Check(r); err != nil {
 		return false
 	}
-	return h.app.authority.Keyring.CheckCSRF(token, user, siteAudience(r), now())
+	return h.app.authority.Keyring.CheckCSRF(token, user, h.audiences.of(r), now())
 }
 
 func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
@@ -252,7 +252,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	token, rec, err := h.app.authority.Activate(r.Context(), session.Activation{
 		Caller:        caller,
 		Role:          role,
-		Audience:      siteAudience(r),
+		Audience:      h.audiences.of(r),
 		Duration:      f.Duration,
 		Justification: strings.TrimSpace(form["justification"]),
 		Ticket:        strings.TrimSpace(form["ticket"]),
@@ -333,7 +333,7 @@ type eligibleRole struct {
 
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, caller policy.Caller, notice string) error {
 	t := now()
-	page := statusPage{User: caller.User, Notice: notice, Audience: siteAudience(r), CSRF: h.app.authority.Keyring.CSRFToken(caller.User, siteAudience(r), t)}
+	page := statusPage{User: caller.User, Notice: notice, Audience: h.audiences.of(r), CSRF: h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), t)}
 	for _, name := range h.app.roleNames() {
 		role, _ := h.app.role(name)
 		if d := role.Eligible(caller, t); d.Allowed {
@@ -399,6 +399,7 @@ func render(w http.ResponseWriter, status int, name string, data any) error {
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)

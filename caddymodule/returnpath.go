@@ -36,10 +36,28 @@ func isLocalPath(target string) bool {
 		return false
 	}
 	// Encoded slashes and backslashes at the start would become "//" or "/\" in any
-	// upstream or browser that decodes before it resolves.
-	decoded, err := url.PathUnescape(u.EscapedPath())
-	if err != nil {
-		return false
+	// upstream or browser that decodes before it resolves, and an application that
+	// decodes twice turns %252F into one too: decode until nothing changes, and check
+	// each round.
+	decoded := u.EscapedPath()
+	for round := range maxDecodeRounds {
+		next, err := url.PathUnescape(decoded)
+		if err != nil {
+			// Malformed as sent is refused; a literal "%" that an earlier round
+			// produced just decodes no further.
+			return round > 0
+		}
+		if strings.HasPrefix(next, "//") || strings.HasPrefix(next, `/\`) || strings.ContainsAny(next, "\x00\r\n\t\\") {
+			return false
+		}
+		if next == decoded {
+			return true
+		}
+		decoded = next
 	}
-	return !strings.HasPrefix(decoded, "//") && !strings.HasPrefix(decoded, `/\`) && !strings.ContainsAny(decoded, "\x00\r\n\t")
+	return false
 }
+
+// maxDecodeRounds bounds the decoding of a return path; one still changing after
+// that many rounds is refused.
+const maxDecodeRounds = 3

@@ -44,6 +44,10 @@ const (
 // caddyBin is the binary TestMain builds from ./cmd/caddy.
 var caddyBin string
 
+// moduleRoot is the module's directory and binDir the temporary directory that holds
+// caddyBin, for tests that build another binary (see faultsBinary).
+var moduleRoot, binDir string
+
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -64,6 +68,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	moduleRoot, binDir = root, dir
 	caddyBin = filepath.Join(dir, "caddy")
 	build := exec.Command("go", "build", "-o", caddyBin, "./cmd/caddy")
 	build.Dir = root
@@ -85,6 +90,10 @@ func runMain(m *testing.M) int {
 var allUsers = []string{
 	"alice", "bob", "carol", "dave", "erin", "frank", "locky",
 	"r1", "r2", "r3", "r4", "r5", "r6",
+	// p1…p8 are eligible for nothing unless a test says so (envOptions.ExtraEligible):
+	// a pool of users for tests that need many activations at once, since each user's
+	// TOTP codes are single-use per 30 s time step.
+	"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8",
 }
 
 func password(user string) string { return user + "-secret-pw" }
@@ -229,6 +238,9 @@ type envOptions struct {
 	StorageDir string
 	// Stopped leaves Caddy unstarted: start it with env.start or startTogether.
 	Stopped bool
+	// Binary, if set, is the Caddy binary to run instead of caddyBin (e.g. the
+	// jitfaults build of faultsBinary).
+	Binary string
 }
 
 // ---------------------------------------------------------------------------
@@ -236,6 +248,7 @@ type envOptions struct {
 
 type env struct {
 	t       *testing.T
+	bin     string
 	data    caddyfileData
 	dir     string
 	cfgFile string
@@ -255,7 +268,10 @@ type caddyProc struct {
 // the test ends, and Caddy's output goes to the test log if the test failed.
 func newEnv(t *testing.T, opts envOptions) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), logs: &syncBuffer{}}
+	e := &env{t: t, dir: t.TempDir(), logs: &syncBuffer{}, bin: opts.Binary}
+	if e.bin == "" {
+		e.bin = caddyBin
+	}
 	e.up = newUpstream(t)
 	sites := opts.Sites
 	if len(sites) == 0 {
@@ -366,7 +382,7 @@ func (e *env) launch() {
 	}
 	e.starts++
 	fmt.Fprintf(e.logs, "===== caddy run #%d =====\n", e.starts)
-	cmd := exec.Command(caddyBin, "run", "--config", e.cfgFile, "--adapter", "caddyfile")
+	cmd := exec.Command(e.bin, "run", "--config", e.cfgFile, "--adapter", "caddyfile")
 	cmd.Dir = e.dir
 	cmd.Stdout = e.logs
 	cmd.Stderr = e.logs
@@ -478,7 +494,7 @@ func (e *env) reload() {
 	t := e.t
 	t.Helper()
 	before := strings.Count(e.logs.String(), `"load complete"`)
-	cmd := exec.Command(caddyBin, "reload", "--config", e.cfgFile, "--adapter", "caddyfile",
+	cmd := exec.Command(e.bin, "reload", "--config", e.cfgFile, "--adapter", "caddyfile",
 		"--address", fmt.Sprintf("localhost:%d", e.data.AdminPort), "--force")
 	cmd.Dir = e.dir
 	cmd.Env = append(os.Environ(), "HOME="+e.dir)
@@ -872,6 +888,12 @@ func (b *browser) do(method, rawURL string, body io.Reader, opts ...reqOption) *
 	resp, err := b.client.Do(req)
 	if err != nil {
 		b.t.Fatalf("%s %s: %v", method, rawURL, err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// An upgraded connection (a WebSocket the gate let through): its body would
+		// never end, so close it at once; the status is what counts.
+		resp.Body.Close()
+		return &response{Response: resp}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)

@@ -30,21 +30,20 @@ const slack = 500 * time.Millisecond
 
 // clusterHost is the name both instances of a cluster serve.
 //
-// The token audience is the site's origin as the request names it (scheme and Host
-// header, the port kept unless it is the default), so that a token made for one site is
-// refused by every other. Two instances addressed as localhost:PORT_A and localhost:PORT_B
-// would therefore be two sites, and rightly refuse each other's tokens. A real cluster
-// sits behind one name: the load balancer forwards `Host: console.test` to whichever
-// instance it picks. So each instance's site is `http://console.test:PORT`, bound to
-// 127.0.0.1 on a port of its own (Caddy's host matcher ignores the port of the Host
-// header), and the tests dial 127.0.0.1:PORT directly with `Host: console.test`, no
-// port: the audience is http://console.test on both. The cookie jar keys cookies by
-// 127.0.0.1, which ignores ports, so one browser carries its cookie to both instances,
-// as it would through the load balancer.
+// A session's audience is its site's origin: the request's scheme and host name with
+// the port of the listener that took the connection, so that a token made for one site
+// is refused by every other. Behind a load balancer every instance answers for one
+// public origin, but here each instance listens on a port of its own; so both sites
+// say so with `audience http://console.test`, as an operator whose instances listen on
+// other ports than the public address would. Each site is `http://console.test:PORT`
+// bound to 127.0.0.1, and the tests dial 127.0.0.1:PORT with `Host: console.test`. The
+// cookie jar keys cookies by 127.0.0.1, which ignores ports, so one browser carries its
+// cookie to both instances, as it would through the load balancer.
 const clusterHost = "console.test"
 
 func clusterSite() siteSpec {
-	return siteSpec{Host: clusterHost, Bind: "127.0.0.1", Auth: true, Jit: "\tjit " + roleAdmin}
+	return siteSpec{Host: clusterHost, Bind: "127.0.0.1", Auth: true,
+		Jit: "\tjit " + roleAdmin + " {\n\t\taudience http://" + clusterHost + "\n\t}"}
 }
 
 // newCluster makes two instances on one storage directory; they are not started.
