@@ -187,7 +187,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	r.Header[HeaderUser] = values[0:1:1]
 	r.Header[HeaderRole] = values[1:2:2]
 	r.Header[HeaderSession] = values[2:3:3]
-	repl.Map(c.Placeholders)
+	repl.Map(c.PlaceholderFunc())
 
 	// The request lives only as long as the session: revocation or expiry cancels
 	// it, which ends a WebSocket or a stream that is still open.
@@ -196,7 +196,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	live.Register(c, ctx, cancel)
 	r = r.WithContext(ctx)
 
-	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+	rec := newAccessRecorder(w)
 	var err error
 	// Deferred, so that a request that ends in a panic is audited too: reverse_proxy
 	// aborts a stream cut off mid-way (by the end of its session, or a client that
@@ -205,7 +205,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		p := recover()
 		live.Done(c, ctx)
 		cancel()
-		status := rec.Status()
+		status := rec.status
 		if err != nil {
 			var he caddyhttp.HandlerError
 			if errors.As(err, &he) {
@@ -215,7 +215,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		if status == 0 && (err != nil || p != nil) {
 			status = http.StatusInternalServerError
 		}
-		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, int64(rec.Size()), time.Since(start))
+		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.size, time.Since(start))
 		if p != nil {
 			panic(p)
 		}

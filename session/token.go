@@ -28,6 +28,18 @@ type Claims struct {
 	NotBefore int64    `json:"nbf"`
 	Expiry    int64    `json:"exp"`
 	Methods   []string `json:"amr"`
+
+	// placeholders is Placeholders bound to these claims, made once when they are
+	// cached, so that a request under them binds nothing.
+	placeholders func(key string) (any, bool)
+}
+
+// PlaceholderFunc returns Placeholders as a function value, for caddy.Replacer.Map.
+func (c *Claims) PlaceholderFunc() func(key string) (any, bool) {
+	if c.placeholders != nil {
+		return c.placeholders
+	}
+	return c.Placeholders
 }
 
 // Expires returns the expiry as a time.
@@ -87,27 +99,33 @@ var (
 )
 
 // wellFormed is the cheap shape check done before any decoding or cryptography: a
-// bounded size, exactly three parts and only the base64url alphabet.
+// bounded size, exactly three non-empty parts and only the base64url alphabet.
 func wellFormed(token string) bool {
 	if len(token) < 16 || len(token) > MaxTokenSize {
 		return false
 	}
-	dots := 0
+	dots, last := 0, -1
 	for i := 0; i < len(token); i++ {
 		c := token[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		case c == '.':
-			dots++
-			if dots > 2 || i == 0 || token[i-1] == '.' {
-				return false
-			}
-		default:
+		if base64URL[c] {
+			continue
+		}
+		if c != '.' || i == last+1 {
 			return false
 		}
+		dots++
+		last = i
 	}
-	return dots == 2 && token[len(token)-1] != '.'
+	return dots == 2 && last != len(token)-1
 }
+
+// base64URL marks the bytes of the base64url alphabet.
+var base64URL = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = true
+	}
+	return t
+}()
 
 // verifySignature checks a token's form and signature and decodes its claims. It checks
 // no claim: that depends on the request and the time.

@@ -81,6 +81,7 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 	}
 	if !cached {
 		v.names.share(c)
+		c.placeholders = c.Placeholders
 		// Only a token that admitted someone is cached: forged, expired or revoked
 		// tokens can neither grow the cache nor evict real sessions from it.
 		v.cache.Add(key, c)
