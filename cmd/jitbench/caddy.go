@@ -148,6 +148,10 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	log default {
 		output file "{{.CaddyLog}}"
 		level INFO
+{{- if .Jit}}
+		# As README and Caddyfile.example advise: audit events go to their own log only.
+		exclude http.handlers.jit.audit
+{{- end}}
 	}
 {{- if .Jit}}
 	log audit {
