@@ -194,6 +194,13 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	ctx, cancel := context.WithCancel(r.Context())
 	live := h.app.authority.Live
 	live.Register(c, ctx, cancel)
+	if h.app.authority.Revocations.Revoked(c.SessionID) {
+		// Revoked between the check and the registration: the revocation has already
+		// ended the session's live requests, and would miss this one.
+		live.Done(c, ctx)
+		cancel()
+		return h.refuse(w, r, repl, c.Subject, session.ErrTokenRevoked.Error(), start)
+	}
 	r = r.WithContext(ctx)
 
 	rec := newAccessRecorder(w)
