@@ -170,19 +170,10 @@ func (k *Keyring) KeyIDs() []string {
 // often than the longest max_duration.
 const maxKeys = 3
 
-// Rotate adds a new signing key, which signs from now on; the previous keys still
-// verify. It returns the new key's id.
-func (k *Keyring) Rotate(ctx context.Context, st certmagic.Storage, now Clock) (string, error) {
-	return k.rotate(ctx, st, now, 0)
-}
-
-// RotateIfOlder rotates only if the newest key is at least age old, deciding under
-// the storage lock, so that instances of a cluster rotating on a schedule rotate
-// once. It returns "" when no rotation was due.
-func (k *Keyring) RotateIfOlder(ctx context.Context, st certmagic.Storage, now Clock, age time.Duration) (string, error) {
-	return k.rotate(ctx, st, now, age)
-}
-
+// rotate adds a new signing key, which signs from now on; the previous keys still
+// verify. With ifOlder set it rotates only if the newest key is at least that old,
+// deciding under the storage lock, so that the instances of a cluster rotating on a
+// schedule rotate once. It returns the new key's id, or "" when none was due.
 func (k *Keyring) rotate(ctx context.Context, st certmagic.Storage, now Clock, ifOlder time.Duration) (string, error) {
 	if err := st.Lock(ctx, keyringLock); err != nil {
 		return "", fmt.Errorf("locking the signing keys: %w", err)
