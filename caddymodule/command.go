@@ -120,17 +120,22 @@ to load the admin address from your config, if not using the default.`,
   $ caddy jit enroll alice --png alice-totp.png
   $ caddy jit enroll alice --address localhost:2020
   $ caddy jit enroll alice --config /etc/caddy/Caddyfile`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("want exactly one user name, got %d arguments: caddy jit enroll <user>", len(args))
-			}
-			return nil
-		},
+		Args: oneUserArg("enroll"),
 		RunE: runWithStreams(cmdEnroll),
 	}
 	cmd.Flags().StringP("png", "", "", "Write the QR code as a PNG image to this file instead of printing it")
 	addAdminFlags(cmd)
 	return cmd
+}
+
+// oneUserArg checks that a subcommand got exactly one user name.
+func oneUserArg(subcommand string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("want exactly one user name, got %d arguments: caddy jit %s <user>", len(args), subcommand)
+		}
+		return nil
+	}
 }
 
 // cmdEnroll runs `caddy jit enroll`.

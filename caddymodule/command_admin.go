@@ -429,12 +429,7 @@ accepted. The unlock is audited with your login and the --reason.
 ` + reachingCaddy,
 		Example: `  $ caddy jit unlock alice --reason "verified by phone"
   $ caddy jit unlock alice --config /etc/caddy/Caddyfile`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("want exactly one user name, got %d arguments: caddy jit unlock <user>", len(args))
-			}
-			return nil
-		},
+		Args: oneUserArg("unlock"),
 		RunE: runWithStreams(cmdUnlock),
 	}
 	cmd.Flags().StringP("reason", "", "", "Why, for the audit log")
