@@ -330,10 +330,32 @@ func clientIP(r *http.Request) string {
 // including spellings with underscores that some upstreams treat as dashes.
 func deleteIdentityHeaders(h http.Header) {
 	for name := range h {
-		if len(name) >= 6 && strings.EqualFold(strings.ReplaceAll(name[:6], "_", "-"), "x-jit-") {
+		if isIdentityHeader(name) {
 			delete(h, name)
 		}
 	}
+}
+
+// isIdentityHeader reports whether a header name starts with x-jit- in any case,
+// with '_' for '-'.
+func isIdentityHeader(name string) bool {
+	const prefix = "x-jit-"
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // sessionCookie returns the value of our cookie, or "".
