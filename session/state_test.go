@@ -39,8 +39,13 @@ func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
 func TestLiveSweepCancelsExpiredSessions(t *testing.T) {
 	l := NewLive()
 	var cancelled []string
-	l.Register(&Claims{SessionID: "old", Expiry: 100}, context.Background(), func() { cancelled = append(cancelled, "old") })
-	l.Register(&Claims{SessionID: "new", Expiry: 200}, context.TODO(), func() { cancelled = append(cancelled, "new") })
+	for _, s := range []struct {
+		sid string
+		exp int64
+	}{{"old", 100}, {"new", 200}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.Register(&Claims{SessionID: s.sid, Expiry: s.exp}, ctx, func() { cancel(); cancelled = append(cancelled, s.sid) })
+	}
 	l.Sweep(time.Unix(99, 0))
 	if len(cancelled) != 0 {
 		t.Fatalf("swept before expiry: %v", cancelled)
