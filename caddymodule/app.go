@@ -170,6 +170,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		keyRotation:  time.Duration(a.KeyRotation),
 		authority:    a.authority,
 	})
+	a.shared.wakeUp()
 	return nil
 }
 
@@ -408,6 +409,15 @@ type sharedState struct {
 	settings atomic.Pointer[syncSettings]
 	cancel   context.CancelFunc
 	done     chan struct{}
+	// wake interrupts the loop's wait, so that a reload's new interval applies now.
+	wake chan struct{}
+}
+
+func (s *sharedState) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // syncSettings come from the newest config that uses the state.
@@ -425,7 +435,7 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 		cancel()
 		return nil, err
 	}
-	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{})}
+	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
 	go s.syncLoop(ctx, logger)
 	return s, nil
@@ -437,10 +447,15 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 	failing := false
 	for {
 		settings := s.settings.Load()
+		timer := time.NewTimer(settings.interval)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(settings.interval):
+		case <-s.wake:
+			timer.Stop()
+			continue
+		case <-timer.C:
 		}
 		t := now()
 		err := s.state.Sync(ctx, t)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"strings"
 	"time"
 
@@ -228,12 +229,24 @@ func pruneLockouts(ctx context.Context, st certmagic.Storage, now time.Time, kee
 		}
 		var l lockout
 		found, err := loadJSON(ctx, st, key, &l)
-		if err != nil || !found {
+		if err != nil || !found || !lockoutOver(l, now, keep) {
 			continue
 		}
-		if now.After(l.LockedUntil) && now.Sub(l.FirstFailure) > keep {
+		// Decide again under the user's TOTP lock, so that a failure recorded
+		// meanwhile is not deleted with the record.
+		lock := keyPrefix + "totp-" + strings.TrimSuffix(path.Base(key), ".json")
+		if err := st.Lock(ctx, lock); err != nil {
+			return err
+		}
+		if found, err := loadJSON(ctx, st, key, &l); err == nil && found && lockoutOver(l, now, keep) {
 			_ = st.Delete(ctx, key)
 		}
+		_ = st.Unlock(context.WithoutCancel(ctx), lock)
 	}
 	return nil
+}
+
+// lockoutOver reports whether a lockout record no longer changes any decision.
+func lockoutOver(l lockout, now time.Time, keep time.Duration) bool {
+	return now.After(l.LockedUntil) && now.Sub(l.FirstFailure) > keep
 }
