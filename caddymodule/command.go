@@ -80,13 +80,14 @@ func addAdminFlags(cmd *cobra.Command) {
 	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 }
 
-// runWithOutput adapts a command function that prints to w into cobra's RunE, with
-// Caddy's handling of errors and exit codes (caddycmd.WrapCommandFuncForCobra); w is
-// the command's output (stdout unless a test sets it).
-func runWithOutput(f func(w io.Writer, fl caddycmd.Flags) (int, error)) func(*cobra.Command, []string) error {
+// runWithStreams adapts a command function into cobra's RunE, with Caddy's handling
+// of errors and exit codes (caddycmd.WrapCommandFuncForCobra). stdout is the command's
+// output; stderr takes notes and, when working on storage directly, the audit events
+// (both are the process's unless a test sets them).
+func runWithStreams(f func(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error)) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		return caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
-			return f(cmd.OutOrStdout(), fl)
+			return f(cmd.OutOrStdout(), cmd.ErrOrStderr(), fl)
 		})(cmd, args)
 	}
 }

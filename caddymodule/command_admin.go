@@ -203,16 +203,6 @@ func operatorLogin() string {
 	return os.Getenv("USER")
 }
 
-// runWithStreams is runWithOutput for commands that also write to stderr: notes and,
-// when working on storage directly, the audit events.
-func runWithStreams(f func(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error)) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return runWithOutput(func(w io.Writer, fl caddycmd.Flags) (int, error) {
-			return f(w, cmd.ErrOrStderr(), fl)
-		})(cmd, args)
-	}
-}
-
 func sessionsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sessions [--user <user>] [--role <role>] [--json] [--address <listen>] [--config <path> [--adapter <name>]]",
