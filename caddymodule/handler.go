@@ -181,12 +181,12 @@ func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user stri
 // pass forwards a request made under a session and audits it.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, c *session.Claims, start time.Time) error {
 	removeSessionCookie(r)
-	// One backing array for the three values; each header gets its own full slice,
-	// so no later handler can change one through another.
-	values := [...]string{c.Subject, c.Role, c.SessionID}
-	r.Header[HeaderUser] = values[0:1:1]
-	r.Header[HeaderRole] = values[1:2:2]
-	r.Header[HeaderSession] = values[2:3:3]
+	g := &gatedRequest{headerValues: [...]string{c.Subject, c.Role, c.SessionID}}
+	// Each header gets its own full slice of the one array, so no later handler can
+	// change one value through another.
+	r.Header[HeaderUser] = g.headerValues[0:1:1]
+	r.Header[HeaderRole] = g.headerValues[1:2:2]
+	r.Header[HeaderSession] = g.headerValues[2:3:3]
 	repl.Map(c.PlaceholderFunc())
 
 	// The request lives only as long as the session: revocation or expiry cancels
@@ -203,7 +203,8 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}
 	r = r.WithContext(ctx)
 
-	rec := newAccessRecorder(w)
+	rec := &g.rec
+	rec.ResponseWriter = w
 	var err error
 	// Deferred, so that a request that ends in a panic is audited too: reverse_proxy
 	// aborts a stream cut off mid-way (by the end of its session, or a client that
@@ -229,6 +230,13 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}()
 	err = next.ServeHTTP(rec, r)
 	return err
+}
+
+// gatedRequest is what a request passed under a session needs beyond Caddy's own, in
+// one allocation: the values of the identity headers and the response recorder.
+type gatedRequest struct {
+	headerValues [3]string
+	rec          accessRecorder
 }
 
 // refuse answers a request without an admitting session: an eligible caller is sent
@@ -388,11 +396,21 @@ func removeSessionCookie(r *http.Request) {
 	if !found {
 		return
 	}
+	// The common header, one other cookie beside ours, keeps a substring of the
+	// original line: no allocation. Two or more kept pairs are joined in a builder.
 	var kept strings.Builder
+	var firstKept string
+	keptPairs := 0
 	keep := func(s string, sep string) {
-		if kept.Len() > 0 {
-			kept.WriteString(sep)
+		keptPairs++
+		switch keptPairs {
+		case 1:
+			firstKept = s
+			return
+		case 2:
+			kept.WriteString(firstKept)
 		}
+		kept.WriteString(sep)
 		kept.WriteString(s)
 	}
 	for _, line := range lines {
@@ -411,18 +429,22 @@ func removeSessionCookie(r *http.Request) {
 							keep(strings.TrimSpace(pair), "; ")
 							first = false
 						} else {
-							kept.WriteString("," + pair)
+							keep(pair, ",")
 						}
 					}
 				}
 			}
 		}
 	}
-	if kept.Len() == 0 {
+	switch keptPairs {
+	case 0:
 		delete(r.Header, "Cookie")
 		return
+	case 1:
+		lines[0] = firstKept
+	default:
+		lines[0] = kept.String()
 	}
-	lines[0] = kept.String()
 	r.Header["Cookie"] = lines[:1]
 }
 

@@ -67,6 +67,10 @@ func TestRemoveSessionCookieKeepsAllOtherCookies(t *testing.T) {
 		{[]string{"theme=dark, jit_session=tok; b=2"}, []string{"theme=dark; b=2"}},
 		{[]string{`prefs="a,b", jit_session=tok`}, []string{`prefs="a,b"`}},
 		{[]string{"a=1"}, []string{"a=1"}},
+		{[]string{"jit_session=tok; a=1"}, []string{"a=1"}},
+		{[]string{"a=1; b=2; c=3; jit_session=t"}, []string{"a=1; b=2; c=3"}},
+		{[]string{"a=1, b=2, jit_session=t"}, []string{"a=1, b=2"}},
+		{[]string{"jit_session=t", "a=1", "b=2"}, []string{"a=1; b=2"}},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)

@@ -8,7 +8,8 @@ import (
 )
 
 // accessRecorder notes the status and size of a response passed under a session, for
-// its access event. It is caddyhttp's recorder without buffering, in one allocation.
+// its access event. It is caddyhttp's recorder without buffering, allocated with the
+// rest of a gatedRequest.
 // Flush, Hijack, Push and Unwrap come from the embedded wrapper, so WebSockets and
 // streams work through it.
 type accessRecorder struct {
@@ -16,10 +17,6 @@ type accessRecorder struct {
 	status      int
 	size        int64
 	wroteHeader bool
-}
-
-func newAccessRecorder(w http.ResponseWriter) *accessRecorder {
-	return &accessRecorder{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 }
 
 func (r *accessRecorder) WriteHeader(status int) {

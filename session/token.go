@@ -98,10 +98,13 @@ var (
 	ErrTokenRevoked   = errors.New("token_revoked")
 )
 
+// minTokenSize is below the size of any token we sign.
+const minTokenSize = 16
+
 // wellFormed is the cheap shape check done before any decoding or cryptography: a
 // bounded size, exactly three non-empty parts and only the base64url alphabet.
 func wellFormed(token string) bool {
-	if len(token) < 16 || len(token) > MaxTokenSize {
+	if len(token) < minTokenSize || len(token) > MaxTokenSize {
 		return false
 	}
 	dots, last := 0, -1

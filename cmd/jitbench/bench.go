@@ -131,7 +131,16 @@ func run(ctx context.Context, o options) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				var prof *profileCapture
+				if o.profile != "" && round == o.rounds {
+					prof = startProfile(ctx, in.adminURL, filepath.Join(o.profile, fmt.Sprintf("%s-%d.pprof", in.cfg.Key, conns)), warmup, o.duration)
+				}
 				r := runLoad(ctx, targets[in.cfg.Key], conns, warmup, o.duration)
+				if prof != nil {
+					if err := prof.wait(); err != nil {
+						return fmt.Errorf("%s: CPU profile: %v", in.label(), err)
+					}
+				}
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}

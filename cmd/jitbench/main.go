@@ -34,6 +34,9 @@ type options struct {
 	rounds   int
 	conns    []int
 	out      string
+	// profile, when set, is a folder for CPU profiles of each Caddy taken during its
+	// last round at every connection count.
+	profile string
 }
 
 func main() {
@@ -76,6 +79,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "runs of each config per connection count")
 	fs.StringVar(&conns, "conns", "1,16,64", "comma-separated connection counts")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of each Caddy's last run per connection count into this folder (KEY-CONNS.pprof, for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -95,6 +99,11 @@ func parseFlags(args []string) (options, error) {
 	if o.caddy != "" {
 		if o.caddy, err = filepath.Abs(o.caddy); err != nil {
 			return o, err
+		}
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return o, fmt.Errorf("-profile %s: %v", o.profile, err)
 		}
 	}
 	return o, nil
