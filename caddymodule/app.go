@@ -38,6 +38,13 @@ const (
 	keepEnded = 24 * time.Hour
 	// maxDefaultDuration caps the default duration that is derived from max_duration.
 	maxDefaultDuration = time.Hour
+	// requestSweepInterval is how often overdue approval requests are expired and
+	// approved ones that waited for a place under max_active are started.
+	requestSweepInterval = 2 * time.Second
+	// expiringSweepInterval is how often sessions that end within expiringNotice are
+	// looked for, to send the `expiring` notification.
+	expiringSweepInterval = 30 * time.Second
+	expiringNotice        = 5 * time.Minute
 )
 
 // App is the `jit` app: the roles, who is eligible for them, and the settings every
@@ -66,6 +73,10 @@ type App struct {
 	KeyRotation caddy.Duration `json:"key_rotation,omitempty"`
 	// Roles maps role names to their rules.
 	Roles map[string]*RoleConfig `json:"roles,omitempty"`
+	// Notify lists where every role's events go.
+	Notify []NotifyConfig `json:"notify,omitempty"`
+	// SMTP is the mail server for `notify email`.
+	SMTP *SMTPConfig `json:"smtp,omitempty"`
 
 	roles     map[string]*policy.Role
 	authority *session.Authority
@@ -99,6 +110,22 @@ type RoleConfig struct {
 	Ticket string `json:"ticket,omitempty"`
 	// Eligible lists who may activate the role, and when.
 	Eligible []EligibleConfig `json:"eligible,omitempty"`
+	// Approval, when set, makes activations wait for approvers.
+	Approval *ApprovalConfig `json:"approval,omitempty"`
+	// BreakGlass lets an eligible user skip approval and allowed hours in an
+	// emergency, with a justification; every approver and notify target is alerted.
+	BreakGlass bool `json:"break_glass,omitempty"`
+	// MaxTotal bounds a session with its extensions, from its start. Sessions can be
+	// extended only when it is longer than max_duration.
+	MaxTotal caddy.Duration `json:"max_total,omitempty"`
+	// AllowedHours are when the role may be activated: `DAYS HH:MM-HH:MM [TIME_ZONE]`
+	// each. Default: any time.
+	AllowedHours []string `json:"allowed_hours,omitempty"`
+	// MaxActive is how many sessions of the role may be active at once. Default: no
+	// limit.
+	MaxActive int `json:"max_active,omitempty"`
+	// Notify lists where this role's events go, beside the global targets.
+	Notify []NotifyConfig `json:"notify,omitempty"`
 }
 
 // JustificationConfig is the justification rule of a role.
@@ -164,11 +191,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	notifier, err := a.buildNotifier(a.shared.dispatcher)
+	if err != nil {
+		return err
+	}
+	a.authority.Notifier = notifier
 	a.shared.settings.Store(&syncSettings{
 		interval:     time.Duration(a.SyncInterval),
 		maxStaleness: time.Duration(a.MaxStaleness),
 		keyRotation:  time.Duration(a.KeyRotation),
 		authority:    a.authority,
+		role:         a.roleOf,
 	})
 	a.shared.wakeUp()
 	return nil
@@ -212,6 +245,9 @@ func (a *App) Validate() error {
 	}
 	if a.MaxStaleness <= a.SyncInterval {
 		return fmt.Errorf("jit: max_staleness (%s) must be longer than sync_interval (%s)", time.Duration(a.MaxStaleness), time.Duration(a.SyncInterval))
+	}
+	if err := a.validateNotify(); err != nil {
+		return fmt.Errorf("jit: %w", err)
 	}
 	return nil
 }
@@ -329,6 +365,9 @@ func (rc *RoleConfig) build(name string) (*policy.Role, error) {
 		}
 		r.Eligibility = append(r.Eligibility, e)
 	}
+	if err := rc.buildWorkflow(r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -411,6 +450,8 @@ type sharedState struct {
 	done     chan struct{}
 	// wake interrupts the loop's wait, so that a reload's new interval applies now.
 	wake chan struct{}
+	// dispatcher delivers notifications, across reloads.
+	dispatcher *dispatcher
 }
 
 func (s *sharedState) wakeUp() {
@@ -426,6 +467,7 @@ type syncSettings struct {
 	maxStaleness time.Duration
 	keyRotation  time.Duration
 	authority    *session.Authority
+	role         func(name string) *policy.Role
 }
 
 func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, error) {
@@ -435,7 +477,8 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 		cancel()
 		return nil, err
 	}
-	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		dispatcher: newDispatcher(logger.Named("notify"))}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
 	go s.syncLoop(ctx, logger)
 	return s, nil
@@ -443,7 +486,7 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 
 func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 	defer close(s.done)
-	var lastPrune time.Time
+	var lastPrune, lastRequestSweep, lastExpiringSweep time.Time
 	failing := false
 	for {
 		settings := s.settings.Load()
@@ -484,6 +527,18 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 		if settings.keyRotation > 0 && settings.authority != nil {
 			s.rotateIfDue(ctx, t, settings, logger)
 		}
+		if settings.authority != nil && t.Sub(lastRequestSweep) >= requestSweepInterval {
+			lastRequestSweep = t
+			if err := settings.authority.SweepRequests(ctx, settings.role); err != nil && ctx.Err() == nil {
+				logger.Warn("settling approval requests", zap.Error(err))
+			}
+		}
+		if settings.authority != nil && t.Sub(lastExpiringSweep) >= expiringSweepInterval {
+			lastExpiringSweep = t
+			if err := settings.authority.NotifyExpiring(ctx, expiringNotice); err != nil && ctx.Err() == nil {
+				logger.Warn("looking for sessions that end soon", zap.Error(err))
+			}
+		}
 	}
 }
 
@@ -502,6 +557,7 @@ func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *sy
 func (s *sharedState) Destruct() error {
 	s.cancel()
 	<-s.done
+	s.dispatcher.stop()
 	return nil
 }
 

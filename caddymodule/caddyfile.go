@@ -41,6 +41,25 @@ func init() {
 //			justification required [MIN_LENGTH] | optional
 //			ticket REGEX
 //			eligible SUBJECT... [from DATE] [until DATE]
+//			approval {
+//				approvers SUBJECT...
+//				count N
+//				expires DURATION
+//			}
+//			break_glass
+//			max_total DURATION
+//			allowed_hours DAYS HH:MM-HH:MM [TIME_ZONE]
+//			max_active N
+//			notify webhook URL [SECRET] | notify email ADDRESS...
+//		}
+//		notify webhook URL [SECRET] [{ secret S  format json|slack }]
+//		notify email ADDRESS...
+//		smtp {
+//			address HOST:PORT
+//			from ADDRESS
+//			username USER
+//			password PASSWORD
+//			tls starttls|implicit|none
 //		}
 //	}
 //
@@ -104,12 +123,30 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.Roles[name] = rc
+		case "notify":
+			n, err := parseNotify(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Notify = append(app.Notify, n)
+		case "smtp":
+			if app.SMTP != nil {
+				return nil, d.Err("smtp is given twice")
+			}
+			s, err := parseSMTP(d)
+			if err != nil {
+				return nil, err
+			}
+			app.SMTP = s
 		default:
-			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, max_staleness, key_rotation, lockout or role", d.Val())
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, max_staleness, key_rotation, lockout, notify, smtp or role", d.Val())
 		}
 	}
 	if len(app.Roles) == 0 {
 		return nil, d.Err("the jit option declares no role: add `role NAME { max_duration 1h  eligible USER }`")
+	}
+	if err := app.validateNotify(); err != nil {
+		return nil, d.Err(err.Error())
 	}
 	return httpcaddyfile.App{Name: "jit", Value: caddyconfig.JSON(app, nil)}, nil
 }
@@ -170,7 +207,13 @@ func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
 			}
 			rc.Eligible = append(rc.Eligible, e)
 		default:
-			return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket or eligible", d.Val())
+			handled, err := parseRoleWorkflow(d, rc)
+			if err != nil {
+				return nil, err
+			}
+			if !handled {
+				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, allowed_hours, max_active or notify", d.Val())
+			}
 		}
 	}
 	if rc.MaxDuration == 0 {

@@ -28,6 +28,9 @@ var styleCSS []byte
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"duration": policy.FormatDuration,
 	"clock":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	"ago": func(t time.Time) string {
+		return policy.FormatDuration(max(now().Sub(t), 0).Truncate(time.Minute))
+	},
 	"left": func(t time.Time) string {
 		d := t.Sub(now())
 		if d < time.Minute {
@@ -105,6 +108,25 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		return h.deactivate(w, r, caller)
+	case "extend":
+		if !allowMethods(w, r, http.MethodPost) {
+			return nil
+		}
+		return h.extend(w, r, caller)
+	case "approvals":
+		if !allowMethods(w, r, http.MethodGet, http.MethodHead, http.MethodPost) {
+			return nil
+		}
+		if r.Method == http.MethodPost {
+			return h.decide(w, r, caller)
+		}
+		return h.showApprovals(w, r, caller, "", "", http.StatusOK)
+	}
+	if id, ok := strings.CutPrefix(sub, "requests/"); ok {
+		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
+			return nil
+		}
+		return h.showRequest(w, r, caller, id)
 	}
 	return h.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no caddy-jit page at "+r.URL.Path+".", user)
 }
@@ -129,8 +151,11 @@ type activationForm struct {
 	Duration      time.Duration
 	Justification string
 	Ticket        string
-	Return        string
-	CSRF          string
+	// Start is the scheduled start as typed, BreakGlass the emergency box.
+	Start      string
+	BreakGlass bool
+	Return     string
+	CSRF       string
 	Error         string
 	// ErrorField names the input the error is about, for the error summary link.
 	ErrorField string
@@ -216,7 +241,7 @@ func (h *Handler) checkPost(r *http.Request, user, token string) bool {
 }
 
 func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "role", "duration", "justification", "ticket", "code", "return", "csrf")
+	form, err := readForm(w, r, "role", "duration", "justification", "ticket", "code", "return", "csrf", "start", "break_glass")
 	if err != nil {
 		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the activation page again.", caller.User)
 	}
@@ -231,6 +256,8 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		Ticket:        truncateRunes(form["ticket"], policy.MaxTicketLength+1),
 		Return:        safeReturn(form["return"]),
 		Duration:      role.DefaultDuration,
+		Start:         truncateRunes(strings.TrimSpace(form["start"]), 40),
+		BreakGlass:    form["break_glass"] != "",
 	}
 	fail := func(status int, field, msg string) error {
 		f.Error, f.ErrorField = msg, field
@@ -249,7 +276,16 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		}
 		f.Duration = d
 	}
-	token, rec, err := h.app.authority.Activate(r.Context(), session.Activation{
+	var start time.Time
+	if f.Start != "" {
+		if start, err = parseStart(f.Start); err != nil {
+			return fail(http.StatusBadRequest, "start", err.Error())
+		}
+	}
+	if v := form["break_glass"]; v != "" && v != "on" {
+		return fail(http.StatusBadRequest, "break_glass", "The break-glass box must be sent as on, or not at all.")
+	}
+	res, err := h.app.authority.Submit(r.Context(), session.Activation{
 		Caller:        caller,
 		Role:          role,
 		Audience:      h.audiences.of(r),
@@ -259,6 +295,9 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		Code:          strings.TrimSpace(form["code"]),
 		ClientIP:      clientIP(r),
 		UserAgent:     truncateRunes(r.UserAgent(), 256),
+		Start:         start,
+		BreakGlass:    f.BreakGlass,
+		Return:        f.Return,
 	})
 	var refused *session.ActivationError
 	if errors.As(err, &refused) {
@@ -273,7 +312,14 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		return h.renderMessage(w, r, http.StatusServiceUnavailable, "Activation unavailable",
 			"caddy-jit cannot reach its storage, so no session was started. Try again in a moment; if it persists, tell the operators.", caller.User)
 	}
-	http.SetCookie(w, sessionCookieFor(r, token, rec.Expires))
+	if res.Request != nil {
+		http.Redirect(w, r, requestURL(res.Request.ID), http.StatusSeeOther)
+		return nil
+	}
+	http.SetCookie(w, sessionCookieFor(r, res.Token, res.Record.Expires))
+	if !res.Record.Started(now()) {
+		return h.serveStatus(w, r, caller, "Your session of "+role.Name+" is scheduled: it starts at "+res.Record.Start.UTC().Format("2006-01-02 15:04 UTC")+".")
+	}
 	http.Redirect(w, r, f.Return, http.StatusSeeOther)
 	return nil
 }
@@ -291,6 +337,12 @@ func activationFailure(reason string) (int, string) {
 		return http.StatusBadRequest, "justification"
 	case string(policy.ReasonTicketInvalid):
 		return http.StatusBadRequest, "ticket"
+	case string(policy.ReasonStartInvalid), string(policy.ReasonBreakGlassScheduled):
+		return http.StatusBadRequest, "start"
+	case string(policy.ReasonBreakGlassNotAllowed):
+		return http.StatusBadRequest, "break_glass"
+	case string(policy.ReasonOutsideHours), string(policy.ReasonMaxActive):
+		return http.StatusForbidden, ""
 	default:
 		return http.StatusBadRequest, "code"
 	}
@@ -322,7 +374,21 @@ type statusPage struct {
 	Sessions []*session.Record
 	CSRF     string
 	Notice   string
+	Error    string
 	Audience string
+	// Approver is set when the user may decide someone's requests.
+	Approver bool
+	app      *App
+	at       time.Time
+}
+
+// Scheduled reports whether a session has yet to start.
+func (p statusPage) Scheduled(rec *session.Record) bool { return !rec.Started(p.at) }
+
+// Extendable reports whether the status page offers to extend a session.
+func (p statusPage) Extendable(rec *session.Record) bool {
+	role, ok := p.app.role(rec.Role)
+	return ok && rec.Started(p.at) && role.MaxTotal > role.MaxDuration && rec.Expires.Before(rec.Start.Add(role.MaxTotal))
 }
 
 type eligibleRole struct {
@@ -332,12 +398,22 @@ type eligibleRole struct {
 }
 
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, caller policy.Caller, notice string) error {
+	return h.renderStatus(w, r, caller, http.StatusOK, notice, "")
+}
+
+func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, caller policy.Caller, status int, notice, errMsg string) error {
 	t := now()
-	page := statusPage{User: caller.User, Notice: notice, Audience: h.audiences.of(r), CSRF: h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), t)}
+	page := statusPage{User: caller.User, Notice: notice, Error: errMsg, Audience: h.audiences.of(r),
+		CSRF: h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), t), app: h.app, at: t}
 	for _, name := range h.app.roleNames() {
 		role, _ := h.app.role(name)
 		if d := role.Eligible(caller, t); d.Allowed {
 			page.Roles = append(page.Roles, eligibleRole{Role: role, Until: d.EligibleUntil, Activate: activationURL(name, "/")})
+		}
+		if role.Approval != nil && slices.ContainsFunc(role.Approval.Approvers, func(s string) bool {
+			return s == caller.User || (strings.HasPrefix(s, policy.GroupPrefix) && slices.Contains(caller.Groups, strings.TrimPrefix(s, policy.GroupPrefix)))
+		}) {
+			page.Approver = true
 		}
 	}
 	sessions, err := h.app.authority.Records.OfUser(r.Context(), caller.User, t)
@@ -350,7 +426,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, caller pol
 			page.Sessions = append(page.Sessions, s)
 		}
 	}
-	return render(w, http.StatusOK, "status.html", page)
+	return render(w, status, "status.html", page)
 }
 
 func (h *Handler) deactivate(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {

@@ -102,6 +102,20 @@ type Role struct {
 	// operator wrote it; Ticket's own pattern is shown when it is empty.
 	TicketFormat string
 	Eligibility  []Eligibility
+
+	// Approval, when set, makes an activation wait for approvers.
+	Approval *Approval
+	// BreakGlass lets an eligible user skip approval and allowed hours in an
+	// emergency, with a mandatory justification.
+	BreakGlass bool
+	// MaxTotal bounds a session with its extensions, from its start; a value not above
+	// MaxDuration means sessions cannot be extended.
+	MaxTotal time.Duration
+	// AllowedHours are when the role may be activated (without break-glass); none
+	// means at any time.
+	AllowedHours []HoursWindow
+	// MaxActive is how many sessions of the role may be active at once; 0 is no limit.
+	MaxActive int
 }
 
 // TicketRequired reports whether activating the role needs a ticket reference.
@@ -163,14 +177,42 @@ type Request struct {
 	Duration      time.Duration
 	Justification string
 	Ticket        string
+	// Start is when the session should begin; zero means now.
+	Start time.Time
+	// BreakGlass asks to skip approval and allowed hours.
+	BreakGlass bool
 }
 
-// Activation decides a request at the given time: eligibility first, then duration,
-// justification and ticket, in the order a user fills the form.
+// Activation decides a request at the given time: the start, eligibility at the start,
+// break-glass and allowed hours, then duration, justification and ticket, in the order
+// a user fills the form.
 func (r *Role) Activation(req Request, at time.Time) Decision {
-	d := r.Eligible(req.Caller, at)
+	start := at
+	if !req.Start.IsZero() {
+		switch {
+		case req.BreakGlass:
+			return deny(ReasonBreakGlassScheduled, "break-glass access starts now; it cannot be scheduled")
+		case req.Start.Before(at.Add(-time.Minute)):
+			return deny(ReasonStartInvalid, "the start time %s has passed", req.Start.UTC().Format(time.RFC3339))
+		case req.Start.After(at.Add(MaxStartAhead)):
+			return deny(ReasonStartInvalid, "a session can be scheduled at most %d days ahead", int(MaxStartAhead/(24*time.Hour)))
+		case req.Start.After(at):
+			start = req.Start
+		}
+	}
+	d := r.Eligible(req.Caller, start)
 	if !d.Allowed {
 		return d
+	}
+	if req.BreakGlass && !r.BreakGlass {
+		return deny(ReasonBreakGlassNotAllowed, "the role %s has no break-glass access", r.Name)
+	}
+	if !req.BreakGlass && !r.WithinHours(start) {
+		return deny(ReasonOutsideHours, "the role %s can be activated only during its allowed hours (%s)%s", r.Name, r.hoursText(), r.breakGlassHint())
+	}
+	minJustification := r.JustificationMinLength
+	if req.BreakGlass {
+		minJustification = max(minJustification, BreakGlassMinJustification)
 	}
 	switch {
 	case req.Duration <= 0:
@@ -181,10 +223,10 @@ func (r *Role) Activation(req Request, at time.Time) Decision {
 	justification := strings.TrimSpace(req.Justification)
 	length := len([]rune(justification))
 	switch {
-	case r.JustificationMinLength > 0 && length == 0:
+	case minJustification > 0 && length == 0:
 		return deny(ReasonJustificationMissing, "a justification is required")
-	case length < r.JustificationMinLength:
-		return deny(ReasonJustificationTooShort, "the justification is too short: at least %d characters are required", r.JustificationMinLength)
+	case length < minJustification:
+		return deny(ReasonJustificationTooShort, "the justification is too short: at least %d characters are required", minJustification)
 	case length > MaxJustificationLength:
 		return deny(ReasonJustificationTooLong, "the justification is too long: at most %d characters", MaxJustificationLength)
 	}

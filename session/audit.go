@@ -18,6 +18,14 @@ const (
 	EventEnrolled            = "enrolled"
 	EventAccess              = "access"
 	EventAccessDenied        = "access_denied"
+	EventActivationRequested = "activation_requested"
+	EventRequestApproved     = "request_approved"
+	EventRequestDenied       = "request_denied"
+	EventRequestExpired      = "request_expired"
+	EventApprovalFailed      = "approval_failed"
+	EventExtended            = "extended"
+	EventExtensionFailed     = "extension_failed"
+	EventBreakGlass          = "break_glass"
 )
 
 // Auditor writes audit events: one JSON object per line through zap, every
@@ -44,6 +52,10 @@ func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, by
 	// One event per privileged request: its fields live in a pooled array rather than
 	// a new slice each time.
 	f := accessFieldsPool.Get().(*accessFields)
+	n := len(f) - 1
+	if c.BreakGlass {
+		n = len(f)
+	}
 	*f = accessFields{
 		zap.String("event", EventAccess),
 		zap.String("user", c.Subject),
@@ -55,13 +67,14 @@ func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, by
 		zap.Int("status", status),
 		zap.Int64("bytes", bytes),
 		zap.Duration("duration", took),
+		zap.Bool("break_glass", true),
 	}
-	ce.Write(f[:]...)
+	ce.Write(f[:n]...)
 	*f = accessFields{} // drop the references to this request's strings
 	accessFieldsPool.Put(f)
 }
 
-type accessFields [10]zap.Field
+type accessFields [11]zap.Field
 
 var accessFieldsPool = sync.Pool{New: func() any { return new(accessFields) }}
 
@@ -77,6 +90,12 @@ func recordFields(r *Record) []zap.Field {
 	}
 	if r.Ticket != "" {
 		fields = append(fields, zap.String("ticket", r.Ticket))
+	}
+	if r.RequestID != "" {
+		fields = append(fields, zap.String("request_id", r.RequestID), zap.Strings("approvers", r.Approvers))
+	}
+	if r.BreakGlass {
+		fields = append(fields, zap.Bool("break_glass", true))
 	}
 	return fields
 }

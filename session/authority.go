@@ -81,6 +81,9 @@ func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 	if _, err := s.Records.Prune(ctx, now, keep); err != nil {
 		return err
 	}
+	if err := s.Records.pruneRequests(ctx, now); err != nil {
+		return err
+	}
 	if err := s.Records.pruneRevocations(ctx, now); err != nil {
 		return err
 	}
@@ -102,6 +105,9 @@ type Authority struct {
 	// Issuer goes into the iss claim.
 	Issuer string
 	Now    Clock
+	// Notifier is told about every step of the workflow; nil tells no one.
+	Notifier Notifier
+	locks    userLocks
 }
 
 // Config is what NewAuthority needs beyond the storage.
@@ -147,6 +153,12 @@ type Activation struct {
 	Code          string
 	ClientIP      string
 	UserAgent     string
+	// Start schedules the session; zero starts it now (or on approval).
+	Start time.Time
+	// BreakGlass skips approval and allowed hours, loudly.
+	BreakGlass bool
+	// Return is where the requester goes once a waiting request starts its session.
+	Return string
 }
 
 // ActivationError says why an activation was refused, in a stable reason for the audit
@@ -159,94 +171,6 @@ type ActivationError struct {
 }
 
 func (e *ActivationError) Error() string { return e.Reason + ": " + e.Message }
-
-// Activate checks an activation and, if every rule holds, starts the session. It
-// returns the signed token for the cookie and the record. Every outcome is audited.
-func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Record, error) {
-	now := a.Now()
-	fail := func(reason, message string, lockedUntil time.Time) (string, *Record, error) {
-		a.Audit.Event(EventActivationFailed,
-			zap.String("user", act.Caller.User),
-			zap.String("role", act.Role.Name),
-			zap.String("reason", reason),
-			zap.String("justification", act.Justification),
-			zap.String("ticket", act.Ticket),
-			zap.String("client_ip", act.ClientIP),
-		)
-		return "", nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
-	}
-
-	if !act.Role.TicketRequired() {
-		// The form offers no ticket field then; whatever a client sends is not recorded.
-		act.Ticket = ""
-	}
-	decision := act.Role.Activation(policy.Request{
-		Caller:        act.Caller,
-		Duration:      act.Duration,
-		Justification: act.Justification,
-		Ticket:        act.Ticket,
-	}, now)
-	if !decision.Allowed {
-		return fail(string(decision.Reason), decision.Message, time.Time{})
-	}
-
-	err := a.Authenticator.Check(ctx, act.Caller.User, act.Code)
-	var locked *LockedOutError
-	switch {
-	case errors.As(err, &locked):
-		return fail("locked_out", "too many wrong codes: activation is locked until "+locked.Until.UTC().Format("15:04 UTC"), locked.Until)
-	case errors.Is(err, ErrCodeInvalid):
-		return fail(ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{})
-	case errors.Is(err, ErrCodeReplayed):
-		return fail(ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{})
-	case errors.Is(err, ErrNotEnrolled):
-		return fail(ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll "+act.Caller.User+"`", time.Time{})
-	case err != nil:
-		return "", nil, err
-	}
-
-	id, err := newSessionID()
-	if err != nil {
-		return "", nil, err
-	}
-	expires := now.Add(act.Duration)
-	if !decision.EligibleUntil.IsZero() && decision.EligibleUntil.Before(expires) {
-		// A session never outlives the eligibility it came from.
-		expires = decision.EligibleUntil
-	}
-	rec := &Record{
-		ID:            id,
-		User:          act.Caller.User,
-		Role:          act.Role.Name,
-		Audience:      act.Audience,
-		Justification: act.Justification,
-		Ticket:        act.Ticket,
-		ClientIP:      act.ClientIP,
-		UserAgent:     act.UserAgent,
-		Methods:       []string{"otp"},
-		Start:         now.UTC(),
-		Expires:       expires.UTC().Truncate(time.Second),
-	}
-	if err := a.Records.create(ctx, rec); err != nil {
-		return "", nil, err
-	}
-	token, err := a.Keyring.Sign(Claims{
-		Issuer:    a.Issuer,
-		Subject:   rec.User,
-		Audience:  rec.Audience,
-		Role:      rec.Role,
-		SessionID: rec.ID,
-		IssuedAt:  now.Unix(),
-		NotBefore: now.Unix(),
-		Expiry:    rec.Expires.Unix(),
-		Methods:   rec.Methods,
-	})
-	if err != nil {
-		return "", nil, err
-	}
-	a.Audit.Event(EventActivationSucceeded, append(recordFields(rec), zap.Duration("duration", act.Duration))...)
-	return token, rec, nil
-}
 
 // How a session ended early; each is its own audit event.
 const (
@@ -327,6 +251,9 @@ func (a *Authority) end(ctx context.Context, rec *Record, how, by, reason string
 		return err
 	}
 	a.Audit.Event(how, append(recordFields(rec), zap.String("by", by), zap.String("reason", reason))...)
+	n := recordNotification(how, rec, now)
+	n.By, n.Reason = by, reason
+	a.notify(n)
 	return nil
 }
 

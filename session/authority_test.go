@@ -221,7 +221,7 @@ func TestActivate(t *testing.T) {
 	wantFields := map[string]any{
 		"event": EventActivationSucceeded, "user": "alice", "role": "console-admin", "session_id": rec.ID,
 		"justification": act.Justification, "ticket": "INC-42", "client_ip": "192.0.2.1",
-		"expires": "2026-01-01T00:15:10Z", "duration": 15 * time.Minute,
+		"expires": "2026-01-01T00:15:10Z", "duration": 15 * time.Minute, "start": "2026-01-01T00:00:10Z",
 	}
 	if len(fields) != len(wantFields) {
 		t.Errorf("fields = %v, want %v", fields, wantFields)

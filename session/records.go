@@ -30,7 +30,18 @@ type Record struct {
 	Ended     time.Time `json:"ended,omitzero"`
 	EndedBy   string    `json:"ended_by,omitempty"`
 	EndReason string    `json:"end_reason,omitempty"`
+	// RequestID and Approvers are set for a session that approvers let start.
+	RequestID string   `json:"request_id,omitempty"`
+	Approvers []string `json:"approvers,omitempty"`
+	// BreakGlass marks an emergency session that skipped approval and hours.
+	BreakGlass bool       `json:"break_glass,omitempty"`
+	Extensions []Extended `json:"extensions,omitempty"`
+	// ExpiringNoticed is set once the notify targets were told the session ends soon.
+	ExpiringNoticed bool `json:"expiring_noticed,omitempty"`
 }
+
+// Started reports whether a scheduled session has begun.
+func (r *Record) Started(now time.Time) bool { return !now.Before(r.Start) }
 
 // Active reports whether the session still admits at the given time.
 func (r *Record) Active(now time.Time) bool {
@@ -87,6 +98,14 @@ type sessionOwner struct {
 // create writes a new session's index entry, then its record: a session without a
 // record is nothing, a record without an index entry could not be revoked by id.
 func (s *Records) create(ctx context.Context, r *Record) error {
+	if err := storeJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
+		return err
+	}
+	return s.Save(ctx, r)
+}
+
+// extend saves a record whose expiry moved, and its index entry, which pruning reads.
+func (s *Records) extend(ctx context.Context, r *Record) error {
 	if err := storeJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
 		return err
 	}

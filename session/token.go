@@ -28,6 +28,8 @@ type Claims struct {
 	NotBefore int64    `json:"nbf"`
 	Expiry    int64    `json:"exp"`
 	Methods   []string `json:"amr"`
+	// BreakGlass marks an emergency session, so that every access event says so.
+	BreakGlass bool `json:"bg,omitempty"`
 
 	// placeholders is Placeholders bound to these claims, made once when they are
 	// cached, so that a request under them binds nothing.

@@ -1,0 +1,466 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/mail"
+	"net/smtp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// Delivery of notifications: a queue and workers that live with the shared state, so a
+// config reload neither blocks on nor drops deliveries in progress. Nothing here runs
+// on a user's request: Notify only enqueues.
+const (
+	notifyQueueSize = 1024
+	notifyWorkers   = 2
+	// notifyAttempts is how often a delivery is tried before it is given up (and
+	// logged as an error).
+	notifyAttempts = 6
+	notifyTimeout  = 10 * time.Second
+)
+
+// notifyBackoff is the wait before retry n (1-based): 1s, 2s, 4s, … capped at 1 minute.
+var notifyBackoff = func(n int) time.Duration {
+	return min(time.Second<<(n-1), time.Minute)
+}
+
+// notifyTarget is one place notifications go.
+type notifyTarget interface {
+	deliver(ctx context.Context, n session.Notification) error
+	String() string
+}
+
+type delivery struct {
+	target  notifyTarget
+	n       session.Notification
+	attempt int
+}
+
+// dispatcher queues deliveries and retries them with backoff.
+type dispatcher struct {
+	queue  chan delivery
+	logger *zap.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newDispatcher(logger *zap.Logger) *dispatcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &dispatcher{queue: make(chan delivery, notifyQueueSize), logger: logger, ctx: ctx, cancel: cancel}
+	for range notifyWorkers {
+		d.wg.Add(1)
+		go d.work()
+	}
+	return d
+}
+
+func (d *dispatcher) enqueue(dl delivery) {
+	select {
+	case d.queue <- dl:
+	default:
+		d.logger.Error("notification dropped: the delivery queue is full", zap.String("event", dl.n.Event),
+			zap.String("target", dl.target.String()), zap.String("user", dl.n.User), zap.String("role", dl.n.Role))
+	}
+}
+
+func (d *dispatcher) work() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case dl := <-d.queue:
+			d.attempt(dl)
+		}
+	}
+}
+
+func (d *dispatcher) attempt(dl delivery) {
+	dl.attempt++
+	ctx, cancel := context.WithTimeout(d.ctx, notifyTimeout)
+	err := dl.target.deliver(ctx, dl.n)
+	cancel()
+	if err == nil {
+		return
+	}
+	fields := []zap.Field{zap.String("event", dl.n.Event), zap.String("target", dl.target.String()),
+		zap.Int("attempt", dl.attempt), zap.Error(err)}
+	if dl.attempt >= notifyAttempts || d.ctx.Err() != nil {
+		d.logger.Error("notification not delivered; giving up", fields...)
+		return
+	}
+	wait := notifyBackoff(dl.attempt)
+	d.logger.Warn("notification not delivered; retrying", append(fields, zap.Duration("retry_in", wait))...)
+	time.AfterFunc(wait, func() {
+		if d.ctx.Err() == nil {
+			d.enqueue(dl)
+		}
+	})
+}
+
+// stop ends delivery; what is still queued is logged as lost.
+func (d *dispatcher) stop() {
+	d.cancel()
+	d.wg.Wait()
+	for {
+		select {
+		case dl := <-d.queue:
+			d.logger.Error("notification not delivered: caddy-jit stopped", zap.String("event", dl.n.Event), zap.String("target", dl.target.String()))
+		default:
+			return
+		}
+	}
+}
+
+// appNotifier is a config's view of where notifications go.
+type appNotifier struct {
+	d      *dispatcher
+	global []notifyTarget
+	roles  map[string][]notifyTarget
+}
+
+// Notify enqueues the notification for the global targets and its role's.
+func (a *appNotifier) Notify(n session.Notification) {
+	for _, t := range a.global {
+		a.d.enqueue(delivery{target: t, n: n})
+	}
+	for _, t := range a.roles[n.Role] {
+		a.d.enqueue(delivery{target: t, n: n})
+	}
+}
+
+func (a *App) buildNotifier(d *dispatcher) (*appNotifier, error) {
+	an := &appNotifier{d: d, roles: map[string][]notifyTarget{}}
+	client := &http.Client{Timeout: notifyTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	build := func(n NotifyConfig) notifyTarget {
+		if n.Webhook != "" {
+			return &webhookTarget{url: n.Webhook, secret: []byte(n.Secret), slack: n.Format == "slack", client: client}
+		}
+		return &emailTarget{smtp: a.SMTP, to: n.Email}
+	}
+	for _, n := range a.Notify {
+		an.global = append(an.global, build(n))
+	}
+	for name, rc := range a.Roles {
+		for _, n := range rc.Notify {
+			an.roles[name] = append(an.roles[name], build(n))
+		}
+	}
+	return an, nil
+}
+
+// Webhooks.
+
+// Headers of a webhook delivery.
+const (
+	HeaderWebhookEvent     = "X-Jit-Event"
+	HeaderWebhookDelivery  = "X-Jit-Delivery"
+	HeaderWebhookSignature = "X-Jit-Signature"
+)
+
+type webhookTarget struct {
+	url    string
+	secret []byte
+	slack  bool
+	client *http.Client
+}
+
+func (w *webhookTarget) String() string { return "webhook " + redactURL(w.url) }
+
+// redactURL keeps a URL's secret parts (user info, query: Slack puts its token in
+// the path, so everything after the host) out of logs.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return "(invalid URL)"
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	if _, h, ok := strings.Cut(host, "@"); ok {
+		host = h
+	}
+	return scheme + "://" + host + "/…"
+}
+
+func (w *webhookTarget) deliver(ctx context.Context, n session.Notification) error {
+	var body []byte
+	var err error
+	if w.slack {
+		body, err = json.Marshal(map[string]string{"text": slackText(n)})
+	} else {
+		body, err = json.Marshal(n)
+	}
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "caddy-jit")
+	req.Header.Set(HeaderWebhookEvent, n.Event)
+	req.Header.Set(HeaderWebhookDelivery, deliveryID(n))
+	if len(w.secret) > 0 {
+		req.Header.Set(HeaderWebhookSignature, SignWebhook(w.secret, time.Now(), body))
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("the receiver answered %s", resp.Status)
+	}
+	return nil
+}
+
+// deliveryID is stable across retries of one notification, so a receiver can drop
+// duplicates.
+func deliveryID(n session.Notification) string {
+	sum := sha256.Sum256([]byte(n.Event + "\x00" + n.RequestID + "\x00" + n.SessionID + "\x00" + n.Time.Format(time.RFC3339Nano)))
+	return hex.EncodeToString(sum[:12])
+}
+
+// SignWebhook returns the X-Jit-Signature value for a body sent at t:
+// "t=UNIX,v1=HEX" where HEX is HMAC-SHA256(secret, "UNIX.BODY"). Receivers recompute
+// it, compare in constant time and refuse old timestamps, which stops replays.
+func SignWebhook(secret []byte, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(ts))
+	mac.Write([]byte("."))
+	mac.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// slackEscape keeps user text from forming Slack mentions or links (<!channel>).
+var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+func slackText(n session.Notification) string {
+	return slackEscape.Replace(summary(n))
+}
+
+// summary is a notification in one line of plain words.
+func summary(n session.Notification) string {
+	var b strings.Builder
+	prefix := "caddy-jit: "
+	if n.BreakGlass || n.Event == session.NotifyBreakGlass {
+		prefix = "caddy-jit BREAK-GLASS: "
+	}
+	b.WriteString(prefix)
+	switch n.Event {
+	case session.NotifyRequested:
+		fmt.Fprintf(&b, "%s asks for the role %s", n.User, n.Role)
+	case session.NotifyApproved:
+		fmt.Fprintf(&b, "%s's request for the role %s was approved by %s", n.User, n.Role, strings.Join(n.Approvers, ", "))
+	case session.NotifyDenied:
+		fmt.Fprintf(&b, "%s's request for the role %s was denied by %s", n.User, n.Role, n.By)
+	case session.NotifyExpired:
+		fmt.Fprintf(&b, "%s's request for the role %s expired undecided", n.User, n.Role)
+	case session.NotifyActivated:
+		fmt.Fprintf(&b, "%s activated the role %s", n.User, n.Role)
+	case session.NotifyExtended:
+		fmt.Fprintf(&b, "%s extended the role %s", n.User, n.Role)
+	case session.NotifyDeactivated:
+		fmt.Fprintf(&b, "%s ended their session of the role %s", n.User, n.Role)
+	case session.NotifyRevoked:
+		fmt.Fprintf(&b, "%s's session of the role %s was revoked by %s", n.User, n.Role, n.By)
+	case session.NotifyExpiring:
+		fmt.Fprintf(&b, "%s's session of the role %s ends soon", n.User, n.Role)
+	case session.NotifyBreakGlass:
+		fmt.Fprintf(&b, "%s used break-glass to activate the role %s", n.User, n.Role)
+	default:
+		fmt.Fprintf(&b, "%s: %s, role %s", n.Event, n.User, n.Role)
+	}
+	if !n.Expires.IsZero() {
+		fmt.Fprintf(&b, " until %s", n.Expires.UTC().Format("2006-01-02 15:04 UTC"))
+	}
+	if n.Start.After(n.Time) {
+		fmt.Fprintf(&b, ", starting %s", n.Start.UTC().Format("2006-01-02 15:04 UTC"))
+	}
+	if n.Justification != "" {
+		fmt.Fprintf(&b, ". Why: %q", n.Justification)
+	}
+	if n.Ticket != "" {
+		fmt.Fprintf(&b, ". Ticket: %s", n.Ticket)
+	}
+	if n.Comment != "" {
+		fmt.Fprintf(&b, ". Comment: %q", n.Comment)
+	}
+	if len(n.Alert) > 0 {
+		fmt.Fprintf(&b, ". Approvers: %s", strings.Join(n.Alert, ", "))
+	}
+	if n.RequestID != "" {
+		fmt.Fprintf(&b, " (request %s)", n.RequestID)
+	}
+	if n.SessionID != "" {
+		fmt.Fprintf(&b, " (session %s)", n.SessionID)
+	}
+	return b.String()
+}
+
+// E-mail.
+
+type emailTarget struct {
+	smtp *SMTPConfig
+	to   []string
+}
+
+func (e *emailTarget) String() string { return "email " + strings.Join(e.to, ",") }
+
+// headerSafe keeps CR and LF (and every other control character) out of a header.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func (e *emailTarget) message(n session.Notification, now time.Time) []byte {
+	var b bytes.Buffer
+	subject := summaryHeadline(n)
+	id := make([]byte, 12)
+	_, _ = rand.Read(id)
+	host := "caddy-jit.invalid"
+	if at := strings.LastIndex(e.smtp.From, "@"); at >= 0 {
+		host = strings.Trim(e.smtp.From[at+1:], "> ")
+	}
+	fmt.Fprintf(&b, "From: %s\r\n", headerSafe(e.smtp.From))
+	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(strings.Join(e.to, ", ")))
+	fmt.Fprintf(&b, "Subject: %s\r\n", headerSafe(subject))
+	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: <%s@%s>\r\n", hex.EncodeToString(id), headerSafe(host))
+	fmt.Fprintf(&b, "X-Jit-Event: %s\r\n", headerSafe(n.Event))
+	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+	b.WriteString(summary(n))
+	b.WriteString("\r\n\r\n")
+	raw, _ := json.MarshalIndent(n, "", "  ")
+	b.Write(bytes.ReplaceAll(raw, []byte("\n"), []byte("\r\n")))
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+func summaryHeadline(n session.Notification) string {
+	tag := "[caddy-jit]"
+	if n.BreakGlass || n.Event == session.NotifyBreakGlass {
+		tag = "[caddy-jit BREAK-GLASS]"
+	}
+	return fmt.Sprintf("%s %s: %s, role %s", tag, n.Event, n.User, n.Role)
+}
+
+func (e *emailTarget) deliver(ctx context.Context, n session.Notification) error {
+	cfg := e.smtp
+	host, _, _ := net.SplitHostPort(cfg.Address)
+	dialer := &net.Dialer{Timeout: notifyTimeout}
+	var conn net.Conn
+	var err error
+	if cfg.TLS == "implicit" {
+		conn, err = (&tls.Dialer{NetDialer: dialer, Config: &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}}).DialContext(ctx, "tcp", cfg.Address)
+	} else {
+		conn, err = dialer.DialContext(ctx, "tcp", cfg.Address)
+	}
+	if err != nil {
+		return err
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("localhost"); err != nil {
+		return err
+	}
+	if cfg.TLS == "" || cfg.TLS == "starttls" {
+		if ok, _ := c.Extension("STARTTLS"); ok {
+			if err := c.StartTLS(&tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}); err != nil {
+				return err
+			}
+		} else if !isLoopbackHost(host) {
+			return errors.New("the mail server offers no STARTTLS; set `tls none` in the smtp setting to send in clear")
+		}
+	}
+	if cfg.Username != "" {
+		if err := c.Auth(smtp.PlainAuth("", cfg.Username, cfg.Password, host)); err != nil {
+			return err
+		}
+	}
+	from := cfg.From
+	if addr, err := parseAddress(from); err == nil {
+		from = addr
+	}
+	if err := c.Mail(from); err != nil {
+		return err
+	}
+	for _, to := range e.to {
+		addr, err := parseAddress(to)
+		if err != nil {
+			return err
+		}
+		if err := c.Rcpt(addr); err != nil {
+			return err
+		}
+	}
+	wc, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := wc.Write(e.message(n, time.Now())); err != nil {
+		wc.Close()
+		return err
+	}
+	if err := wc.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// roleOf is the lookup the sweeps need.
+func (a *App) roleOf(name string) *policy.Role {
+	r, _ := a.role(name)
+	return r
+}
+
+// parseAddress returns the bare address of "Name <addr>" or "addr".
+func parseAddress(s string) (string, error) {
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not an e-mail address", s)
+	}
+	return a.Address, nil
+}

@@ -1,0 +1,433 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	// Time zones for allowed_hours, wherever Caddy runs (a scratch container has no
+	// zoneinfo).
+	_ "time/tzdata"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+)
+
+// Defaults of the workflow settings.
+const (
+	DefaultApprovalCount   = 1
+	DefaultApprovalExpires = 24 * time.Hour
+	maxApprovalCount       = 10
+)
+
+// ApprovalConfig makes a role's activations wait for approvers.
+type ApprovalConfig struct {
+	// Approvers are user names, or group names prefixed with "group:".
+	Approvers []string `json:"approvers"`
+	// Count is how many distinct approvers must approve. Default: 1.
+	Count int `json:"count,omitempty"`
+	// Expires is how long a request waits for its approvals. Default: 24h.
+	Expires caddy.Duration `json:"expires,omitempty"`
+}
+
+// NotifyConfig is one place notifications go: a webhook or e-mail addresses.
+type NotifyConfig struct {
+	// Webhook is an http(s) URL that receives a JSON POST per event.
+	Webhook string `json:"webhook,omitempty"`
+	// Secret, when set, signs webhook bodies with HMAC-SHA256 (X-Jit-Signature).
+	Secret string `json:"secret,omitempty"`
+	// Format is the webhook body: "json" (default) or "slack" (a Slack-compatible
+	// {"text": …} message).
+	Format string `json:"format,omitempty"`
+	// Email lists addresses that receive an e-mail per event, through the smtp setting.
+	Email []string `json:"email,omitempty"`
+}
+
+// SMTPConfig is the mail server that `notify email` uses.
+type SMTPConfig struct {
+	// Address is host:port of the mail server.
+	Address string `json:"address"`
+	// From is the sender address.
+	From string `json:"from"`
+	// Username and Password, when set, authenticate with PLAIN (only over TLS, or to
+	// a server on the loopback interface).
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	// TLS is "starttls" (default: upgrade, and refuse a server that cannot unless it
+	// is on the loopback interface), "implicit" (TLS from the first byte, port 465) or
+	// "none".
+	TLS string `json:"tls,omitempty"`
+}
+
+func (ac *ApprovalConfig) build() (*policy.Approval, error) {
+	if len(ac.Approvers) == 0 {
+		return nil, errors.New("approval names no approvers: add `approvers USER… | group:NAME`")
+	}
+	for _, s := range ac.Approvers {
+		if err := checkSubject(s); err != nil {
+			return nil, fmt.Errorf("approval: %w", err)
+		}
+	}
+	a := &policy.Approval{Approvers: ac.Approvers, Count: ac.Count, Expires: time.Duration(ac.Expires)}
+	if a.Count == 0 {
+		a.Count = DefaultApprovalCount
+	}
+	if a.Expires == 0 {
+		a.Expires = DefaultApprovalExpires
+	}
+	switch {
+	case a.Count < 1 || a.Count > maxApprovalCount:
+		return nil, fmt.Errorf("approval count %d: want 1 to %d", a.Count, maxApprovalCount)
+	case a.Expires < 0:
+		return nil, fmt.Errorf("approval expires %s must be positive", a.Expires)
+	}
+	users := 0
+	for _, s := range ac.Approvers {
+		if !strings.HasPrefix(s, policy.GroupPrefix) {
+			users++
+		}
+	}
+	if users == len(ac.Approvers) && users < a.Count {
+		return nil, fmt.Errorf("approval count %d but only %d approvers: no request could ever be approved", a.Count, users)
+	}
+	return a, nil
+}
+
+// buildWorkflow adds the approval, break-glass, extension, hours and count rules to r.
+func (rc *RoleConfig) buildWorkflow(r *policy.Role) error {
+	if rc.Approval != nil {
+		a, err := rc.Approval.build()
+		if err != nil {
+			return err
+		}
+		r.Approval = a
+	}
+	r.BreakGlass = rc.BreakGlass
+	r.MaxTotal = time.Duration(rc.MaxTotal)
+	if r.MaxTotal != 0 && r.MaxTotal < r.MaxDuration {
+		return fmt.Errorf("max_total %s is shorter than max_duration %s: a session could not even start", r.MaxTotal, r.MaxDuration)
+	}
+	if rc.MaxActive < 0 {
+		return fmt.Errorf("max_active %d must not be negative", rc.MaxActive)
+	}
+	r.MaxActive = rc.MaxActive
+	for _, spec := range rc.AllowedHours {
+		w, err := parseHours(strings.Fields(spec))
+		if err != nil {
+			return fmt.Errorf("allowed_hours %q: %w", spec, err)
+		}
+		r.AllowedHours = append(r.AllowedHours, w)
+	}
+	for _, n := range rc.Notify {
+		if err := n.validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var weekdays = map[string]time.Weekday{
+	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
+	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
+}
+
+// parseHours reads `DAYS HH:MM-HH:MM [TIME_ZONE]`: DAYS is `daily` or a comma list of
+// days and ranges such as `mon-fri` or `sat,sun`; the time zone is an IANA name
+// (default UTC).
+func parseHours(args []string) (policy.HoursWindow, error) {
+	var w policy.HoursWindow
+	if len(args) < 2 || len(args) > 3 {
+		return w, errors.New("want DAYS HH:MM-HH:MM [TIME_ZONE], e.g. mon-fri 08:00-18:00 Europe/Paris")
+	}
+	if args[0] == "daily" || args[0] == "*" {
+		w.Days = [7]bool{true, true, true, true, true, true, true}
+	} else {
+		for part := range strings.SplitSeq(strings.ToLower(args[0]), ",") {
+			from, to, isRange := strings.Cut(part, "-")
+			first, ok1 := weekdays[from]
+			last, ok2 := weekdays[to]
+			if !isRange {
+				last, ok2 = first, ok1
+			}
+			if !ok1 || !ok2 {
+				return w, fmt.Errorf("days %q: use daily, or mon, tue, wed, thu, fri, sat, sun, ranges such as mon-fri, joined by commas", args[0])
+			}
+			for d := first; ; d = (d + 1) % 7 {
+				w.Days[d] = true
+				if d == last {
+					break
+				}
+			}
+		}
+	}
+	from, to, ok := strings.Cut(args[1], "-")
+	var err1, err2 error
+	w.From, err1 = parseClock(from)
+	w.To, err2 = parseClock(to)
+	if !ok || err1 != nil || err2 != nil || w.From == 24*60 {
+		return w, fmt.Errorf("hours %q: want HH:MM-HH:MM in 24-hour time, e.g. 08:00-18:00 (22:00-06:00 spans midnight)", args[1])
+	}
+	w.Location = time.UTC
+	if len(args) == 3 {
+		loc, err := time.LoadLocation(args[2])
+		if err != nil {
+			return w, fmt.Errorf("time zone %q: want an IANA name such as Europe/Paris or UTC", args[2])
+		}
+		w.Location = loc
+	}
+	return w, nil
+}
+
+func parseClock(s string) (int, error) {
+	h, m, ok := strings.Cut(s, ":")
+	hour, err1 := strconv.Atoi(h)
+	minute, err2 := strconv.Atoi(m)
+	if !ok || len(h) != 2 || len(m) != 2 || err1 != nil || err2 != nil || hour > 24 || minute > 59 || (hour == 24 && minute != 0) || hour < 0 || minute < 0 {
+		return 0, errors.New("bad clock time")
+	}
+	return hour*60 + minute, nil
+}
+
+func (n NotifyConfig) validate() error {
+	switch {
+	case n.Webhook != "" && len(n.Email) > 0:
+		return errors.New("a notify target is either a webhook or e-mail addresses, not both")
+	case n.Webhook != "":
+		u, err := url.Parse(n.Webhook)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("notify webhook %q: want an absolute http:// or https:// URL", n.Webhook)
+		}
+		if n.Format != "" && n.Format != "json" && n.Format != "slack" {
+			return fmt.Errorf("notify webhook format %q: want json or slack", n.Format)
+		}
+	case len(n.Email) > 0:
+		for _, addr := range n.Email {
+			if _, err := mail.ParseAddress(addr); err != nil || strings.ContainsAny(addr, "\r\n") {
+				return fmt.Errorf("notify email %q is not an e-mail address", addr)
+			}
+		}
+		if n.Secret != "" || n.Format != "" {
+			return errors.New("notify email takes addresses only; secret and format are for webhooks")
+		}
+	default:
+		return errors.New("notify names no target: `notify webhook URL [SECRET]` or `notify email ADDRESS…`")
+	}
+	return nil
+}
+
+func (s *SMTPConfig) validate() error {
+	if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
+		return fmt.Errorf("smtp address %q: want host:port, e.g. smtp.example.com:587", s.Address)
+	}
+	if _, err := mail.ParseAddress(s.From); err != nil || strings.ContainsAny(s.From, "\r\n") {
+		return fmt.Errorf("smtp from %q is not an e-mail address", s.From)
+	}
+	switch s.TLS {
+	case "", "starttls", "implicit", "none":
+	default:
+		return fmt.Errorf("smtp tls %q: want starttls, implicit or none", s.TLS)
+	}
+	if (s.Username == "") != (s.Password == "") {
+		return errors.New("smtp: username and password go together")
+	}
+	return nil
+}
+
+// validateNotify checks the global notify targets and that e-mail has a server.
+func (a *App) validateNotify() error {
+	emails := false
+	for _, n := range a.Notify {
+		if err := n.validate(); err != nil {
+			return err
+		}
+		emails = emails || len(n.Email) > 0
+	}
+	for name, rc := range a.Roles {
+		for _, n := range rc.Notify {
+			if len(n.Email) > 0 {
+				emails = true
+			}
+			if err := n.validate(); err != nil {
+				return fmt.Errorf("role %s: %w", name, err)
+			}
+		}
+	}
+	if a.SMTP != nil {
+		if err := a.SMTP.validate(); err != nil {
+			return err
+		}
+	} else if emails {
+		return errors.New("notify email needs a mail server: add `smtp { address HOST:PORT  from ADDRESS }` to the jit option")
+	}
+	return nil
+}
+
+// Caddyfile parsing of the workflow settings.
+
+// parseApproval reads `approval { approvers SUBJECT…  count N  expires DURATION }`.
+func parseApproval(d *caddyfile.Dispenser) (*ApprovalConfig, error) {
+	if d.NextArg() {
+		return nil, d.Err("approval takes a block: approval { approvers USER…  count N  expires 24h }")
+	}
+	ac := &ApprovalConfig{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "approvers":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Err("approvers needs at least one user name or group:NAME")
+			}
+			for _, s := range args {
+				if err := checkSubject(s); err != nil {
+					return nil, d.Err(err.Error())
+				}
+			}
+			ac.Approvers = append(ac.Approvers, args...)
+		case "count":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > maxApprovalCount {
+				return nil, d.Errf("approval count %q: want a whole number from 1 to %d", s, maxApprovalCount)
+			}
+			ac.Count = n
+		case "expires":
+			if err := durationArg(d, &ac.Expires); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("unrecognized approval setting %q: expected approvers, count or expires", d.Val())
+		}
+	}
+	if _, err := ac.build(); err != nil {
+		return nil, d.Err(err.Error())
+	}
+	return ac, nil
+}
+
+// parseNotify reads `notify webhook URL [SECRET] [{ secret S  format json|slack }]` or
+// `notify email ADDRESS…`.
+func parseNotify(d *caddyfile.Dispenser) (NotifyConfig, error) {
+	var n NotifyConfig
+	args := d.RemainingArgs()
+	if len(args) < 2 {
+		return n, d.Err("notify needs a kind and a target: `notify webhook URL [SECRET]` or `notify email ADDRESS…`")
+	}
+	switch args[0] {
+	case "webhook":
+		if len(args) > 3 {
+			return n, d.Err("notify webhook takes a URL and an optional secret")
+		}
+		n.Webhook = args[1]
+		if len(args) == 3 {
+			n.Secret = args[2]
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			switch d.Val() {
+			case "secret":
+				if err := oneArg(d, &n.Secret); err != nil {
+					return n, err
+				}
+			case "format":
+				if err := oneArg(d, &n.Format); err != nil {
+					return n, err
+				}
+			default:
+				return n, d.Errf("unrecognized webhook setting %q: expected secret or format", d.Val())
+			}
+		}
+	case "email":
+		n.Email = args[1:]
+	default:
+		return n, d.Errf("notify kind %q: expected webhook or email", args[0])
+	}
+	if err := n.validate(); err != nil {
+		return n, d.Err(err.Error())
+	}
+	return n, nil
+}
+
+// parseSMTP reads `smtp { address HOST:PORT  from ADDRESS  username U  password P  tls MODE }`.
+func parseSMTP(d *caddyfile.Dispenser) (*SMTPConfig, error) {
+	if d.NextArg() {
+		return nil, d.Err("smtp takes a block: smtp { address HOST:PORT  from ADDRESS }")
+	}
+	s := &SMTPConfig{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var dst *string
+		switch d.Val() {
+		case "address":
+			dst = &s.Address
+		case "from":
+			dst = &s.From
+		case "username":
+			dst = &s.Username
+		case "password":
+			dst = &s.Password
+		case "tls":
+			dst = &s.TLS
+		default:
+			return nil, d.Errf("unrecognized smtp setting %q: expected address, from, username, password or tls", d.Val())
+		}
+		if err := oneArg(d, dst); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.validate(); err != nil {
+		return nil, d.Err(err.Error())
+	}
+	return s, nil
+}
+
+// parseRoleWorkflow handles the workflow settings inside a role block; it reports
+// false for a setting that is not one of them.
+func parseRoleWorkflow(d *caddyfile.Dispenser, rc *RoleConfig) (bool, error) {
+	switch d.Val() {
+	case "approval":
+		ac, err := parseApproval(d)
+		if err != nil {
+			return true, err
+		}
+		rc.Approval = ac
+	case "break_glass":
+		if d.NextArg() {
+			return true, d.ArgErr()
+		}
+		rc.BreakGlass = true
+	case "max_total":
+		return true, durationArg(d, &rc.MaxTotal)
+	case "allowed_hours":
+		args := d.RemainingArgs()
+		if _, err := parseHours(args); err != nil {
+			return true, d.Errf("allowed_hours: %v", err)
+		}
+		rc.AllowedHours = append(rc.AllowedHours, strings.Join(args, " "))
+	case "max_active":
+		var s string
+		if err := oneArg(d, &s); err != nil {
+			return true, err
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return true, d.Errf("max_active %q: want a whole number of at least 1", s)
+		}
+		rc.MaxActive = n
+	case "notify":
+		n, err := parseNotify(d)
+		if err != nil {
+			return true, err
+		}
+		rc.Notify = append(rc.Notify, n)
+	default:
+		return false, nil
+	}
+	return true, nil
+}

@@ -1,0 +1,174 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The states of an activation request.
+const (
+	// RequestPending waits for approvals.
+	RequestPending = "pending"
+	// RequestApproved has every approval it needs; its session is started, or waits
+	// for a free place under the role's max_active.
+	RequestApproved = "approved"
+	// RequestDenied was denied by an approver.
+	RequestDenied = "denied"
+	// RequestExpired was not decided before its deadline.
+	RequestExpired = "expired"
+)
+
+// Request is an activation that waits for approvers. It lives in storage, so that any
+// instance of a cluster can show and decide it.
+type Request struct {
+	ID            string        `json:"request_id"`
+	User          string        `json:"user"`
+	Groups        []string      `json:"groups,omitempty"`
+	Role          string        `json:"role"`
+	Audience      string        `json:"audience"`
+	Justification string        `json:"justification"`
+	Ticket        string        `json:"ticket,omitempty"`
+	ClientIP      string        `json:"client_ip,omitempty"`
+	UserAgent     string        `json:"user_agent,omitempty"`
+	Duration      time.Duration `json:"duration"`
+	// Start is the scheduled start; zero starts the session as soon as it is approved.
+	Start time.Time `json:"start,omitzero"`
+	// Return is the path the requester goes back to once the session starts.
+	Return  string    `json:"return,omitempty"`
+	Created time.Time `json:"created"`
+	// Deadline is when the request expires unless decided.
+	Deadline  time.Time  `json:"deadline"`
+	Needed    int        `json:"approvals_needed"`
+	Decisions []Decision `json:"decisions,omitempty"`
+	State     string     `json:"state"`
+	// SessionID is the session started from the request, once approved.
+	SessionID string    `json:"session_id,omitempty"`
+	Decided   time.Time `json:"decided,omitzero"`
+}
+
+// Decision is one approver's answer to a request.
+type Decision struct {
+	By      string    `json:"by"`
+	Approve bool      `json:"approve"`
+	Comment string    `json:"comment,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Approvers lists who approved the request, in order.
+func (r *Request) Approvers() []string {
+	var by []string
+	for _, d := range r.Decisions {
+		if d.Approve {
+			by = append(by, d.By)
+		}
+	}
+	return by
+}
+
+// Approvals counts the approvals given so far.
+func (r *Request) Approvals() int { return len(r.Approvers()) }
+
+// DecidedBy reports whether user has already answered the request.
+func (r *Request) DecidedBy(user string) bool {
+	return slices.ContainsFunc(r.Decisions, func(d Decision) bool { return d.By == user })
+}
+
+// Denial returns the decision that denied the request, if any.
+func (r *Request) Denial() (Decision, bool) {
+	for _, d := range r.Decisions {
+		if !d.Approve {
+			return d, true
+		}
+	}
+	return Decision{}, false
+}
+
+// overdue reports whether a pending request has passed its deadline.
+func (r *Request) overdue(now time.Time) bool {
+	return r.State == RequestPending && !now.Before(r.Deadline)
+}
+
+// ErrRequestNotFound is returned for an id that names no request.
+var ErrRequestNotFound = errors.New("no such request")
+
+const (
+	requestFolder = keyPrefix + "requests/"
+	// requestKeep is how long a decided request stays in storage.
+	requestKeep = 7 * 24 * time.Hour
+)
+
+func requestKey(id string) string { return requestFolder + id + ".json" }
+
+func requestLock(id string) string { return keyPrefix + "request-locks/" + id }
+
+func (s *Records) saveRequest(ctx context.Context, r *Request) error {
+	return storeJSON(ctx, s.storage, requestKey(r.ID), r)
+}
+
+// LoadRequest reads one request.
+func (s *Records) LoadRequest(ctx context.Context, id string) (*Request, error) {
+	if !validSessionID(id) {
+		return nil, ErrRequestNotFound
+	}
+	var r Request
+	found, err := loadJSON(ctx, s.storage, requestKey(id), &r)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrRequestNotFound
+	}
+	return &r, nil
+}
+
+// Requests lists every request in storage, oldest first.
+func (s *Records) Requests(ctx context.Context) ([]*Request, error) {
+	keys, err := s.storage.List(ctx, strings.TrimSuffix(requestFolder, "/"), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing requests: %w", err)
+	}
+	var out []*Request
+	for _, key := range keys {
+		if !isRecordKey(key) {
+			continue
+		}
+		var r Request
+		found, err := loadJSON(ctx, s.storage, key, &r)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out = append(out, &r)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Request) int { return a.Created.Compare(b.Created) })
+	return out, nil
+}
+
+// pruneRequests deletes requests decided (or expired) more than requestKeep ago.
+func (s *Records) pruneRequests(ctx context.Context, now time.Time) error {
+	all, err := s.Requests(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range all {
+		end := r.Decided
+		if end.IsZero() {
+			end = r.Deadline
+		}
+		if r.State != RequestPending && now.Sub(end) > requestKeep {
+			if err := s.storage.Delete(ctx, requestKey(r.ID)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
