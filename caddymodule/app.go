@@ -195,7 +195,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	a.authority.Notifier = notifier
+	if notifier.targets() > 0 {
+		a.authority.Notifier = notifier
+	}
 	a.shared.settings.Store(&syncSettings{
 		interval:     time.Duration(a.SyncInterval),
 		maxStaleness: time.Duration(a.MaxStaleness),

@@ -225,6 +225,9 @@ func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
 	if len(rc.Eligible) == 0 {
 		return nil, d.Err("no one is eligible for the role: add `eligible USER…` or `eligible group:NAME`")
 	}
+	if rc.MaxTotal != 0 && rc.MaxTotal < rc.MaxDuration {
+		return nil, d.Errf("max_total %s is shorter than max_duration %s: a session could not even start", time.Duration(rc.MaxTotal), time.Duration(rc.MaxDuration))
+	}
 	return rc, nil
 }
 

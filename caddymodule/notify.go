@@ -150,6 +150,16 @@ func (a *appNotifier) Notify(n session.Notification) {
 	}
 }
 
+// targets counts the places notifications go; with none, the authority gets no
+// notifier and skips the work of preparing them (such as the expiring-session scan).
+func (a *appNotifier) targets() int {
+	n := len(a.global)
+	for _, ts := range a.roles {
+		n += len(ts)
+	}
+	return n
+}
+
 func (a *App) buildNotifier(d *dispatcher) (*appNotifier, error) {
 	an := &appNotifier{d: d, roles: map[string][]notifyTarget{}}
 	client := &http.Client{Timeout: notifyTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -156,7 +156,7 @@ type activationForm struct {
 	BreakGlass bool
 	Return     string
 	CSRF       string
-	Error         string
+	Error      string
 	// ErrorField names the input the error is about, for the error summary link.
 	ErrorField string
 }

@@ -37,7 +37,7 @@ type Notification struct {
 	BreakGlass    bool      `json:"break_glass,omitempty"`
 	// Alert names the approvers to tell directly (requests and break-glass), beyond the
 	// configured targets.
-	Alert []string `json:"-"`
+	Alert []string `json:"alert,omitempty"`
 }
 
 // Notifier delivers notifications. Notify must not block: delivery happens elsewhere,

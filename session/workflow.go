@@ -180,7 +180,7 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 	if err := a.Records.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
-	a.Audit.Event(EventActivationRequested, append(requestFields(req), zap.Int("approvals_needed", req.Needed),
+	a.Audit.Event(EventActivationRequested, append(requestFields(req), zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
 		zap.String("deadline", req.Deadline.Format(time.RFC3339)))...)
 	n := requestNotification(NotifyRequested, req, now)
 	n.Alert = approversOf(act.Role)
@@ -587,7 +587,7 @@ func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record,
 		return "", nil, err
 	}
 	a.Audit.Event(EventExtended, append(recordFields(rec), zap.String("extension_justification", ext.Justification),
-		zap.String("from", from.Format(time.RFC3339)), zap.String("client_ip", ext.ClientIP))...)
+		zap.String("from", from.Format(time.RFC3339)), zap.String("extension_client_ip", ext.ClientIP))...)
 	n := recordNotification(NotifyExtended, rec, now)
 	n.Justification = ext.Justification
 	a.notify(n)
@@ -628,6 +628,8 @@ func (a *Authority) NotifyExpiring(ctx context.Context, within time.Duration) er
 	return nil
 }
 
+// requestFields describe a request in the events about it. The requester's address is
+// left to the caller: in a decision's event, client_ip is the approver's.
 func requestFields(r *Request) []zap.Field {
 	fields := []zap.Field{
 		zap.String("request_id", r.ID),
@@ -635,7 +637,6 @@ func requestFields(r *Request) []zap.Field {
 		zap.String("role", r.Role),
 		zap.String("justification", r.Justification),
 		zap.Duration("duration", r.Duration),
-		zap.String("client_ip", r.ClientIP),
 	}
 	if r.Ticket != "" {
 		fields = append(fields, zap.String("ticket", r.Ticket))

@@ -1195,9 +1195,37 @@ func (e *env) audit() []event {
 			e.t.Errorf("audit log line is not JSON: %v: %s", err, line)
 			continue
 		}
+		if key := duplicateKey(line); key != "" {
+			e.t.Errorf("audit log line has the key %q twice (a JSON reader keeps only one of them): %s", key, line)
+		}
 		out = append(out, ev)
 	}
 	return out
+}
+
+// duplicateKey returns a top-level key that a JSON object line repeats, or "".
+func duplicateKey(line []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return key
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
+		}
+	}
+	return ""
 }
 
 func (e *env) auditRaw() string {
