@@ -119,10 +119,15 @@ const clockLeeway = 5
 
 func checkClaims(c *Claims, want Want, now time.Time) error {
 	unix := now.Unix()
+	leeway := int64(clockLeeway)
+	if c.NotBefore > c.IssuedAt {
+		// A scheduled session starts when it says, to the second.
+		leeway = 0
+	}
 	switch {
 	case unix >= c.Expiry:
 		return ErrTokenExpired
-	case unix+clockLeeway < c.NotBefore:
+	case unix+leeway < c.NotBefore:
 		return ErrTokenNotYet
 	case c.Audience != want.Audience:
 		return ErrTokenAudience

@@ -403,10 +403,19 @@ func TestVerifierAcceptsAndCachesAValidToken(t *testing.T) {
 
 func TestVerifierLeewayForNotBefore(t *testing.T) {
 	f := newVerifierFixture(t)
-	token := f.sign(t, with2(validClaims(vnow), func(c *Claims) { c.NotBefore = vnow.Unix() + 5 }))
+	// Issued by an instance whose clock runs 5 s ahead: iat and nbf both ahead.
+	token := f.sign(t, with2(validClaims(vnow), func(c *Claims) { c.NotBefore, c.IssuedAt = vnow.Unix()+5, vnow.Unix()+5 }))
 	v := f.newVerifier(t, 0)
 	if _, err := v.Verify(token, wantAlice(), vnow); err != nil {
 		t.Fatalf("nbf 5 s ahead, within the leeway: %v", err)
+	}
+	// A scheduled session (nbf after iat) starts to the second: no leeway.
+	scheduled := f.sign(t, with2(validClaims(vnow), func(c *Claims) { c.IssuedAt, c.NotBefore = vnow.Unix()-60, vnow.Unix()+1 }))
+	if _, err := v.Verify(scheduled, wantAlice(), vnow); !errors.Is(err, ErrTokenNotYet) {
+		t.Fatalf("scheduled 1 s ahead: %v, want %v", err, ErrTokenNotYet)
+	}
+	if _, err := v.Verify(scheduled, wantAlice(), vnow.Add(time.Second)); err != nil {
+		t.Fatalf("scheduled, at its start: %v", err)
 	}
 	// But never any leeway for the end.
 	if _, err := v.Verify(token, wantAlice(), time.Unix(validClaims(vnow).Expiry, 0)); !errors.Is(err, ErrTokenExpired) {

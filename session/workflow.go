@@ -214,11 +214,13 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 		ClientIP:      s.clientIP,
 		UserAgent:     s.userAgent,
 		Methods:       []string{"otp"},
-		Start:         s.start.UTC(),
-		Expires:       s.expires.UTC().Truncate(time.Second),
-		RequestID:     s.requestID,
-		Approvers:     s.approvers,
-		BreakGlass:    s.breakGlass,
+		// Whole seconds, as in the token: limits computed from the start (max_total)
+		// then land on whole seconds too.
+		Start:      s.start.UTC().Truncate(time.Second),
+		Expires:    s.expires.UTC().Truncate(time.Second),
+		RequestID:  s.requestID,
+		Approvers:  s.approvers,
+		BreakGlass: s.breakGlass,
 	}
 	create := func() error { return a.Records.create(ctx, rec) }
 	if s.role.MaxActive > 0 {
@@ -535,7 +537,9 @@ type Extended struct {
 // Extend gives an active session more time, within the role's max_total, after the
 // user's code. It returns a new token for the session.
 func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record, error) {
-	now := a.Now()
+	// Whole seconds, as records and tokens keep them, so that the policy's limit and
+	// the stored end agree.
+	now := a.Now().Truncate(time.Second)
 	user := ext.Caller.User
 	fail := func(reason, message string, lockedUntil time.Time) (string, *Record, error) {
 		a.Audit.Event(EventExtensionFailed, zap.String("user", user), zap.String("session_id", ext.SessionID),
@@ -555,7 +559,7 @@ func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record,
 	if ext.Role == nil || ext.Role.Name != rec.Role {
 		return fail(string(policy.ReasonUnknownRole), "the role "+rec.Role+" is no longer configured", time.Time{})
 	}
-	end, d := ext.Role.Extension(rec.Start, rec.Expires, now, ext.Duration)
+	end, d := ext.Role.Extension(rec.Start.Truncate(time.Second), rec.Expires, now, ext.Duration)
 	if !d.Allowed {
 		return fail(string(d.Reason), d.Message, time.Time{})
 	}
