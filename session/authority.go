@@ -237,6 +237,29 @@ func (a *Authority) EndUser(ctx context.Context, user, by, reason string) ([]*Re
 }
 
 func (a *Authority) end(ctx context.Context, rec *Record, how, by, reason string) error {
+	return a.withSession(ctx, rec.ID, func() error {
+		// Decided on the record as stored now: an extension may have moved its end.
+		fresh, err := a.Records.Load(ctx, rec.User, rec.ID)
+		if err != nil {
+			return err
+		}
+		*rec = *fresh
+		return a.endLocked(ctx, rec, how, by, reason)
+	})
+}
+
+// withSession runs fn under the session's lock: every change to a stored session
+// record (ending, extending, noting the expiring notice) reads and writes it under
+// this lock, so none of them overwrites another made meanwhile on any instance.
+func (a *Authority) withSession(ctx context.Context, id string, fn func() error) error {
+	if !validSessionID(id) {
+		// Never a storage key made from an id that is not ours.
+		return ErrSessionNotFound
+	}
+	return a.locks.with(ctx, a.Records.storage, keyPrefix+"session-locks/"+id, fn)
+}
+
+func (a *Authority) endLocked(ctx context.Context, rec *Record, how, by, reason string) error {
 	now := a.Now()
 	if !rec.Active(now) {
 		return nil

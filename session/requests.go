@@ -47,8 +47,11 @@ type Request struct {
 	Decisions []Decision `json:"decisions,omitempty"`
 	State     string     `json:"state"`
 	// SessionID is the session started from the request, once approved.
-	SessionID string    `json:"session_id,omitempty"`
-	Decided   time.Time `json:"decided,omitzero"`
+	SessionID string `json:"session_id,omitempty"`
+	// WaitingForPlace is set while an approved request waits for a place under the
+	// role's max_active.
+	WaitingForPlace bool      `json:"waiting_for_place,omitempty"`
+	Decided         time.Time `json:"decided,omitzero"`
 }
 
 // Decision is one approver's answer to a request.

@@ -28,6 +28,9 @@ var ErrNeedsApproval = errors.New("the role needs approval: submit the activatio
 // Activate checks an activation and, if every rule holds, starts the session. It
 // returns the signed token for the cookie and the record. Every outcome is audited.
 func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Record, error) {
+	if act.Role.NeedsApproval() && !act.BreakGlass {
+		return "", nil, ErrNeedsApproval
+	}
 	res, err := a.Submit(ctx, act)
 	if err != nil {
 		return "", nil, err
@@ -234,7 +237,7 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 				}
 				overlapping := 0
 				for _, r := range held {
-					if r.Start.Before(rec.Expires) {
+					if r.Start.Before(rec.Expires) && r.Expires.After(rec.Start) {
 						overlapping++
 					}
 				}
@@ -411,13 +414,19 @@ func (a *Authority) startApproved(ctx context.Context, req *Request, role *polic
 	}, now)
 	var refused *ActivationError
 	if errors.As(err, &refused) {
-		a.Audit.Event(EventActivationFailed, append(requestFields(req), zap.String("reason", refused.Reason))...)
-		return nil
+		if req.WaitingForPlace {
+			// Said once when the wait began; the sweep retries quietly.
+			return nil
+		}
+		req.WaitingForPlace = true
+		a.Audit.Event(EventActivationFailed, append(requestFields(req), zap.String("reason", refused.Reason),
+			zap.String("client_ip", req.ClientIP), zap.Bool("retried", true))...)
+		return a.Records.saveRequest(ctx, req)
 	}
 	if err != nil {
 		return err
 	}
-	req.SessionID = rec.ID
+	req.SessionID, req.WaitingForPlace = rec.ID, false
 	return a.Records.saveRequest(ctx, req)
 }
 
@@ -537,6 +546,25 @@ type Extended struct {
 // Extend gives an active session more time, within the role's max_total, after the
 // user's code. It returns a new token for the session.
 func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record, error) {
+	var (
+		token string
+		rec   *Record
+		err   error
+	)
+	lockErr := a.withSession(ctx, ext.SessionID, func() error {
+		token, rec, err = a.extendLocked(ctx, ext)
+		return nil
+	})
+	if errors.Is(lockErr, ErrSessionNotFound) {
+		return a.extendLocked(ctx, ext) // refuses it, audited, without touching storage
+	}
+	if lockErr != nil {
+		return "", nil, lockErr
+	}
+	return token, rec, err
+}
+
+func (a *Authority) extendLocked(ctx context.Context, ext Extension) (string, *Record, error) {
 	// Whole seconds, as records and tokens keep them, so that the policy's limit and
 	// the stored end agree.
 	now := a.Now().Truncate(time.Second)
@@ -583,6 +611,8 @@ func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record,
 	from := rec.Expires
 	rec.Extensions = append(rec.Extensions, Extended{At: now.UTC(), Justification: ext.Justification, From: from, To: end})
 	rec.Expires = end
+	// The new end deserves its own notice, 5 minutes before it.
+	rec.ExpiringNoticed = false
 	if err := a.Records.extend(ctx, rec); err != nil {
 		return "", nil, err
 	}
@@ -613,7 +643,7 @@ func (a *Authority) NotifyExpiring(ctx context.Context, within time.Duration) er
 		if r.ExpiringNoticed || r.Expires.Sub(now) > within || r.Start.After(now) {
 			continue
 		}
-		err := a.locks.with(ctx, a.Records.storage, keyPrefix+"notice-locks/"+r.ID, func() error {
+		err := a.withSession(ctx, r.ID, func() error {
 			rec, err := a.Records.Load(ctx, r.User, r.ID)
 			if err != nil || rec.ExpiringNoticed || !rec.Active(now) || rec.Expires.Sub(now) > within {
 				return err
