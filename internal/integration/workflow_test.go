@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -913,4 +914,56 @@ func TestWorkflowEmailNotification(t *testing.T) {
 	if n["event"] != "activated" || n["user"] != "alice" || n["role"] != roleAdmin || n["session_id"] != sid {
 		t.Errorf("the message's JSON %v, want event activated, user alice, role %s, session_id %s", n, roleAdmin, sid)
 	}
+}
+
+// W12. Requests live in storage: a request made on one instance of a cluster is
+// listed and approved on the other, and the requester's waiting page on the first
+// hands over the session.
+func TestWorkflowClusterApprovalAcrossInstances(t *testing.T) {
+	const role = "deploy"
+	storage := filepath.Join(t.TempDir(), "shared-storage")
+	site := siteSpec{Host: clusterHost, Bind: "127.0.0.1", Auth: true,
+		Jit: "\tjit " + role + " {\n\t\taudience http://" + clusterHost + "\n\t}"}
+	opts := envOptions{StorageDir: storage, Stopped: true, JitOptions: `
+		sync_interval 200ms
+		role deploy {
+			max_duration 1h
+			eligible alice
+			approval {
+				approvers carol
+			}
+		}`}
+	opts.Sites = []siteSpec{site}
+	a := newEnv(t, opts)
+	opts.Sites = []siteSpec{site}
+	b := newEnv(t, opts)
+	startTogether(a, b)
+	alice, carol := a.enroll("alice"), a.enroll("carol")
+	ba, bc := a.browser("alice"), b.browser("carol")
+	siteA, siteB := a.site(0), b.site(0)
+
+	id := wfRequestID(t, ba.activate(siteA, role, adminURI, alice.next(t), nil), "alice's request on A")
+	if ids := bc.listedRequests(siteB); !slices.Contains(ids, id) {
+		t.Fatalf("carol's approvals page on B lists %v, want alice's request %s made on A", ids, id)
+	}
+	form := bc.approvalForm(siteB, id)
+	if r := bc.decide(siteB, form, "approve", "", carol.next(t)); !wantStatus(t, r, http.StatusOK, "carol's approval on B") {
+		t.FailNow()
+	}
+	r := ba.get(siteA + "/.jit/requests/" + id)
+	if !wantStatus(t, r, http.StatusSeeOther, "alice's waiting page on A after the approval on B") {
+		t.FailNow()
+	}
+	if loc := r.Header.Get("Location"); loc != adminURI {
+		t.Errorf("the waiting page sent alice to %q, want %q", loc, adminURI)
+	}
+	wfSessionCookie(t, r, "the waiting page on A after the approval on B")
+	if r := ba.get(siteA + adminURI); wantStatus(t, r, http.StatusOK, "the protected URL on A") {
+		if got := a.up.last(t).Header.Get("X-Jit-User"); got != "alice" {
+			t.Errorf("A's upstream X-Jit-User=%q, want alice", got)
+		}
+	}
+	// The decision and the session are B's, in B's audit log, tied to the request.
+	b.waitEvent(match{"event": "request_approved", "request_id": id, "by": "carol"})
+	b.waitEvent(match{"event": "activation_succeeded", "request_id": id, "user": "alice"})
 }
