@@ -126,6 +126,11 @@ type RoleConfig struct {
 	MaxActive int `json:"max_active,omitempty"`
 	// Notify lists where this role's events go, beside the global targets.
 	Notify []NotifyConfig `json:"notify,omitempty"`
+	// RecordBodies, when positive, keeps up to that many bytes of the body of every
+	// mutating request (POST, PUT, PATCH, DELETE) made under the role's sessions, in
+	// storage, for session review. Every such request's size and SHA-256 are in its
+	// access event either way.
+	RecordBodies int64 `json:"record_bodies,omitempty"`
 }
 
 // JustificationConfig is the justification rule of a role.
@@ -184,13 +189,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Issuer:          a.Issuer,
 		MaxFailures:     a.Lockout.MaxFailures,
 		LockoutDuration: time.Duration(a.Lockout.Duration),
-		Audit:           ctx.Logger(Handler{}).Named("audit"),
+		Audit:           ctx.Logger(Handler{}).Named("audit").WithOptions(zap.ErrorOutput(&auditErrorSink{logger: a.logger})),
 		Now:             now,
 		State:           a.shared.state,
 	})
 	if err != nil {
 		return err
 	}
+	if err := registerMetrics(ctx.GetMetricsRegistry(), a.shared.state); err != nil {
+		return fmt.Errorf("registering caddy-jit's metrics: %w", err)
+	}
+	a.authority.Metrics = authorityMetrics{}
 	notifier, err := a.buildNotifier(a.shared.dispatcher)
 	if err != nil {
 		return err
@@ -479,6 +488,15 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 		cancel()
 		return nil, err
 	}
+	instance, err := caddy.InstanceID()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("reading Caddy's instance id, which names this instance's audit chain: %w", err)
+	}
+	if state.Chain, err = session.LoadChain(ctx, st, instance.String()); err != nil {
+		cancel()
+		return nil, fmt.Errorf("loading the audit chain head: %w", err)
+	}
 	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 		dispatcher: newDispatcher(logger.Named("notify"))}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
@@ -503,6 +521,9 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 		case <-timer.C:
 		}
 		t := now()
+		if err := s.state.Chain.Save(ctx, s.storage); err != nil && ctx.Err() == nil {
+			logger.Warn("saving the audit chain head; a restart now would continue the chain from an older event", zap.Error(err))
+		}
 		err := s.state.Sync(ctx, t)
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
@@ -540,6 +561,11 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			if err := settings.authority.NotifyExpiring(ctx, expiringNotice); err != nil && ctx.Err() == nil {
 				logger.Warn("looking for sessions that end soon", zap.Error(err))
 			}
+			if byRole, err := settings.authority.ActiveByRole(ctx); err == nil {
+				setActiveSessions(byRole)
+			} else if ctx.Err() == nil {
+				logger.Warn("counting active sessions for the metrics", zap.Error(err))
+			}
 		}
 	}
 }
@@ -560,7 +586,10 @@ func (s *sharedState) Destruct() error {
 	s.cancel()
 	<-s.done
 	s.dispatcher.stop()
-	return nil
+	// The last events' place in the chain, so that the next start continues it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.state.Chain.Save(ctx, s.storage)
 }
 
 // Interface guards.

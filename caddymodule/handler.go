@@ -125,6 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 func (h *Handler) recovered(r *http.Request, p any) error {
 	h.logger.Error("panic in the jit handler; the request is refused", zap.Any("panic", p), zap.Stack("stack"))
+	countDenial("internal_error")
 	h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "internal_error"),
 		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: internal error: %v", p))
@@ -139,6 +140,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Cl
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	user := h.app.identity(repl)
 	if user == "" || len(user) > maxUserLength {
+		countDenial("no_identity")
 		h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "no_identity"),
 			zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 		return nil, nil, time.Time{}, h.noIdentity(w, r)
@@ -167,6 +169,7 @@ func (a *App) stale(t time.Time) bool {
 }
 
 func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user string) error {
+	countDenial("revocations_stale")
 	h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("user", user), zap.String("reason", "revocations_stale"),
 		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	msg := "caddy-jit cannot reach its storage, so it cannot be sure which sessions were revoked; privileged access is paused until storage is back (last successful check " +
@@ -205,6 +208,14 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 
 	rec := &g.rec
 	rec.ResponseWriter = w
+	if mutating(r.Method) {
+		role, _ := h.app.role(c.Role)
+		var limit int64
+		if role != nil {
+			limit = role.RecordBodies
+		}
+		g.body = newBodyDigest(r, limit)
+	}
 	var err error
 	// Deferred, so that a request that ends in a panic is audited too: reverse_proxy
 	// aborts a stream cut off mid-way (by the end of its session, or a client that
@@ -223,7 +234,11 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		if status == 0 && (err != nil || p != nil) {
 			status = http.StatusInternalServerError
 		}
-		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.size, time.Since(start))
+		if err := g.body.store(r.Context(), h.app.authority, c.SessionID); err != nil {
+			h.logger.Error("recording a request body for session review", zap.String("session_id", c.SessionID), zap.Error(err))
+		}
+		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.size, time.Since(start), g.body.digest())
+		countRequest(c.Role, status)
 		if p != nil {
 			panic(p)
 		}
@@ -237,6 +252,8 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 type gatedRequest struct {
 	headerValues [3]string
 	rec          accessRecorder
+	// body is set for a mutating request: its digest goes into the access event.
+	body *bodyDigest
 }
 
 // refuse answers a request without an admitting session: an eligible caller is sent
@@ -255,6 +272,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 		zap.String("user", user), zap.String("reason", reason), zap.String("client_ip", clientIP(r)),
 		zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Strings("roles", h.Roles),
 	}
+	countDenial(reason)
 	if eligible == nil {
 		h.app.authority.Audit.Event(session.EventAccessDenied, append(fields, zap.Bool("eligible", false))...)
 		return h.forbidden(w, r, user)

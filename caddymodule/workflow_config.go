@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-jit/caddy-jit/policy"
 )
@@ -24,6 +25,9 @@ const (
 	DefaultApprovalCount   = 1
 	DefaultApprovalExpires = 24 * time.Hour
 	maxApprovalCount       = 10
+	// DefaultRecordBodies is what `record_bodies` without a size keeps of each body.
+	DefaultRecordBodies = 64 << 10
+	maxRecordBodies     = 10 << 20
 )
 
 // ApprovalConfig makes a role's activations wait for approvers.
@@ -117,6 +121,10 @@ func (rc *RoleConfig) buildWorkflow(r *policy.Role) error {
 		return fmt.Errorf("max_active %d must not be negative", rc.MaxActive)
 	}
 	r.MaxActive = rc.MaxActive
+	if rc.RecordBodies < 0 || rc.RecordBodies > maxRecordBodies {
+		return fmt.Errorf("record_bodies %d: want 1 byte to %d bytes (10 MiB)", rc.RecordBodies, maxRecordBodies)
+	}
+	r.RecordBodies = rc.RecordBodies
 	for _, spec := range rc.AllowedHours {
 		w, err := parseHours(strings.Fields(spec))
 		if err != nil {
@@ -426,6 +434,18 @@ func parseRoleWorkflow(d *caddyfile.Dispenser, rc *RoleConfig) (bool, error) {
 			return true, err
 		}
 		rc.Notify = append(rc.Notify, n)
+	case "record_bodies":
+		rc.RecordBodies = DefaultRecordBodies
+		if d.NextArg() {
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil || size == 0 || size > maxRecordBodies {
+				return true, d.Errf("record_bodies %q: want a size from 1B to 10MiB, e.g. 64KiB", d.Val())
+			}
+			rc.RecordBodies = int64(size)
+		}
+		if d.NextArg() {
+			return true, d.ArgErr()
+		}
 	default:
 		return false, nil
 	}

@@ -116,6 +116,9 @@ type Role struct {
 	AllowedHours []HoursWindow
 	// MaxActive is how many sessions of the role may be active at once; 0 is no limit.
 	MaxActive int
+	// RecordBodies, when positive, keeps up to that many bytes of each mutating
+	// request's body for session review.
+	RecordBodies int64
 }
 
 // TicketRequired reports whether activating the role needs a ticket reference.

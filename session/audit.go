@@ -26,38 +26,42 @@ const (
 	EventExtended            = "extended"
 	EventExtensionFailed     = "extension_failed"
 	EventBreakGlass          = "break_glass"
+	EventLockedOut           = "locked_out"
 )
 
 // Auditor writes audit events: one JSON object per line through zap, every
-// user-supplied string a field of its own so that no value can forge a line. Secrets
-// (codes, TOTP seeds, tokens) are never passed to it.
+// user-supplied string a field of its own so that no value can forge a line, each event
+// linked into the instance's chain (see chain.go). Secrets (codes, TOTP seeds, tokens)
+// are never passed to it.
 type Auditor struct {
-	log *zap.Logger
+	log   *zap.Logger
+	chain *Chain
+	now   Clock
 }
 
-// NewAuditor writes to log, which caddymodule names http.handlers.jit.audit.
-func NewAuditor(log *zap.Logger) *Auditor { return &Auditor{log: log} }
+// NewAuditor writes to log, which caddymodule names http.handlers.jit.audit, linking
+// events into chain; a nil chain starts a new one for this Auditor alone.
+func NewAuditor(log *zap.Logger, chain *Chain, now Clock) *Auditor {
+	if chain == nil {
+		chain = NewChain("local-" + randomID())
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Auditor{log: log, chain: chain, now: now}
+}
 
 // Event writes one audit event.
 func (a *Auditor) Event(event string, fields ...zap.Field) {
-	a.log.Info(event, append(fields, zap.String("event", event))...)
+	a.chain.write(a.log, event, fields, a.now)
 }
 
 // Access writes the event for one request made under a session.
-func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, bytes int64, took time.Duration) {
-	ce := a.log.Check(zap.InfoLevel, EventAccess)
-	if ce == nil {
-		return
-	}
+func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, bytes int64, took time.Duration, body *BodyDigest) {
 	// One event per privileged request: its fields live in a pooled array rather than
 	// a new slice each time.
 	f := accessFieldsPool.Get().(*accessFields)
-	n := len(f) - 1
-	if c.BreakGlass {
-		n = len(f)
-	}
-	*f = accessFields{
-		zap.String("event", EventAccess),
+	fields := append(f[:0],
 		zap.String("user", c.Subject),
 		zap.String("role", c.Role),
 		zap.String("session_id", c.SessionID),
@@ -66,15 +70,35 @@ func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, by
 		zap.String("uri", uri),
 		zap.Int("status", status),
 		zap.Int64("bytes", bytes),
-		zap.Duration("duration", took),
-		zap.Bool("break_glass", true),
+		zap.Int64("duration_us", took.Microseconds()),
+	)
+	if body != nil {
+		fields = append(fields, zap.Int64("body_bytes", body.Size), zap.String("body_sha256", body.SHA256))
+		if !body.Complete {
+			fields = append(fields, zap.Bool("body_complete", false))
+		}
+		if body.Key != "" {
+			fields = append(fields, zap.String("body_key", body.Key))
+		}
 	}
-	ce.Write(f[:n]...)
-	*f = accessFields{} // drop the references to this request's strings
+	if c.BreakGlass {
+		fields = append(fields, zap.Bool("break_glass", true))
+	}
+	a.chain.write(a.log, EventAccess, fields, a.now)
+	clear(f[:])
 	accessFieldsPool.Put(f)
 }
 
-type accessFields [11]zap.Field
+// BodyDigest describes the body of a mutating request: its size and SHA-256 as the
+// upstream read it, and where it was stored when the role records bodies.
+type BodyDigest struct {
+	Size     int64
+	SHA256   string
+	Complete bool
+	Key      string
+}
+
+type accessFields [16]zap.Field
 
 var accessFieldsPool = sync.Pool{New: func() any { return new(accessFields) }}
 

@@ -27,6 +27,9 @@ type State struct {
 	Verifier    *Verifier
 	Records     *Records
 	Live        *Live
+	// Chain links this instance's audit events; nil gives each Authority a chain of
+	// its own that is not kept in storage.
+	Chain *Chain
 	// lastSync is when revocations were last read from storage (Unix nanoseconds).
 	lastSync atomic.Int64
 }
@@ -107,7 +110,9 @@ type Authority struct {
 	Now    Clock
 	// Notifier is told about every step of the workflow; nil tells no one.
 	Notifier Notifier
-	locks    userLocks
+	// Metrics counts activations, code failures and lockouts; nil counts nothing.
+	Metrics Metrics
+	locks   userLocks
 }
 
 // Config is what NewAuthority needs beyond the storage.
@@ -136,7 +141,7 @@ func NewAuthority(ctx context.Context, st certmagic.Storage, cfg Config) (*Autho
 	return &Authority{
 		State:         state,
 		Authenticator: NewAuthenticator(st, cfg.Issuer, cfg.MaxFailures, cfg.LockoutDuration, cfg.Now),
-		Audit:         NewAuditor(cfg.Audit),
+		Audit:         NewAuditor(cfg.Audit, state.Chain, cfg.Now),
 		Issuer:        cfg.Issuer,
 		Now:           cfg.Now,
 	}, nil

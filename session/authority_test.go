@@ -217,11 +217,11 @@ func TestActivate(t *testing.T) {
 	if len(succeeded) != 1 || len(events(f.logs, EventActivationFailed)) != 0 {
 		t.Fatalf("audit events: %+v", f.logs.All())
 	}
-	fields := succeeded[0].ContextMap()
+	fields := fieldsOf(succeeded[0])
 	wantFields := map[string]any{
 		"event": EventActivationSucceeded, "user": "alice", "role": "console-admin", "session_id": rec.ID,
 		"justification": act.Justification, "ticket": "INC-42", "client_ip": "192.0.2.1",
-		"expires": "2026-01-01T00:15:10Z", "duration": 15 * time.Minute, "start": "2026-01-01T00:00:10Z",
+		"expires": "2026-01-01T00:15:10Z", "duration": "15m", "start": "2026-01-01T00:00:10Z",
 	}
 	if len(fields) != len(wantFields) {
 		t.Errorf("fields = %v, want %v", fields, wantFields)
@@ -240,7 +240,7 @@ func TestActivate(t *testing.T) {
 	if len(enrolled) != 1 {
 		t.Fatalf("enrolled events: %d", len(enrolled))
 	}
-	if m := enrolled[0].ContextMap(); m["user"] != "alice" || m["by"] != "admin" || m["replaced"] != false || len(m) != 4 {
+	if m := fieldsOf(enrolled[0]); m["user"] != "alice" || m["by"] != "admin" || m["replaced"] != false || len(m) != 4 {
 		t.Errorf("enrolled fields = %v", m)
 	}
 	f.assertNoSecretsLogged(t)
@@ -338,7 +338,7 @@ func TestActivateFailures(t *testing.T) {
 			if len(all) != 1 {
 				t.Fatalf("%d audit events, want 1: %+v", len(all), all)
 			}
-			m := all[0].ContextMap()
+			m := fieldsOf(all[0])
 			wantFields := map[string]any{
 				"event": EventActivationFailed, "reason": tt.reason, "user": act.Caller.User, "role": "console-admin",
 				"justification": act.Justification, "ticket": act.Ticket, "client_ip": "192.0.2.1",

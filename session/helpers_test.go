@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // fakeClock is a Clock that moves only when a test moves it.
@@ -141,4 +142,14 @@ func revocationStored(t *testing.T, st certmagic.Storage, id string) bool {
 		}
 	}
 	return false
+}
+
+// fieldsOf is an audit event's own fields, without those of the chain that links it
+// (instance, seq, prev, time), which every event carries.
+func fieldsOf(e observer.LoggedEntry) map[string]any {
+	m := e.ContextMap()
+	for _, k := range []string{FieldInstance, FieldSeq, FieldPrev, FieldTime} {
+		delete(m, k)
+	}
+	return m
 }

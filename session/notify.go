@@ -67,3 +67,28 @@ func requestNotification(event string, r *Request, now time.Time) Notification {
 		Approvers: r.Approvers(),
 	}
 }
+
+// Metrics counts what the authority decides, for monitoring. Implementations must be
+// cheap and must not block.
+type Metrics interface {
+	// Activation counts an activation by its result: "succeeded", "requested" (waits
+	// for approval) or the reason it was refused.
+	Activation(role, result string)
+	// CodeFailure counts a refused TOTP code: totp_invalid, totp_replayed, locked_out.
+	CodeFailure(reason string)
+	// Lockout counts a lockout that began.
+	Lockout()
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Activation(string, string) {}
+func (noMetrics) CodeFailure(string)        {}
+func (noMetrics) Lockout()                  {}
+
+func (a *Authority) metrics() Metrics {
+	if a.Metrics == nil {
+		return noMetrics{}
+	}
+	return a.Metrics
+}

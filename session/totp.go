@@ -33,7 +33,11 @@ var (
 )
 
 // LockedOutError refuses any code, right or wrong, until the lockout ends.
-type LockedOutError struct{ Until time.Time }
+type LockedOutError struct {
+	Until time.Time
+	// Began is set when this very failure started the lockout.
+	Began bool
+}
 
 func (e *LockedOutError) Error() string { return "locked_out" }
 
@@ -172,7 +176,7 @@ func (a *Authenticator) fail(ctx context.Context, user string, l lockout, now ti
 		return err
 	}
 	if locked {
-		return &LockedOutError{Until: l.LockedUntil}
+		return &LockedOutError{Until: l.LockedUntil, Began: true}
 	}
 	return cause
 }

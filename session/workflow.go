@@ -59,6 +59,7 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 			fields = append(fields, zap.Bool("break_glass", true))
 		}
 		a.Audit.Event(EventActivationFailed, fields...)
+		a.metrics().Activation(act.Role.Name, reason)
 		return nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
 	}
 
@@ -123,9 +124,17 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 func (a *Authority) checkCode(ctx context.Context, user, code string) (reason, message string, lockedUntil time.Time, err error) {
 	err = a.Authenticator.Check(ctx, user, code)
 	var locked *LockedOutError
+	if errors.As(err, &locked) && locked.Began {
+		a.Audit.Event(EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
+		a.metrics().Lockout()
+	}
 	switch {
 	case err == nil:
 		return "", "", time.Time{}, nil
+	case errors.Is(err, ErrCodeInvalid), errors.Is(err, ErrCodeReplayed), errors.As(err, &locked):
+		a.metrics().CodeFailure(err.Error())
+	}
+	switch {
 	case errors.As(err, &locked):
 		return "locked_out", "too many wrong codes: activation is locked until " + locked.Until.UTC().Format("15:04 UTC"), locked.Until, nil
 	case errors.Is(err, ErrCodeInvalid):
@@ -183,6 +192,7 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 	if err := a.Records.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
+	a.metrics().Activation(req.Role, "requested")
 	a.Audit.Event(EventActivationRequested, append(requestFields(req), zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
 		zap.String("deadline", req.Deadline.Format(time.RFC3339)))...)
 	n := requestNotification(NotifyRequested, req, now)
@@ -256,8 +266,9 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 		return nil, "", err
 	}
 	a.Audit.Event(EventActivationSucceeded, append(recordFields(rec),
-		zap.Duration("duration", rec.Expires.Sub(rec.Start)), zap.String("start", rec.Start.Format(time.RFC3339)))...)
+		zap.String("duration", policy.FormatDuration(rec.Expires.Sub(rec.Start))), zap.String("start", rec.Start.Format(time.RFC3339)))...)
 	a.notify(recordNotification(NotifyActivated, rec, now))
+	a.metrics().Activation(rec.Role, "succeeded")
 	return rec, token, nil
 }
 
@@ -670,7 +681,7 @@ func requestFields(r *Request) []zap.Field {
 		zap.String("user", r.User),
 		zap.String("role", r.Role),
 		zap.String("justification", r.Justification),
-		zap.Duration("duration", r.Duration),
+		zap.String("duration", policy.FormatDuration(r.Duration)),
 	}
 	if r.Ticket != "" {
 		fields = append(fields, zap.String("ticket", r.Ticket))
@@ -679,4 +690,21 @@ func requestFields(r *Request) []zap.Field {
 		fields = append(fields, zap.String("start", r.Start.Format(time.RFC3339)))
 	}
 	return fields
+}
+
+// ActiveByRole counts the sessions running now (started, not ended, not revoked), by
+// role, for the metrics.
+func (a *Authority) ActiveByRole(ctx context.Context) (map[string]int, error) {
+	now := a.Now()
+	active, err := a.Records.Active(ctx, Filter{}, now)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{}
+	for _, r := range active {
+		if r.Started(now) && !a.Revocations.Revoked(r.ID) {
+			counts[r.Role]++
+		}
+	}
+	return counts, nil
 }

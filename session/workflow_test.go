@@ -697,7 +697,7 @@ func TestScheduledStartWithApproval(t *testing.T) {
 		t.Fatalf("approvers = %v", rec.Approvers)
 	}
 	wantFields(t, EventActivationSucceeded, only(t, w.logs, EventActivationSucceeded),
-		map[string]any{"start": start.Format(time.RFC3339), "duration": 15 * time.Minute, "request_id": req.ID})
+		map[string]any{"start": start.Format(time.RFC3339), "duration": "15m", "request_id": req.ID})
 	if n := w.notes.of(NotifyActivated); len(n) != 1 || !n[0].Start.Equal(start) {
 		t.Fatalf("activated notifications = %+v", n)
 	}
@@ -912,8 +912,8 @@ func TestBreakGlass(t *testing.T) {
 	}
 
 	w.logs.TakeAll()
-	w.a.Audit.Access(c, "192.0.2.1", "GET", "/db", 200, 42, time.Millisecond)
-	w.a.Audit.Access(nc, "192.0.2.2", "GET", "/console", 200, 42, time.Millisecond)
+	w.a.Audit.Access(c, "192.0.2.1", "GET", "/db", 200, 42, time.Millisecond, nil)
+	w.a.Audit.Access(nc, "192.0.2.2", "GET", "/console", 200, 42, time.Millisecond, nil)
 	access := events(w.logs, EventAccess)
 	if len(access) != 2 {
 		t.Fatalf("%d access events", len(access))

@@ -187,7 +187,7 @@ func TestActivationReachesUpstream(t *testing.T) {
 		if uri := acc.str("uri"); uri != adminURI {
 			t.Errorf("access event uri=%q, want %q: %v", uri, adminURI, acc)
 		}
-		for _, k := range []string{"bytes", "duration"} {
+		for _, k := range []string{"bytes", "duration_us", "instance", "seq", "prev", "time"} {
 			if _, ok := acc[k]; !ok {
 				t.Errorf("access event lacks %q: %v", k, acc)
 			}

@@ -1,0 +1,132 @@
+package caddymodule
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// Prometheus metrics, registered in Caddy's metrics registry so that they appear on
+// its /metrics. The collectors are made once per process and registered into each
+// config's registry, so a reload neither resets nor duplicates them.
+var jitMetrics struct {
+	activations      *prometheus.CounterVec
+	activeSessions   *prometheus.GaugeVec
+	requests         *prometheus.CounterVec
+	denials          *prometheus.CounterVec
+	codeFailures     *prometheus.CounterVec
+	lockouts         prometheus.Counter
+	syncAge          prometheus.GaugeFunc
+	auditWriteErrors prometheus.Counter
+	// state is the shared state the sync-age gauge reads.
+	state atomic.Pointer[session.State]
+}
+
+// The collectors exist from the start, so that counting never waits for a config.
+func init() { initMetrics() }
+
+func initMetrics() {
+	const ns, sub = "caddy", "jit"
+	m := &jitMetrics
+	m.activations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "activations_total",
+		Help: "Activations by role and result: succeeded, requested (waits for approval), or the reason for a refusal."}, []string{"role", "result"})
+	m.activeSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "active_sessions",
+		Help: "Sessions active now, by role (refreshed every 30 s from storage)."}, []string{"role"})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "requests_total",
+		Help: "Privileged requests passed under a session, by role and status class (2xx, 3xx, 4xx, 5xx)."}, []string{"role", "code"})
+	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "denials_total",
+		Help: "Gated requests refused, by reason."}, []string{"reason"})
+	m.codeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "totp_failures_total",
+		Help: "TOTP codes refused, by reason: totp_invalid, totp_replayed, locked_out."}, []string{"reason"})
+	m.lockouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "lockouts_total",
+		Help: "Lockouts begun after repeated wrong codes."})
+	m.syncAge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "revocation_sync_age_seconds",
+		Help: "Seconds since the revocation set was last read from storage."}, func() float64 {
+		if st := m.state.Load(); st != nil {
+			return time.Since(st.LastSync()).Seconds()
+		}
+		return 0
+	})
+	m.auditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "audit_write_errors_total",
+		Help: "Audit events that a log sink failed to write (each also reported in Caddy's log)."})
+}
+
+// registerMetrics registers the collectors in a config's registry.
+func registerMetrics(registry *prometheus.Registry, state *session.State) error {
+	jitMetrics.state.Store(state)
+	if registry == nil {
+		return nil
+	}
+	m := &jitMetrics
+	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors} {
+		if err := registry.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// authorityMetrics is the session.Metrics of the authority.
+type authorityMetrics struct{}
+
+func (authorityMetrics) Activation(role, result string) {
+	jitMetrics.activations.WithLabelValues(role, result).Inc()
+}
+func (authorityMetrics) CodeFailure(reason string) { jitMetrics.codeFailures.WithLabelValues(reason).Inc() }
+func (authorityMetrics) Lockout()                  { jitMetrics.lockouts.Inc() }
+
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// countRequest counts a privileged request by role and status class.
+func countRequest(role string, status int) {
+	class := "other"
+	if i := status/100 - 1; i >= 0 && i < len(statusClasses) {
+		class = statusClasses[i]
+	}
+	jitMetrics.requests.WithLabelValues(role, class).Inc()
+}
+
+func countDenial(reason string) { jitMetrics.denials.WithLabelValues(reason).Inc() }
+
+// setActiveSessions replaces the active-session gauge with counts by role.
+func setActiveSessions(byRole map[string]int) {
+	jitMetrics.activeSessions.Reset()
+	for role, n := range byRole {
+		jitMetrics.activeSessions.WithLabelValues(role).Set(float64(n))
+	}
+}
+
+// auditErrorSink receives what zap reports when a sink fails to write an audit event
+// (zap.ErrorOutput): it counts the failure and reports it in Caddy's own log, at most
+// once every 10 s with the number of failures since the last report.
+type auditErrorSink struct {
+	logger  *zap.Logger
+	mu      sync.Mutex
+	last    time.Time
+	pending int
+}
+
+func (s *auditErrorSink) Write(p []byte) (int, error) {
+	jitMetrics.auditWriteErrors.Inc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending++
+	if time.Since(s.last) >= 10*time.Second {
+		s.logger.Error("writing audit events failed: the audit log is missing events; fix the log output (disk full? permissions?)",
+			zap.Int("failed_events", s.pending), zap.String("error", strings.TrimSpace(string(p))))
+		s.last, s.pending = time.Now(), 0
+	}
+	return len(p), nil
+}
+
+func (s *auditErrorSink) Sync() error { return nil }
