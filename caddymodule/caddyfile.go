@@ -51,6 +51,7 @@ func init() {
 //			allowed_hours DAYS HH:MM-HH:MM [TIME_ZONE]
 //			max_active N
 //			notify webhook URL [SECRET] | notify email ADDRESS...
+//			record_bodies [SIZE]
 //		}
 //		notify webhook URL [SECRET] [{ secret S  format json|slack }]
 //		notify email ADDRESS...
@@ -212,7 +213,7 @@ func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
 				return nil, err
 			}
 			if !handled {
-				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, allowed_hours, max_active or notify", d.Val())
+				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, allowed_hours, max_active, notify or record_bodies", d.Val())
 			}
 		}
 	}

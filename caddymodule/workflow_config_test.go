@@ -112,6 +112,9 @@ func TestCaddyfileWorkflowMistakesFailWithLineAndFix(t *testing.T) {
 		{"smtp bad tls", global("\t\tsmtp {\n\t\t\taddress mail.example.test:25\n\t\t\tfrom jit@example.test\n\t\t\ttls maybe\n\t\t}\n"), "Caddyfile:", `smtp tls "maybe"`},
 		{"smtp username without password", global("\t\tsmtp {\n\t\t\taddress mail.example.test:25\n\t\t\tfrom jit@example.test\n\t\t\tusername u\n\t\t}\n"), "Caddyfile:", "username and password go together"},
 		{"webhook bad format", global("\t\tnotify webhook https://h.example.test/ {\n\t\t\tformat xml\n\t\t}\n"), "Caddyfile:", `format "xml"`},
+		{"record_bodies zero", role("\t\t\trecord_bodies 0\n"), "Caddyfile:6", `record_bodies "0"`},
+		{"record_bodies too big", role("\t\t\trecord_bodies 20MiB\n"), "Caddyfile:6", "from 1B to 10MiB"},
+		{"record_bodies two sizes", role("\t\t\trecord_bodies 1KiB 2KiB\n"), "Caddyfile:6", "wrong argument count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,3 +191,21 @@ func TestParseHoursWindows(t *testing.T) {
 }
 
 func caddyDuration(d time.Duration) caddy.Duration { return caddy.Duration(d) }
+
+func TestCaddyfileRecordBodies(t *testing.T) {
+	for src, want := range map[string]int64{"record_bodies": DefaultRecordBodies, "record_bodies 16B": 16, "record_bodies 1MiB": 1 << 20} {
+		cfg, err := adapt(t, "{\n\tjit {\n\t\trole r {\n\t\t\tmax_duration 1h\n\t\t\teligible a\n\t\t\t"+src+"\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit r\n}\n")
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		raw, _ := json.Marshal(cfg["apps"].(map[string]any)["jit"])
+		var app App
+		if err := json.Unmarshal(raw, &app); err != nil {
+			t.Fatal(err)
+		}
+		role, err := app.Roles["r"].build("r")
+		if err != nil || role.RecordBodies != want {
+			t.Errorf("%s: RecordBodies %d (%v), want %d", src, role.RecordBodies, err, want)
+		}
+	}
+}

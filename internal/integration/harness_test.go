@@ -163,7 +163,11 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 ` + standardRoles + `
 	}
 	log audit {
+{{- if .AuditOutput}}
+		{{.AuditOutput}}
+{{- else}}
 		output file "{{.AuditLog}}"
+{{- end}}
 		include http.handlers.jit.audit
 		format json
 	}
@@ -220,6 +224,9 @@ type caddyfileData struct {
 	Users         []userHash
 	Sites         []siteSpec
 	Upstream      string
+	// AuditOutput replaces the audit log's output line (e.g. to roll it, or to send it
+	// somewhere that fails).
+	AuditOutput string
 }
 
 // envOptions change the standard environment.
@@ -241,6 +248,8 @@ type envOptions struct {
 	// Binary, if set, is the Caddy binary to run instead of caddyBin (e.g. the
 	// jitfaults build of faultsBinary).
 	Binary string
+	// AuditOutput replaces the audit log's `output file …` line.
+	AuditOutput string
 }
 
 // ---------------------------------------------------------------------------
@@ -296,6 +305,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		Users:         userHashes(t),
 		Sites:         sites,
 		Upstream:      e.up.addr(),
+		AuditOutput:   opts.AuditOutput,
 	}
 	e.cfgFile = filepath.Join(e.dir, "Caddyfile")
 	e.writeCaddyfile()
@@ -575,6 +585,8 @@ type upstreamRequest struct {
 	RawQuery string      `json:"raw_query"`
 	Host     string      `json:"host"`
 	Header   http.Header `json:"header"`
+	// Body is the request body as received (the first MiB), for mutating requests.
+	Body string `json:"body,omitempty"`
 }
 
 type upstream struct {
@@ -599,6 +611,10 @@ func newUpstream(t *testing.T) *upstream {
 	}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := upstreamRequest{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Host: r.Host, Header: r.Header.Clone()}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Body != nil {
+			body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			rec.Body = string(body)
+		}
 		u.mu.Lock()
 		u.reqs = append(u.reqs, rec)
 		u.mu.Unlock()
