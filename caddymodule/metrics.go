@@ -82,8 +82,10 @@ type authorityMetrics struct{}
 func (authorityMetrics) Activation(role, result string) {
 	jitMetrics.activations.WithLabelValues(role, result).Inc()
 }
-func (authorityMetrics) CodeFailure(reason string) { jitMetrics.codeFailures.WithLabelValues(reason).Inc() }
-func (authorityMetrics) Lockout()                  { jitMetrics.lockouts.Inc() }
+func (authorityMetrics) CodeFailure(reason string) {
+	jitMetrics.codeFailures.WithLabelValues(reason).Inc()
+}
+func (authorityMetrics) Lockout() { jitMetrics.lockouts.Inc() }
 
 var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"strconv"
 	"sync"
@@ -120,8 +122,11 @@ func (c *Chain) Save(ctx context.Context, st certmagic.Storage) error {
 // cut short.
 func LoadChainHeads(ctx context.Context, st certmagic.Storage) ([]ChainHead, error) {
 	keys, err := st.List(ctx, keyPrefix+"audit-chains", false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // no chain saved yet
+	}
 	if err != nil {
-		return nil, nil //nolint:nilerr // no chain saved yet
+		return nil, fmt.Errorf("listing the saved audit chain heads: %w", err)
 	}
 	var heads []ChainHead
 	for _, key := range keys {
@@ -167,6 +172,9 @@ func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now Clo
 		zap.String(FieldTime, now().UTC().Format(time.RFC3339Nano)),
 	)
 	for _, f := range fields {
+		if testing.Testing() && reservedKey(f.Key) {
+			panic("audit field " + f.Key + " is a name the chain or the log envelope uses")
+		}
 		if f.Type == zapcore.StringType {
 			f.String = validUTF8(f.String)
 		}
@@ -180,6 +188,16 @@ func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now Clo
 	c.head.Seq, c.head.Hash = seq, string(text[:])
 	clear(all) // no reference to this event's strings outlives it
 	c.fields = all[:0]
+}
+
+// reservedKey reports a field name an event must not use: the chain's own, and the
+// log envelope's, which verifiers skip.
+func reservedKey(key string) bool {
+	switch key {
+	case "event", FieldInstance, FieldSeq, FieldPrev, FieldTime:
+		return true
+	}
+	return slices.Contains(EnvelopeKeys, key)
 }
 
 // validUTF8 replaces each invalid byte with U+FFFD, as zap's JSON encoder writes it, so

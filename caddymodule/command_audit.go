@@ -1,0 +1,565 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+func init() {
+	addJitSubcommand(auditCommand)
+	addJitSubcommand(reportCommand)
+}
+
+// Exit codes of the audit commands, for cron jobs and scripts.
+const (
+	auditExitOK = 0
+	// auditExitFinding: a broken chain, a session not in the log, alerts.
+	auditExitFinding = 1
+	// auditExitError: bad usage, a file or the config that cannot be read.
+	auditExitError = 2
+)
+
+// maxListedBreaks is how many breaks verify prints in text; --json has up to
+// session.MaxReportedBreaks.
+const maxListedBreaks = 10
+
+// usageExit makes cobra's flag errors exit with auditExitError, as the commands' own
+// usage errors do.
+func auditUsageExit(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return caddycmd.WrapCommandFuncForCobra(func(caddycmd.Flags) (int, error) {
+			return auditExitError, fmt.Errorf("%v: %s", err, c.UseLine())
+		})(c, nil)
+	})
+}
+
+func auditCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit <command>",
+		Short: "Verifies the audit log's chain and tells a session's story",
+		Long: `
+Reads the audit log that caddy-jit writes through the logger
+http.handlers.jit.audit (one JSON object per line), without a running Caddy:
+
+  verify   checks that no event was edited, removed, inserted or reordered,
+           and with --config that none is missing at the end
+  session  tells one session's story: activation, approvals, extensions,
+           every request and the end
+
+Give the files oldest first: rotated files before the current one. A glob
+such as /var/log/caddy/jit-audit*.log sorts them that way.`,
+	}
+	cmd.AddCommand(auditVerifyCommand(), auditSessionCommand())
+	return cmd
+}
+
+func auditVerifyCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "verify <file>… [--config <path> [--adapter <name>]] [--json]",
+		Short: "Checks the chain of the audit log: no event edited, removed, inserted or reordered",
+		Long: `
+Checks every instance's chain through the files, in the order given (rotated
+files first): each event carries its instance, a sequence number and the
+SHA-256 of the instance's previous event, so an edited, removed, inserted or
+reordered line breaks the chain where it happened. The first event of an
+instance may start anywhere (older files rotated away).
+
+Prints the first break, as file:line and why, and the totals per instance.
+
+With --config, the chain heads saved in the config's storage are compared
+too: a log whose events of an instance end before its saved head was cut
+short. (The saved head lags the log by up to a second; a log ahead of it is
+fine.)
+
+--json prints the result as JSON.
+
+Exit status: 0 intact, 1 broken, 2 usage or unreadable files.`,
+		Example: `  $ caddy jit audit verify /var/log/caddy/jit-audit*.log
+  $ caddy jit audit verify jit-audit.log --config /etc/caddy/Caddyfile
+  $ caddy jit audit verify jit-audit.log --json`,
+		RunE: runWithStreams(cmdAuditVerify),
+	}
+	cmd.Flags().StringP("config", "c", "", "Configuration file whose storage holds the saved chain heads")
+	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
+	cmd.Flags().BoolP("json", "", false, "Print the result as JSON")
+	auditUsageExit(cmd)
+	return cmd
+}
+
+func auditSessionCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "session <id> <file>… [--json]",
+		Short: "Tells one session's story from the audit log",
+		Long: `
+Tells what the audit log says about one session: its activation (who, which
+role, why, the ticket, start and expiry, from where; the approval request and
+the approvers' decisions if any), its extensions, every request made under it
+(time, method, URI, status, bytes, body SHA-256 when recorded), and its end:
+deactivated or revoked by whom and why, or expired. Totals: requests, bytes,
+statuses by class and the time it was active.
+
+Give the files oldest first. --json prints the story as JSON.
+
+Exit status: 0 found, 1 the session is not in the files, 2 usage or
+unreadable files.`,
+		Example: `  $ caddy jit audit session 3q2x9f… /var/log/caddy/jit-audit*.log`,
+		RunE:    runWithStreams(cmdAuditSession),
+	}
+	cmd.Flags().BoolP("json", "", false, "Print the story as JSON")
+	auditUsageExit(cmd)
+	return cmd
+}
+
+func reportCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "report <file>… [--since 30d] [--config <path> [--adapter <name>]] [--noisy N] [--json]",
+		Short: "Reports privileged access from the audit log, with alerts for review",
+		Long: `
+Sums up, per role and user, the activations, the time elevated (within the
+period; a session not ended counts until it expires or now), the requests made
+and the last use, over the period given by --since (default 30d; 12h, 7d,
+1d12h... as Caddy takes durations).
+
+Alerts:
+  noisy                 a user activated a role more than --noisy times (10)
+  unused_eligibility    an eligible user did not activate the role in 30 days
+  expiring_eligibility  an eligibility ends within 14 days
+  outside_hours         an activation outside the role's allowed_hours
+                        (break-glass included)
+  totp_failures         5 or more wrong or replayed codes of a user within
+                        15 minutes
+  locked_out            every refusal for a lockout
+  break_glass           every break-glass session
+
+The eligibility and hours alerts need the roles: give the config with
+--config; without it they are skipped and the report says so.
+
+Exit status: 0 no alerts, 1 alerts, 2 usage or unreadable files (for cron).`,
+		Example: `  $ caddy jit report /var/log/caddy/jit-audit*.log --config /etc/caddy/Caddyfile
+  $ caddy jit report jit-audit.log --since 7d --noisy 5 --json`,
+		RunE: runWithStreams(cmdReport),
+	}
+	cmd.Flags().StringP("since", "", "30d", "Length of the period that ends now")
+	cmd.Flags().StringP("config", "c", "", "Configuration file with the roles (eligibility, allowed hours)")
+	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
+	cmd.Flags().IntP("noisy", "", session.DefaultNoisyActivations, "Alert when a user activates a role more than this many times")
+	cmd.Flags().BoolP("json", "", false, "Print the report as JSON")
+	auditUsageExit(cmd)
+	return cmd
+}
+
+// auditInputs are the log files named on the command line, each once.
+func auditInputs(files []string) ([]session.AuditInput, error) {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		clean := filepath.Clean(f)
+		if seen[clean] {
+			return nil, fmt.Errorf("the file %s is given twice: give each audit log file once, oldest first", printable(f))
+		}
+		seen[clean] = true
+	}
+	return session.AuditFiles(files...), nil
+}
+
+// loadAuditConfig loads a config file, adapted, for the audit commands.
+func loadAuditConfig(fl caddycmd.Flags) (*caddy.Config, string, error) {
+	configFile, adapter := fl.String("config"), fl.String("adapter")
+	if configFile == "" {
+		if adapter != "" {
+			return nil, "", errors.New("--adapter needs --config")
+		}
+		return nil, "", nil
+	}
+	raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+	if err != nil {
+		return nil, "", fmt.Errorf("loading %s: %v", configFile, err)
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, "", fmt.Errorf("reading the config in %s: %v", configFile, err)
+	}
+	return &cfg, configFile, nil
+}
+
+// savedChainHeads reads the chain heads saved in the config's storage, and names
+// the storage.
+func savedChainHeads(cfg *caddy.Config, configFile string) ([]session.ChainHead, string, error) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	st, err := configuredStorage(ctx, cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening the storage of %s: %v", configFile, err)
+	}
+	heads, err := session.LoadChainHeads(ctx, st)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", sharedStateKey(st), err)
+	}
+	return heads, sharedStateKey(st), nil
+}
+
+// configuredRoles builds the roles of the config's jit app, as Provision does.
+func configuredRoles(cfg *caddy.Config, configFile string) (map[string]*policy.Role, error) {
+	raw, ok := cfg.AppsRaw["jit"]
+	if !ok {
+		return nil, fmt.Errorf("%s has no jit app (global `jit` option): no roles to report on", configFile)
+	}
+	var app App
+	if err := json.Unmarshal(raw, &app); err != nil {
+		return nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
+	}
+	app.setDefaults()
+	roles, err := buildRoles(app.Roles)
+	if err != nil {
+		return nil, fmt.Errorf("in %s: %v", configFile, err)
+	}
+	return roles, nil
+}
+
+func writeAuditJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// auditClock formats a time to the second, in UTC.
+func auditClock(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// cmdAuditVerify runs `caddy jit audit verify`.
+func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
+	files := fl.Args()
+	if len(files) == 0 {
+		return auditExitError, errors.New("no audit log file: caddy jit audit verify <file>… (rotated files first)")
+	}
+	cfg, configFile, err := loadAuditConfig(fl)
+	if err != nil {
+		return auditExitError, err
+	}
+	var opts session.VerifyOptions
+	storage := ""
+	if cfg != nil {
+		if opts.Heads, storage, err = savedChainHeads(cfg, configFile); err != nil {
+			return auditExitError, err
+		}
+		opts.CheckHeads = true
+	}
+	inputs, err := auditInputs(files)
+	if err != nil {
+		return auditExitError, err
+	}
+	res, err := session.VerifyChain(inputs, opts)
+	if err != nil {
+		return auditExitError, err
+	}
+	if fl.Bool("json") {
+		err = writeAuditJSON(stdout, res)
+	} else {
+		err = writeAuditVerification(stdout, res, storage, configFile)
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	if !res.Intact {
+		return auditExitFinding, fmt.Errorf("the audit chain is broken: %s", printable(res.FirstBreak().String()))
+	}
+	return auditExitOK, nil
+}
+
+func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage, configFile string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Read %s, %s: %s of %s.\n", auditPlural(len(res.Files), "file"), auditPlural64(res.Lines, "line"),
+		auditPlural64(res.Events, "event"), auditPlural(len(res.Instances), "instance"))
+	if len(res.Instances) > 0 {
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  INSTANCE\tSEQ\tEVENTS\tFROM\tTO\tSAVED HEAD")
+		for _, in := range res.Instances {
+			head := "-"
+			if in.SavedHeadSeq != nil {
+				head = strconv.FormatInt(*in.SavedHeadSeq, 10)
+			}
+			fmt.Fprintf(tw, "  %s\t%d…%d\t%d\t%s\t%s\t%s\n", printable(in.Instance), in.FirstSeq, in.LastSeq, in.Events,
+				printable(in.First), printable(in.Last), head)
+		}
+		tw.Flush()
+	}
+	switch {
+	case !res.HeadsChecked:
+		b.WriteString("Not checked for events missing at the end: give --config to compare with the chain heads saved in storage.\n")
+	case res.SavedHeads == 0:
+		fmt.Fprintf(&b, "Not checked for events missing at the end: %s (the storage of %s) holds no saved chain head. Is it the storage of the instances that wrote the log?\n",
+			printable(storage), printable(configFile))
+	default:
+		fmt.Fprintf(&b, "Compared with the %s saved in %s (the storage of %s).\n", auditPlural(res.SavedHeads, "chain head"), printable(storage), printable(configFile))
+		for _, h := range res.HeadsNotInFiles {
+			fmt.Fprintf(&b, "Note: instance %s has a saved chain head (seq %d) but no event in these files: its log is elsewhere (another instance of a cluster), or gone.\n",
+				printable(h.Instance), h.Seq)
+		}
+	}
+	if res.Intact {
+		b.WriteString("The chain is intact.\n")
+	} else {
+		fmt.Fprintf(&b, "The chain is BROKEN (%s). The first:\n", auditPlural(res.BreakCount, "break"))
+		for i, br := range res.Breaks {
+			if i == maxListedBreaks {
+				fmt.Fprintf(&b, "  … and %d more (--json lists up to %d)\n", res.BreakCount-maxListedBreaks, session.MaxReportedBreaks)
+				break
+			}
+			if i == 1 {
+				b.WriteString("Then:\n")
+			}
+			fmt.Fprintf(&b, "  %s\n", printable(br.String()))
+			if br.Suspect != "" {
+				fmt.Fprintf(&b, "  %s: the line to look at first\n", printable(br.Suspect))
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func auditPlural(n int, word string) string { return auditPlural64(int64(n), word) }
+
+func auditPlural64(n int64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.FormatInt(n, 10) + " " + word + "s"
+}
+
+// cmdAuditSession runs `caddy jit audit session`.
+func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
+	args := fl.Args()
+	if len(args) < 2 || args[0] == "" {
+		return auditExitError, errors.New("want a session id and the audit log files: caddy jit audit session <id> <file>…")
+	}
+	id := args[0]
+	inputs, err := auditInputs(args[1:])
+	if err != nil {
+		return auditExitError, err
+	}
+	story, err := session.SessionStory(inputs, id, now())
+	if errors.Is(err, session.ErrSessionNotInLog) {
+		return auditExitFinding, fmt.Errorf("no event of session %s in %s", strconv.Quote(id), printable(strings.Join(args[1:], ", ")))
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	if fl.Bool("json") {
+		err = writeAuditJSON(stdout, story)
+	} else {
+		err = writeAuditStory(stdout, story)
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	return auditExitOK, nil
+}
+
+// quoted shows free text users typed: quoted, with anything a terminal would act on
+// escaped.
+func auditQuoted(s string) string { return strconv.Quote(s) }
+
+func writeAuditStory(w io.Writer, s *session.Story) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Session %s: %s as %s\n", printable(s.SessionID), printable(s.User), printable(s.Role))
+	if r := s.Request; r != nil {
+		if r.RequestedAt.IsZero() {
+			fmt.Fprintf(&b, "\nRequested  (request %s: its request is not in these files)\n", printable(r.RequestID))
+		} else {
+			fmt.Fprintf(&b, "\nRequested  %s from %s, request %s (%s)\n", auditClock(r.RequestedAt), printable(r.ClientIP), printable(r.RequestID), printable(r.Where))
+			fmt.Fprintf(&b, "  for %s, %d approvals needed by %s: %s\n", printable(r.Duration), r.ApprovalsNeeded, auditClock(r.Deadline), auditQuoted(r.Justification))
+		}
+		for _, d := range r.Decisions {
+			verb := "denied  "
+			if d.Approved {
+				verb = "approved"
+			}
+			fmt.Fprintf(&b, "  %s %s by %s from %s: %s\n", verb, auditClock(d.At), printable(d.By), printable(d.ClientIP), auditQuoted(d.Comment))
+		}
+	}
+	if a := s.Activation; a != nil {
+		bg := ""
+		if a.BreakGlass {
+			bg = ", BREAK-GLASS"
+		}
+		fmt.Fprintf(&b, "\nActivated  %s from %s%s (%s)\n", auditClock(a.At), printable(a.ClientIP), bg, printable(a.Where))
+		fmt.Fprintf(&b, "  why:     %s\n", auditQuoted(a.Justification))
+		if a.Ticket != "" {
+			fmt.Fprintf(&b, "  ticket:  %s\n", printable(a.Ticket))
+		}
+		fmt.Fprintf(&b, "  from %s to %s (%s)\n", auditClock(a.Start), auditClock(a.Expires), printable(a.Duration))
+		if len(a.Approvers) > 0 {
+			names := make([]string, len(a.Approvers))
+			for i, n := range a.Approvers {
+				names[i] = printable(n)
+			}
+			fmt.Fprintf(&b, "  approved by %s\n", strings.Join(names, ", "))
+		}
+	} else {
+		b.WriteString("\nActivated  (not in these files: it is in an older file)\n")
+	}
+	for _, e := range s.Extensions {
+		fmt.Fprintf(&b, "Extended   %s from %s: to %s (was %s): %s\n", auditClock(e.At), printable(e.ClientIP), auditClock(e.To), auditClock(e.From), auditQuoted(e.Justification))
+	}
+	for _, f := range s.Failures {
+		fmt.Fprintf(&b, "Refused    %s %s: %s (%s)\n", auditClock(f.At), printable(f.Event), printable(f.Reason), printable(f.Where))
+	}
+	fmt.Fprintf(&b, "\nRequests (%d):\n", len(s.Accesses))
+	if len(s.Accesses) > 0 {
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  TIME\tMETHOD\tURI\tSTATUS\tBYTES\tBODY SHA-256")
+		for _, a := range s.Accesses {
+			body := "-"
+			if a.BodySHA256 != "" {
+				body = printable(a.BodySHA256)
+				if a.BodyBytes != nil {
+					body += " (" + strconv.FormatInt(*a.BodyBytes, 10) + " bytes"
+					if a.BodyIncomplete {
+						body += ", incomplete"
+					}
+					body += ")"
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", auditClock(a.At), printable(a.Method), printable(a.URI), a.Status, a.Bytes, body)
+		}
+		tw.Flush()
+	}
+	b.WriteString("\n")
+	switch e := s.End; e.How {
+	case session.EndDeactivated, session.EndRevoked:
+		how := e.How
+		if e.LocalOnly {
+			how += " on one instance only (storage was unreachable)"
+		}
+		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable(e.By), auditQuoted(e.Reason), printable(e.Where))
+	case session.EndExpired:
+		fmt.Fprintf(&b, "Ended      %s: expired\n", auditClock(e.At))
+	case session.EndActive:
+		fmt.Fprintf(&b, "Active     until %s\n", auditClock(e.At))
+	default:
+		b.WriteString("Ended      unknown (no expiry in these files)\n")
+	}
+	t := s.Totals
+	classes := make([]string, 0, len(t.Statuses))
+	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
+		if n := t.Statuses[c]; n > 0 {
+			classes = append(classes, fmt.Sprintf("%s %d", c, n))
+		}
+	}
+	statuses := ""
+	if len(classes) > 0 {
+		statuses = " (" + strings.Join(classes, ", ") + ")"
+	}
+	fmt.Fprintf(&b, "Totals     %s, %s%s, elevated %s\n", auditPlural64(t.Requests, "request"), auditPlural64(t.Bytes, "byte"), statuses, t.Elevated)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// cmdReport runs `caddy jit report`.
+func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
+	files := fl.Args()
+	if len(files) == 0 {
+		return auditExitError, errors.New("no audit log file: caddy jit report <file>… (rotated files first)")
+	}
+	since, err := caddy.ParseDuration(fl.String("since"))
+	if err != nil || since <= 0 {
+		return auditExitError, fmt.Errorf("--since %s is not a positive duration such as 30d, 7d or 12h", strconv.Quote(fl.String("since")))
+	}
+	noisy, err := fl.GetInt("noisy")
+	if err != nil || noisy < 1 {
+		return auditExitError, errors.New("--noisy must be a number of activations, at least 1")
+	}
+	cfg, configFile, err := loadAuditConfig(fl)
+	if err != nil {
+		return auditExitError, err
+	}
+	opts := session.ReportOptions{Noisy: noisy}
+	if cfg != nil {
+		if opts.Roles, err = configuredRoles(cfg, configFile); err != nil {
+			return auditExitError, err
+		}
+	}
+	inputs, err := auditInputs(files)
+	if err != nil {
+		return auditExitError, err
+	}
+	rep, err := session.Report(inputs, since, now(), opts)
+	if err != nil {
+		return auditExitError, err
+	}
+	if fl.Bool("json") {
+		err = writeAuditJSON(stdout, rep)
+	} else {
+		err = writeAuditReport(stdout, rep, fl.String("since"))
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	if len(rep.Alerts) > 0 {
+		return auditExitFinding, fmt.Errorf("%s to review", auditPlural(len(rep.Alerts), "alert"))
+	}
+	return auditExitOK, nil
+}
+
+func writeAuditReport(w io.Writer, rep *session.AuditReport, since string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "caddy-jit report, %s – %s (%s): %s, %s.\n", clock(rep.From), clock(rep.To), printable(since),
+		auditPlural(len(rep.Files), "file"), auditPlural64(rep.Events, "event"))
+	b.WriteString("\n")
+	if len(rep.Rows) == 0 {
+		b.WriteString("No activation or request in the period.\n")
+	} else {
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROLE\tUSER\tACTIVATIONS\tBREAK-GLASS\tELEVATED\tREQUESTS\tLAST USE")
+		for _, r := range rep.Rows {
+			last := "-"
+			if !r.LastUse.IsZero() {
+				last = clock(r.LastUse)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", cell(r.Role), cell(r.User), r.Activations, r.BreakGlass, r.Elevated, r.Requests, last)
+		}
+		tw.Flush()
+	}
+	b.WriteString("\n")
+	if len(rep.Alerts) == 0 {
+		b.WriteString("No alerts.\n")
+	} else {
+		fmt.Fprintf(&b, "%s:\n", auditPlural(len(rep.Alerts), "alert"))
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		for _, a := range rep.Alerts {
+			at, where := "-", ""
+			if !a.At.IsZero() {
+				at = clock(a.At)
+			}
+			if a.Where != "" {
+				where = " (" + printable(a.Where) + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", at, a.Kind, printable(a.Message), where)
+		}
+		tw.Flush()
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(&b, "Note: %s.\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
