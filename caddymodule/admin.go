@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +21,7 @@ func init() {
 // AdminAPI adds caddy-jit's routes to Caddy's admin endpoint:
 //
 //	POST   /jit/enrollments/{user}        make (or replace) a user's TOTP secret
+//	POST   /jit/enrollments/{user}?link=1[&ttl=24h]  make a self-service enrollment link
 //	GET    /jit/sessions[?user=U&role=R]  list active sessions
 //	DELETE /jit/sessions/{id}             revoke one session
 //	DELETE /jit/sessions?user=U           revoke all of a user's sessions
@@ -67,11 +70,55 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if link, err := wantsEnrollLink(r.URL.Query()); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	} else if link {
+		return handleEnrollLink(w, r, app, user)
+	}
 	uri, err := app.authority.Enroll(r.Context(), user, operator(r))
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("enrolling %s: %v", user, err)}
 	}
 	return writeJSON(w, http.StatusOK, enrollmentResponse{User: user, OTPAuthURI: uri})
+}
+
+// wantsEnrollLink reads ?link=1 (or true) and refuses a ttl without it.
+func wantsEnrollLink(q url.Values) (bool, error) {
+	switch q.Get("link") {
+	case "1", "true":
+		return true, nil
+	case "", "0", "false":
+		if q.Has("ttl") {
+			return false, errors.New("ttl applies to enrollment links: add link=1")
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("link=%q: want link=1 for an enrollment link", q.Get("link"))
+}
+
+// handleEnrollLink answers POST /jit/enrollments/{user}?link=1[&ttl=DURATION] with a
+// single-use link the user opens to enroll themselves (see enroll_pages.go).
+func handleEnrollLink(w http.ResponseWriter, r *http.Request, app *App, user string) error {
+	var requested time.Duration
+	if raw := r.URL.Query().Get("ttl"); raw != "" {
+		d, err := caddy.ParseDuration(raw)
+		if err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ttl %q is not a duration such as 24h or 7d", truncateRunes(raw, 32))}
+		}
+		if d <= 0 {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ttl %q: want a positive duration", truncateRunes(raw, 32))}
+		}
+		requested = d
+	}
+	ttl, err := enrollLinkTTL(requested, time.Duration(app.EnrollLinkTTL))
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	token, expires, err := app.authority.CreateEnrollmentLink(r.Context(), user, ttl, operator(r))
+	if err != nil {
+		return storageError("making an enrollment link for "+user, err)
+	}
+	return writeJSON(w, http.StatusOK, newEnrollLinkResponse(user, token, expires))
 }
 
 // SessionInfo is a session as the admin API and the CLI show it.

@@ -71,6 +71,9 @@ type App struct {
 	// KeyRotation, when set, makes a new signing key once the newest is this old.
 	// Tokens signed by the previous keys stay valid until they expire.
 	KeyRotation caddy.Duration `json:"key_rotation,omitempty"`
+	// EnrollLinkTTL is how long an enrollment link works when its maker gives no ttl.
+	// Default: 24h; at most 30d.
+	EnrollLinkTTL caddy.Duration `json:"enroll_link_ttl,omitempty"`
 	// Roles maps role names to their rules.
 	Roles map[string]*RoleConfig `json:"roles,omitempty"`
 	// Notify lists where every role's events go.
@@ -200,6 +203,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering caddy-jit's metrics: %w", err)
 	}
 	a.authority.Metrics = authorityMetrics{}
+	shared := a.shared
+	a.authority.SessionsChanged = func() { shared.sessionsChanged.Store(true) }
 	notifier, err := a.buildNotifier(a.shared.dispatcher)
 	if err != nil {
 		return err
@@ -241,6 +246,9 @@ func (a *App) setDefaults() {
 	if a.MaxStaleness == 0 {
 		a.MaxStaleness = caddy.Duration(DefaultMaxStaleness)
 	}
+	if a.EnrollLinkTTL == 0 {
+		a.EnrollLinkTTL = caddy.Duration(DefaultEnrollLinkTTL)
+	}
 }
 
 // Validate checks the settings that Provision does not derive.
@@ -256,6 +264,9 @@ func (a *App) Validate() error {
 	}
 	if a.MaxStaleness <= a.SyncInterval {
 		return fmt.Errorf("jit: max_staleness (%s) must be longer than sync_interval (%s)", time.Duration(a.MaxStaleness), time.Duration(a.SyncInterval))
+	}
+	if err := checkEnrollLinkTTL(time.Duration(a.EnrollLinkTTL)); err != nil {
+		return fmt.Errorf("jit: enroll_link_ttl: %w", err)
 	}
 	if err := a.validateNotify(); err != nil {
 		return fmt.Errorf("jit: %w", err)
@@ -463,6 +474,8 @@ type sharedState struct {
 	wake chan struct{}
 	// dispatcher delivers notifications, across reloads.
 	dispatcher *dispatcher
+	// sessionsChanged asks the loop to recount the active sessions at its next turn.
+	sessionsChanged atomic.Bool
 }
 
 func (s *sharedState) wakeUp() {
@@ -556,11 +569,15 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 				logger.Warn("settling approval requests", zap.Error(err))
 			}
 		}
+		changed := s.sessionsChanged.Swap(false)
 		if settings.authority != nil && t.Sub(lastExpiringSweep) >= expiringSweepInterval {
 			lastExpiringSweep = t
 			if err := settings.authority.NotifyExpiring(ctx, expiringNotice); err != nil && ctx.Err() == nil {
 				logger.Warn("looking for sessions that end soon", zap.Error(err))
 			}
+			changed = true
+		}
+		if settings.authority != nil && changed {
 			if byRole, err := settings.authority.ActiveByRole(ctx); err == nil {
 				setActiveSessions(byRole)
 			} else if ctx.Err() == nil {

@@ -102,3 +102,12 @@ func checkAudience(aud string) error {
 	}
 	return nil
 }
+
+// checkAssertionAudience accepts what an upstream may expect in aud: a URL or any other
+// identifier, printable and short.
+func checkAssertionAudience(aud string) error {
+	if aud == "" || len(aud) > 256 || strings.ContainsFunc(aud, isControl) || strings.ContainsAny(aud, " \t") {
+		return fmt.Errorf("assertion audience %q: want the upstream's identifier, e.g. https://grafana.internal:3000, without spaces or control characters, at most 256 bytes", aud)
+	}
+	return nil
+}

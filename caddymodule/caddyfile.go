@@ -31,6 +31,7 @@ func init() {
 //		sync_interval DURATION
 //		max_staleness DURATION
 //		key_rotation DURATION
+//		enroll_link_ttl DURATION
 //		lockout {
 //			max_failures N
 //			duration DURATION
@@ -100,6 +101,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := durationArg(d, &app.KeyRotation); err != nil {
 				return nil, err
 			}
+		case "enroll_link_ttl":
+			if err := durationArg(d, &app.EnrollLinkTTL); err != nil {
+				return nil, err
+			}
+			if err := checkEnrollLinkTTL(time.Duration(app.EnrollLinkTTL)); err != nil {
+				return nil, d.Errf("enroll_link_ttl: %v", err)
+			}
 		case "lockout":
 			if d.NextArg() {
 				return nil, d.ArgErr()
@@ -140,7 +148,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.SMTP = s
 		default:
-			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, max_staleness, key_rotation, lockout, notify, smtp or role", d.Val())
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, max_staleness, key_rotation, enroll_link_ttl, lockout, notify, smtp or role", d.Val())
 		}
 	}
 	if len(app.Roles) == 0 {
@@ -321,6 +329,7 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 //
 //	jit [<matcher>] ROLE... {
 //		audience ORIGIN
+//		assertion [AUDIENCE]
 //	}
 //
 // A request passes under an active session of any listed role. With a matcher, the
@@ -345,8 +354,19 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 			if err := checkAudience(handler.Audience); err != nil {
 				return nil, h.Err(err.Error())
 			}
+		case "assertion":
+			handler.Assertion = true
+			if h.NextArg() {
+				handler.AssertionAudience = h.Val()
+				if h.NextArg() {
+					return nil, h.ArgErr()
+				}
+				if err := checkAssertionAudience(handler.AssertionAudience); err != nil {
+					return nil, h.Err(err.Error())
+				}
+			}
 		default:
-			return nil, h.Errf("unrecognized jit subdirective %q: expected audience", h.Val())
+			return nil, h.Errf("unrecognized jit subdirective %q: expected audience or assertion", h.Val())
 		}
 	}
 	if err := checkDeclaredRoles(h, handler.Roles); err != nil {

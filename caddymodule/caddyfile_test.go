@@ -127,6 +127,7 @@ func TestCaddyfileMistakesFailWithFileLineAndWhatToFix(t *testing.T) {
 		{"directive without role", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit\n}\n", "Caddyfile:10", "at least one role"},
 		{"directive with unknown subdirective", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\tfoo\n\t}\n}\n", "Caddyfile:11", `unrecognized jit subdirective "foo"`},
 		{"audience not an origin", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\taudience https://example.com/admin\n\t}\n}\n", "Caddyfile:11", "is not an origin"},
+		{"assertion with two audiences", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\tassertion https://a.internal https://b.internal\n\t}\n}\n", "Caddyfile:11", "wrong argument count"},
 		{"bad role name", "{\n\tjit {\n\t\trole ../etc {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:3", "role name"},
 		{"bad lockout count", "{\n\tjit {\n\t\tlockout {\n\t\t\tmax_failures zero\n\t\t}\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:4", "max_failures"},
 	}
@@ -175,6 +176,23 @@ func TestTicketPatternMustMatchInFull(t *testing.T) {
 	for s, want := range map[string]bool{"INC-1": true, "CHG-22": true, "xINC-1": false, "INC-1x": false, "INC-": false} {
 		if re.MatchString(s) != want {
 			t.Errorf("%q: got %v, want %v", s, !want, want)
+		}
+	}
+}
+
+func TestCaddyfileAssertion(t *testing.T) {
+	for src, want := range map[string][2]string{
+		"assertion":                          {"true", ""},
+		"assertion https://backend.internal": {"true", "https://backend.internal"},
+	} {
+		cfg, err := adapt(t, validGlobal+"http://example.com {\n\tjit db-admin {\n\t\t"+src+"\n\t}\n}\n")
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		raw, _ := json.Marshal(cfg)
+		s := string(raw)
+		if !strings.Contains(s, `"assertion":`+want[0]) || (want[1] != "" && !strings.Contains(s, `"assertion_audience":"`+want[1]+`"`)) {
+			t.Errorf("%s adapts to %s", src, s)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -94,13 +95,22 @@ func runWithStreams(f func(stdout, stderr io.Writer, fl caddycmd.Flags) (int, er
 
 func enrollCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "enroll <user> [--png <file>] [--address <listen>] [--config <path> [--adapter <name>]]",
+		Use:   "enroll <user> [--png <file> | --link [--ttl <duration>] [--site <origin>]] [--address <listen>] [--config <path> [--adapter <name>]]",
 		Short: "Enrolls a user for TOTP and shows the QR code to scan",
 		Long: `
 Makes a new TOTP secret for the user and prints its otpauth:// URI and a QR
 code of it, for the user to scan with an authenticator app (Google
 Authenticator, Aegis, 1Password, ...). If the user was enrolled before, the
 old secret stops working at once.
+
+With --link, makes a single-use enrollment link instead, and prints it: the
+user opens it on any site caddy-jit protects, signed in as themselves, scans
+the QR code it shows and confirms with a code. Until then their current
+authenticator, if any, keeps working. The link expires after --ttl (the jit
+option's enroll_link_ttl, 24h by default). With --site <origin> (e.g.
+https://console.example.com) the full URL is printed, else the path to put
+after a protected site's address. The link is for that user alone: send it
+to them only.
 
 <user> is the identity caddy-jit sees for the user: by default the name they
 log in with through basic_auth or forward_auth ({http.auth.user.id}).
@@ -119,12 +129,17 @@ by default. You may explicitly specify the --address, or use the --config flag
 to load the admin address from your config, if not using the default.`,
 		Example: `  $ caddy jit enroll alice
   $ caddy jit enroll alice --png alice-totp.png
+  $ caddy jit enroll alice --link --site https://console.example.com
+  $ caddy jit enroll alice --link --ttl 2h
   $ caddy jit enroll alice --address localhost:2020
   $ caddy jit enroll alice --config /etc/caddy/Caddyfile`,
 		Args: oneUserArg("enroll"),
 		RunE: runWithStreams(cmdEnroll),
 	}
 	cmd.Flags().StringP("png", "", "", "Write the QR code as a PNG image to this file instead of printing it")
+	cmd.Flags().BoolP("link", "", false, "Make a single-use link the user opens to enroll themselves")
+	cmd.Flags().StringP("ttl", "", "", "With --link: how long the link works (default: the jit option's enroll_link_ttl, 24h)")
+	cmd.Flags().StringP("site", "", "", "With --link: the origin of a protected site, e.g. https://console.example.com, to print the full URL")
 	addAdminFlags(cmd)
 	return cmd
 }
@@ -145,6 +160,9 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	pngFile := fl.String("png")
 	if user == "" {
 		return caddy.ExitCodeFailedStartup, errors.New("no user name: caddy jit enroll <user>")
+	}
+	if fl.Bool("link") || fl.String("ttl") != "" || fl.String("site") != "" {
+		return cmdEnrollLink(w, stderr, fl)
 	}
 
 	ctl, err := openControl(fl, stderr)
@@ -184,6 +202,102 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	return caddy.ExitCodeSuccess, nil
+}
+
+// cmdEnrollLink runs `caddy jit enroll <user> --link [--ttl D] [--site ORIGIN]`.
+func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
+	user := fl.Arg(0)
+	if !fl.Bool("link") {
+		return caddy.ExitCodeFailedStartup, errors.New("--ttl and --site go with --link: caddy jit enroll <user> --link [--ttl <duration>] [--site <origin>]")
+	}
+	if fl.String("png") != "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--png and --link do not go together: the link shows the user their QR code")
+	}
+	var ttl time.Duration
+	if raw := fl.String("ttl"); raw != "" {
+		d, err := caddy.ParseDuration(raw)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ttl %q is not a duration such as 2h, 24h or 7d", raw)
+		}
+		if err := checkEnrollLinkTTL(d); err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ttl %q: %v", raw, err)
+		}
+		ttl = d
+	}
+	site, err := siteOrigin(fl.String("site"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+
+	ctl, err := openControl(fl, stderr)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer ctl.close()
+	link, err := ctl.enrollLink(user, operatorLogin(), ttl)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	expires := link.Expires
+	if t, err := time.Parse(time.RFC3339, link.Expires); err == nil {
+		expires = clock(t)
+	}
+	// The link goes to w only, never into an error: errors are logged.
+	if site != "" {
+		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s%s\n\n"+
+			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n",
+			printable(link.User), expires, site, link.LinkPath, printable(link.User), printable(link.User))
+	} else {
+		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s\n\n"+
+			"Put the address of a site that caddy-jit protects in front of it (e.g. https://console.example.com%s), or give that address with --site.\n"+
+			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n",
+			printable(link.User), expires, link.LinkPath, link.LinkPath, printable(link.User), printable(link.User))
+	}
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return caddy.ExitCodeSuccess, nil
+}
+
+// siteOrigin checks --site: an http or https origin, which the link's path follows.
+func siteOrigin(raw string) (string, error) {
+	if raw == "" {
+		return "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("--site %q: want the origin of a protected site, such as https://console.example.com", raw)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// enrollLinkViaAdmin asks the admin API at adminAddr for an enrollment link: POST
+// /jit/enrollments/{user}?link=1[&ttl=…]; ttl 0 leaves it to the running config.
+func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration) (*enrollLinkResponse, error) {
+	doing := "making an enrollment link for " + strconv.Quote(user)
+	q := url.Values{"link": {"1"}}
+	if by != "" {
+		q.Set("by", by)
+	}
+	if ttl > 0 {
+		q.Set("ttl", ttl.String())
+	}
+	body, err := c.request(http.MethodPost, "/jit/enrollments/"+url.PathEscape(user), q, doing)
+	if err != nil {
+		return nil, err
+	}
+	var link enrollLinkResponse
+	if err := c.decode(body, &link, doing); err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(link.LinkPath, pagePrefix+enrollPage+"?token=") {
+		return nil, fmt.Errorf("%s: the admin API at %s answered without a link_path (is it caddy with caddy-jit, of a version that makes links?)", doing, c.addr)
+	}
+	if link.User == "" {
+		link.User = user
+	}
+	return &link, nil
 }
 
 // maxAdminResponse bounds what is read of an admin API answer.

@@ -53,6 +53,8 @@ type jitControl interface {
 	unlock(user, by, reason string) error
 	rotateKeys(by string) (keyRotation, error)
 	enroll(user, by string) (*enrollmentResponse, error)
+	// enrollLink makes an enrollment link; ttl 0 takes the config's enroll_link_ttl.
+	enrollLink(user, by string, ttl time.Duration) (*enrollLinkResponse, error)
 	close()
 }
 
@@ -186,6 +188,11 @@ func (c adminControl) rotateKeys(by string) (keyRotation, error) {
 // enroll enrolls through the admin API.
 func (c adminControl) enroll(user, by string) (*enrollmentResponse, error) {
 	return enrollViaAdmin(c.addr, user, by)
+}
+
+// enrollLink makes an enrollment link through the admin API.
+func (c adminControl) enrollLink(user, by string, ttl time.Duration) (*enrollLinkResponse, error) {
+	return enrollLinkViaAdmin(c, user, by, ttl)
 }
 
 func (adminControl) close() {}

@@ -26,6 +26,8 @@ const (
 	HeaderUser    = "X-Jit-User"
 	HeaderRole    = "X-Jit-Role"
 	HeaderSession = "X-Jit-Session"
+	// HeaderAssertion carries the signed identity when the site asks for it.
+	HeaderAssertion = "X-Jit-Assertion"
 )
 
 // Cookie names: the __Host- prefix over HTTPS pins the cookie to this host, so no
@@ -51,6 +53,13 @@ type Handler struct {
 	// port of the listener that took the connection. Set it when instances behind a
 	// load balancer listen on different ports or schemes than the public address.
 	Audience string `json:"audience,omitempty"`
+	// Assertion adds an X-Jit-Assertion header to each request passed upstream: a
+	// short-lived JWS (user, role, session id, expiry) signed with the keys published at
+	// /.jit/jwks.json, for upstreams that verify who is calling.
+	Assertion bool `json:"assertion,omitempty"`
+	// AssertionAudience is the aud claim of the assertions: the upstream's own origin.
+	// Default: the site's audience.
+	AssertionAudience string `json:"assertion_audience,omitempty"`
 
 	app       *App
 	logger    *zap.Logger
@@ -84,6 +93,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if len(h.Roles) == 0 {
 		return errors.New("jit: name at least one role, e.g. `jit console-admin`")
+	}
+	if h.AssertionAudience != "" {
+		if err := checkAssertionAudience(h.AssertionAudience); err != nil {
+			return fmt.Errorf("jit: %w", err)
+		}
 	}
 	if h.Audience != "" {
 		if err := checkAudience(h.Audience); err != nil {
@@ -184,6 +198,19 @@ func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user stri
 // pass forwards a request made under a session and audits it.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, c *session.Claims, start time.Time) error {
 	removeSessionCookie(r)
+	if h.Assertion {
+		aud := h.AssertionAudience
+		if aud == "" {
+			aud = h.audiences.of(r)
+		}
+		assertion, err := h.app.authority.Assertions.For(c, h.app.Issuer, aud, start)
+		if err != nil {
+			// The upstream expects a signed identity: no request goes without one.
+			h.logger.Error("signing the identity assertion; the request is refused", zap.Error(err))
+			return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: signing the assertion: %w", err))
+		}
+		r.Header[HeaderAssertion] = []string{assertion}
+	}
 	g := &gatedRequest{headerValues: [...]string{c.Subject, c.Role, c.SessionID}}
 	// Each header gets its own full slice of the one array, so no later handler can
 	// change one value through another.

@@ -38,7 +38,7 @@ func initMetrics() {
 	m.activations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "activations_total",
 		Help: "Activations by role and result: succeeded, requested (waits for approval), or the reason for a refusal."}, []string{"role", "result"})
 	m.activeSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "active_sessions",
-		Help: "Sessions active now, by role (refreshed every 30 s from storage)."}, []string{"role"})
+		Help: "Sessions active now, by role (counted from storage every 30 s, and after a session starts or ends here)."}, []string{"role"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "requests_total",
 		Help: "Privileged requests passed under a session, by role and status class (2xx, 3xx, 4xx, 5xx)."}, []string{"role", "code"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "denials_total",

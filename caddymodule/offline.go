@@ -26,7 +26,9 @@ type offlineControl struct {
 	configFile   string
 	storage      string
 	syncInterval time.Duration
-	stderr       io.Writer
+	// linkTTL is the config's enroll_link_ttl.
+	linkTTL time.Duration
+	stderr  io.Writer
 }
 
 // openOffline builds the storage and the jit settings of cfg, loaded from
@@ -55,6 +57,7 @@ func openOffline(cfg *caddy.Config, configFile string, stderr io.Writer) (*offli
 		configFile:   configFile,
 		storage:      sharedStateKey(storage),
 		syncInterval: time.Duration(app.SyncInterval),
+		linkTTL:      time.Duration(app.EnrollLinkTTL),
 		stderr:       stderr,
 	}
 	c.authority, err = session.NewAuthority(ctx, storage, session.Config{
@@ -190,6 +193,24 @@ func (c *offlineControl) enroll(user, by string) (*enrollmentResponse, error) {
 	}
 	c.noteChange()
 	return &enrollmentResponse{User: user, OTPAuthURI: uri}, nil
+}
+
+func (c *offlineControl) enrollLink(user, by string, ttl time.Duration) (*enrollLinkResponse, error) {
+	if err := checkUserName(user); err != nil {
+		return nil, err
+	}
+	ttl, err := enrollLinkTTL(ttl, c.linkTTL)
+	if err != nil {
+		return nil, err
+	}
+	token, expires, err := c.authority.CreateEnrollmentLink(c.ctx, user, ttl, c.by(by))
+	if err != nil {
+		return nil, c.fail("making an enrollment link for "+user, err)
+	}
+	// Running instances read links from storage when they are opened: no sync needed.
+	fmt.Fprintf(c.stderr, "The admin API is off in %s: stored the link in %s directly; every instance that shares it serves the link at once.\n",
+		c.configFile, c.storage)
+	return newEnrollLinkResponse(user, token, expires), nil
 }
 
 func (c *offlineControl) close() { c.cancel() }

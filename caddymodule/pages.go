@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -29,7 +31,11 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"duration": policy.FormatDuration,
 	"clock":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"ago": func(t time.Time) string {
-		return policy.FormatDuration(max(now().Sub(t), 0).Truncate(time.Minute))
+		d := now().Sub(t)
+		if d < time.Minute {
+			return "less than a minute ago"
+		}
+		return policy.FormatDuration(d.Truncate(time.Minute)) + " ago"
 	},
 	"left": func(t time.Time) string {
 		d := t.Sub(now())
@@ -121,6 +127,11 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) error {
 			return h.decide(w, r, caller)
 		}
 		return h.showApprovals(w, r, caller, "", "", http.StatusOK)
+	case enrollPage:
+		if !allowMethods(w, r, http.MethodGet, http.MethodHead, http.MethodPost) {
+			return nil
+		}
+		return h.serveEnroll(w, r, caller)
 	}
 	if id, ok := strings.CutPrefix(sub, "requests/"); ok {
 		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
@@ -302,7 +313,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	var refused *session.ActivationError
 	if errors.As(err, &refused) {
 		status, field := activationFailure(refused.Reason)
-		return fail(status, field, refused.Message+".")
+		return fail(status, field, sentence(refused.Message))
 	}
 	if err != nil {
 		h.logger.Error("activation failed: storage error", zap.String("user", caller.User), zap.String("role", role.Name), zap.Error(err))
@@ -489,4 +500,18 @@ func truncateRunes(s string, n int) string {
 		return s
 	}
 	return string(r[:n])
+}
+
+// sentence makes a refusal's message, written to be embedded ("the code is wrong: …"),
+// a sentence of its own for a page: a capital first letter and a full stop.
+func sentence(msg string) string {
+	if msg == "" {
+		return msg
+	}
+	r, size := utf8.DecodeRuneInString(msg)
+	msg = string(unicode.ToUpper(r)) + msg[size:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }

@@ -162,7 +162,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		case "request_not_found":
 			status = http.StatusNotFound
 		}
-		return h.showApprovals(w, r, caller, "", refused.Message+".", status)
+		return h.showApprovals(w, r, caller, "", sentence(refused.Message), status)
 	}
 	if err != nil {
 		h.logger.Error("deciding a request", zap.String("user", caller.User), zap.Error(err))
@@ -216,7 +216,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 		if refused.Reason == string(policy.ReasonMaxTotal) || refused.Reason == string(policy.ReasonExtensionNotPermitted) {
 			status = http.StatusForbidden
 		}
-		return h.renderStatus(w, r, caller, status, "", "Not extended: "+refused.Message+".")
+		return h.renderStatus(w, r, caller, status, "", "Not extended: "+strings.TrimSuffix(refused.Message, ".")+".")
 	}
 	if err != nil {
 		h.logger.Error("extending a session", zap.String("user", caller.User), zap.Error(err))

@@ -27,6 +27,8 @@ type State struct {
 	Verifier    *Verifier
 	Records     *Records
 	Live        *Live
+	// Assertions signs the X-Jit-Assertion headers for upstreams.
+	Assertions *Assertions
 	// Chain links this instance's audit events; nil gives each Authority a chain of
 	// its own that is not kept in storage.
 	Chain *Chain
@@ -40,7 +42,7 @@ func LoadState(ctx context.Context, st certmagic.Storage, cacheSize int, now Clo
 	if err != nil {
 		return nil, err
 	}
-	s := &State{Keyring: keyring, Revocations: NewRevocations(), Records: &Records{storage: st}, Live: NewLive()}
+	s := &State{Keyring: keyring, Revocations: NewRevocations(), Records: &Records{storage: st}, Live: NewLive(), Assertions: NewAssertions(keyring)}
 	s.Revocations.onRevoke = s.Live.End
 	if err := s.Sync(ctx, now()); err != nil {
 		return nil, err
@@ -95,6 +97,9 @@ func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 	if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
 		return err
 	}
+	if err := pruneEnrollLinks(ctx, s.Records.storage, now, keep); err != nil {
+		return err
+	}
 	return pruneLockouts(ctx, s.Records.storage, now, keep)
 }
 
@@ -112,7 +117,10 @@ type Authority struct {
 	Notifier Notifier
 	// Metrics counts activations, code failures and lockouts; nil counts nothing.
 	Metrics Metrics
-	locks   userLocks
+	// SessionsChanged, when set, is called after a session starts, ends or is
+	// extended here, so that views of the active sessions refresh early.
+	SessionsChanged func()
+	locks           userLocks
 }
 
 // Config is what NewAuthority needs beyond the storage.
@@ -279,6 +287,7 @@ func (a *Authority) endLocked(ctx context.Context, rec *Record, how, by, reason 
 		return err
 	}
 	a.Audit.Event(how, append(recordFields(rec), zap.String("by", by), zap.String("reason", reason))...)
+	a.sessionsChanged()
 	n := recordNotification(how, rec, now)
 	n.By, n.Reason = by, reason
 	a.notify(n)
@@ -334,4 +343,10 @@ func newSessionID() (string, error) {
 		return "", fmt.Errorf("making a session id: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func (a *Authority) sessionsChanged() {
+	if a.SessionsChanged != nil {
+		a.SessionsChanged()
+	}
 }

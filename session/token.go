@@ -3,7 +3,6 @@ package session
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -68,23 +67,7 @@ func (c *Claims) Placeholders(key string) (any, bool) {
 
 // Sign makes a compact JWS of the claims with the active key.
 func (k *Keyring) Sign(c Claims) (string, error) {
-	key := k.active()
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: key.Private, KeyID: key.ID}},
-		(&jose.SignerOptions{}).WithType(TokenType),
-	)
-	if err != nil {
-		return "", fmt.Errorf("making a signer: %w", err)
-	}
-	payload, err := json.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		return "", fmt.Errorf("signing a session token: %w", err)
-	}
-	return jws.CompactSerialize()
+	return k.sign(TokenType, c)
 }
 
 // Why a token was refused. The values are stable: they appear in audit events.

@@ -269,6 +269,7 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 		zap.String("duration", policy.FormatDuration(rec.Expires.Sub(rec.Start))), zap.String("start", rec.Start.Format(time.RFC3339)))...)
 	a.notify(recordNotification(NotifyActivated, rec, now))
 	a.metrics().Activation(rec.Role, "succeeded")
+	a.sessionsChanged()
 	return rec, token, nil
 }
 

@@ -200,8 +200,8 @@ func TestWorkflowSelfApprovalRefused(t *testing.T) {
 	own := url.Values{"request": {idA}, "csrf": {fb.Get("csrf")}}
 	r := a.decide(site, own, "approve", "", alice.next(t))
 	if wantStatus(t, r, http.StatusForbidden, "alice approving her own request") {
-		if txt := pageText(t, r.Body); !strings.Contains(txt, "no one can approve their own request") {
-			t.Errorf("the refusal does not say \"no one can approve their own request\": %s", txt)
+		if txt := pageText(t, r.Body); !strings.Contains(txt, "No one can approve their own request.") {
+			t.Errorf("the refusal does not say \"No one can approve their own request.\": %s", txt)
 		}
 	}
 	e.waitEvent(match{"event": "approval_failed", "request_id": idA, "by": "alice", "reason": "self_approval"})

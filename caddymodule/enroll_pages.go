@@ -1,0 +1,224 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	"image/png"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// Self-service enrollment by link: `caddy jit enroll USER --link` (or POST
+// /jit/enrollments/{user}?link=1) makes a single-use link to /.jit/enroll?token=T; the
+// user opens it signed in as themselves, scans the QR code of a pending secret and
+// confirms it with a code. See session/enroll_link.go.
+
+const (
+	// DefaultEnrollLinkTTL is how long an enrollment link works unless the jit app's
+	// enroll_link_ttl or the request says otherwise.
+	DefaultEnrollLinkTTL = 24 * time.Hour
+	// maxEnrollLinkTTL bounds a link's life, 30d: it carries a secret, pending in
+	// storage. checkEnrollLinkTTL's message names it.
+	maxEnrollLinkTTL = 30 * 24 * time.Hour
+	// enrollPage is the page's path under pagePrefix.
+	enrollPage = "enroll"
+)
+
+// enrollLinkPath is the site-relative address of the link with token.
+func enrollLinkPath(token string) string {
+	return pagePrefix + enrollPage + "?token=" + url.QueryEscape(token)
+}
+
+// enrollLinkTTL picks a link's lifetime: requested, or def when requested is 0.
+func enrollLinkTTL(requested, def time.Duration) (time.Duration, error) {
+	ttl := requested
+	if ttl == 0 {
+		ttl = def
+	}
+	if ttl == 0 {
+		ttl = DefaultEnrollLinkTTL
+	}
+	if err := checkEnrollLinkTTL(ttl); err != nil {
+		return 0, err
+	}
+	return ttl, nil
+}
+
+// checkEnrollLinkTTL accepts a positive lifetime of at most maxEnrollLinkTTL.
+func checkEnrollLinkTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl > maxEnrollLinkTTL {
+		return fmt.Errorf("an enrollment link's ttl must be positive and at most 30d (%s), not %s",
+			policy.FormatDuration(maxEnrollLinkTTL), policy.FormatDuration(ttl))
+	}
+	return nil
+}
+
+// enrollLinkResponse is the answer to POST /jit/enrollments/{user}?link=1. The path
+// holds the link's token: it goes to the user alone and is never logged.
+type enrollLinkResponse struct {
+	User     string `json:"user"`
+	LinkPath string `json:"link_path"`
+	// Expires is RFC 3339, UTC.
+	Expires string `json:"expires"`
+}
+
+func newEnrollLinkResponse(user, token string, expires time.Time) *enrollLinkResponse {
+	return &enrollLinkResponse{User: user, LinkPath: enrollLinkPath(token), Expires: expires.UTC().Format(time.RFC3339)}
+}
+
+// enrollForm is what the enrollment page shows and what its POST carries.
+type enrollForm struct {
+	User    string
+	Issuer  string
+	Token   string
+	CSRF    string
+	Expires time.Time
+	// QR is the QR code of the otpauth URI as a data: URL of a PNG image.
+	QR template.URL
+	// Secret is the pending secret in groups of four, for entering by hand.
+	Secret string
+	// Enrolled says that the user has an authenticator now, which this one replaces.
+	Enrolled   bool
+	Error      string
+	ErrorField string
+}
+
+// serveEnroll serves GET and POST /.jit/enroll for the signed-in caller.
+func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
+	if r.Method == http.MethodPost {
+		return h.confirmEnroll(w, r, caller)
+	}
+	return h.showEnroll(w, r, caller, r.URL.Query().Get("token"), http.StatusOK, "", "")
+}
+
+// showEnroll renders the link's page, with an error when a confirmation failed.
+func (h *Handler) showEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller, token string, status int, errMsg, errField string) error {
+	ctx := r.Context()
+	pending, err := h.app.authority.EnrollmentLink(ctx, token, caller.User)
+	if err != nil {
+		return h.enrollLinkRefused(w, r, caller, err)
+	}
+	enrolled, err := h.app.authority.Authenticator.Enrolled(ctx, caller.User)
+	if err != nil {
+		return h.enrollStorageError(w, r, caller, err)
+	}
+	qr, err := qrDataURL(pending.URI)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	return render(w, status, "enroll.html", enrollForm{
+		User:       caller.User,
+		Issuer:     h.app.Issuer,
+		Token:      token,
+		CSRF:       h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
+		Expires:    pending.Expires,
+		QR:         qr,
+		Secret:     groupsOfFour(pending.Secret),
+		Enrolled:   enrolled,
+		Error:      errMsg,
+		ErrorField: errField,
+	})
+}
+
+// confirmEnroll checks the code the user typed against the link's pending secret.
+func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
+	form, err := readForm(w, r, "token", "code", "csrf")
+	if err != nil {
+		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the enrollment link again.", caller.User)
+	}
+	token := form["token"]
+	if token == "" {
+		token = r.URL.Query().Get("token")
+	}
+	if !h.checkPost(r, caller.User, form["csrf"]) {
+		h.app.authority.Audit.Event(session.EventEnrollLinkFailed, zap.String("user", caller.User), zap.String("reason", "csrf"),
+			zap.String("client_ip", clientIP(r)))
+		return h.showEnroll(w, r, caller, token, http.StatusForbidden,
+			"This form has expired or did not come from this site. Enter the current code and confirm again.", "")
+	}
+	err = h.app.authority.ConfirmEnrollment(r.Context(), token, caller.User, strings.TrimSpace(form["code"]))
+	var locked *session.LockedOutError
+	switch {
+	case err == nil:
+		return h.renderMessage(w, r, http.StatusOK, "Your authenticator is set up",
+			"From now on, use the codes of this authenticator to activate your roles. The code you just entered has been used; the next one activates.", caller.User)
+	case errors.As(err, &locked):
+		return h.showEnroll(w, r, caller, token, http.StatusTooManyRequests,
+			"Too many wrong codes: you are locked out until "+locked.Until.UTC().Format("15:04 UTC")+". This link still works after that, until it expires.", "code")
+	case errors.Is(err, session.ErrCodeInvalid):
+		return h.showEnroll(w, r, caller, token, http.StatusBadRequest,
+			"The code is wrong: scan the QR code (or enter the key) again, and enter the code your app shows now.", "code")
+	case errors.Is(err, session.ErrCodeReplayed):
+		return h.showEnroll(w, r, caller, token, http.StatusBadRequest,
+			"This code was already used: wait for the next one.", "code")
+	}
+	return h.enrollLinkRefused(w, r, caller, err)
+}
+
+// enrollLinkRefused explains a link that cannot be used, in plain words.
+func (h *Handler) enrollLinkRefused(w http.ResponseWriter, r *http.Request, caller policy.Caller, err error) error {
+	var linkErr *session.EnrollLinkError
+	errors.As(err, &linkErr)
+	switch {
+	case errors.Is(err, session.ErrEnrollLinkUnknown):
+		return h.renderMessage(w, r, http.StatusNotFound, "Unknown enrollment link",
+			"This enrollment link does not exist: check that you opened the whole link, or ask an operator for a new one.", caller.User)
+	case errors.Is(err, session.ErrEnrollLinkNotYours):
+		return h.renderMessage(w, r, http.StatusForbidden, "Not your enrollment link",
+			"This enrollment link was made for another user, and you are signed in as "+caller.User+". Sign in as the user it was made for, or ask an operator for a link of your own.", caller.User)
+	case errors.Is(err, session.ErrEnrollLinkUsed) && linkErr != nil:
+		return h.renderMessage(w, r, http.StatusGone, "Enrollment link already used",
+			"This enrollment link was already used, at "+clock(linkErr.At)+", and works only once. If that was not you, tell the operators at once; for another authenticator, ask them for a new link.", caller.User)
+	case errors.Is(err, session.ErrEnrollLinkExpired) && linkErr != nil:
+		return h.renderMessage(w, r, http.StatusGone, "Enrollment link expired",
+			"This enrollment link expired at "+clock(linkErr.At)+". Ask an operator for a new one.", caller.User)
+	}
+	return h.enrollStorageError(w, r, caller, err)
+}
+
+func (h *Handler) enrollStorageError(w http.ResponseWriter, r *http.Request, caller policy.Caller, err error) error {
+	h.logger.Error("enrollment link: storage error", zap.String("user", caller.User), zap.Error(err))
+	w.Header().Set("Retry-After", "5")
+	return h.renderMessage(w, r, http.StatusServiceUnavailable, "Enrollment unavailable",
+		"caddy-jit cannot reach its storage, so nothing was changed. Try again in a moment; if it persists, tell the operators.", caller.User)
+}
+
+// qrDataURL is the QR code of content as a PNG image in a data: URL, for an <img>
+// that the pages' CSP allows (img-src data:).
+func qrDataURL(content string) (template.URL, error) {
+	code, err := encodeQR(content)
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, qrImage(code)); err != nil {
+		return "", fmt.Errorf("encoding a QR code image: %v", err)
+	}
+	// The URL is ours through and through (a fixed prefix and base64), so it is safe
+	// to mark it as such for html/template.
+	return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(buf.Bytes())), nil
+}
+
+// groupsOfFour writes a base32 secret as "ABCD EFGH …", easier to copy by hand;
+// authenticator apps ignore the spaces.
+func groupsOfFour(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i += 4 {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s[i:min(i+4, len(s))])
+	}
+	return b.String()
+}
