@@ -27,6 +27,9 @@ var templateFS embed.FS
 //go:embed assets/style.css
 var styleCSS []byte
 
+//go:embed assets/app.js
+var appJS []byte
+
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"duration": policy.FormatDuration,
 	"clock":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
@@ -46,9 +49,9 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 }).ParseFS(templateFS, "templates/*.html"))
 
-// contentSecurityPolicy allows our own stylesheet and nothing else: no script, no
-// inline style, no frames around our pages, forms posting only to this origin.
-const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self' data:; " +
+// contentSecurityPolicy allows our own stylesheet and script and nothing else: no
+// inline script or style, no frames around our pages, forms posting only to this origin.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // maxFormSize bounds an activation or deactivation form.
@@ -86,6 +89,14 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		_, err := w.Write(styleCSS)
+		return err
+	case "app.js":
+		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
+			return nil
+		}
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		_, err := w.Write(appJS)
 		return err
 	}
 
