@@ -264,7 +264,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		if err := g.body.store(r.Context(), h.app.authority, c.SessionID); err != nil {
 			h.logger.Error("recording a request body for session review", zap.String("session_id", c.SessionID), zap.Error(err))
 		}
-		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.size, time.Since(start), g.body.digest())
+		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
 		countRequest(c.Role, status)
 		if p != nil {
 			panic(p)
@@ -347,7 +347,8 @@ func (a *App) caller(repl *caddy.Replacer, user string) policy.Caller {
 
 func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
 	msg := "no authenticated user: caddy-jit needs an identity from an authentication handler placed before it " +
-		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity
+		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity +
+		" (see \"no authenticated user\" under Troubleshooting in the caddy-jit README)"
 	if wantsJSON(r) {
 		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthenticated", "message": msg})
 	}
@@ -355,7 +356,8 @@ func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) forbidden(w http.ResponseWriter, r *http.Request, user string) error {
-	msg := user + " is not eligible for any role that this page requires (" + strings.Join(h.Roles, ", ") + ")."
+	msg := user + " is not eligible for any role that this page requires (" + strings.Join(h.Roles, ", ") + "). " +
+		"If you should be, ask an operator (see \"is not eligible for any role\" under Troubleshooting in the caddy-jit README)."
 	if wantsJSON(r) {
 		return writeJSON(w, http.StatusForbidden, map[string]string{"error": "not_eligible", "message": msg})
 	}

@@ -188,7 +188,7 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	}
 {{- end}}
 {{.Jit}}
-	reverse_proxy {{$.Upstream}}{{if .Proxy}} {
+	reverse_proxy {{if .Upstream}}{{.Upstream}}{{else}}{{$.Upstream}}{{end}}{{if .Proxy}} {
 {{.Proxy}}
 	}{{end}}
 }
@@ -212,6 +212,9 @@ type siteSpec struct {
 	Host string
 	// Bind, if set, is the site's bind address.
 	Bind string
+	// Upstream, if set, is where the site's reverse_proxy goes instead of the env's
+	// own upstream (e.g. a real application the test started).
+	Upstream string
 }
 
 type caddyfileData struct {
