@@ -12,7 +12,7 @@ import (
 const workflowGlobal = `{
 	jit {
 		notify webhook https://hooks.example.test/all s3cret
-		notify webhook https://hooks.slack.test/T000/B000/XXX {
+		notify webhook https://hooks.slack.test/T000/B000/Z9k2 {
 			format slack
 		}
 		notify email sec@example.test "Ops <ops@example.test>"

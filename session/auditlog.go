@@ -185,7 +185,7 @@ func (l *AuditLine) Canonical(buf []byte) ([]byte, error) {
 		}
 		values = append(values, f)
 	}
-	// As canonicalFields sorts: stable, so duplicate keys keep their order.
+	// As the writer sorts (Chain.canonical): stable, so duplicate keys keep their order.
 	slices.SortStableFunc(values, func(a, b canonicalValue) int { return compareStrings(a.key, b.key) })
 	for _, v := range values {
 		buf = appendCanonical(buf, v)

@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strconv"
 	"sync"
@@ -121,18 +119,12 @@ func (c *Chain) Save(ctx context.Context, st certmagic.Storage) error {
 // LoadChainHeads reads every instance's saved head, for verifying that a log was not
 // cut short.
 func LoadChainHeads(ctx context.Context, st certmagic.Storage) ([]ChainHead, error) {
-	keys, err := st.List(ctx, keyPrefix+"audit-chains", false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // no chain saved yet
-	}
+	keys, err := recordKeys(ctx, st, keyPrefix+"audit-chains", false, "the saved audit chain heads")
 	if err != nil {
-		return nil, fmt.Errorf("listing the saved audit chain heads: %w", err)
+		return nil, err
 	}
 	var heads []ChainHead
 	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
 		var h ChainHead
 		if found, err := loadJSON(ctx, st, key, &h); err != nil {
 			return nil, err
@@ -225,18 +217,6 @@ type canonicalValue struct {
 	// allocation; a reader sets str to the number's text instead.
 	num    int64
 	numSet bool
-}
-
-func canonicalFields(buf []byte, values []canonicalValue, fields []zap.Field) ([]byte, []canonicalValue) {
-	for _, f := range fields {
-		values = append(values, canonicalValueOf(f))
-	}
-	slices.SortStableFunc(values, func(a, b canonicalValue) int { return compareStrings(a.key, b.key) })
-	for _, v := range values {
-		buf = appendCanonical(buf, v)
-	}
-	clear(values)
-	return buf, values[:0]
 }
 
 func canonicalValueOf(f zap.Field) canonicalValue {

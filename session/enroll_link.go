@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -347,17 +346,11 @@ func (a *Authenticator) confirm(ctx context.Context, user, secret, code string) 
 // deletes links that expired more than keep ago; until then a used or expired link
 // still says so when opened.
 func pruneEnrollLinks(ctx context.Context, st certmagic.Storage, now time.Time, keep time.Duration) error {
-	keys, err := st.List(ctx, strings.TrimSuffix(enrollLinkFolder, "/"), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	keys, err := recordKeys(ctx, st, enrollLinkFolder, false, "enrollment links to prune")
 	if err != nil {
-		return fmt.Errorf("listing enrollment links to prune: %w", err)
+		return err
 	}
 	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
 		var l enrollLink
 		found, err := loadJSON(ctx, st, key, &l)
 		if err != nil || !found || now.Before(l.Expires) {

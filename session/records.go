@@ -142,18 +142,12 @@ func (s *Records) Active(ctx context.Context, f Filter, now time.Time) ([]*Recor
 	if f.User != "" {
 		folder = sessionFolder + storageName(f.User)
 	}
-	keys, err := s.storage.List(ctx, folder, true)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	keys, err := recordKeys(ctx, s.storage, folder, true, "sessions")
 	if err != nil {
-		return nil, fmt.Errorf("listing sessions: %w", err)
+		return nil, err
 	}
 	var active []*Record
 	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
 		var r Record
 		found, err := loadJSON(ctx, s.storage, key, &r)
 		if err != nil {

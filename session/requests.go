@@ -3,10 +3,7 @@ package session
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -131,18 +128,12 @@ func (s *Records) LoadRequest(ctx context.Context, id string) (*Request, error) 
 
 // Requests lists every request in storage, oldest first.
 func (s *Records) Requests(ctx context.Context) ([]*Request, error) {
-	keys, err := s.storage.List(ctx, strings.TrimSuffix(requestFolder, "/"), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	keys, err := recordKeys(ctx, s.storage, requestFolder, false, "requests")
 	if err != nil {
-		return nil, fmt.Errorf("listing requests: %w", err)
+		return nil, err
 	}
 	var out []*Request
 	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
 		var r Request
 		found, err := loadJSON(ctx, s.storage, key, &r)
 		if err != nil {

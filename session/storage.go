@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/certmagic"
@@ -99,4 +101,18 @@ func (l *userLocks) with(ctx context.Context, st certmagic.Storage, name string,
 	}
 	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), name) }()
 	return fn()
+}
+
+// recordKeys lists the records (*.json) under folder, skipping the temporary files a
+// storage may show while a Store is in progress; a folder that does not exist holds
+// none. what names the records in an error.
+func recordKeys(ctx context.Context, st certmagic.Storage, folder string, recursive bool, what string) ([]string, error) {
+	keys, err := st.List(ctx, strings.TrimSuffix(folder, "/"), recursive)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", what, err)
+	}
+	return slices.DeleteFunc(keys, func(k string) bool { return !isRecordKey(k) }), nil
 }

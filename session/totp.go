@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path"
 	"strings"
 	"time"
@@ -220,17 +219,11 @@ func matchingStep(secret, code string, now time.Time) (int64, bool) {
 // pruneLockouts deletes lockout records whose lockout is over and whose failures are
 // older than keep: they no longer change any decision.
 func pruneLockouts(ctx context.Context, st certmagic.Storage, now time.Time, keep time.Duration) error {
-	keys, err := st.List(ctx, strings.TrimSuffix(lockoutFolder, "/"), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	keys, err := recordKeys(ctx, st, lockoutFolder, false, "lockouts to prune")
 	if err != nil {
-		return fmt.Errorf("listing lockouts to prune: %w", err)
+		return err
 	}
 	for _, key := range keys {
-		if !isRecordKey(key) {
-			continue
-		}
 		var l lockout
 		found, err := loadJSON(ctx, st, key, &l)
 		if err != nil || !found || !lockoutOver(l, now, keep) {
