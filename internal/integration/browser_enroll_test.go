@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +26,15 @@ func TestBrowserEnrollmentByLink(t *testing.T) {
 	// The QR code is an image the browser decoded (not a broken one).
 	if w := chromeEval[int](a, "the QR code's natural width", `document.querySelector('img').naturalWidth`); w < 100 {
 		t.Fatalf("the QR code image has a natural width of %d px: not rendered", w)
+	}
+	if dir := os.Getenv("JIT_SCREENSHOTS"); dir != "" {
+		png, err := a.screenshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "enroll.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	secret := strings.ReplaceAll(chromeEval[string](a, "the key on the page", `document.getElementById('secret').textContent`), " ", "")
 	if len(secret) != 32 {
