@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestDeleteIdentityHeadersRemovesEverySpelling(t *testing.T) {
@@ -134,5 +135,20 @@ func TestWantsJSON(t *testing.T) {
 		if got := wantsJSON(r); got != want {
 			t.Errorf("Accept %q: got %v, want %v", accept, got, want)
 		}
+	}
+}
+
+func TestSessionCookieLastsToTheSessionsLastSecond(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	for _, tt := range []struct {
+		left time.Duration
+		want int
+	}{{1500 * time.Millisecond, 2}, {200 * time.Millisecond, 1}, {90*time.Second + 400*time.Millisecond, 91}} {
+		if got := sessionCookieFor(r, "t", time.Now().Add(tt.left)).MaxAge; got != tt.want {
+			t.Errorf("%s left: Max-Age %d, want %d", tt.left, got, tt.want)
+		}
+	}
+	if got := sessionCookieFor(r, "", time.Time{}).MaxAge; got != -1 {
+		t.Errorf("clearing the cookie: Max-Age %d, want -1", got)
 	}
 }

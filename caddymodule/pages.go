@@ -372,11 +372,13 @@ func activationFailure(reason string) (int, string) {
 
 func sessionCookieFor(r *http.Request, token string, expires time.Time) *http.Cookie {
 	c := &http.Cookie{
-		Name:     CookieName,
-		Value:    token,
-		Path:     "/",
-		Expires:  expires,
-		MaxAge:   max(1, int(time.Until(expires).Seconds())),
+		Name:    CookieName,
+		Value:   token,
+		Path:    "/",
+		Expires: expires,
+		// Rounded up: the browser keeps the cookie to the session's last second (the
+		// token itself expires on time either way).
+		MaxAge:   max(1, int((time.Until(expires)+time.Second-1)/time.Second)),
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
 	}
