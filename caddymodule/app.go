@@ -205,11 +205,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.authority.Metrics = authorityMetrics{}
 	shared := a.shared
 	a.authority.SessionsChanged = func() { shared.sessionsChanged.Store(true) }
-	notifier, err := a.buildNotifier(a.shared.dispatcher)
-	if err != nil {
-		return err
-	}
-	if notifier.targets() > 0 {
+	if notifier := a.buildNotifier(a.shared.dispatcher); notifier.targets() > 0 {
 		a.authority.Notifier = notifier
 	}
 	a.shared.settings.Store(&syncSettings{
@@ -328,6 +324,12 @@ func buildRoles(configs map[string]*RoleConfig) (map[string]*policy.Role, error)
 		roles[name] = r
 	}
 	return roles, nil
+}
+
+// roleOf is a role as configured now, or nil: the lookup the sweeps and pages need.
+func (a *App) roleOf(name string) *policy.Role {
+	r, _ := a.role(name)
+	return r
 }
 
 // singlePlaceholder returns KEY when s is exactly "{KEY}", else "".

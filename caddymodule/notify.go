@@ -23,7 +23,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -160,7 +159,7 @@ func (a *appNotifier) targets() int {
 	return n
 }
 
-func (a *App) buildNotifier(d *dispatcher) (*appNotifier, error) {
+func (a *App) buildNotifier(d *dispatcher) *appNotifier {
 	an := &appNotifier{d: d, roles: map[string][]notifyTarget{}}
 	client := &http.Client{Timeout: notifyTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	build := func(n NotifyConfig) notifyTarget {
@@ -177,7 +176,7 @@ func (a *App) buildNotifier(d *dispatcher) (*appNotifier, error) {
 			an.roles[name] = append(an.roles[name], build(n))
 		}
 	}
-	return an, nil
+	return an
 }
 
 // Webhooks.
@@ -458,12 +457,6 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// roleOf is the lookup the sweeps need.
-func (a *App) roleOf(name string) *policy.Role {
-	r, _ := a.role(name)
-	return r
 }
 
 // parseAddress returns the bare address of "Name <addr>" or "addr".

@@ -322,10 +322,7 @@ func TestNotifierRoutesGlobalAndRoleTargets(t *testing.T) {
 	}
 	d := newDispatcher(zap.NewNop())
 	defer d.stop()
-	n, err := app.buildNotifier(d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := app.buildNotifier(d)
 	viewer := sampleNotification()
 	viewer.Role = "viewer"
 	n.Notify(viewer)
