@@ -21,7 +21,7 @@ func init() {
 // AdminAPI adds caddy-jit's routes to Caddy's admin endpoint:
 //
 //	POST   /jit/enrollments/{user}        make (or replace) a user's TOTP secret
-//	POST   /jit/enrollments/{user}?link=1[&ttl=24h]  make a self-service enrollment link
+//	POST   /jit/enrollments/{user}?link=1[&ttl=24h][&replace=1]  make a self-service enrollment link
 //	GET    /jit/sessions[?user=U&role=R]  list active sessions
 //	DELETE /jit/sessions/{id}             revoke one session
 //	DELETE /jit/sessions?user=U           revoke all of a user's sessions
@@ -70,10 +70,19 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if user, err = userArg(app.names, user); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
 	if link, err := wantsEnrollLink(r.URL.Query()); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	} else if link {
 		return handleEnrollLink(w, r, app, user)
+	}
+	// An operator's direct enrollment replaces any earlier one at once, and first
+	// cancels the user's outstanding link, so that no link made before can replace
+	// what the operator sets up (a link older than the enrollment is refused anyway).
+	if err := app.authority.CancelEnrollmentLinks(r.Context(), user, operator(r), session.CancelEnrolled); err != nil {
+		return storageError("cancelling the enrollment link of "+user+" (nothing was enrolled)", err)
 	}
 	uri, err := app.authority.Enroll(r.Context(), user, operator(r))
 	if err != nil {
@@ -82,22 +91,42 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, enrollmentResponse{User: user, OTPAuthURI: uri})
 }
 
-// wantsEnrollLink reads ?link=1 (or true) and refuses a ttl without it.
+// replaceFlag reads a link's ?replace=1 (or true): the link may replace the user's
+// current enrollment without a code of it.
+func replaceFlag(q url.Values) (bool, error) {
+	switch q.Get("replace") {
+	case "1", "true":
+		return true, nil
+	case "", "0", "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("replace=%q: want replace=1 for a link that replaces the current authenticator without a code of it", truncateRunes(q.Get("replace"), 32))
+}
+
+// wantsEnrollLink reads ?link=1 (or true) and refuses a ttl or a replace without it:
+// a plain enrollment always replaces.
 func wantsEnrollLink(q url.Values) (bool, error) {
 	switch q.Get("link") {
 	case "1", "true":
+		if _, err := replaceFlag(q); err != nil {
+			return false, err
+		}
 		return true, nil
 	case "", "0", "false":
 		if q.Has("ttl") {
 			return false, errors.New("ttl applies to enrollment links: add link=1")
+		}
+		if q.Has("replace") {
+			return false, errors.New("replace applies to enrollment links (a plain enrollment always replaces the current one): add link=1")
 		}
 		return false, nil
 	}
 	return false, fmt.Errorf("link=%q: want link=1 for an enrollment link", q.Get("link"))
 }
 
-// handleEnrollLink answers POST /jit/enrollments/{user}?link=1[&ttl=DURATION] with a
-// single-use link the user opens to enroll themselves (see enroll_pages.go).
+// handleEnrollLink answers POST /jit/enrollments/{user}?link=1[&ttl=DURATION][&replace=1]
+// with a single-use link the user opens to enroll themselves (see enroll_pages.go). It
+// cancels the user's earlier link.
 func handleEnrollLink(w http.ResponseWriter, r *http.Request, app *App, user string) error {
 	var requested time.Duration
 	if raw := r.URL.Query().Get("ttl"); raw != "" {
@@ -114,7 +143,11 @@ func handleEnrollLink(w http.ResponseWriter, r *http.Request, app *App, user str
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
-	token, expires, err := app.authority.CreateEnrollmentLink(r.Context(), user, ttl, operator(r))
+	replace, err := replaceFlag(r.URL.Query())
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	token, expires, err := app.authority.IssueEnrollmentLink(r.Context(), session.EnrollLinkRequest{User: user, TTL: ttl, By: operator(r), Replace: replace})
 	if err != nil {
 		return storageError("making an enrollment link for "+user, err)
 	}
@@ -148,14 +181,20 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	switch r.Method {
 	case http.MethodGet:
-		recs, err := app.authority.Records.Active(r.Context(), session.Filter{User: q.Get("user"), Role: q.Get("role")}, now())
+		user := q.Get("user")
+		if user != "" {
+			if user, err = userArg(app.names, user); err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("GET /jit/sessions?user=NAME: %v", err)}
+			}
+		}
+		recs, err := app.authority.Records.Active(r.Context(), session.Filter{User: user, Role: q.Get("role")}, now())
 		if err != nil {
 			return storageError("listing sessions", err)
 		}
 		return writeJSON(w, http.StatusOK, listed(app.authority, recs))
 	case http.MethodDelete:
-		user := q.Get("user")
-		if err := checkUserName(user); err != nil {
+		user, err := userArg(app.names, q.Get("user"))
+		if err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE /jit/sessions needs ?user=NAME (or use /jit/sessions/{id}): %v", err)}
 		}
 		ended, err := app.authority.EndUser(r.Context(), user, operator(r), q.Get("reason"))
@@ -176,12 +215,14 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := strings.TrimPrefix(r.URL.Path, "/jit/sessions/")
-	rec, err := app.authority.EndByID(r.Context(), id, operator(r), r.URL.Query().Get("reason"))
+	if err := session.CheckSessionID(id); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE /jit/sessions/{id}: %v", err)}
+	}
+	// An id with no stored session is revoked all the same (a token may carry it):
+	// the answer then lists it with no user or role.
+	rec, err := app.authority.RevokeByID(r.Context(), id, operator(r), r.URL.Query().Get("reason"), session.UnrecordedRevocationKeep(app.roles))
 	if errors.Is(err, session.ErrRevokedLocallyOnly) {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
-	}
-	if errors.Is(err, session.ErrSessionNotFound) {
-		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no session with id %q", id)}
 	}
 	if err != nil {
 		return storageError("revoking the session", err)
@@ -203,6 +244,9 @@ func handleLockout(w http.ResponseWriter, r *http.Request) error {
 	app, err := runningApp()
 	if err != nil {
 		return err
+	}
+	if user, err = userArg(app.names, user); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	if err := app.authority.Unlock(r.Context(), user, operator(r), r.URL.Query().Get("reason")); err != nil {
 		return storageError("clearing the lockout", err)

@@ -59,6 +59,12 @@ type App struct {
 	// Groups is an optional placeholder holding the caller's groups, comma-separated,
 	// for `group:NAME` eligibility.
 	Groups string `json:"groups,omitempty"`
+	// UserNames says how the identity source compares user and group names:
+	// "case_sensitive" (default: alice and Alice are two people, as with basic_auth)
+	// or "case_insensitive" (ALICE logs in as alice, as with most identity providers
+	// behind forward_auth). Names are always compared in Unicode NFC; case_insensitive
+	// also folds case (see policy.UserNames).
+	UserNames string `json:"user_names,omitempty"`
 	// Lockout sets how many wrong codes lock a user out, and for how long.
 	Lockout *LockoutConfig `json:"lockout,omitempty"`
 	// SyncInterval is how often revocations are read from storage, so that a session
@@ -80,14 +86,20 @@ type App struct {
 	Notify []NotifyConfig `json:"notify,omitempty"`
 	// SMTP is the mail server for `notify email`.
 	SMTP *SMTPConfig `json:"smtp,omitempty"`
+	// Refusals limits repeated refused POSTs of one user under /.jit/ (see
+	// refusals.go). Default: a burst of 50, then one every 6s.
+	Refusals *RefusalsConfig `json:"refusals,omitempty"`
 
 	roles     map[string]*policy.Role
 	authority *session.Authority
+	// names is the canonical form of user and group names that UserNames selects.
+	names policy.UserNames
 	// identityKey is the placeholder's key when Identity is exactly one placeholder.
 	identityKey string
 	shared      *sharedState
 	sharedKey   string
 	logger      *zap.Logger
+	refusals    *refusalLimit
 }
 
 // LockoutConfig is the lockout after repeated wrong codes.
@@ -121,6 +133,9 @@ type RoleConfig struct {
 	// MaxTotal bounds a session with its extensions, from its start. Sessions can be
 	// extended only when it is longer than max_duration.
 	MaxTotal caddy.Duration `json:"max_total,omitempty"`
+	// ExtendWithoutApproval lets a role with approval have its sessions extended by
+	// their holder alone, with a code. Default: extensions need approval too.
+	ExtendWithoutApproval bool `json:"extend_without_approval,omitempty"`
 	// AllowedHours are when the role may be activated: `DAYS HH:MM-HH:MM [TIME_ZONE]`
 	// each. Default: any time.
 	AllowedHours []string `json:"allowed_hours,omitempty"`
@@ -169,6 +184,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.setDefaults()
+	if err := a.canonicalizeNames(); err != nil {
+		return err
+	}
 	roles, err := buildRoles(a.Roles)
 	if err != nil {
 		return err
@@ -188,6 +206,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading caddy-jit state from storage: %w", err)
 	}
 	a.shared = val.(*sharedState)
+	if a.refusals, err = provisionRefusals(a.Refusals); err != nil {
+		return err
+	}
 	a.authority, err = session.NewAuthority(ctx, storage, session.Config{
 		Issuer:          a.Issuer,
 		MaxFailures:     a.Lockout.MaxFailures,
@@ -284,11 +305,13 @@ func (a *App) Stop() error {
 
 // Cleanup releases the shared state; the last config to let go of it stops its sync.
 func (a *App) Cleanup() error {
+	// Both are released even when one fails: neither may keep the other alive.
+	err := a.refusals.release()
 	if a.sharedKey != "" {
-		_, err := sharedStates.Delete(a.sharedKey)
-		return err
+		_, serr := sharedStates.Delete(a.sharedKey)
+		err = errors.Join(err, serr)
 	}
-	return nil
+	return err
 }
 
 // role returns a role by name.

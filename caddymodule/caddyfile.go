@@ -28,6 +28,7 @@ func init() {
 //		issuer NAME
 //		identity PLACEHOLDER
 //		groups PLACEHOLDER
+//		user_names case_sensitive|case_insensitive
 //		sync_interval DURATION
 //		max_staleness DURATION
 //		key_rotation DURATION
@@ -35,6 +36,10 @@ func init() {
 //		lockout {
 //			max_failures N
 //			duration DURATION
+//		}
+//		refusals {
+//			burst N
+//			refill DURATION
 //		}
 //		role NAME {
 //			max_duration DURATION
@@ -49,6 +54,7 @@ func init() {
 //			}
 //			break_glass
 //			max_total DURATION
+//			extend_without_approval
 //			allowed_hours DAYS HH:MM-HH:MM [TIME_ZONE]
 //			max_active N
 //			notify webhook URL [SECRET] | notify email ADDRESS...
@@ -88,6 +94,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		case "groups":
 			if err := oneArg(d, &app.Groups); err != nil {
 				return nil, err
+			}
+		case "user_names":
+			if err := oneArg(d, &app.UserNames); err != nil {
+				return nil, err
+			}
+			if _, err := parseUserNames(app.UserNames); err != nil {
+				return nil, d.Err(err.Error())
 			}
 		case "sync_interval":
 			if err := durationArg(d, &app.SyncInterval); err != nil {
@@ -138,6 +151,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.Notify = append(app.Notify, n)
+		case "refusals":
+			if app.Refusals != nil {
+				return nil, d.Err("refusals is given twice")
+			}
+			c, err := parseRefusals(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Refusals = c
 		case "smtp":
 			if app.SMTP != nil {
 				return nil, d.Err("smtp is given twice")
@@ -148,13 +170,19 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.SMTP = s
 		default:
-			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, sync_interval, max_staleness, key_rotation, enroll_link_ttl, lockout, notify, smtp or role", d.Val())
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, user_names, sync_interval, max_staleness, key_rotation, enroll_link_ttl, lockout, refusals, notify, smtp or role", d.Val())
 		}
 	}
 	if len(app.Roles) == 0 {
 		return nil, d.Err("the jit option declares no role: add `role NAME { max_duration 1h  eligible USER }`")
 	}
 	if err := app.validateNotify(); err != nil {
+		return nil, d.Err(err.Error())
+	}
+	// Names that meet only in canonical form (bob and Bob, case-insensitive) fail
+	// here, where they are written; the config keeps them as written.
+	names, _ := parseUserNames(app.UserNames)
+	if _, err := canonicalRoles(app.Roles, names); err != nil {
 		return nil, d.Err(err.Error())
 	}
 	return httpcaddyfile.App{Name: "jit", Value: caddyconfig.JSON(app, nil)}, nil
@@ -221,7 +249,7 @@ func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
 				return nil, err
 			}
 			if !handled {
-				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, allowed_hours, max_active, notify or record_bodies", d.Val())
+				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, extend_without_approval, allowed_hours, max_active, notify or record_bodies", d.Val())
 			}
 		}
 	}

@@ -95,13 +95,14 @@ func runWithStreams(f func(stdout, stderr io.Writer, fl caddycmd.Flags) (int, er
 
 func enrollCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "enroll <user> [--png <file> | --link [--ttl <duration>] [--site <origin>]] [--address <listen>] [--config <path> [--adapter <name>]]",
+		Use:   "enroll <user> [--png <file> | --link [--replace] [--ttl <duration>] [--site <origin>]] [--address <listen>] [--config <path> [--adapter <name>]]",
 		Short: "Enrolls a user for TOTP and shows the QR code to scan",
 		Long: `
 Makes a new TOTP secret for the user and prints its otpauth:// URI and a QR
 code of it, for the user to scan with an authenticator app (Google
 Authenticator, Aegis, 1Password, ...). If the user was enrolled before, the
-old secret stops working at once.
+old secret stops working at once: the operator's command needs no code of it.
+It also cancels the user's outstanding enrollment link, if any.
 
 With --link, makes a single-use enrollment link instead, and prints it: the
 user opens it on any site caddy-jit protects, signed in as themselves, scans
@@ -110,7 +111,12 @@ authenticator, if any, keeps working. The link expires after --ttl (the jit
 option's enroll_link_ttl, 24h by default). With --site <origin> (e.g.
 https://console.example.com) the full URL is printed, else the path to put
 after a protected site's address. The link is for that user alone: send it
-to them only.
+to them only. Making a link cancels the user's earlier one.
+
+Each opening of the link shows a new secret, bound to the browser that
+opened it; only that browser can confirm it. If the user is enrolled, the
+link replaces their authenticator only with a code of it as well; with
+--replace (for a user who lost it), the link replaces it without one.
 
 <user> is the identity caddy-jit sees for the user: by default the name they
 log in with through basic_auth or forward_auth ({http.auth.user.id}).
@@ -131,6 +137,7 @@ to load the admin address from your config, if not using the default.`,
   $ caddy jit enroll alice --png alice-totp.png
   $ caddy jit enroll alice --link --site https://console.example.com
   $ caddy jit enroll alice --link --ttl 2h
+  $ caddy jit enroll alice --link --replace
   $ caddy jit enroll alice --address localhost:2020
   $ caddy jit enroll alice --config /etc/caddy/Caddyfile`,
 		Args: oneUserArg("enroll"),
@@ -139,6 +146,7 @@ to load the admin address from your config, if not using the default.`,
 	cmd.Flags().StringP("png", "", "", "Write the QR code as a PNG image to this file instead of printing it")
 	cmd.Flags().BoolP("link", "", false, "Make a single-use link the user opens to enroll themselves")
 	cmd.Flags().StringP("ttl", "", "", "With --link: how long the link works (default: the jit option's enroll_link_ttl, 24h)")
+	cmd.Flags().BoolP("replace", "", false, "With --link: the link replaces the user's current authenticator without a code of it")
 	cmd.Flags().StringP("site", "", "", "With --link: the origin of a protected site, e.g. https://console.example.com, to print the full URL")
 	addAdminFlags(cmd)
 	return cmd
@@ -161,7 +169,7 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	if user == "" {
 		return caddy.ExitCodeFailedStartup, errors.New("no user name: caddy jit enroll <user>")
 	}
-	if fl.Bool("link") || fl.String("ttl") != "" || fl.String("site") != "" {
+	if fl.Bool("link") || fl.String("ttl") != "" || fl.String("site") != "" || fl.Bool("replace") {
 		return cmdEnrollLink(w, stderr, fl)
 	}
 
@@ -208,7 +216,7 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	user := fl.Arg(0)
 	if !fl.Bool("link") {
-		return caddy.ExitCodeFailedStartup, errors.New("--ttl and --site go with --link: caddy jit enroll <user> --link [--ttl <duration>] [--site <origin>]")
+		return caddy.ExitCodeFailedStartup, errors.New("--ttl, --site and --replace go with --link: caddy jit enroll <user> --link [--replace] [--ttl <duration>] [--site <origin>] (a plain enrollment always replaces the current authenticator)")
 	}
 	if fl.String("png") != "" {
 		return caddy.ExitCodeFailedStartup, errors.New("--png and --link do not go together: the link shows the user their QR code")
@@ -234,7 +242,7 @@ func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer ctl.close()
-	link, err := ctl.enrollLink(user, operatorLogin(), ttl)
+	link, err := ctl.enrollLink(user, operatorLogin(), ttl, fl.Bool("replace"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -245,13 +253,13 @@ func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	// The link goes to w only, never into an error: errors are logged.
 	if site != "" {
 		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s%s\n\n"+
-			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n",
-			printable(link.User), expires, site, link.LinkPath, printable(link.User), printable(link.User))
+			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
+			printable(link.User), expires, site, link.LinkPath, printable(link.User), printable(link.User), replaceNote(fl.Bool("replace")))
 	} else {
 		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s\n\n"+
 			"Put the address of a site that caddy-jit protects in front of it (e.g. https://console.example.com%s), or give that address with --site.\n"+
-			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n",
-			printable(link.User), expires, link.LinkPath, link.LinkPath, printable(link.User), printable(link.User))
+			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
+			printable(link.User), expires, link.LinkPath, link.LinkPath, printable(link.User), printable(link.User), replaceNote(fl.Bool("replace")))
 	}
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -272,11 +280,23 @@ func siteOrigin(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// enrollLinkViaAdmin asks the admin API at adminAddr for an enrollment link: POST
-// /jit/enrollments/{user}?link=1[&ttl=…]; ttl 0 leaves it to the running config.
-func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration) (*enrollLinkResponse, error) {
+// replaceNote says what --replace means, after the link.
+func replaceNote(replace bool) string {
+	if !replace {
+		return "If they are enrolled, they confirm with a code of their current authenticator as well (lost it? make the link with --replace).\n"
+	}
+	return "The link replaces their current authenticator, if any, without a code of it (--replace): make sure it reaches them alone.\n"
+}
+
+// enrollLinkViaAdmin asks the admin API for an enrollment link: POST
+// /jit/enrollments/{user}?link=1[&ttl=…][&replace=1]; ttl 0 leaves it to the running
+// config.
+func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error) {
 	doing := "making an enrollment link for " + strconv.Quote(user)
 	q := url.Values{"link": {"1"}}
+	if replace {
+		q.Set("replace", "1")
+	}
 	if by != "" {
 		q.Set("by", by)
 	}

@@ -53,8 +53,10 @@ type jitControl interface {
 	unlock(user, by, reason string) error
 	rotateKeys(by string) (keyRotation, error)
 	enroll(user, by string) (*enrollmentResponse, error)
-	// enrollLink makes an enrollment link; ttl 0 takes the config's enroll_link_ttl.
-	enrollLink(user, by string, ttl time.Duration) (*enrollLinkResponse, error)
+	// enrollLink makes an enrollment link and cancels the user's earlier one; ttl 0
+	// takes the config's enroll_link_ttl; replace lets the link replace a confirmed
+	// enrollment without a code of it.
+	enrollLink(user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error)
 	close()
 }
 
@@ -191,8 +193,8 @@ func (c adminControl) enroll(user, by string) (*enrollmentResponse, error) {
 }
 
 // enrollLink makes an enrollment link through the admin API.
-func (c adminControl) enrollLink(user, by string, ttl time.Duration) (*enrollLinkResponse, error) {
-	return enrollLinkViaAdmin(c, user, by, ttl)
+func (c adminControl) enrollLink(user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error) {
+	return enrollLinkViaAdmin(c, user, by, ttl, replace)
 }
 
 func (adminControl) close() {}
@@ -342,8 +344,11 @@ next request under the session is refused and requests still in flight
 under it are cut off. The revocation is audited with your login and the
 --reason.
 
-Fails if there is no session with that id, or if the user has no active
-session. An id that starts with '-' goes after '--', as in
+An id with no stored session is revoked all the same, since a token may
+carry it: the revocation lasts as long as any role's session can (max_duration
+or max_total) plus the 7 days a start can be scheduled ahead. An id that is not
+22 characters of base64url is refused. With --user, fails if the user has no
+active session. An id that starts with '-' goes after '--', as in
 'caddy jit revoke -- -3q2-7wEAAAAAAAAAAAAAA'.
 ` + reachingCaddy,
 		Example: `  $ caddy jit revoke 3q2-7wEAAAAAAAAAAAAAAA --reason "left the incident call"
@@ -403,6 +408,13 @@ func cmdRevoke(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 func writeRevoked(w io.Writer, s SessionInfo) error {
 	if s.Record == nil {
 		return nil
+	}
+	if s.User == "" && s.Revoked {
+		// The id names no stored session; it is revoked all the same, in case a token
+		// carries it.
+		_, err := fmt.Fprintf(w, "Revoked %s: no session with that id is stored (it may never have existed, or its record was pruned); a token carrying it is refused until %s.\n",
+			cell(s.ID), clock(s.Expires))
+		return err
 	}
 	if s.Ended.IsZero() && !s.Revoked {
 		// EndByID leaves a session alone that expired before it could be revoked.

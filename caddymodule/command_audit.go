@@ -223,6 +223,10 @@ func configuredRoles(cfg *caddy.Config, configFile string) (map[string]*policy.R
 		return nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
 	}
 	app.setDefaults()
+	// Canonical subjects, as the session records' users are.
+	if err := app.canonicalizeNames(); err != nil {
+		return nil, fmt.Errorf("in %s: %v", configFile, err)
+	}
 	roles, err := buildRoles(app.Roles)
 	if err != nil {
 		return nil, fmt.Errorf("in %s: %v", configFile, err)

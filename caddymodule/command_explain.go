@@ -106,7 +106,12 @@ func cmdExplain(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return explainExitError, unknownRoleError(roleName, roles, configFile)
 	}
 
-	x := role.Explain(policy.Caller{User: user, Groups: groups}, at)
+	// The user and groups as the gate sees them: in the config's canonical form.
+	caller, err := app.canonicalCaller(user, groups)
+	if err != nil {
+		return explainExitError, fmt.Errorf("the user name %s: %v", strconv.Quote(user), err)
+	}
+	x := role.Explain(caller, at)
 	if fl.Bool("json") {
 		err = writeAuditJSON(stdout, x)
 	} else {
@@ -152,6 +157,9 @@ func explainApp(cfg *caddy.Config, configFile string) (*App, map[string]*policy.
 		return nil, nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
 	}
 	app.setDefaults()
+	if err := app.canonicalizeNames(); err != nil {
+		return nil, nil, fmt.Errorf("in %s: %v", configFile, err)
+	}
 	roles, err := buildRoles(app.Roles)
 	if err != nil {
 		return nil, nil, fmt.Errorf("in %s: %v", configFile, err)

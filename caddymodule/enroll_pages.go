@@ -21,8 +21,11 @@ import (
 
 // Self-service enrollment by link: `caddy jit enroll USER --link` (or POST
 // /jit/enrollments/{user}?link=1) makes a single-use link to /.jit/enroll?token=T; the
-// user opens it signed in as themselves, scans the QR code of a pending secret and
-// confirms it with a code. See session/enroll_link.go.
+// user opens it signed in as themselves, scans the QR code of the pending secret that
+// this opening made and confirms it with a code (and one of their current
+// authenticator, unless the link was made with --replace). Each opening binds its
+// secret to the browser with a cookie (enroll_cookie.go) and shows it on that page
+// only. See session/enroll_link.go.
 
 const (
 	// DefaultEnrollLinkTTL is how long an enrollment link works unless the jit app's
@@ -77,99 +80,156 @@ func newEnrollLinkResponse(user, token string, expires time.Time) *enrollLinkRes
 	return &enrollLinkResponse{User: user, LinkPath: enrollLinkPath(token), Expires: expires.UTC().Format(time.RFC3339)}
 }
 
-// enrollForm is what the enrollment page shows and what its POST carries.
+// enrollForm is what the enrollment page shows and what its POST carries. Secret and
+// QR are set only on the page of an opening: a page shown again after a failed
+// confirmation asks for the code of the key already scanned, and shows no key.
 type enrollForm struct {
 	User    string
 	Issuer  string
 	Token   string
 	CSRF    string
 	Expires time.Time
+	// LinkPath opens the link again, for a new key.
+	LinkPath string
+	// Opening names the page of the opening whose key the form confirms.
+	Opening string
 	// QR is the QR code of the otpauth URI as a data: URL of a PNG image.
 	QR template.URL
 	// Secret is the pending secret in groups of four, for entering by hand.
 	Secret string
-	// Enrolled says that the user has an authenticator now, which this one replaces.
-	Enrolled   bool
-	Error      string
-	ErrorField string
+	// Enrolled says that the user has an authenticator now, which this one replaces;
+	// NeedsCurrent that the form asks for a code of it.
+	Enrolled     bool
+	NeedsCurrent bool
+	Error        string
+	ErrorField   string
 }
 
-// serveEnroll serves GET and POST /.jit/enroll for the signed-in caller.
+// serveEnroll serves GET, HEAD and POST /.jit/enroll for the signed-in caller.
 func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	if r.Method == http.MethodPost {
+	token := r.URL.Query().Get("token")
+	switch r.Method {
+	case http.MethodPost:
 		return h.confirmEnroll(w, r, caller)
+	case http.MethodHead:
+		// A HEAD changes nothing: it makes no opening.
+		return h.showConfirmForm(w, r, caller, token, "", http.StatusOK, "", "")
 	}
-	return h.showEnroll(w, r, caller, r.URL.Query().Get("token"), http.StatusOK, "", "")
+	return h.openEnroll(w, r, caller, token)
 }
 
-// showEnroll renders the link's page, with an error when a confirmation failed.
-func (h *Handler) showEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller, token string, status int, errMsg, errField string) error {
+// openEnroll shows a new pending secret, which this opening binds to this browser.
+func (h *Handler) openEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller, token string) error {
 	ctx := r.Context()
-	pending, err := h.app.authority.EnrollmentLink(ctx, token, caller.User)
+	pending, err := h.app.authority.OpenEnrollmentLink(ctx, token, caller.User, clientIP(r))
 	if err != nil {
 		return h.enrollLinkRefused(w, r, caller, err)
-	}
-	enrolled, err := h.app.authority.Authenticator.Enrolled(ctx, caller.User)
-	if err != nil {
-		return h.enrollStorageError(w, r, caller, err)
 	}
 	qr, err := qrDataURL(pending.URI)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	return render(w, status, "enroll.html", enrollForm{
-		User:       caller.User,
-		Issuer:     h.app.Issuer,
-		Token:      token,
-		CSRF:       h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
-		Expires:    pending.Expires,
-		QR:         qr,
-		Secret:     groupsOfFour(pending.Secret),
-		Enrolled:   enrolled,
-		Error:      errMsg,
-		ErrorField: errField,
+	http.SetCookie(w, enrollCookieFor(r, pending.Browser, pending.Expires))
+	return render(w, http.StatusOK, "enroll.html", enrollForm{
+		User:         caller.User,
+		Issuer:       h.app.Issuer,
+		Token:        token,
+		CSRF:         h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
+		Expires:      pending.Expires,
+		LinkPath:     enrollLinkPath(token),
+		Opening:      pending.Opening,
+		QR:           qr,
+		Secret:       groupsOfFour(pending.Secret),
+		Enrolled:     pending.Enrolled,
+		NeedsCurrent: pending.NeedsCurrentCode,
 	})
 }
 
-// confirmEnroll checks the code the user typed against the link's pending secret.
+// showConfirmForm renders the link's form without a key, with an error when a
+// confirmation failed.
+func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller policy.Caller, token, opening string, status int, errMsg, errField string) error {
+	info, err := h.app.authority.InspectEnrollmentLink(r.Context(), token, caller.User, clientIP(r))
+	if err != nil {
+		return h.enrollLinkRefused(w, r, caller, err)
+	}
+	return render(w, status, "enroll.html", enrollForm{
+		User:         caller.User,
+		Issuer:       h.app.Issuer,
+		Token:        token,
+		CSRF:         h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
+		Expires:      info.Expires,
+		LinkPath:     enrollLinkPath(token),
+		Opening:      opening,
+		Enrolled:     info.Enrolled,
+		NeedsCurrent: info.NeedsCurrentCode,
+		Error:        errMsg,
+		ErrorField:   errField,
+	})
+}
+
+// confirmEnroll checks the codes the user typed against the secret this browser's
+// opening showed (and their current authenticator, where the link needs it).
 func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "token", "code", "csrf")
+	form, err := readForm(w, r, "token", "opening", "code", "current_code", "csrf")
 	if err != nil {
 		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the enrollment link again.", caller.User)
 	}
-	token := form["token"]
+	token, opening := form["token"], form["opening"]
 	if token == "" {
 		token = r.URL.Query().Get("token")
 	}
 	if !h.checkPost(r, caller.User, form["csrf"]) {
 		h.app.authority.Audit.Event(session.EventEnrollLinkFailed, zap.String("user", caller.User), zap.String("reason", "csrf"),
 			zap.String("client_ip", clientIP(r)))
-		return h.showEnroll(w, r, caller, token, http.StatusForbidden,
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusForbidden,
 			"This form has expired or did not come from this site. Enter the current code and confirm again.", "")
 	}
-	err = h.app.authority.ConfirmEnrollment(r.Context(), token, caller.User, strings.TrimSpace(form["code"]))
+	err = h.app.authority.ConfirmEnrollment(r.Context(), session.EnrollConfirmation{
+		Token: token, User: caller.User, Browser: enrollCookie(r), Opening: opening,
+		Code: strings.TrimSpace(form["code"]), CurrentCode: strings.TrimSpace(form["current_code"]), ClientIP: clientIP(r),
+	})
 	var locked *session.LockedOutError
 	switch {
 	case err == nil:
+		http.SetCookie(w, enrollCookieFor(r, "", time.Time{}))
 		return h.renderMessage(w, r, http.StatusOK, "Your authenticator is set up",
 			"From now on, use the codes of this authenticator to activate your roles. The code you just entered has been used; the next one activates.", caller.User)
 	case errors.As(err, &locked):
-		return h.showEnroll(w, r, caller, token, http.StatusTooManyRequests,
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusTooManyRequests,
 			"Too many wrong codes: you are locked out until "+locked.Until.UTC().Format("15:04 UTC")+". This link still works after that, until it expires.", "code")
 	case errors.Is(err, session.ErrCodeInvalid):
-		return h.showEnroll(w, r, caller, token, http.StatusBadRequest,
-			"The code is wrong: scan the QR code (or enter the key) again, and enter the code your app shows now.", "code")
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
+			"The code is wrong: enter the code your app shows now for the key you scanned from this link.", "code")
 	case errors.Is(err, session.ErrCodeReplayed):
-		return h.showEnroll(w, r, caller, token, http.StatusBadRequest,
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"This code was already used: wait for the next one.", "code")
+	case errors.Is(err, session.ErrCurrentCodeRequired):
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
+			"Enter a code of your current authenticator as well: this link replaces it only with one. Lost it? Ask an operator for a link that replaces it.", "current_code")
+	case errors.Is(err, session.ErrCurrentCodeInvalid):
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
+			"The code of your current authenticator is wrong: enter the code it shows now.", "current_code")
+	case errors.Is(err, session.ErrCurrentCodeReplayed):
+		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
+			"The code of your current authenticator was already used: wait for its next one.", "current_code")
+	case errors.Is(err, session.ErrEnrollLinkOtherBrowser):
+		return h.renderMessage(w, r, http.StatusConflict, "This page can no longer confirm",
+			"The key on this page is no longer the link's: the link was opened since in another browser (or this browser lost its cookies), which made a new key. Open the link again for a new one. If you did not open it anywhere else, someone else may have your link and your password: tell the operators at once.", caller.User)
+	case errors.Is(err, session.ErrEnrollLinkReopened):
+		return h.renderMessage(w, r, http.StatusConflict, "This page is out of date",
+			"The link was opened again in this browser since this page was shown, which made a new key. Use the latest page, or open the link again, and scan the key it shows.", caller.User)
 	}
 	return h.enrollLinkRefused(w, r, caller, err)
 }
 
-// enrollLinkRefused explains a link that cannot be used, in plain words.
+// enrollLinkRefused explains a link that cannot be used, in plain words, and has the
+// browser forget its binding to it.
 func (h *Handler) enrollLinkRefused(w http.ResponseWriter, r *http.Request, caller policy.Caller, err error) error {
 	var linkErr *session.EnrollLinkError
 	errors.As(err, &linkErr)
+	if (linkErr != nil || errors.Is(err, session.ErrEnrollLinkUnknown)) && enrollCookie(r) != "" {
+		http.SetCookie(w, enrollCookieFor(r, "", time.Time{}))
+	}
 	switch {
 	case errors.Is(err, session.ErrEnrollLinkUnknown):
 		return h.renderMessage(w, r, http.StatusNotFound, "Unknown enrollment link",
@@ -180,6 +240,13 @@ func (h *Handler) enrollLinkRefused(w http.ResponseWriter, r *http.Request, call
 	case errors.Is(err, session.ErrEnrollLinkUsed) && linkErr != nil:
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link already used",
 			"This enrollment link was already used, at "+clock(linkErr.At)+", and works only once. If that was not you, tell the operators at once; for another authenticator, ask them for a new link.", caller.User)
+	case errors.Is(err, session.ErrEnrollLinkCancelled) && linkErr != nil:
+		when := ""
+		if !linkErr.At.IsZero() {
+			when = ", at " + clock(linkErr.At)
+		}
+		return h.renderMessage(w, r, http.StatusGone, "Enrollment link cancelled",
+			"This enrollment link was cancelled"+when+": a newer link was made for you, or you were enrolled since. Use the newest link you were sent, or ask an operator for a new one.", caller.User)
 	case errors.Is(err, session.ErrEnrollLinkExpired) && linkErr != nil:
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link expired",
 			"This enrollment link expired at "+clock(linkErr.At)+". Ask an operator for a new one.", caller.User)

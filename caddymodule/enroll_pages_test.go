@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"image"
 	"image/png"
 	"net/http"
@@ -99,7 +100,10 @@ func TestEnrollLinkCommand(t *testing.T) {
 			[]string{"\n" + testLinkPath + "\n", "--site"}},
 		{"defaults", []string{"--link"},
 			url.Values{"link": {"1"}, "by": {operatorLogin()}},
-			[]string{"\n" + testLinkPath + "\n", "https://console.example.com" + testLinkPath}},
+			[]string{"\n" + testLinkPath + "\n", "https://console.example.com" + testLinkPath, "code of their current authenticator"}},
+		{"replace", []string{"--link", "--replace"},
+			url.Values{"link": {"1"}, "replace": {"1"}, "by": {operatorLogin()}},
+			[]string{"\n" + testLinkPath + "\n", "without a code of it (--replace)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			stub := &adminStub{status: http.StatusOK, body: string(body)}
@@ -132,6 +136,7 @@ func TestEnrollLinkCommandErrors(t *testing.T) {
 	}{
 		{"ttl without link", []string{"--ttl", "2h"}, "go with --link"},
 		{"site without link", []string{"--site", "https://console.example.com"}, "go with --link"},
+		{"replace without link", []string{"--replace"}, "a plain enrollment always replaces"},
 		{"png with link", []string{"--link", "--png", "x.png"}, "do not go together"},
 		{"bad ttl", []string{"--link", "--ttl", "soon"}, `--ttl "soon" is not a duration`},
 		{"ttl too long", []string{"--link", "--ttl", "60d"}, "at most 30d"},
@@ -176,7 +181,7 @@ func TestEnrollLinkOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ctl.close()
-	link, err := ctl.enrollLink("dave", operatorLogin(), 0)
+	link, err := ctl.enrollLink("dave", operatorLogin(), 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,11 +199,12 @@ func TestEnrollLinkOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pending, err := running.EnrollmentLink(context.Background(), token, "dave")
+	pending, err := running.OpenEnrollmentLink(context.Background(), token, "dave", "")
 	if err != nil {
 		t.Fatalf("the running instance cannot open the link: %v", err)
 	}
-	if err := running.ConfirmEnrollment(context.Background(), token, "dave", totpCode(t, pending.Secret, time.Now())); err != nil {
+	if err := running.ConfirmEnrollment(context.Background(), session.EnrollConfirmation{Token: token, User: "dave",
+		Browser: pending.Browser, Opening: pending.Opening, Code: totpCode(t, pending.Secret, time.Now())}); err != nil {
 		t.Fatalf("confirming: %v", err)
 	}
 	if !strings.Contains(stderr.String(), "The admin API is off in "+f.caddyfile+": stored the link in") {
@@ -208,9 +214,41 @@ func TestEnrollLinkOffline(t *testing.T) {
 	if strings.Contains(stderr.String(), token) {
 		t.Error("the token is on stderr")
 	}
-	if _, err := ctl.enrollLink("dave", operatorLogin(), 31*24*time.Hour); err == nil {
+	if _, err := ctl.enrollLink("dave", operatorLogin(), 31*24*time.Hour, false); err == nil {
 		t.Error("a link of 31 days was made")
 	}
+
+	// dave is enrolled now: a replacing link made offline needs no code of his current
+	// authenticator; a newer one cancels it; a direct enrollment cancels that.
+	replacing, err := ctl.enrollLink("dave", operatorLogin(), 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replacingToken := strings.TrimPrefix(replacing.LinkPath, "/.jit/enroll?token=")
+	if p, err := running.OpenEnrollmentLink(context.Background(), replacingToken, "dave", ""); err != nil || !p.Enrolled || p.NeedsCurrentCode {
+		t.Fatalf("the replacing link: %+v, %v; want one that replaces without a current code", p, err)
+	}
+	newer, err := ctl.enrollLink("dave", operatorLogin(), 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.OpenEnrollmentLink(context.Background(), replacingToken, "dave", ""); !errors.Is(err, session.ErrEnrollLinkCancelled) {
+		t.Errorf("the replacing link after a newer one: %v, want it cancelled", err)
+	}
+	if _, err := ctl.enroll("dave", operatorLogin()); err != nil {
+		t.Fatal(err)
+	}
+	newerToken := strings.TrimPrefix(newer.LinkPath, "/.jit/enroll?token=")
+	if _, err := running.OpenEnrollmentLink(context.Background(), newerToken, "dave", ""); !errors.Is(err, session.ErrEnrollLinkCancelled) {
+		t.Errorf("the newer link after a direct enrollment's cancellation: %v, want it cancelled", err)
+	}
+	checkAudit(t, stderr.String(),
+		map[string]any{"event": "enroll_link_created", "user": "dave", "replace": false},
+		map[string]any{"event": "enroll_link_created", "user": "dave", "replace": true},
+		map[string]any{"event": "enroll_link_created", "user": "dave", "replace": false},
+		map[string]any{"event": "enroll_link_cancelled", "user": "dave", "reason": "newer_link"},
+		map[string]any{"event": "enroll_link_cancelled", "user": "dave", "reason": "enrolled"},
+		map[string]any{"event": "enrolled", "user": "dave"})
 }
 
 func TestEnrollPageRendersTheQRCodeInline(t *testing.T) {
@@ -221,7 +259,8 @@ func TestEnrollPageRendersTheQRCodeInline(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	form := enrollForm{User: "alice<script>", Issuer: "caddy-jit", Token: "tok\"en", CSRF: "c", Expires: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC),
-		QR: qr, Secret: groupsOfFour("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"), Enrolled: true, Error: "The code is wrong.", ErrorField: "code"}
+		QR: qr, Secret: groupsOfFour("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"), Enrolled: true, Error: "The code is wrong.", ErrorField: "code",
+		Opening: "0a1b2c", LinkPath: enrollLinkPath("tok")}
 	if err := render(rec, http.StatusBadRequest, "enroll.html", form); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +268,7 @@ func TestEnrollPageRendersTheQRCodeInline(t *testing.T) {
 	for _, want := range []string{
 		`<img src="data:image/png;base64,`, `<code id="secret" aria-labelledby="secret-label">JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP</code>`,
 		`name="token" value="tok&#34;en"`, `name="csrf" value="c"`, `alice&lt;script&gt;`, `id="error-summary"`, `aria-invalid="true"`,
-		"2026-03-02 09:00 UTC", "keeps working until you confirm",
+		"2026-03-02 09:00 UTC", "keeps working until you confirm", `name="opening" value="0a1b2c"`, "shown on this page only",
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page does not hold %q", want)
@@ -264,6 +303,140 @@ func TestEnrollPageRendersTheQRCodeInline(t *testing.T) {
 		if err != nil || strings.TrimSuffix(string(out), "\n") != uri {
 			t.Errorf("zbarimg reads %q (%v), want the URI", out, err)
 		}
+	}
+}
+
+// The page shown again after a failed confirmation asks for codes and shows no key;
+// a link that needs a code of the current authenticator asks for it.
+func TestEnrollPageWithoutTheKey(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		form         enrollForm
+		want, absent []string
+	}{
+		{"after a wrong code, enrolled", enrollForm{User: "alice", Token: "tok", LinkPath: enrollLinkPath("tok"), Opening: "0a1b", Enrolled: true, NeedsCurrent: true,
+			Error: "The code of your current authenticator is wrong.", ErrorField: "current_code"},
+			[]string{`name="current_code"`, `id="current_code"`, `href="/.jit/enroll?token=tok"`, "Open the link again", `name="opening" value="0a1b"`, "with a code of each", `aria-invalid="true"`},
+			[]string{"<img", `id="secret"`}},
+		{"a replacing link", enrollForm{User: "alice", Token: "tok", LinkPath: enrollLinkPath("tok"), Enrolled: true},
+			[]string{"made this link to replace it"},
+			[]string{`name="current_code"`, "<img"}},
+		{"a first enrollment", enrollForm{User: "bob", Token: "tok", LinkPath: enrollLinkPath("tok")},
+			[]string{`name="code"`},
+			[]string{`name="current_code"`, "You already have"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			if err := render(rec, http.StatusBadRequest, "enroll.html", tt.form); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(rec.Body.String(), want) {
+					t.Errorf("the page does not hold %q", want)
+				}
+			}
+			for _, bad := range tt.absent {
+				if strings.Contains(rec.Body.String(), bad) {
+					t.Errorf("the page holds %q", bad)
+				}
+			}
+		})
+	}
+}
+
+// The binding cookie: HttpOnly, SameSite=Lax, __Host- over HTTPS (so path /), the
+// enrollment page only over HTTP; read by its scheme's name only, bounded.
+func TestEnrollCookie(t *testing.T) {
+	expires := time.Now().Add(2 * time.Hour)
+	value := strings.Repeat("A", session.EnrollBindingLength)
+	for _, tt := range []struct {
+		name     string
+		https    bool
+		value    string
+		wantName string
+		wantPath string
+		deleted  bool
+	}{
+		{"http", false, value, "jit_enroll", "/.jit/enroll", false},
+		{"https", true, value, "__Host-jit_enroll", "/", false},
+		{"http delete", false, "", "jit_enroll", "/.jit/enroll", true},
+		{"https delete", true, "", "__Host-jit_enroll", "/", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/.jit/enroll", nil)
+			if tt.https {
+				r = httptest.NewRequest(http.MethodGet, "https://example.com/.jit/enroll", nil)
+			}
+			c := enrollCookieFor(r, tt.value, expires)
+			if c.Name != tt.wantName || c.Path != tt.wantPath || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure != tt.https || c.Domain != "" {
+				t.Errorf("cookie %+v", c)
+			}
+			if tt.deleted != (c.MaxAge < 0) || (!tt.deleted && (c.MaxAge < 7199 || c.MaxAge > 7201)) {
+				t.Errorf("MaxAge %d, want deleted %v or about 2h", c.MaxAge, tt.deleted)
+			}
+			if err := c.Valid(); err != nil {
+				t.Errorf("invalid cookie: %v", err)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name   string
+		https  bool
+		header string
+		want   string
+	}{
+		{"http", false, "jit_enroll=" + value, value},
+		{"https", true, "__Host-jit_enroll=" + value, value},
+		{"https ignores the plain name", true, "jit_enroll=" + value, ""},
+		{"http ignores the __Host- name", false, "__Host-jit_enroll=" + value, ""},
+		{"oversize", false, "jit_enroll=" + value + "A", ""},
+		{"none", false, "other=1", ""},
+	} {
+		t.Run("read "+tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/.jit/enroll", nil)
+			if tt.https {
+				r = httptest.NewRequest(http.MethodPost, "https://example.com/.jit/enroll", nil)
+			}
+			r.Header.Set("Cookie", tt.header)
+			if got := enrollCookie(r); got != tt.want {
+				t.Errorf("enrollCookie = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// The admin API's query: replace goes with link only; a plain enrollment replaces.
+func TestWantsEnrollLink(t *testing.T) {
+	for _, tt := range []struct {
+		query   string
+		link    bool
+		replace bool
+		err     string
+	}{
+		{"", false, false, ""},
+		{"link=1", true, false, ""},
+		{"link=1&replace=1", true, true, ""},
+		{"link=true&replace=true", true, true, ""},
+		{"link=1&replace=0", true, false, ""},
+		{"link=1&replace=yes", false, false, `replace="yes"`},
+		{"replace=1", false, false, "a plain enrollment always replaces"},
+		{"ttl=2h", false, false, "add link=1"},
+		{"link=maybe", false, false, "want link=1"},
+	} {
+		t.Run(tt.query, func(t *testing.T) {
+			q, _ := url.ParseQuery(tt.query)
+			link, err := wantsEnrollLink(q)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("error %v, want one saying %q", err, tt.err)
+				}
+				return
+			}
+			replace, rerr := replaceFlag(q)
+			if err != nil || rerr != nil || link != tt.link || replace != tt.replace {
+				t.Errorf("link %v replace %v (%v, %v), want %v %v", link, replace, err, rerr, tt.link, tt.replace)
+			}
+		})
 	}
 }
 

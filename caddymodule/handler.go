@@ -166,11 +166,16 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Cl
 	}
 	reason := "no_session"
 	if token := sessionCookie(r); token != "" {
-		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: h.audiences.of(r), Roles: h.Roles}, t)
+		// Rules: the roles of this config, so that a token lasting longer than its role
+		// allows now is refused, even one cached before a reload shortened the role.
+		claims, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: h.audiences.of(r), Roles: h.Roles, Rules: h.app.roles}, t)
 		if err == nil {
 			return claims, repl, t, nil
 		}
 		reason = err.Error()
+	}
+	if claims := h.pickUpAtGate(w, r, user, t); claims != nil {
+		return claims, repl, t, nil
 	}
 	return nil, nil, t, h.refuse(w, r, repl, user, reason, t)
 }
@@ -319,32 +324,6 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 	return nil
 }
 
-// identity reads the base identity. The common case, a single placeholder, is a
-// lookup that allocates nothing.
-func (a *App) identity(repl *caddy.Replacer) string {
-	if a.identityKey != "" {
-		if v, ok := repl.Get(a.identityKey); ok {
-			if s, ok := v.(string); ok {
-				return s
-			}
-		}
-	}
-	return repl.ReplaceAll(a.Identity, "")
-}
-
-// caller builds the policy's view of the caller from the identity and groups.
-func (a *App) caller(repl *caddy.Replacer, user string) policy.Caller {
-	c := policy.Caller{User: user}
-	if a.Groups != "" {
-		for _, g := range strings.Split(repl.ReplaceAll(a.Groups, ""), ",") {
-			if g = strings.TrimSpace(g); g != "" {
-				c.Groups = append(c.Groups, g)
-			}
-		}
-	}
-	return c
-}
-
 func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
 	msg := "no authenticated user: caddy-jit needs an identity from an authentication handler placed before it " +
 		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity +
@@ -430,12 +409,17 @@ func sessionCookie(r *http.Request) string {
 	return ""
 }
 
-// removeSessionCookie takes both our cookies out of the request, keeping all others.
+// ourCookieMark is in the name of every cookie of ours: the session's, the pickup
+// secrets' and the enrollment's, with or without __Host-.
+const ourCookieMark = "jit_"
+
+// removeSessionCookie takes our cookies (the session's, both names, the pickup secrets
+// and the enrollment binding) out of the request, keeping all others.
 func removeSessionCookie(r *http.Request) {
 	lines := r.Header["Cookie"]
 	found := false
 	for _, line := range lines {
-		if strings.Contains(line, CookieName) {
+		if strings.Contains(line, ourCookieMark) {
 			found = true
 			break
 		}
@@ -502,7 +486,9 @@ func isSessionCookie(part string) bool {
 	for pair := range strings.SplitSeq(part, ",") {
 		name, _, _ := strings.Cut(pair, "=")
 		name = strings.Trim(name, " \t")
-		if name == CookieName || name == SecureCookieName {
+		switch {
+		case name == CookieName, name == SecureCookieName, name == EnrollCookieName, name == SecureEnrollCookieName,
+			strings.HasPrefix(name, PickupCookiePrefix), strings.HasPrefix(name, SecurePickupCookiePrefix):
 			return true
 		}
 	}

@@ -25,6 +25,7 @@ var jitMetrics struct {
 	lockouts         prometheus.Counter
 	syncAge          prometheus.GaugeFunc
 	auditWriteErrors prometheus.Counter
+	refusalsLimited  prometheus.Counter
 	// state is the shared state the sync-age gauge reads.
 	state atomic.Pointer[session.State]
 }
@@ -56,6 +57,8 @@ func initMetrics() {
 	})
 	m.auditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "audit_write_errors_total",
 		Help: "Audit events that a log sink failed to write (each also reported in Caddy's log)."})
+	m.refusalsLimited = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refusals_limited_total",
+		Help: "POSTs under /.jit/ answered 429 because the user's earlier ones kept being refused."})
 }
 
 // registerMetrics registers the collectors in a config's registry.
@@ -65,7 +68,7 @@ func registerMetrics(registry *prometheus.Registry, state *session.State) error 
 		return nil
 	}
 	m := &jitMetrics
-	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors} {
+	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors, m.refusalsLimited} {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -292,6 +292,8 @@ func summary(n session.Notification) string {
 		fmt.Fprintf(&b, "%s activated the role %s", n.User, n.Role)
 	case session.NotifyExtended:
 		fmt.Fprintf(&b, "%s extended the role %s", n.User, n.Role)
+	case session.NotifyExtensionRequested:
+		fmt.Fprintf(&b, "%s asks for more time on the role %s", n.User, n.Role)
 	case session.NotifyDeactivated:
 		fmt.Fprintf(&b, "%s ended their session of the role %s", n.User, n.Role)
 	case session.NotifyRevoked:

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -28,7 +28,12 @@ type offlineControl struct {
 	syncInterval time.Duration
 	// linkTTL is the config's enroll_link_ttl.
 	linkTTL time.Duration
-	stderr  io.Writer
+	// names is the config's user_names: user arguments are put in its canonical form.
+	names policy.UserNames
+	// roles are the config's roles: how long a revocation of an unrecorded id lasts
+	// follows from them.
+	roles  map[string]*policy.Role
+	stderr io.Writer
 }
 
 // openOffline builds the storage and the jit settings of cfg, loaded from
@@ -44,6 +49,14 @@ func openOffline(cfg *caddy.Config, configFile string, stderr io.Writer) (*offli
 		return nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
 	}
 	app.setDefaults()
+	names, err := parseUserNames(app.UserNames)
+	if err != nil {
+		return nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
+	}
+	roles, err := buildRoles(app.Roles)
+	if err != nil {
+		return nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
+	}
 
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	storage, err := configuredStorage(ctx, cfg)
@@ -58,6 +71,8 @@ func openOffline(cfg *caddy.Config, configFile string, stderr io.Writer) (*offli
 		storage:      sharedStateKey(storage),
 		syncInterval: time.Duration(app.SyncInterval),
 		linkTTL:      time.Duration(app.EnrollLinkTTL),
+		names:        names,
+		roles:        roles,
 		stderr:       stderr,
 	}
 	c.authority, err = session.NewAuthority(ctx, storage, session.Config{
@@ -123,6 +138,12 @@ func (c *offlineControl) fail(doing string, err error) error {
 }
 
 func (c *offlineControl) sessions(f session.Filter) ([]byte, error) {
+	if f.User != "" {
+		var err error
+		if f.User, err = userArg(c.names, f.User); err != nil {
+			return nil, err
+		}
+	}
 	recs, err := c.authority.Records.Active(c.ctx, f, now())
 	if err != nil {
 		return nil, c.fail("listing sessions", err)
@@ -136,10 +157,11 @@ func (c *offlineControl) sessions(f session.Filter) ([]byte, error) {
 }
 
 func (c *offlineControl) revokeSession(id, by, reason string) (sessionList, error) {
-	rec, err := c.authority.EndByID(c.ctx, id, c.by(by), reason)
-	if errors.Is(err, session.ErrSessionNotFound) {
-		return sessionList{}, fmt.Errorf("no session with id %q in %s (the admin API is off in %s)", id, c.storage, c.configFile)
+	if err := session.CheckSessionID(id); err != nil {
+		return sessionList{}, err
 	}
+	// An id with no stored session is revoked all the same, as the admin API does.
+	rec, err := c.authority.RevokeByID(c.ctx, id, c.by(by), reason, session.UnrecordedRevocationKeep(c.roles))
 	if err != nil {
 		return sessionList{}, c.fail("revoking the session", err)
 	}
@@ -150,7 +172,8 @@ func (c *offlineControl) revokeSession(id, by, reason string) (sessionList, erro
 }
 
 func (c *offlineControl) revokeUser(user, by, reason string) (sessionList, error) {
-	if err := checkUserName(user); err != nil {
+	var err error
+	if user, err = userArg(c.names, user); err != nil {
 		return sessionList{}, err
 	}
 	ended, err := c.authority.EndUser(c.ctx, user, c.by(by), reason)
@@ -164,7 +187,8 @@ func (c *offlineControl) revokeUser(user, by, reason string) (sessionList, error
 }
 
 func (c *offlineControl) unlock(user, by, reason string) error {
-	if err := checkUserName(user); err != nil {
+	var err error
+	if user, err = userArg(c.names, user); err != nil {
 		return err
 	}
 	if err := c.authority.Unlock(c.ctx, user, c.by(by), reason); err != nil {
@@ -184,8 +208,14 @@ func (c *offlineControl) rotateKeys(by string) (keyRotation, error) {
 }
 
 func (c *offlineControl) enroll(user, by string) (*enrollmentResponse, error) {
-	if err := checkUserName(user); err != nil {
+	var err error
+	if user, err = userArg(c.names, user); err != nil {
 		return nil, err
+	}
+	// As the admin API does: the user's outstanding link goes first, so that it cannot
+	// replace what is enrolled now.
+	if err := c.authority.CancelEnrollmentLinks(c.ctx, user, c.by(by), session.CancelEnrolled); err != nil {
+		return nil, c.fail("cancelling the enrollment link of "+user+" (nothing was enrolled)", err)
 	}
 	uri, err := c.authority.Enroll(c.ctx, user, c.by(by))
 	if err != nil {
@@ -195,15 +225,17 @@ func (c *offlineControl) enroll(user, by string) (*enrollmentResponse, error) {
 	return &enrollmentResponse{User: user, OTPAuthURI: uri}, nil
 }
 
-func (c *offlineControl) enrollLink(user, by string, ttl time.Duration) (*enrollLinkResponse, error) {
-	if err := checkUserName(user); err != nil {
+// enrollLink makes a link on the storage directly, cancelling the user's earlier one.
+func (c *offlineControl) enrollLink(user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error) {
+	var err error
+	if user, err = userArg(c.names, user); err != nil {
 		return nil, err
 	}
-	ttl, err := enrollLinkTTL(ttl, c.linkTTL)
+	ttl, err = enrollLinkTTL(ttl, c.linkTTL)
 	if err != nil {
 		return nil, err
 	}
-	token, expires, err := c.authority.CreateEnrollmentLink(c.ctx, user, ttl, c.by(by))
+	token, expires, err := c.authority.IssueEnrollmentLink(c.ctx, session.EnrollLinkRequest{User: user, TTL: ttl, By: c.by(by), Replace: replace})
 	if err != nil {
 		return nil, c.fail("making an enrollment link for "+user, err)
 	}

@@ -373,8 +373,8 @@ func TestOfflineRevokeFailures(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown id", []string{"revoke", "AAAAAAAAAAAAAAAAAAAAAA"}, `no session with id "AAAAAAAAAAAAAAAAAAAAAA"`},
-		{"malformed id", []string{"revoke", "../../keys/signing"}, `no session with id "../../keys/signing"`},
+		{"malformed id", []string{"revoke", "../../keys/signing"}, `the session id has 18 characters`},
+		{"id outside base64url", []string{"revoke", "AAAAAAAAAAAAAAAAAAAA/."}, `outside base64url`},
 		{"user without sessions", []string{"revoke", "--user", "dave"}, `"dave" has no active session: nothing was revoked`},
 		{"bad user name", []string{"unlock", "ops/carol"}, "holds a slash"},
 	}
@@ -394,6 +394,27 @@ func TestOfflineRevokeFailures(t *testing.T) {
 			checkAudit(t, stderr)
 		})
 	}
+}
+
+// An id with no stored session is revoked all the same (a token may carry it), as the
+// admin API does.
+func TestOfflineRevokeUnrecordedID(t *testing.T) {
+	f := newOfflineFixture(t)
+	const id = "AAAAAAAAAAAAAAAAAAAAAA"
+	stdout, stderr, err := runJitStreams(t, "revoke", id, "--reason", "forged token seen", "--config", f.caddyfile)
+	if err != nil {
+		t.Fatalf("revoke of an unrecorded id: %v\nstderr:\n%s", err, stderr)
+	}
+	if !strings.HasPrefix(stdout, "Revoked "+id+": no session with that id is stored") {
+		t.Errorf("stdout %q", stdout)
+	}
+	if !f.freshState(t).Revocations.Revoked(id) {
+		t.Errorf("a fresh instance does not refuse %s", id)
+	}
+	if got := f.revokedIDs(t); len(got) != 0 {
+		t.Errorf("revoking an unrecorded id revoked the fixture's sessions %v", got)
+	}
+	checkAudit(t, stderr, map[string]any{"event": "revoked", "session_id": id, "reason": "forged token seen", "no_record": true})
 }
 
 // Enrolling offline gives a secret whose codes the running instance accepts.

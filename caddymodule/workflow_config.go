@@ -137,7 +137,7 @@ func (rc *RoleConfig) buildWorkflow(r *policy.Role) error {
 			return err
 		}
 	}
-	return nil
+	return rc.buildExtension(r)
 }
 
 var weekdays = map[string]time.Weekday{
@@ -447,7 +447,7 @@ func parseRoleWorkflow(d *caddyfile.Dispenser, rc *RoleConfig) (bool, error) {
 			return true, d.ArgErr()
 		}
 	default:
-		return false, nil
+		return parseRoleExtension(d, rc)
 	}
 	return true, nil
 }

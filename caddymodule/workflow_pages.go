@@ -31,14 +31,20 @@ func parseStart(s string) (time.Time, error) {
 // requestPage is the requester's view of a request.
 type requestPage struct {
 	Title, Message, User string
-	Request              *session.Request
+	// Note introduces the page when it answers something else: the activation page
+	// shows an open request instead of its form.
+	Note    string
+	Request *session.Request
 	// Waiting makes the page reload itself.
 	Waiting bool
+	// CSRF is set when the request may be withdrawn: the page then offers it.
+	CSRF string
 }
 
-// showRequest shows a request to its requester; once approved it hands over the
-// session's cookie, without another code, and sends them where they were going.
-func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller policy.Caller, id string) error {
+// showRequest shows a request to its requester. Once it is approved, the browser that
+// made it (and only that one: it holds the pickup secret) receives the session's
+// cookie without another code and goes on to where it was going.
+func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller policy.Caller, id string, status int, note string) error {
 	req, err := h.app.authority.RequestFor(r.Context(), caller.User, id)
 	if errors.Is(err, session.ErrRequestNotFound) {
 		return h.renderMessage(w, r, http.StatusNotFound, "No such request", "You have no request with that id.", caller.User)
@@ -47,8 +53,56 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 		h.logger.Error("reading a request", zap.String("user", caller.User), zap.Error(err))
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
 	}
+	// Cookies ignore ports: a pickup secret of a request made on another site of this
+	// host is left for that site.
+	sameSite := req.Audience == h.audiences.of(r)
+	if secret := pickupSecret(r, id); secret != "" && sameSite && (ready(req) || !req.PickedUp.IsZero() || req.State == session.RequestDenied || req.State == session.RequestExpired) {
+		got := h.collect(w, r, caller.User, pickup{id: id, secret: secret}, h.audiences.of(r))
+		if got != nil {
+			req = got.Request
+		}
+		if got != nil && got.Token != "" {
+			if got.Record.Started(now()) {
+				http.Redirect(w, r, safeReturn(req.Return), http.StatusSeeOther)
+				return nil
+			}
+			return render(w, status, "request.html", scheduledPage(caller, req, got.Record, note))
+		}
+	}
+	page, rec, err := h.requestState(r, caller, req)
+	if err != nil {
+		return err
+	}
+	if rec != nil && !req.PickedUp.IsZero() && h.holdsSession(r, caller.User, rec) {
+		// The browser that picked the session up, waiting for its start: on to the
+		// page it wanted once the session runs.
+		if rec.Started(now()) {
+			http.Redirect(w, r, safeReturn(req.Return), http.StatusSeeOther)
+			return nil
+		}
+		return render(w, status, "request.html", scheduledPage(caller, req, rec, note))
+	}
+	page.Note = note
+	if h.app.authority.Withdrawable(r.Context(), req) {
+		page.CSRF = h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now())
+	}
+	if r.Method == http.MethodPost {
+		// The page answers a refused form: reloading it would send the form again.
+		page.Waiting = false
+	}
+	return render(w, status, "request.html", page)
+}
+
+func scheduledPage(caller policy.Caller, req *session.Request, rec *session.Record, note string) requestPage {
+	return requestPage{User: caller.User, Request: req, Note: note, Waiting: true, Title: "Approved and scheduled",
+		Message: "Your request was approved. The session starts at " + rec.Start.UTC().Format("2006-01-02 15:04 UTC") +
+			", and this browser holds it."}
+}
+
+// requestState describes a request as it stands, handing nothing over; for a request
+// whose session is still running, it returns the session's record too.
+func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *session.Request) (requestPage, *session.Record, error) {
 	page := requestPage{User: caller.User, Request: req}
-	t := now()
 	switch req.State {
 	case session.RequestPending:
 		page.Title, page.Waiting = "Waiting for approval", true
@@ -61,6 +115,11 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 		page.Title = "Request expired"
 		page.Message = "Your request was not decided in time, so it expired. Activate the role again if you still need it."
 	case session.RequestApproved:
+		if req.IsExtension() {
+			page.Title = "Extension approved"
+			page.Message = "Your request for more time was approved. Collect the new end on your status page, in the browser that holds the session."
+			break
+		}
 		if req.SessionID == "" {
 			page.Title, page.Waiting = "Approved, waiting for a free place", true
 			page.Message = "Your request was approved, but the role is held by as many people as it allows at once (max_active). Your session starts as soon as one of theirs ends."
@@ -69,29 +128,26 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 		rec, err := h.app.authority.Records.Load(r.Context(), caller.User, req.SessionID)
 		if err != nil {
 			h.logger.Error("reading an approved request's session", zap.String("user", caller.User), zap.Error(err))
-			return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+			return page, nil, caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
 		}
-		if !rec.Active(t) || h.app.authority.Revocations.Revoked(rec.ID) {
+		switch {
+		case !rec.Active(now()) || h.app.authority.Revocations.Revoked(rec.ID):
 			page.Title = "Session over"
 			page.Message = "The session this request started has ended."
-			break
+			return page, nil, nil
+		case !req.PickedUp.IsZero():
+			page.Title = "Approved"
+			page.Message = "Your request was approved, and its session was handed to the browser you made the request in, at " +
+				req.PickedUp.UTC().Format("2006-01-02 15:04 UTC") + ". Only that browser holds it."
+		default:
+			page.Title = "Approved"
+			page.Message = "Your request was approved. Its session goes only to the browser you made the request in: " +
+				"open this page, or the page you wanted, there. This browser did not make the request, so it gets nothing. " +
+				"If that browser is lost, withdraw the request (its session ends unused) and ask again."
 		}
-		if rec.Audience == h.audiences.of(r) {
-			token, err := h.app.authority.SignRecord(rec, t)
-			if err != nil {
-				return caddyhttp.Error(http.StatusInternalServerError, err)
-			}
-			http.SetCookie(w, sessionCookieFor(r, token, rec.Expires))
-		}
-		if !rec.Started(t) {
-			page.Title, page.Waiting = "Approved and scheduled", true
-			page.Message = "Your request was approved. The session starts at " + rec.Start.UTC().Format("2006-01-02 15:04 UTC") + "."
-			break
-		}
-		http.Redirect(w, r, safeReturn(req.Return), http.StatusSeeOther)
-		return nil
+		return page, rec, nil
 	}
-	return render(w, http.StatusOK, "request.html", page)
+	return page, nil, nil
 }
 
 func plural(n int, word string) string {
@@ -111,6 +167,12 @@ type approvalsPage struct {
 }
 
 func (h *Handler) showApprovals(w http.ResponseWriter, r *http.Request, caller policy.Caller, notice, errMsg string, status int) error {
+	// The page is for approvers. Whether the caller is one follows from the roles as
+	// configured, so anyone else is turned away without a read of storage.
+	if !h.app.approvesSomeRole(caller) {
+		return h.renderMessage(w, r, http.StatusForbidden, "Not an approver",
+			"You approve no role, so no request can wait for your decision. Each role's approval block names its approvers.", caller.User)
+	}
 	pending, err := h.app.authority.Pending(r.Context(), caller, h.app.roleOf)
 	if err != nil {
 		h.logger.Error("listing requests", zap.String("user", caller.User), zap.Error(err))
@@ -185,45 +247,27 @@ func (h *Handler) roleOfRequest(r *http.Request, id string) *policy.Role {
 	return h.app.roleOf(req.Role)
 }
 
-func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "session", "duration", "justification", "code", "csrf")
+// withdraw answers POST /.jit/withdraw: the requester closes an open request (its
+// unpicked session, if approved, ends) and may ask again.
+func (h *Handler) withdraw(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
+	form, err := readForm(w, r, "request", "csrf")
 	if err != nil {
-		return h.renderStatus(w, r, caller, http.StatusBadRequest, "", err.Error()+".")
+		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+".", caller.User)
 	}
 	if !h.checkPost(r, caller.User, form["csrf"]) {
-		return h.renderStatus(w, r, caller, http.StatusForbidden, "", "This form has expired or did not come from this site. Try again.")
+		return h.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Open the request's page and try again.", caller.User)
 	}
-	d, err := time.ParseDuration(strings.TrimSpace(form["duration"]))
-	if err != nil {
-		return h.renderStatus(w, r, caller, http.StatusBadRequest, "", "The duration "+truncateRunes(form["duration"], 20)+" is not a duration such as 30m or 1h.")
-	}
-	var role *policy.Role
-	if rec, err := h.app.authority.Records.Load(r.Context(), caller.User, form["session"]); err == nil {
-		role = h.app.roleOf(rec.Role)
-	}
-	token, rec, err := h.app.authority.Extend(r.Context(), session.Extension{
-		Caller:        caller,
-		SessionID:     form["session"],
-		Role:          role,
-		Duration:      d,
-		Justification: strings.TrimSpace(form["justification"]),
-		Code:          strings.TrimSpace(form["code"]),
-		ClientIP:      clientIP(r),
-	})
-	var refused *session.ActivationError
-	if errors.As(err, &refused) {
-		status, _ := activationFailure(refused.Reason)
-		if refused.Reason == string(policy.ReasonMaxTotal) || refused.Reason == string(policy.ReasonExtensionNotPermitted) {
-			status = http.StatusForbidden
-		}
-		return h.renderStatus(w, r, caller, status, "", "Not extended: "+strings.TrimSuffix(refused.Message, ".")+".")
-	}
-	if err != nil {
-		h.logger.Error("extending a session", zap.String("user", caller.User), zap.Error(err))
+	req, err := h.app.authority.Withdraw(r.Context(), caller.User, form["request"], clientIP(r))
+	switch {
+	case errors.Is(err, session.ErrRequestNotFound):
+		return h.renderMessage(w, r, http.StatusNotFound, "No such request", "You have no request with that id.", caller.User)
+	case errors.Is(err, session.ErrNotWithdrawable):
+		return h.showRequest(w, r, caller, req.ID, http.StatusConflict, "This request is no longer open, so there is nothing to withdraw.")
+	case err != nil:
+		h.logger.Error("withdrawing a request", zap.String("user", caller.User), zap.Error(err))
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
 	}
-	if rec.Audience == h.audiences.of(r) {
-		http.SetCookie(w, sessionCookieFor(r, token, rec.Expires))
-	}
-	return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" now lasts until "+rec.Expires.UTC().Format("2006-01-02 15:04 UTC")+".", "")
+	http.SetCookie(w, pickupCookieFor(r, req.ID, "", time.Time{}))
+	http.Redirect(w, r, activationURL(req.Role, safeReturn(req.Return)), http.StatusSeeOther)
+	return nil
 }

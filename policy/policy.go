@@ -111,6 +111,9 @@ type Role struct {
 	// MaxTotal bounds a session with its extensions, from its start; a value not above
 	// MaxDuration means sessions cannot be extended.
 	MaxTotal time.Duration
+	// ExtendWithoutApproval lets the holder of a session of a role that needs approval
+	// extend it alone (with their code), as before approvals covered extensions.
+	ExtendWithoutApproval bool
 	// AllowedHours are when the role may be activated (without break-glass); none
 	// means at any time.
 	AllowedHours []HoursWindow

@@ -131,6 +131,84 @@ func (r *Role) CheckActiveCount(active int) Decision {
 	return allow(time.Time{})
 }
 
+// Span is the time a session holds its role, running or scheduled: [Start, End).
+type Span struct{ Start, End time.Time }
+
+// Busiest returns the most spans that hold the role at one instant of [start, end),
+// and the first instant they do. A new session, a scheduled start and an extension's
+// added time are all checked with it, so that none of them can put more sessions
+// side by side than max_active allows.
+func Busiest(held []Span, start, end time.Time) (count int, at time.Time) {
+	type edge struct {
+		t    time.Time
+		step int
+	}
+	var edges []edge
+	for _, s := range held {
+		from, to := later(s.Start, start), earlier(s.End, end)
+		if from.Before(to) {
+			edges = append(edges, edge{from, 1}, edge{to, -1})
+		}
+	}
+	// Spans are half-open: one that ends at the instant another begins never meets
+	// it, so ends sort before starts.
+	slices.SortFunc(edges, func(a, b edge) int {
+		if c := a.t.Compare(b.t); c != 0 {
+			return c
+		}
+		return a.step - b.step
+	})
+	n := 0
+	for _, e := range edges {
+		n += e.step
+		if n > count {
+			count, at = n, e.t
+		}
+	}
+	return count, at
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// CheckPlace decides whether a session may hold the role over [start, end) while the
+// other sessions hold it over held: at no instant may there be more than max_active.
+func (r *Role) CheckPlace(held []Span, start, end time.Time) Decision {
+	if r.MaxActive <= 0 {
+		return allow(time.Time{})
+	}
+	count, at := Busiest(held, start, end)
+	if count < r.MaxActive {
+		return allow(time.Time{})
+	}
+	if !at.After(start) {
+		return r.CheckActiveCount(count)
+	}
+	others := "1 other session"
+	if count != 1 {
+		others = fmt.Sprintf("%d other sessions", count)
+	}
+	return deny(ReasonMaxActive, "from %s the role %s is held by %s (running or scheduled), its limit (max_active %d): ask for an end before then",
+		at.UTC().Format("2006-01-02 15:04 UTC"), r.Name, others, r.MaxActive)
+}
+
+// ExtensionNeedsApproval reports whether extending a session of the role waits for
+// approvers: it does wherever activating it does, break-glass sessions included (an
+// emergency skips the approvers once, not for as long as max_total allows), unless
+// the role says extend_without_approval.
+func (r *Role) ExtensionNeedsApproval() bool { return r.NeedsApproval() && !r.ExtendWithoutApproval }
+
 // Extension decides how far a session that started at start and now ends at expires
 // may be extended, asked at the given time for duration more. It returns the new end,
 // before any cap from eligibility.

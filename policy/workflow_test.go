@@ -695,3 +695,88 @@ func TestActivationWorkflow(t *testing.T) {
 		})
 	}
 }
+
+func TestBusiest(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	span := func(from, to int) Span { return Span{Start: at(from), End: at(to)} }
+	tests := []struct {
+		name       string
+		held       []Span
+		start, end int
+		want       int
+		wantAt     int
+	}{
+		{name: "none", start: 0, end: 60},
+		{name: "one inside", held: []Span{span(10, 20)}, start: 0, end: 60, want: 1, wantAt: 10},
+		{name: "one before", held: []Span{span(-30, 0)}, start: 0, end: 60},
+		{name: "one after", held: []Span{span(60, 90)}, start: 0, end: 60},
+		{name: "ends as another starts: never side by side", held: []Span{span(0, 30), span(30, 60)}, start: 0, end: 60, want: 1, wantAt: 0},
+		{name: "two apart in the window: one at a time", held: []Span{span(0, 10), span(40, 50)}, start: 0, end: 60, want: 1, wantAt: 0},
+		{name: "two overlapping", held: []Span{span(0, 40), span(30, 50)}, start: 0, end: 60, want: 2, wantAt: 30},
+		{name: "overlap outside the window", held: []Span{span(0, 40), span(30, 50)}, start: 0, end: 30, want: 1, wantAt: 0},
+		{name: "scheduled start after the window's start", held: []Span{span(45, 120)}, start: 30, end: 60, want: 1, wantAt: 45},
+		{name: "empty window", held: []Span{span(0, 60)}, start: 30, end: 30},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, when := Busiest(tt.held, at(tt.start), at(tt.end))
+			if got != tt.want || (got > 0 && !when.Equal(at(tt.wantAt))) {
+				t.Fatalf("Busiest = %d at %s, want %d at %s", got, when, tt.want, at(tt.wantAt))
+			}
+		})
+	}
+}
+
+func TestCheckPlace(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	bob := []Span{{Start: t0.Add(30 * time.Minute), End: t0.Add(90 * time.Minute)}}
+	tests := []struct {
+		name       string
+		maxActive  int
+		held       []Span
+		start, end time.Time
+		allowed    bool
+		message    string
+	}{
+		{name: "no limit", held: bob, start: t0, end: t0.Add(time.Hour), allowed: true},
+		{name: "up to the scheduled start", maxActive: 1, held: bob, start: t0, end: t0.Add(30 * time.Minute), allowed: true},
+		{name: "past the scheduled start", maxActive: 1, held: bob, start: t0, end: t0.Add(31 * time.Minute), message: "from 2026-12-01 08:30 UTC the role desk is held by 1 other session"},
+		{name: "held from the start", maxActive: 1, held: bob, start: t0.Add(40 * time.Minute), end: t0.Add(50 * time.Minute), message: "already held by 1 people"},
+		{name: "room for two", maxActive: 2, held: bob, start: t0, end: t0.Add(time.Hour), allowed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &Role{Name: "desk", MaxActive: tt.maxActive}
+			d := r.CheckPlace(tt.held, tt.start, tt.end)
+			if d.Allowed != tt.allowed {
+				t.Fatalf("CheckPlace = %+v, want allowed %v", d, tt.allowed)
+			}
+			if !tt.allowed && (d.Reason != ReasonMaxActive || !strings.Contains(d.Message, tt.message) || !strings.Contains(d.Message, "max_active 1")) {
+				t.Fatalf("CheckPlace = %+v, want %s saying %q", d, ReasonMaxActive, tt.message)
+			}
+		})
+	}
+}
+
+func TestExtensionNeedsApproval(t *testing.T) {
+	approval := &Approval{Approvers: []string{"bob"}, Count: 1, Expires: time.Hour}
+	tests := []struct {
+		name string
+		role Role
+		want bool
+	}{
+		{name: "no approval", role: Role{}, want: false},
+		{name: "approval", role: Role{Approval: approval}, want: true},
+		{name: "approval with break-glass", role: Role{Approval: approval, BreakGlass: true}, want: true},
+		{name: "extend_without_approval", role: Role{Approval: approval, ExtendWithoutApproval: true}, want: false},
+		{name: "approval of count 0", role: Role{Approval: &Approval{Approvers: []string{"bob"}}}, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.role.ExtensionNeedsApproval(); got != tt.want {
+				t.Fatalf("ExtensionNeedsApproval = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -27,6 +27,9 @@ const (
 	EventExtensionFailed     = "extension_failed"
 	EventBreakGlass          = "break_glass"
 	EventLockedOut           = "locked_out"
+	// EventRefusalsLimited starts a run of 429 answers to a user whose requests kept
+	// being refused; one event per run, not per request.
+	EventRefusalsLimited = "refusals_limited"
 )
 
 // Auditor writes audit events: one JSON object per line through zap, every

@@ -30,7 +30,8 @@ import (
 // where TYPE is 's' (string), 'n' (integer, in decimal as in the line), 'b' (true or
 // false) or 'a' (an array of strings: the count, then each string as len ":" string).
 // Lengths are decimal byte counts. ChainHash and VerifyLine compute it; a third-party
-// verifier can too.
+// verifier can too. A value over the bounds of auditbound.go is hashed as it was
+// written (cut), together with the KEY_len and KEY_sha256 fields that describe it.
 
 // Chain fields every audit event carries.
 const (
@@ -167,10 +168,9 @@ func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now Clo
 		if testing.Testing() && reservedKey(f.Key) {
 			panic("audit field " + f.Key + " is a name the chain or the log envelope uses")
 		}
-		if f.Type == zapcore.StringType {
-			f.String = validUTF8(f.String)
-		}
-		all = append(all, f)
+		// Every field is bounded here, where all events pass, rather than at each
+		// event: a new event cannot forget it (see auditbound.go).
+		all = appendBounded(all, f)
 	}
 	c.canonical(all)
 	sum := sha256.Sum256(c.buf)

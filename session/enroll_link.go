@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/pquerna/otp"
-	"github.com/pquerna/otp/totp"
 	"go.uber.org/zap"
 )
 
@@ -23,42 +20,72 @@ import (
 // a code. Only then does the pending secret become the user's enrollment, so an earlier
 // one keeps working until that moment, and a link nobody confirms changes nothing.
 //
-// Storage keeps only the SHA-256 of the link's token, under jit/enroll-links/, with the
-// pending secret; once confirmed, the record keeps when it was used and loses the secret.
+// A link plus the user's password must not be enough to take over the user's codes:
+//   - every opening makes a new pending secret, bound to the browser that opened it (a
+//     random value in a cookie, of which storage keeps the hash) and shown on that one
+//     page only; a later opening discards it, so a secret someone else saw first is never
+//     the one the user confirms (see enroll_open.go);
+//   - a user has at most one outstanding link: issuing one cancels the earlier one, and
+//     an enrollment (by link or by an operator) cancels it;
+//   - replacing a confirmed enrollment through a link needs a code of the current one,
+//     unless the operator made the link with Replace (see enroll_confirm.go).
+//
+// Storage keeps only the SHA-256 of the link's token, under jit/enroll-links/, and, under
+// jit/enroll-link-users/, which link is the user's outstanding one: no other is honoured.
 
 // Audit events of enrollment links. `enrolled` (EventEnrolled) is written on
-// confirmation, with by EnrolledByLink and via "link".
+// confirmation, with by EnrolledByLink and via "link". The field `link` of each is the
+// link's id (LinkID), never its token.
 const (
-	EventEnrollLinkCreated = "enroll_link_created"
-	EventEnrollLinkFailed  = "enroll_link_failed"
+	EventEnrollLinkCreated   = "enroll_link_created"
+	EventEnrollLinkOpened    = "enroll_link_opened"
+	EventEnrollLinkCancelled = "enroll_link_cancelled"
+	EventEnrollLinkFailed    = "enroll_link_failed"
 	// EnrolledByLink is the `by` of the enrolled event of a confirmation by link.
 	EnrolledByLink = "enrollment link"
 )
 
+// Why a link was cancelled: the reason of enroll_link_cancelled events.
 const (
-	enrollLinkFolder = keyPrefix + "enroll-links/"
+	// CancelNewerLink: a newer link was issued for the user.
+	CancelNewerLink = "newer_link"
+	// CancelEnrolled: the user was enrolled by other means (an operator's direct
+	// enrollment) after the link was made.
+	CancelEnrolled = "enrolled"
+)
+
+const (
+	enrollLinkFolder      = keyPrefix + "enroll-links/"
+	enrollLinkOwnerFolder = keyPrefix + "enroll-link-users/"
 	// enrollLinkTokenBytes random bytes make a token: 43 characters of base64url.
 	enrollLinkTokenBytes  = 32
 	enrollLinkTokenLength = 43
+	// linkIDLength hex characters of the token's hash name a link in audit events.
+	linkIDLength = 16
 )
 
 // Why a link was refused. The values are stable: they are the reason of
 // enroll_link_failed events.
 var (
-	ErrEnrollLinkUnknown  = errors.New("enroll_link_unknown")
-	ErrEnrollLinkNotYours = errors.New("enroll_link_not_yours")
-	ErrEnrollLinkUsed     = errors.New("enroll_link_used")
-	ErrEnrollLinkExpired  = errors.New("enroll_link_expired")
+	ErrEnrollLinkUnknown   = errors.New("enroll_link_unknown")
+	ErrEnrollLinkNotYours  = errors.New("enroll_link_not_yours")
+	ErrEnrollLinkUsed      = errors.New("enroll_link_used")
+	ErrEnrollLinkExpired   = errors.New("enroll_link_expired")
+	ErrEnrollLinkCancelled = errors.New("enroll_link_cancelled")
 )
 
-// EnrollLinkError is a link that was used (Err is ErrEnrollLinkUsed, At when) or that
-// expired (ErrEnrollLinkExpired, At when). errors.Is matches it against Err.
+// EnrollLinkError is a link that was used (Err is ErrEnrollLinkUsed, At when), that
+// expired (ErrEnrollLinkExpired) or that was cancelled (ErrEnrollLinkCancelled, At
+// zero when it is not known). errors.Is matches it against Err.
 type EnrollLinkError struct {
 	Err error
 	At  time.Time
 }
 
 func (e *EnrollLinkError) Error() string {
+	if e.At.IsZero() {
+		return e.Err.Error()
+	}
 	return e.Err.Error() + " at " + e.At.UTC().Format(time.RFC3339)
 }
 
@@ -66,22 +93,28 @@ func (e *EnrollLinkError) Unwrap() error { return e.Err }
 
 // enrollLink is a link as stored, under the SHA-256 of its token.
 type enrollLink struct {
-	User string `json:"user"`
-	// Secret is the pending TOTP secret (base32); emptied once used or expired.
-	Secret  string    `json:"secret,omitempty"`
+	User    string    `json:"user"`
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
 	By      string    `json:"by"`
-	Used    time.Time `json:"used,omitzero"`
+	// Replace lets the link replace a confirmed enrollment without a code of it: the
+	// operator asked for that when making it.
+	Replace bool `json:"replace,omitempty"`
+	// Opening is the latest opening's pending secret; a new opening replaces it, a
+	// confirmation, a cancellation or the expiry drops it.
+	Opening      *enrollOpening `json:"opening,omitempty"`
+	Used         time.Time      `json:"used,omitzero"`
+	Cancelled    time.Time      `json:"cancelled,omitzero"`
+	CancelReason string         `json:"cancel_reason,omitempty"`
+	// LegacySecret is the fixed pending secret of a link made before each opening had
+	// its own. Such a link is never honoured (no owner record names it); a prune
+	// forgets the secret.
+	LegacySecret string `json:"secret,omitempty"`
 }
 
-// PendingEnrollment is what a link shows its user: the pending secret, as an otpauth
-// URI for authenticator apps and as text for entering by hand. Never log it.
-type PendingEnrollment struct {
-	User    string
-	URI     string
-	Secret  string
-	Expires time.Time
+// enrollLinkOwner names the user's one outstanding link.
+type enrollLinkOwner struct {
+	Link string `json:"link"`
 }
 
 func enrollLinkHash(token string) string {
@@ -89,11 +122,24 @@ func enrollLinkHash(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func enrollLinkKey(hash string) string      { return enrollLinkFolder + hash + ".json" }
-func enrollLinkLockName(hash string) string { return keyPrefix + "enroll-link-" + hash }
+// LinkID is the name of the link with token in audit events: a prefix of the token's
+// SHA-256, which tells links apart and gives nothing of the token away.
+func LinkID(token string) string { return linkID(enrollLinkHash(token)) }
 
-// wellFormedEnrollToken reports whether token could be one of ours: 43 characters of
-// base64url that decode to 32 bytes. Anything else is refused before storage is asked.
+func linkID(hash string) string { return hash[:linkIDLength] }
+
+func enrollLinkKey(hash string) string { return enrollLinkFolder + hash + ".json" }
+func enrollLinkOwnerKey(user string) string {
+	return enrollLinkOwnerFolder + storageName(user) + ".json"
+}
+
+// enrollLinksLockName is the lock of all of a user's links: issuing, opening,
+// confirming and cancelling take turns under it, on any instance.
+func enrollLinksLockName(user string) string { return keyPrefix + "enroll-links-" + storageName(user) }
+
+// wellFormedEnrollToken reports whether token could be one of ours (a link's token or
+// a browser's binding): 43 characters of base64url that decode to 32 bytes. Anything
+// else is refused before storage is asked.
 func wellFormedEnrollToken(token string) bool {
 	if len(token) != enrollLinkTokenLength {
 		return false
@@ -102,106 +148,139 @@ func wellFormedEnrollToken(token string) bool {
 	return err == nil && len(raw) == enrollLinkTokenBytes
 }
 
-// CreateEnrollmentLink makes a single-use link for user that lasts ttl, with a new
-// pending secret, and audits it. It returns the token (the link's only copy: storage
-// keeps its SHA-256) and when the link expires. The user's current enrollment, if
-// any, is untouched until the link is confirmed.
-func (a *Authority) CreateEnrollmentLink(ctx context.Context, user string, ttl time.Duration, by string) (string, time.Time, error) {
-	if ttl <= 0 {
-		return "", time.Time{}, fmt.Errorf("an enrollment link must last a positive time, not %s", ttl)
+// newEnrollToken makes 32 random bytes as base64url.
+func newEnrollToken(what string) (string, error) {
+	b := make([]byte, enrollLinkTokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("making %s: %w", what, err)
 	}
-	if user == "" {
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// EnrollLinkRequest is what an operator asks for when making a link.
+type EnrollLinkRequest struct {
+	User string
+	TTL  time.Duration
+	// By says who asks, for the audit log.
+	By string
+	// Replace lets the link replace the user's confirmed enrollment without a code of
+	// it, for a user who lost their authenticator.
+	Replace bool
+}
+
+// CreateEnrollmentLink makes a link for user that lasts ttl, without Replace: see
+// IssueEnrollmentLink.
+func (a *Authority) CreateEnrollmentLink(ctx context.Context, user string, ttl time.Duration, by string) (string, time.Time, error) {
+	return a.IssueEnrollmentLink(ctx, EnrollLinkRequest{User: user, TTL: ttl, By: by})
+}
+
+// IssueEnrollmentLink makes a single-use link, cancels the user's earlier one, and
+// audits both. It returns the token (the link's only copy: storage keeps its SHA-256)
+// and when the link expires. The user's current enrollment, if any, is untouched until
+// the link is confirmed. The link holds no secret yet: each opening makes one.
+func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkRequest) (string, time.Time, error) {
+	if req.TTL <= 0 {
+		return "", time.Time{}, fmt.Errorf("an enrollment link must last a positive time, not %s", req.TTL)
+	}
+	if req.User == "" {
 		return "", time.Time{}, errors.New("an enrollment link needs a user")
 	}
-	key, err := a.Authenticator.generate(user, nil)
+	token, err := newEnrollToken("an enrollment link token")
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	b := make([]byte, enrollLinkTokenBytes)
-	if _, err := rand.Read(b); err != nil {
-		return "", time.Time{}, fmt.Errorf("making an enrollment link token: %w", err)
-	}
-	token := base64.RawURLEncoding.EncodeToString(b)
+	hash := enrollLinkHash(token)
 	now := a.Now().UTC()
-	link := enrollLink{User: user, Secret: key.Secret(), Created: now, Expires: now.Add(ttl), By: by}
-	if err := storeJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), link); err != nil {
+	link := enrollLink{User: req.User, Created: now, Expires: now.Add(req.TTL), By: req.By, Replace: req.Replace}
+	var earlier string
+	err = a.locks.with(ctx, a.Records.storage, enrollLinksLockName(req.User), func() error {
+		var owner enrollLinkOwner
+		if _, err := loadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), &owner); err != nil {
+			return err
+		}
+		if err := storeJSON(ctx, a.Records.storage, enrollLinkKey(hash), link); err != nil {
+			return err
+		}
+		// The owner record is what makes a link valid: once it names the new link, the
+		// earlier one is refused, whether or not marking it below succeeds.
+		if err := storeJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), enrollLinkOwner{Link: hash}); err != nil {
+			return err
+		}
+		if owner.Link != "" && a.markCancelled(ctx, owner.Link, req.User, now, CancelNewerLink) {
+			earlier = owner.Link
+		}
+		return nil
+	})
+	if err != nil {
 		return "", time.Time{}, err
 	}
-	a.Audit.Event(EventEnrollLinkCreated, zap.String("user", user), zap.String("by", by),
-		zap.String("expires", link.Expires.Format(time.RFC3339)))
+	a.Audit.Event(EventEnrollLinkCreated, zap.String("user", req.User), zap.String("by", req.By),
+		zap.String("expires", link.Expires.Format(time.RFC3339)), zap.String("link", linkID(hash)), zap.Bool("replace", req.Replace))
+	if earlier != "" {
+		a.linkCancelled(req.User, earlier, CancelNewerLink, req.By)
+	}
 	return token, link.Expires, nil
 }
 
-// EnrollmentLink returns the pending enrollment of a link, for its user only: another
-// user gets ErrEnrollLinkNotYours, a used or expired link an *EnrollLinkError saying
-// when, a token that is not a link ErrEnrollLinkUnknown. Refusals are audited.
-func (a *Authority) EnrollmentLink(ctx context.Context, token, user string) (*PendingEnrollment, error) {
-	link, err := a.loadEnrollLink(ctx, token)
-	if err == nil {
-		err = link.check(user, a.Now())
-	}
-	if err != nil {
-		a.enrollLinkFailed(user, link, err)
-		return nil, err
-	}
-	key, err := a.Authenticator.keyOf(user, link.Secret)
-	if err != nil {
-		return nil, err
-	}
-	return &PendingEnrollment{User: user, URI: key.URL(), Secret: key.Secret(), Expires: link.Expires}, nil
-}
-
-// ConfirmEnrollment checks code against the link's pending secret and, if it is right,
-// makes that secret the user's enrollment, with the code's time step as the last one
-// accepted (so that the same code can never activate anything), and marks the link
-// used. A wrong code counts towards the user's lockout as at activation and comes back
-// as ErrCodeInvalid, ErrCodeReplayed or a *LockedOutError; a link refused as by
-// EnrollmentLink changes nothing. Every outcome is audited.
-func (a *Authority) ConfirmEnrollment(ctx context.Context, token, user, code string) error {
-	if !wellFormedEnrollToken(token) {
-		a.enrollLinkFailed(user, enrollLink{}, ErrEnrollLinkUnknown)
-		return ErrEnrollLinkUnknown
-	}
-	hash := enrollLinkHash(token)
-	var (
-		link     enrollLink
-		replaced bool
-		refused  error
-	)
-	// The link's lock makes two confirmations of one link, on any instances, take
-	// turns: the second finds it used.
-	err := a.locks.with(ctx, a.Records.storage, enrollLinkLockName(hash), func() error {
-		var err error
-		if link, err = a.loadEnrollLink(ctx, token); err != nil {
-			refused = err
-			return nil
-		}
-		now := a.Now()
-		if err := link.check(user, now); err != nil {
-			refused = err
-			return nil
-		}
-		replaced, err = a.Authenticator.confirm(ctx, user, link.Secret, code)
-		if isCodeRefusal(err) {
-			refused = err
-			return nil
-		}
-		if err != nil {
+// CancelEnrollmentLinks cancels the user's outstanding link, if any, and audits it
+// with reason. An operator's direct enrollment calls it first, so that no link made
+// before can replace what the operator set up.
+func (a *Authority) CancelEnrollmentLinks(ctx context.Context, user, by, reason string) error {
+	var cancelled string
+	err := a.locks.with(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
+		var owner enrollLinkOwner
+		found, err := loadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner)
+		if err != nil || !found {
 			return err
 		}
-		link.Used, link.Secret = now.UTC(), ""
-		return storeJSON(ctx, a.Records.storage, enrollLinkKey(hash), link)
+		if err := a.Records.storage.Delete(ctx, enrollLinkOwnerKey(user)); err != nil {
+			return fmt.Errorf("cancelling %s's enrollment link: %w", user, err)
+		}
+		if a.markCancelled(ctx, owner.Link, user, a.Now().UTC(), reason) {
+			cancelled = owner.Link
+		}
+		return nil
 	})
+	if cancelled != "" {
+		a.linkCancelled(user, cancelled, reason, by)
+	}
+	return err
+}
+
+// markCancelled records on the link of hash that it was cancelled, and drops its
+// pending secret, under the user's links lock. It reports whether the link was still
+// usable. The owner record has already stopped honouring the link, so a failure here
+// costs only the clearer message.
+func (a *Authority) markCancelled(ctx context.Context, hash, user string, now time.Time, reason string) bool {
+	var link enrollLink
+	found, err := loadJSON(ctx, a.Records.storage, enrollLinkKey(hash), &link)
+	if err != nil || !found || link.User != user || !link.Used.IsZero() || !link.Cancelled.IsZero() || !now.Before(link.Expires) {
+		return false
+	}
+	link.Cancelled, link.CancelReason, link.Opening = now, reason, nil
+	_ = storeJSON(ctx, a.Records.storage, enrollLinkKey(hash), link)
+	return true
+}
+
+func (a *Authority) linkCancelled(user, hash, reason, by string) {
+	a.Audit.Event(EventEnrollLinkCancelled, zap.String("user", user), zap.String("link", linkID(hash)),
+		zap.String("reason", reason), zap.String("by", by))
+}
+
+// loadUsableLink reads the link of token for user, under the user's links lock, and
+// refuses it as check does; it says whether it is the user's outstanding link.
+func (a *Authority) loadUsableLink(ctx context.Context, token, user string, now time.Time) (enrollLink, error) {
+	link, err := a.loadEnrollLink(ctx, token)
 	if err != nil {
-		return err
+		return link, err
 	}
-	if refused != nil {
-		a.enrollLinkFailed(user, link, refused)
-		return refused
+	var owner enrollLinkOwner
+	if link.User == user {
+		if _, err := loadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner); err != nil {
+			return link, err
+		}
 	}
-	a.Audit.Event(EventEnrolled, zap.String("user", user), zap.String("by", EnrolledByLink), zap.Bool("replaced", replaced),
-		zap.String("via", "link"))
-	return nil
+	return link, link.check(user, now, owner.Link == enrollLinkHash(token))
 }
 
 // loadEnrollLink reads the link of token; ErrEnrollLinkUnknown if there is none.
@@ -220,14 +299,18 @@ func (a *Authority) loadEnrollLink(ctx context.Context, token string) (enrollLin
 	return link, nil
 }
 
-// check refuses a link that is not user's, was used, or has expired, in that order:
-// someone else learns nothing of another user's link but that it is not theirs.
-func (l enrollLink) check(user string, now time.Time) error {
+// check refuses a link that is not user's, was used, was cancelled (or is not the
+// user's outstanding link: links made before this rule held a fixed secret), or has
+// expired, in that order: someone else learns nothing of another user's link but that
+// it is not theirs.
+func (l enrollLink) check(user string, now time.Time, outstanding bool) error {
 	switch {
 	case l.User != user:
 		return ErrEnrollLinkNotYours
 	case !l.Used.IsZero():
 		return &EnrollLinkError{Err: ErrEnrollLinkUsed, At: l.Used}
+	case !l.Cancelled.IsZero() || !outstanding:
+		return &EnrollLinkError{Err: ErrEnrollLinkCancelled, At: l.Cancelled}
 	case !now.Before(l.Expires):
 		return &EnrollLinkError{Err: ErrEnrollLinkExpired, At: l.Expires}
 	}
@@ -236,7 +319,7 @@ func (l enrollLink) check(user string, now time.Time) error {
 
 // enrollLinkFailed audits a refusal, and counts and audits a lockout that began, as
 // an activation does. Storage errors are not refusals and are left to the caller.
-func (a *Authority) enrollLinkFailed(user string, link enrollLink, err error) {
+func (a *Authority) enrollLinkFailed(user, token, clientIP string, link enrollLink, err error) {
 	var (
 		reason string
 		locked *LockedOutError
@@ -249,102 +332,49 @@ func (a *Authority) enrollLinkFailed(user string, link enrollLink, err error) {
 			a.metrics().Lockout()
 		}
 		a.metrics().CodeFailure(reason)
-	case errors.Is(err, ErrCodeInvalid), errors.Is(err, ErrCodeReplayed):
-		reason = err.Error()
+	case errors.Is(err, ErrCodeInvalid), errors.Is(err, ErrCodeReplayed), errors.Is(err, ErrCurrentCodeInvalid), errors.Is(err, ErrCurrentCodeReplayed):
+		reason = refusalReason(err)
 		a.metrics().CodeFailure(reason)
-	case errors.Is(err, ErrEnrollLinkUnknown), errors.Is(err, ErrEnrollLinkNotYours):
-		reason = err.Error()
-	case errors.Is(err, ErrEnrollLinkUsed):
-		reason = ErrEnrollLinkUsed.Error()
-	case errors.Is(err, ErrEnrollLinkExpired):
-		reason = ErrEnrollLinkExpired.Error()
 	default:
-		return
+		if reason = refusalReason(err); reason == "" {
+			return
+		}
 	}
 	fields := []zap.Field{zap.String("user", user), zap.String("reason", reason)}
+	if wellFormedEnrollToken(token) {
+		fields = append(fields, zap.String("link", LinkID(token)))
+	}
 	if errors.Is(err, ErrEnrollLinkNotYours) {
 		fields = append(fields, zap.String("link_user", link.User))
 	}
+	if clientIP != "" {
+		fields = append(fields, zap.String("client_ip", clientIP))
+	}
 	a.Audit.Event(EventEnrollLinkFailed, fields...)
+}
+
+// refusalReason is the stable name of a refusal, or "" for an error that is none.
+func refusalReason(err error) string {
+	for _, known := range []error{ErrEnrollLinkUnknown, ErrEnrollLinkNotYours, ErrEnrollLinkUsed, ErrEnrollLinkExpired,
+		ErrEnrollLinkCancelled, ErrEnrollLinkOtherBrowser, ErrEnrollLinkReopened, ErrCurrentCodeRequired,
+		ErrCurrentCodeInvalid, ErrCurrentCodeReplayed, ErrCodeInvalid, ErrCodeReplayed} {
+		if errors.Is(err, known) {
+			return known.Error()
+		}
+	}
+	return ""
 }
 
 // isCodeRefusal reports whether err is a refused code rather than a failure.
 func isCodeRefusal(err error) bool {
 	var locked *LockedOutError
-	return errors.Is(err, ErrCodeInvalid) || errors.Is(err, ErrCodeReplayed) || errors.As(err, &locked)
-}
-
-// generate makes the key of a TOTP secret for user with the parameters Enroll uses:
-// a new random secret when secret is nil.
-func (a *Authenticator) generate(user string, secret []byte) (*otp.Key, error) {
-	key, err := totp.Generate(totp.GenerateOpts{
-		Issuer:      a.issuer,
-		AccountName: user,
-		Period:      totpPeriod,
-		SecretSize:  totpSecretSize,
-		Secret:      secret,
-		Digits:      totpDigits,
-		Algorithm:   otp.AlgorithmSHA1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("generating a TOTP secret: %w", err)
-	}
-	return key, nil
-}
-
-// keyOf rebuilds the key (and so the otpauth URI) of a stored base32 secret.
-func (a *Authenticator) keyOf(user, secret string) (*otp.Key, error) {
-	raw, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ToUpper(secret))
-	if err != nil || len(raw) == 0 {
-		return nil, errors.New("the enrollment link's pending secret in storage is damaged")
-	}
-	return a.generate(user, raw)
-}
-
-// confirm makes secret the user's enrollment if code is right for it now, under the
-// user's TOTP lock, with the same lockout as Check: a locked user is refused whatever
-// the code, a wrong code counts as a failure. The enrollment's last accepted step is
-// the code's, so the code cannot be used again. replaced says whether it replaced an
-// earlier secret.
-func (a *Authenticator) confirm(ctx context.Context, user, secret, code string) (replaced bool, err error) {
-	err = a.locks.with(ctx, a.storage, totpLockName(user), func() error {
-		now := a.now()
-		var l lockout
-		if _, err := loadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
-			return err
-		}
-		if now.Before(l.LockedUntil) {
-			return &LockedOutError{Until: l.LockedUntil}
-		}
-		var current enrollment
-		found, err := loadJSON(ctx, a.storage, enrollmentKey(user), &current)
-		if err != nil {
-			return err
-		}
-		step, matched := matchingStep(secret, code, now)
-		switch {
-		case !matched:
-			return a.fail(ctx, user, l, now, ErrCodeInvalid)
-		case found && current.Secret == secret && step <= current.LastStep:
-			// This secret is already the enrollment (a confirmation whose link could
-			// not be marked used): its accepted codes stay spent.
-			return a.fail(ctx, user, l, now, ErrCodeReplayed)
-		}
-		replaced = found && current.Secret != secret
-		if err := storeJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: secret, Created: now.UTC(), LastStep: step}); err != nil {
-			return err
-		}
-		if l.Failures > 0 || !l.LockedUntil.IsZero() {
-			return a.storage.Delete(ctx, lockoutKey(user))
-		}
-		return nil
-	})
-	return replaced, err
+	return errors.As(err, &locked) || errors.Is(err, ErrCodeInvalid) || errors.Is(err, ErrCodeReplayed) ||
+		errors.Is(err, ErrCurrentCodeRequired) || errors.Is(err, ErrCurrentCodeInvalid) || errors.Is(err, ErrCurrentCodeReplayed)
 }
 
 // pruneEnrollLinks forgets the pending secret of links that expired unused, and
-// deletes links that expired more than keep ago; until then a used or expired link
-// still says so when opened.
+// deletes links that expired more than keep ago, with the owner record that names
+// them; until then a used or expired link still says so when opened.
 func pruneEnrollLinks(ctx context.Context, st certmagic.Storage, now time.Time, keep time.Duration) error {
 	keys, err := recordKeys(ctx, st, enrollLinkFolder, false, "enrollment links to prune")
 	if err != nil {
@@ -353,26 +383,37 @@ func pruneEnrollLinks(ctx context.Context, st certmagic.Storage, now time.Time, 
 	for _, key := range keys {
 		var l enrollLink
 		found, err := loadJSON(ctx, st, key, &l)
-		if err != nil || !found || now.Before(l.Expires) {
+		if err != nil || !found {
 			continue
 		}
-		if now.Sub(l.Expires) > keep {
-			_ = st.Delete(ctx, key)
+		expired := !now.Before(l.Expires)
+		if l.LegacySecret == "" && (!expired || now.Sub(l.Expires) <= keep && l.Opening == nil) {
 			continue
 		}
-		if l.Secret == "" {
-			continue
-		}
-		// Decided again under the link's lock, so that a confirmation made meanwhile
-		// is not overwritten.
+		// Decided again under the user's links lock, so that a confirmation made
+		// meanwhile is not overwritten.
 		hash := strings.TrimSuffix(key[strings.LastIndex(key, "/")+1:], ".json")
-		lock := enrollLinkLockName(hash)
+		lock := enrollLinksLockName(l.User)
 		if err := st.Lock(ctx, lock); err != nil {
 			return err
 		}
-		if found, err := loadJSON(ctx, st, key, &l); err == nil && found && l.Secret != "" && !now.Before(l.Expires) {
-			l.Secret = ""
-			_ = storeJSON(ctx, st, key, l)
+		// Read into a fresh value: JSON leaves the fields it does not find untouched.
+		var cur enrollLink
+		if found, err := loadJSON(ctx, st, key, &cur); err == nil && found {
+			switch expired = !now.Before(cur.Expires); {
+			case expired && now.Sub(cur.Expires) > keep:
+				var owner enrollLinkOwner
+				if ok, err := loadJSON(ctx, st, enrollLinkOwnerKey(cur.User), &owner); err == nil && ok && owner.Link == hash {
+					_ = st.Delete(ctx, enrollLinkOwnerKey(cur.User))
+				}
+				_ = st.Delete(ctx, key)
+			case expired && cur.Opening != nil, cur.LegacySecret != "":
+				if expired {
+					cur.Opening = nil
+				}
+				cur.LegacySecret = ""
+				_ = storeJSON(ctx, st, key, cur)
+			}
 		}
 		_ = st.Unlock(context.WithoutCancel(ctx), lock)
 	}

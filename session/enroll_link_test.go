@@ -22,24 +22,44 @@ import (
 // createLink makes a link for user and notes its token as a secret for the log scan.
 func (f *authorityFixture) createLink(t *testing.T, user string, ttl time.Duration) (string, time.Time) {
 	t.Helper()
-	token, expires, err := f.a.CreateEnrollmentLink(context.Background(), user, ttl, "ops")
+	return f.issueLink(t, EnrollLinkRequest{User: user, TTL: ttl, By: "ops"})
+}
+
+func (f *authorityFixture) issueLink(t *testing.T, req EnrollLinkRequest) (string, time.Time) {
+	t.Helper()
+	token, expires, err := f.a.IssueEnrollmentLink(context.Background(), req)
 	if err != nil {
-		t.Fatalf("CreateEnrollmentLink(%s) = %v", user, err)
+		t.Fatalf("IssueEnrollmentLink(%+v) = %v", req, err)
 	}
 	f.used = append(f.used, token)
 	return token, expires
 }
 
-// pending opens a link as user and returns its pending secret.
+// pending opens a link as user and returns the opening's pending secret.
 func (f *authorityFixture) pending(t *testing.T, token, user string) *PendingEnrollment {
 	t.Helper()
-	p, err := f.a.EnrollmentLink(context.Background(), token, user)
+	p, err := f.a.OpenEnrollmentLink(context.Background(), token, user, "192.0.2.7")
 	if err != nil {
-		t.Fatalf("EnrollmentLink as %s = %v", user, err)
+		t.Fatalf("OpenEnrollmentLink as %s = %v", user, err)
 	}
-	f.used = append(f.used, p.Secret, p.URI)
+	f.used = append(f.used, p.Secret, p.URI, p.Browser)
 	f.used = append(f.used, secretForms(t, p.Secret)...)
 	return p
+}
+
+// confirmation is the POST of the page of opening p, with code (and current, a code of
+// the current authenticator).
+func confirmation(token string, p *PendingEnrollment, code, current string) EnrollConfirmation {
+	return EnrollConfirmation{Token: token, User: p.User, Browser: p.Browser, Opening: p.Opening, Code: code, CurrentCode: current, ClientIP: "192.0.2.7"}
+}
+
+// confirmNow confirms p's page with its code now, and alice's current code when the
+// link needs one.
+func (f *authorityFixture) confirmNow(t *testing.T, token string, p *PendingEnrollment, current string) error {
+	t.Helper()
+	code := codeAt(t, p.Secret, f.clock.Now())
+	f.used = append(f.used, code, current)
+	return f.a.ConfirmEnrollment(context.Background(), confirmation(token, p, code, current))
 }
 
 // storedEnrollment reads a user's enrollment as stored.
@@ -88,6 +108,29 @@ func wantLinkError(t *testing.T, err, want error, at time.Time) {
 	}
 }
 
+// ownFields is an event's fields without the chain's and without its name.
+func ownFields(e observer.LoggedEntry) map[string]any {
+	m := fieldsOf(e)
+	delete(m, "event")
+	return m
+}
+
+// linkEvents are the audit events of enrollment, in order, as name and own fields.
+type linkEvent struct {
+	Event  string
+	Fields map[string]any
+}
+
+func linkEvents(f *authorityFixture) []linkEvent {
+	var got []linkEvent
+	for _, e := range f.logs.All() {
+		if name, _ := e.ContextMap()["event"].(string); strings.HasPrefix(name, "enroll") {
+			got = append(got, linkEvent{name, ownFields(e)})
+		}
+	}
+	return got
+}
+
 func TestEnrollLinkTokenAndStorage(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
@@ -99,34 +142,21 @@ func TestEnrollLinkTokenAndStorage(t *testing.T) {
 	if err != nil || len(raw) != 32 || len(token) != 43 {
 		t.Fatalf("token %q: want 32 bytes of unpadded base64url (%d bytes, %v)", token, len(raw), err)
 	}
-	other, _ := f.createLink(t, "alice", time.Hour)
-	if other == token {
-		t.Fatal("two links got the same token")
-	}
-
-	keys, err := f.st.List(ctx, "jit/enroll-links", false)
-	if err != nil || len(keys) != 2 {
-		t.Fatalf("jit/enroll-links holds %v (%v), want 2 links", keys, err)
-	}
 	sum := sha256.Sum256([]byte(token))
 	key := "jit/enroll-links/" + hex.EncodeToString(sum[:]) + ".json"
-	stored, err := f.st.Load(ctx, key)
-	if err != nil {
-		t.Fatalf("the link is not stored under the SHA-256 of its token: %v (keys %v)", err, keys)
-	}
-	for _, k := range keys {
-		data, _ := f.st.Load(ctx, k)
-		for _, tok := range []string{token, other} {
-			if strings.Contains(k, tok) || strings.Contains(string(data), tok) {
-				t.Errorf("storage holds a token itself at %s", k)
-			}
-		}
+	if stored, err := f.st.Load(ctx, key); err != nil || strings.Contains(string(stored), `"secret"`) {
+		t.Fatalf("the link is not stored under the SHA-256 of its token, or holds a secret before any opening: %s %v", stored, err)
 	}
 
-	// The pending secret is new, not active, and the link names its user.
+	// An opening makes a new pending secret, kept with the link with the hash of the
+	// browser's value, never the value itself.
 	p := f.pending(t, token, "alice")
+	stored, _ := f.st.Load(ctx, key)
 	if p.Secret == f.secret || !strings.Contains(string(stored), p.Secret) {
 		t.Fatalf("pending secret %q: want a new secret, kept with the link", p.Secret)
+	}
+	if !wellFormedEnrollToken(p.Browser) || strings.Contains(string(stored), p.Browser) || !strings.Contains(string(stored), enrollLinkHash(p.Browser)) {
+		t.Errorf("the browser value %q: want 32 random bytes, of which storage holds the hash only", p.Browser)
 	}
 	key2, err := otp.NewKeyFromURL(p.URI)
 	if err != nil || key2.Secret() != p.Secret || key2.AccountName() != "alice" || key2.Issuer() != "caddy-jit test" || key2.Period() != 30 {
@@ -135,30 +165,268 @@ func TestEnrollLinkTokenAndStorage(t *testing.T) {
 	if rawSecret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(p.Secret); err != nil || len(rawSecret) != 20 {
 		t.Errorf("pending secret: want 160 bits (%d bytes, %v)", len(rawSecret), err)
 	}
-	if !p.Expires.Equal(expires) || p.User != "alice" {
-		t.Errorf("pending = %+v", p)
+	if !p.Expires.Equal(expires) || p.User != "alice" || !p.Enrolled || !p.NeedsCurrentCode || p.Opening == "" {
+		t.Errorf("pending = %+v", p.EnrollLinkInfo)
+	}
+	// Every opening is new: another secret, another binding, another page.
+	q := f.pending(t, token, "alice")
+	if q.Secret == p.Secret || q.Browser == p.Browser || q.Opening == p.Opening {
+		t.Fatal("a second opening showed the first one's secret, binding or page")
+	}
+	if stored, _ := f.st.Load(ctx, key); strings.Contains(string(stored), p.Secret) {
+		t.Error("a second opening kept the first one's secret")
 	}
 	if e, _ := storedEnrollment(t, f, "alice"); e.Secret != f.secret {
 		t.Error("creating or opening a link changed the enrollment")
 	}
 	for _, ttl := range []time.Duration{0, -time.Hour} {
-		if err := createLinkErr(f, "alice", ttl); err == nil {
+		if _, _, err := f.a.CreateEnrollmentLink(ctx, "alice", ttl, "ops"); err == nil {
 			t.Errorf("a link with a ttl of %s was made", ttl)
 		}
 	}
+	f.assertNoSecretsLogged(t)
 }
 
-// ownFields is an event's fields without the chain's and without its name.
-func ownFields(e observer.LoggedEntry) map[string]any {
-	m := fieldsOf(e)
-	delete(m, "event")
-	return m
+// The attack of issue 12: someone who knows alice's password opens her link before she
+// does. Her own opening discards what they saw; their page cannot confirm; the secret
+// they saw never checks.
+func TestEnrollLinkAttackerOpensFirst(t *testing.T) {
+	f := newAuthorityFixture(t)
+	ctx := context.Background()
+	token, _ := f.issueLink(t, EnrollLinkRequest{User: "bob", TTL: time.Hour, By: "ops"})
+	attacker := f.pending(t, token, "bob")
+	victim := f.pending(t, token, "bob")
+	if attacker.Secret == victim.Secret {
+		t.Fatal("both openings show the same secret")
+	}
+	for name, c := range map[string]EnrollConfirmation{
+		"the attacker's page":                          confirmation(token, attacker, codeAt(t, attacker.Secret, f.clock.Now()), ""),
+		"the attacker's browser on the victim's page":  {Token: token, User: "bob", Browser: attacker.Browser, Opening: victim.Opening, Code: codeAt(t, victim.Secret, f.clock.Now())},
+		"no browser value, the victim's page":          {Token: token, User: "bob", Opening: victim.Opening, Code: codeAt(t, victim.Secret, f.clock.Now())},
+		"the victim's browser, the attacker's secret":  {Token: token, User: "bob", Browser: victim.Browser, Opening: victim.Opening, Code: codeAt(t, attacker.Secret, f.clock.Now())},
+		"a malformed browser value, the victim's page": {Token: token, User: "bob", Browser: victim.Browser + "A", Opening: victim.Opening, Code: codeAt(t, victim.Secret, f.clock.Now())},
+	} {
+		if err := f.a.ConfirmEnrollment(ctx, c); err == nil {
+			t.Fatalf("%s confirmed", name)
+		}
+		if _, found := storedEnrollment(t, f, "bob"); found {
+			t.Fatalf("%s enrolled bob", name)
+		}
+	}
+	// The victim's page still confirms; the attacker's secret never checks.
+	if err := f.confirmNow(t, token, victim, ""); err != nil {
+		t.Fatalf("the victim's confirmation = %v", err)
+	}
+	f.clock.Add(30 * time.Second)
+	if err := f.a.Authenticator.Check(ctx, "bob", codeAt(t, attacker.Secret, f.clock.Now())); !errors.Is(err, ErrCodeInvalid) {
+		t.Errorf("the attacker's secret checks: %v", err)
+	}
+	reasons := map[string]int{}
+	for _, e := range events(f.logs, EventEnrollLinkFailed) {
+		reasons[fmt.Sprint(ownFields(e)["reason"])]++
+	}
+	if want := map[string]int{"enroll_link_other_browser": 4, "totp_invalid": 1}; !reflect.DeepEqual(reasons, want) {
+		t.Errorf("refusals %v, want %v", reasons, want)
+	}
+	opened := events(f.logs, EventEnrollLinkOpened)
+	if len(opened) != 2 || ownFields(opened[0])["superseded"] != false || ownFields(opened[1])["superseded"] != true {
+		t.Errorf("enroll_link_opened events %v: want two, the second superseding the first", opened)
+	}
+	f.assertNoSecretsLogged(t)
 }
 
-// createLinkErr is CreateEnrollmentLink's error alone.
-func createLinkErr(f *authorityFixture, user string, ttl time.Duration) error {
-	_, _, err := f.a.CreateEnrollmentLink(context.Background(), user, ttl, "ops")
-	return err
+// Refusals of a browser or a page, before any code is looked at: they count towards
+// no lockout and leave the latest opening confirmable.
+func TestEnrollLinkBindingRefusals(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		edit func(c *EnrollConfirmation, older *PendingEnrollment)
+		want error
+	}{
+		{"no browser value", func(c *EnrollConfirmation, _ *PendingEnrollment) { c.Browser = "" }, ErrEnrollLinkOtherBrowser},
+		{"a forged browser value", func(c *EnrollConfirmation, _ *PendingEnrollment) {
+			c.Browser = base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+		}, ErrEnrollLinkOtherBrowser},
+		{"an oversize browser value", func(c *EnrollConfirmation, _ *PendingEnrollment) { c.Browser = strings.Repeat("A", 4096) }, ErrEnrollLinkOtherBrowser},
+		{"the earlier opening's browser", func(c *EnrollConfirmation, older *PendingEnrollment) { c.Browser = older.Browser }, ErrEnrollLinkOtherBrowser},
+		{"no page", func(c *EnrollConfirmation, _ *PendingEnrollment) { c.Opening = "" }, ErrEnrollLinkReopened},
+		{"the earlier opening's page", func(c *EnrollConfirmation, older *PendingEnrollment) { c.Opening = older.Opening }, ErrEnrollLinkReopened},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newAuthorityFixture(t)
+			token, _ := f.issueLink(t, EnrollLinkRequest{User: "carol", TTL: time.Hour, By: "ops"})
+			older := f.pending(t, token, "carol")
+			p := f.pending(t, token, "carol")
+			c := confirmation(token, p, codeAt(t, p.Secret, f.clock.Now()), "")
+			tt.edit(&c, older)
+			if err := f.a.ConfirmEnrollment(context.Background(), c); !errors.Is(err, tt.want) {
+				t.Fatalf("ConfirmEnrollment = %v, want %v", err, tt.want)
+			}
+			if _, found := storedLockout(t, f.st, "carol"); found {
+				t.Error("the refusal counted towards the lockout")
+			}
+			evs := events(f.logs, EventEnrollLinkFailed)
+			if len(evs) != 1 || ownFields(evs[0])["reason"] != tt.want.Error() || ownFields(evs[0])["link"] != LinkID(token) {
+				t.Errorf("enroll_link_failed events %v, want one with reason %s and the link's id", evs, tt.want)
+			}
+			if err := f.confirmNow(t, token, p, ""); err != nil {
+				t.Errorf("the latest opening after the refusal: %v", err)
+			}
+			f.assertNoSecretsLogged(t)
+		})
+	}
+}
+
+// Replacing a confirmed enrollment through a link needs a code of it, unless the
+// operator made the link to replace it; a first enrollment needs none.
+func TestEnrollLinkReplaceRule(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		replace bool
+		user    string
+		current func(f *authorityFixture) string
+		want    error
+		counted bool
+	}{
+		{"enrolled, no current code", false, "alice", func(*authorityFixture) string { return "" }, ErrCurrentCodeRequired, false},
+		{"enrolled, a wrong current code", false, "alice", func(f *authorityFixture) string { return f.wrongCode(t) }, ErrCurrentCodeInvalid, true},
+		{"enrolled, a current code already used", false, "alice", func(f *authorityFixture) string {
+			f.activate(t, f.activation(t))
+			return codeAt(t, f.secret, f.clock.Now())
+		}, ErrCurrentCodeReplayed, true},
+		{"enrolled, a right current code", false, "alice", func(f *authorityFixture) string { return codeAt(t, f.secret, f.clock.Now()) }, nil, false},
+		{"enrolled, a replace link without a code", true, "alice", func(*authorityFixture) string { return "" }, nil, false},
+		{"first enrollment without a code", false, "dave", func(*authorityFixture) string { return "" }, nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newAuthorityFixture(t)
+			token, _ := f.issueLink(t, EnrollLinkRequest{User: tt.user, TTL: time.Hour, By: "ops", Replace: tt.replace})
+			p := f.pending(t, token, tt.user)
+			if want := tt.user == "alice" && !tt.replace; p.NeedsCurrentCode != want {
+				t.Errorf("NeedsCurrentCode = %v, want %v", p.NeedsCurrentCode, want)
+			}
+			err := f.confirmNow(t, token, p, tt.current(f))
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("ConfirmEnrollment = %v, want %v", err, tt.want)
+			}
+			e, _ := storedEnrollment(t, f, tt.user)
+			if (e.Secret == p.Secret) != (tt.want == nil) {
+				t.Errorf("the enrollment is the pending secret: %v, want %v", e.Secret == p.Secret, tt.want == nil)
+			}
+			if l, _ := storedLockout(t, f.st, tt.user); (l.Failures > 0) != tt.counted {
+				t.Errorf("the lockout counts %d failures, want counted %v", l.Failures, tt.counted)
+			}
+			if tt.want != nil {
+				evs := events(f.logs, EventEnrollLinkFailed)
+				if len(evs) != 1 || ownFields(evs[0])["reason"] != tt.want.Error() {
+					t.Errorf("enroll_link_failed events %v, want one with reason %s", evs, tt.want)
+				}
+				return
+			}
+			evs := events(f.logs, EventEnrolled)
+			got := ownFields(evs[len(evs)-1])
+			want := map[string]any{"user": tt.user, "by": EnrolledByLink, "via": "link", "link": LinkID(token), "client_ip": "192.0.2.7",
+				"replaced": tt.user == "alice", "authorized_by": map[bool]string{true: "replace_link", false: "current_code"}[tt.replace]}
+			if tt.user != "alice" {
+				want["authorized_by"] = "first_enrollment"
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("enrolled = %v, want %v", got, want)
+			}
+			f.assertNoSecretsLogged(t)
+		})
+	}
+}
+
+// A user has one outstanding link: a newer link, or an operator's enrollment, cancels
+// the earlier one, even a page of it already open; each cancellation is audited.
+func TestEnrollLinkCancellation(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		cancel func(t *testing.T, f *authorityFixture)
+		reason string
+		by     string
+		// audited: the cancellation is audited when it happens (not when the link is
+		// next used).
+		audited bool
+	}{
+		{"a newer link", func(t *testing.T, f *authorityFixture) { f.createLink(t, "alice", time.Hour) }, CancelNewerLink, "ops", true},
+		{"an operator's enrollment", func(t *testing.T, f *authorityFixture) {
+			ctx := context.Background()
+			if err := f.a.CancelEnrollmentLinks(ctx, "alice", "op", CancelEnrolled); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.a.Enroll(ctx, "alice", "op"); err != nil {
+				t.Fatal(err)
+			}
+		}, CancelEnrolled, "op", true},
+		{"an enrollment that did not cancel links", func(t *testing.T, f *authorityFixture) {
+			if _, err := f.a.Enroll(context.Background(), "alice", "op"); err != nil {
+				t.Fatal(err)
+			}
+		}, CancelEnrolled, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newAuthorityFixture(t)
+			ctx := context.Background()
+			token, _ := f.createLink(t, "alice", time.Hour)
+			p := f.pending(t, token, "alice")
+			f.clock.Add(time.Second)
+			tt.cancel(t, f)
+			cancelledAt := f.clock.Now()
+			if n := len(events(f.logs, EventEnrollLinkCancelled)); (n == 1) != tt.audited {
+				t.Errorf("%d enroll_link_cancelled events at the cancellation, want audited %v", n, tt.audited)
+			}
+			f.clock.Add(time.Second)
+			before, _ := storedEnrollment(t, f, "alice")
+			current := ""
+			if before.Secret == f.secret {
+				current = codeAt(t, f.secret, f.clock.Now())
+			}
+			err := f.confirmNow(t, token, p, current)
+			wantLinkError(t, err, ErrEnrollLinkCancelled, cancelledAt)
+			_, err = f.a.OpenEnrollmentLink(ctx, token, "alice", "")
+			wantLinkError(t, err, ErrEnrollLinkCancelled, cancelledAt)
+			if after, _ := storedEnrollment(t, f, "alice"); after != before {
+				t.Error("a cancelled link changed the enrollment")
+			}
+			if stored, _ := f.st.Load(ctx, enrollLinkKey(enrollLinkHash(token))); strings.Contains(string(stored), p.Secret) {
+				t.Error("a cancelled link still holds its pending secret")
+			}
+			evs := events(f.logs, EventEnrollLinkCancelled)
+			if len(evs) != 1 {
+				t.Fatalf("%d enroll_link_cancelled events, want 1", len(evs))
+			}
+			want := map[string]any{"user": "alice", "link": LinkID(token), "reason": tt.reason, "by": tt.by}
+			if got := ownFields(evs[0]); !reflect.DeepEqual(got, want) {
+				t.Errorf("enroll_link_cancelled = %v, want %v", got, want)
+			}
+			f.assertNoSecretsLogged(t)
+		})
+	}
+}
+
+// A link stored before each opening had its own secret is never honoured, and a prune
+// forgets its secret.
+func TestEnrollLinkLegacyRefused(t *testing.T) {
+	f := newAuthorityFixture(t)
+	ctx := context.Background()
+	token := base64.RawURLEncoding.EncodeToString([]byte("a legacy link token of 32 bytes!"))
+	legacy := fmt.Sprintf(`{"user":"alice","secret":"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP","created":%q,"expires":%q,"by":"ops"}`,
+		f.clock.Now().Format(time.RFC3339), f.clock.Now().Add(time.Hour).Format(time.RFC3339))
+	if err := f.st.Store(ctx, enrollLinkKey(enrollLinkHash(token)), []byte(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.a.OpenEnrollmentLink(ctx, token, "alice", "")
+	wantLinkError(t, err, ErrEnrollLinkCancelled, time.Time{})
+	err = f.a.ConfirmEnrollment(ctx, EnrollConfirmation{Token: token, User: "alice", Code: codeAt(t, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", f.clock.Now())})
+	wantLinkError(t, err, ErrEnrollLinkCancelled, time.Time{})
+	if err := f.a.Prune(ctx, f.clock.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if stored, _ := f.st.Load(ctx, enrollLinkKey(enrollLinkHash(token))); strings.Contains(string(stored), "JBSWY3DP") {
+		t.Errorf("a prune kept the legacy link's secret: %s", stored)
+	}
 }
 
 func TestEnrollLinkConfirm(t *testing.T) {
@@ -168,10 +436,10 @@ func TestEnrollLinkConfirm(t *testing.T) {
 	f.logs.TakeAll()
 
 	// Only alice may open her link.
-	if _, err := f.a.EnrollmentLink(ctx, token, "bob"); !errors.Is(err, ErrEnrollLinkNotYours) {
-		t.Fatalf("EnrollmentLink as bob = %v, want ErrEnrollLinkNotYours", err)
+	if _, err := f.a.OpenEnrollmentLink(ctx, token, "bob", ""); !errors.Is(err, ErrEnrollLinkNotYours) {
+		t.Fatalf("OpenEnrollmentLink as bob = %v, want ErrEnrollLinkNotYours", err)
 	}
-	if err := f.a.ConfirmEnrollment(ctx, token, "bob", "123456"); !errors.Is(err, ErrEnrollLinkNotYours) {
+	if err := f.a.ConfirmEnrollment(ctx, EnrollConfirmation{Token: token, User: "bob", Code: "123456"}); !errors.Is(err, ErrEnrollLinkNotYours) {
 		t.Fatalf("ConfirmEnrollment as bob = %v, want ErrEnrollLinkNotYours", err)
 	}
 	if _, found := storedEnrollment(t, f, "bob"); found {
@@ -187,7 +455,9 @@ func TestEnrollLinkConfirm(t *testing.T) {
 	// A wrong code enrolls nothing and counts towards the lockout.
 	wrong := wrongCodeAt(t, p.Secret, f.clock.Now())
 	f.used = append(f.used, wrong)
-	if err := f.a.ConfirmEnrollment(ctx, token, "alice", wrong); !errors.Is(err, ErrCodeInvalid) {
+	current := codeAt(t, f.secret, f.clock.Now())
+	f.used = append(f.used, current)
+	if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, wrong, current)); !errors.Is(err, ErrCodeInvalid) {
 		t.Fatalf("ConfirmEnrollment with a wrong code = %v, want ErrCodeInvalid", err)
 	}
 	if l, _ := storedLockout(t, f.st, "alice"); l.Failures != 1 {
@@ -197,10 +467,10 @@ func TestEnrollLinkConfirm(t *testing.T) {
 		t.Fatal("a wrong code replaced the enrollment")
 	}
 
-	// The right code makes the pending secret the enrollment, spent up to its step.
+	// The right codes make the pending secret the enrollment, spent up to its step.
 	code := codeAt(t, p.Secret, f.clock.Now())
 	f.used = append(f.used, code)
-	if err := f.a.ConfirmEnrollment(ctx, token, "alice", code); err != nil {
+	if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, code, current)); err != nil {
 		t.Fatalf("ConfirmEnrollment = %v", err)
 	}
 	e, _ := storedEnrollment(t, f, "alice")
@@ -220,9 +490,9 @@ func TestEnrollLinkConfirm(t *testing.T) {
 	// The link is spent, and says since when.
 	usedAt := f.clock.Now().Add(-30 * time.Second)
 	f.clock.Add(30 * time.Second)
-	err := f.a.ConfirmEnrollment(ctx, token, "alice", codeAt(t, p.Secret, f.clock.Now()))
+	err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, codeAt(t, p.Secret, f.clock.Now()), ""))
 	wantLinkError(t, err, ErrEnrollLinkUsed, usedAt)
-	_, err = f.a.EnrollmentLink(ctx, token, "alice")
+	_, err = f.a.OpenEnrollmentLink(ctx, token, "alice", "")
 	wantLinkError(t, err, ErrEnrollLinkUsed, usedAt)
 	if e2, _ := storedEnrollment(t, f, "alice"); e2.LastStep != e.LastStep+1 {
 		t.Errorf("a refused confirmation touched the enrollment: last step %d", e2.LastStep)
@@ -233,27 +503,20 @@ func TestEnrollLinkConfirm(t *testing.T) {
 	}
 
 	// The audit trail.
-	type ev struct {
-		Event  string
-		Fields map[string]any
-	}
-	var got []ev
-	for _, e := range f.logs.All() {
-		if name, _ := e.ContextMap()["event"].(string); strings.HasPrefix(name, "enroll") {
-			got = append(got, ev{name, ownFields(e)})
-		}
-	}
-	notYours := map[string]any{"user": "bob", "reason": "enroll_link_not_yours", "link_user": "alice"}
-	used := map[string]any{"user": "alice", "reason": "enroll_link_used"}
-	want := []ev{
+	id := LinkID(token)
+	notYours := map[string]any{"user": "bob", "reason": "enroll_link_not_yours", "link_user": "alice", "link": id}
+	used := map[string]any{"user": "alice", "reason": "enroll_link_used", "link": id}
+	want := []linkEvent{
 		{"enroll_link_failed", notYours},
 		{"enroll_link_failed", notYours},
-		{"enroll_link_failed", map[string]any{"user": "alice", "reason": "totp_invalid"}},
-		{"enrolled", map[string]any{"user": "alice", "by": "enrollment link", "replaced": true, "via": "link"}},
-		{"enroll_link_failed", used},
+		{"enroll_link_opened", map[string]any{"user": "alice", "link": id, "superseded": false, "client_ip": "192.0.2.7"}},
+		{"enroll_link_failed", map[string]any{"user": "alice", "reason": "totp_invalid", "link": id, "client_ip": "192.0.2.7"}},
+		{"enrolled", map[string]any{"user": "alice", "by": "enrollment link", "replaced": true, "via": "link", "link": id,
+			"authorized_by": "current_code", "client_ip": "192.0.2.7"}},
+		{"enroll_link_failed", map[string]any{"user": "alice", "reason": "enroll_link_used", "link": id, "client_ip": "192.0.2.7"}},
 		{"enroll_link_failed", used},
 	}
-	if !reflect.DeepEqual(got, want) {
+	if got := linkEvents(f); !reflect.DeepEqual(got, want) {
 		t.Errorf("audit events:\n%v\nwant:\n%v", got, want)
 	}
 	f.assertNoSecretsLogged(t)
@@ -261,14 +524,17 @@ func TestEnrollLinkConfirm(t *testing.T) {
 
 func TestEnrollLinkCreatedEvent(t *testing.T) {
 	f := newAuthorityFixture(t)
-	_, expires := f.createLink(t, "bob", 2*time.Hour)
+	token, expires := f.issueLink(t, EnrollLinkRequest{User: "bob", TTL: 2 * time.Hour, By: "ops", Replace: true})
 	evs := events(f.logs, EventEnrollLinkCreated)
 	if len(evs) != 1 {
 		t.Fatalf("%d enroll_link_created events, want 1", len(evs))
 	}
-	want := map[string]any{"user": "bob", "by": "ops", "expires": expires.UTC().Format(time.RFC3339)}
+	want := map[string]any{"user": "bob", "by": "ops", "expires": expires.UTC().Format(time.RFC3339), "link": LinkID(token), "replace": true}
 	if got := ownFields(evs[0]); !reflect.DeepEqual(got, want) {
 		t.Errorf("enroll_link_created = %v, want %v", got, want)
+	}
+	if id := LinkID(token); len(id) != 16 || strings.Contains(token, id) {
+		t.Errorf("LinkID = %q: want 16 hex characters of the hash, not of the token", id)
 	}
 	f.assertNoSecretsLogged(t)
 }
@@ -281,8 +547,11 @@ func TestEnrollLinkFirstEnrollment(t *testing.T) {
 		t.Fatal("a link enrolled bob before confirmation")
 	}
 	p := f.pending(t, token, "bob")
+	if p.Enrolled || p.NeedsCurrentCode {
+		t.Errorf("bob is not enrolled: %+v", p.EnrollLinkInfo)
+	}
 	code := codeAt(t, p.Secret, f.clock.Now())
-	if err := f.a.ConfirmEnrollment(ctx, token, "bob", code); err != nil {
+	if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, code, "")); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.a.Authenticator.Check(ctx, "bob", code); !errors.Is(err, ErrCodeReplayed) {
@@ -293,7 +562,7 @@ func TestEnrollLinkFirstEnrollment(t *testing.T) {
 		t.Errorf("the next code = %v", err)
 	}
 	evs := events(f.logs, EventEnrolled)
-	if got := ownFields(evs[len(evs)-1]); got["replaced"] != false || got["user"] != "bob" || got["via"] != "link" {
+	if got := ownFields(evs[len(evs)-1]); got["replaced"] != false || got["user"] != "bob" || got["via"] != "link" || got["authorized_by"] != "first_enrollment" {
 		t.Errorf("enrolled = %v, want replaced false", got)
 	}
 }
@@ -302,16 +571,12 @@ func TestEnrollLinkExpiresAndIsPruned(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
 	token, expires := f.createLink(t, "alice", time.Hour)
-	p := f.pending(t, token, "alice")
-
 	f.clock.Set(expires.Add(-time.Second))
-	if _, err := f.a.EnrollmentLink(ctx, token, "alice"); err != nil {
-		t.Fatalf("a second before expiry: %v", err)
-	}
+	p := f.pending(t, token, "alice")
 	f.clock.Set(expires)
-	_, err := f.a.EnrollmentLink(ctx, token, "alice")
+	_, err := f.a.OpenEnrollmentLink(ctx, token, "alice", "")
 	wantLinkError(t, err, ErrEnrollLinkExpired, expires)
-	err = f.a.ConfirmEnrollment(ctx, token, "alice", codeAt(t, p.Secret, f.clock.Now()))
+	err = f.confirmNow(t, token, p, codeAt(t, f.secret, f.clock.Now()))
 	wantLinkError(t, err, ErrEnrollLinkExpired, expires)
 	if e, _ := storedEnrollment(t, f, "alice"); e.Secret != f.secret {
 		t.Fatal("an expired link changed the enrollment")
@@ -322,7 +587,7 @@ func TestEnrollLinkExpiresAndIsPruned(t *testing.T) {
 
 	// Pruning forgets the secret at once, and the link after keep.
 	keep := 24 * time.Hour
-	live, _ := f.createLink(t, "alice", 48*time.Hour)
+	live, _ := f.issueLink(t, EnrollLinkRequest{User: "bob", TTL: 48 * time.Hour, By: "ops"})
 	if err := f.a.Prune(ctx, f.clock.Now(), keep); err != nil {
 		t.Fatal(err)
 	}
@@ -330,17 +595,20 @@ func TestEnrollLinkExpiresAndIsPruned(t *testing.T) {
 	if err != nil || strings.Contains(string(stored), p.Secret) {
 		t.Fatalf("after expiry and a prune: stored %s, %v; want the link without its secret", stored, err)
 	}
-	_, err = f.a.EnrollmentLink(ctx, token, "alice")
+	_, err = f.a.OpenEnrollmentLink(ctx, token, "alice", "")
 	wantLinkError(t, err, ErrEnrollLinkExpired, expires)
 
 	f.clock.Set(expires.Add(keep + time.Second))
 	if err := f.a.Prune(ctx, f.clock.Now(), keep); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.a.EnrollmentLink(ctx, token, "alice"); !errors.Is(err, ErrEnrollLinkUnknown) {
+	if _, err := f.a.OpenEnrollmentLink(ctx, token, "alice", ""); !errors.Is(err, ErrEnrollLinkUnknown) {
 		t.Errorf("after keep: %v, want ErrEnrollLinkUnknown", err)
 	}
-	if _, err := f.a.EnrollmentLink(ctx, live, "alice"); err != nil {
+	if f.st.Exists(ctx, enrollLinkOwnerKey("alice")) {
+		t.Error("the prune kept the owner record of a deleted link")
+	}
+	if _, err := f.a.OpenEnrollmentLink(ctx, live, "bob", ""); err != nil {
 		t.Errorf("the prune took a link that is still valid: %v", err)
 	}
 	f.assertNoSecretsLogged(t)
@@ -352,10 +620,10 @@ func TestEnrollLinkUnknown(t *testing.T) {
 	real, _ := f.createLink(t, "alice", time.Hour)
 	forged := base64.RawURLEncoding.EncodeToString(make([]byte, 32))
 	for _, token := range []string{"", "x", real + "A", real[:42], strings.Repeat("!", 43), "../../../jit/keys/signing", forged, real[:42] + "B"} {
-		if _, err := f.a.EnrollmentLink(ctx, token, "alice"); !errors.Is(err, ErrEnrollLinkUnknown) {
-			t.Errorf("EnrollmentLink(%q) = %v, want ErrEnrollLinkUnknown", token, err)
+		if _, err := f.a.OpenEnrollmentLink(ctx, token, "alice", ""); !errors.Is(err, ErrEnrollLinkUnknown) {
+			t.Errorf("OpenEnrollmentLink(%q) = %v, want ErrEnrollLinkUnknown", token, err)
 		}
-		if err := f.a.ConfirmEnrollment(ctx, token, "alice", "123456"); !errors.Is(err, ErrEnrollLinkUnknown) {
+		if err := f.a.ConfirmEnrollment(ctx, EnrollConfirmation{Token: token, User: "alice", Code: "123456"}); !errors.Is(err, ErrEnrollLinkUnknown) {
 			t.Errorf("ConfirmEnrollment(%q) = %v, want ErrEnrollLinkUnknown", token, err)
 		}
 	}
@@ -370,24 +638,23 @@ func TestEnrollLinkUnknown(t *testing.T) {
 func TestEnrollLinkLockout(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
-	token, _ := f.createLink(t, "alice", time.Hour)
+	token, _ := f.issueLink(t, EnrollLinkRequest{User: "alice", TTL: time.Hour, By: "ops", Replace: true})
 	p := f.pending(t, token, "alice")
 	wrong := wrongCodeAt(t, p.Secret, f.clock.Now())
 	for i := range 4 {
-		if err := f.a.ConfirmEnrollment(ctx, token, "alice", wrong); !errors.Is(err, ErrCodeInvalid) {
+		if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, wrong, "")); !errors.Is(err, ErrCodeInvalid) {
 			t.Fatalf("wrong code %d = %v", i+1, err)
 		}
 	}
 	var locked *LockedOutError
-	if err := f.a.ConfirmEnrollment(ctx, token, "alice", wrong); !errors.As(err, &locked) || !locked.Began {
+	if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, wrong, "")); !errors.As(err, &locked) || !locked.Began {
 		t.Fatalf("the 5th wrong code = %v, want a lockout that begins", err)
 	}
 	if evs := events(f.logs, EventLockedOut); len(evs) != 1 {
 		t.Errorf("%d locked_out events, want 1", len(evs))
 	}
 	// Locked: the right code neither confirms nor activates.
-	code := codeAt(t, p.Secret, f.clock.Now())
-	if err := f.a.ConfirmEnrollment(ctx, token, "alice", code); !errors.As(err, &locked) || locked.Began {
+	if err := f.confirmNow(t, token, p, ""); !errors.As(err, &locked) || locked.Began {
 		t.Fatalf("the right code while locked = %v, want the lockout", err)
 	}
 	wantActivationReason(t, f, f.activation(t), "locked_out")
@@ -396,7 +663,7 @@ func TestEnrollLinkLockout(t *testing.T) {
 	}
 	// After the lockout the link still works.
 	f.clock.Add(lockoutDuration + time.Second)
-	if err := f.a.ConfirmEnrollment(ctx, token, "alice", codeAt(t, p.Secret, f.clock.Now())); err != nil {
+	if err := f.confirmNow(t, token, p, ""); err != nil {
 		t.Fatalf("after the lockout: %v", err)
 	}
 	reasons := map[string]int{}
@@ -418,13 +685,13 @@ func TestEnrollLinkConfirmedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, _ := f.createLink(t, "alice", time.Hour)
-	p := f.pending(t, token, "alice")
+	token, _ := f.issueLink(t, EnrollLinkRequest{User: "bob", TTL: time.Hour, By: "ops"})
+	p := f.pending(t, token, "bob")
 	codes := []string{codeAt(t, p.Secret, f.clock.Now()), codeAt(t, p.Secret, f.clock.Now().Add(30*time.Second))}
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i, a := range []*Authority{f.a, other} {
-		wg.Go(func() { errs[i] = a.ConfirmEnrollment(ctx, token, "alice", codes[i]) })
+		wg.Go(func() { errs[i] = a.ConfirmEnrollment(ctx, confirmation(token, p, codes[i], "")) })
 	}
 	wg.Wait()
 	ok, used := 0, 0

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,11 @@ type Keyring struct {
 	// csrf never changes: rotating it would only void open forms.
 	csrf []byte
 	keys atomic.Pointer[keySet]
+
+	mu sync.Mutex
+	// dropListeners learn of every key a new generation no longer holds, whether this
+	// instance rotated it out or read another instance's rotation from storage.
+	dropListeners []func(kids []string)
 }
 
 // keySet is one generation of signing keys; rotation swaps in a new one whole, so a
@@ -166,8 +172,10 @@ func (k *Keyring) KeyIDs() []string {
 }
 
 // maxKeys is how many signing keys a keyring keeps. The oldest is dropped by the
-// rotation after next, so a token lives through at least one rotation: rotate less
-// often than the longest max_duration.
+// rotation after next, so a token lives through at least one rotation; when its key
+// is dropped its session ends on every instance (cached or not), so rotate less often
+// than half the longest session (max_duration, or max_total), counting from the
+// signing of a scheduled session's token.
 const maxKeys = 3
 
 // rotate adds a new signing key, which signs from now on; the previous keys still
@@ -205,7 +213,7 @@ func (k *Keyring) rotate(ctx context.Context, st certmagic.Storage, now Clock, i
 	if err := storeJSON(ctx, st, keyringKey, rec); err != nil {
 		return "", err
 	}
-	k.keys.Store(set)
+	k.replace(set)
 	return fresh.Keys[0].ID, nil
 }
 
@@ -233,6 +241,44 @@ func (k *Keyring) Refresh(ctx context.Context, st certmagic.Storage) error {
 	if err != nil {
 		return err
 	}
-	k.keys.Store(set)
+	k.replace(set)
 	return nil
+}
+
+// replace swaps in a new generation of keys, then tells the listeners which keys it
+// dropped. Swapping first matters: a token verified with a dropped key after the
+// listeners ran is caught by the verifier's own look at the new generation.
+func (k *Keyring) replace(set *keySet) {
+	old := k.keys.Swap(set)
+	if old == nil {
+		return
+	}
+	var dropped []string
+	for id := range old.byID {
+		if _, kept := set.byID[id]; !kept {
+			dropped = append(dropped, id)
+		}
+	}
+	if len(dropped) == 0 {
+		return
+	}
+	k.mu.Lock()
+	listeners := k.dropListeners
+	k.mu.Unlock()
+	for _, drop := range listeners {
+		drop(dropped)
+	}
+}
+
+// onDrop registers a function told the ids of the keys each new generation drops.
+func (k *Keyring) onDrop(f func(kids []string)) {
+	k.mu.Lock()
+	k.dropListeners = append(k.dropListeners, f)
+	k.mu.Unlock()
+}
+
+// knows reports whether the current generation holds the key.
+func (k *Keyring) knows(kid string) bool {
+	_, ok := k.set().byID[kid]
+	return ok
 }

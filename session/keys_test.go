@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -263,5 +264,123 @@ func TestCSRFToken(t *testing.T) {
 		if got := k.CheckCSRF(tt.token, tt.user, tt.aud, tt.at); got != tt.want {
 			t.Errorf("%s: CheckCSRF = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestDroppedKeyDropsItsCachedTokens: once rotations drop a key, the tokens it signed
+// leave the verified-token cache and are refused on the next request, whether this
+// instance rotated or another one did and this one read the keyring from storage.
+func TestDroppedKeyDropsItsCachedTokens(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// other: the rotations happen on another instance over the same storage, and
+		// this one learns of them through Refresh, as its sync loop runs it.
+		other bool
+	}{
+		{name: "rotated by this instance"},
+		{name: "rotated by another instance, read from storage", other: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			st := newStorage(t)
+			clock := newFakeClock(epoch)
+			k, err := LoadKeyring(ctx, st, clock.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rotator := k
+			if tt.other {
+				if rotator, err = LoadKeyring(ctx, &certmagic.FileStorage{Path: st.Path}, clock.Now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v, err := NewVerifier(k, NewRevocations(), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldKid := k.active().ID
+			old, err := k.Sign(validClaims(vnow))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(old, wantAlice(), vnow); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= maxKeys; i++ {
+				clock.Add(time.Hour)
+				if _, err := rotator.rotate(ctx, st, clock.Now, 0); err != nil {
+					t.Fatal(err)
+				}
+				if err := k.Refresh(ctx, st); err != nil {
+					t.Fatal(err)
+				}
+				dropped := i == maxKeys
+				if held := k.knows(oldKid); held == dropped {
+					t.Fatalf("after %d rotations the keyring holds the old key: %v", i, held)
+				}
+				_, cached := v.cache.Peek(hashToken(old))
+				if cached == dropped {
+					t.Fatalf("after %d rotations the old key's token is cached: %v", i, cached)
+				}
+				_, err := v.Verify(old, wantAlice(), vnow)
+				switch {
+				case !dropped && err != nil:
+					t.Fatalf("after %d rotations, the key still held: %v", i, err)
+				case dropped && !errors.Is(err, ErrTokenSignature):
+					t.Fatalf("after the rotation that dropped its key: %v, want %v", err, ErrTokenSignature)
+				}
+			}
+			// A token of a key still held stays cached through the drop of another.
+			fresh, err := k.Sign(validClaims(vnow))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(fresh, wantAlice(), vnow); err != nil {
+				t.Fatal(err)
+			}
+			clock.Add(time.Hour)
+			if _, err := rotator.rotate(ctx, st, clock.Now, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Refresh(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+			if _, cached := v.cache.Peek(hashToken(fresh)); !cached {
+				t.Fatal("a rotation that dropped another key dropped the newest key's token")
+			}
+		})
+	}
+}
+
+func TestKeyringReplaceReportsDroppedKeys(t *testing.T) {
+	ctx := context.Background()
+	st := newStorage(t)
+	clock := newFakeClock(epoch)
+	k, err := LoadKeyring(ctx, st, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var told [][]string
+	k.onDrop(func(kids []string) { told = append(told, kids) })
+	first := k.active().ID
+	for range maxKeys - 1 {
+		clock.Add(time.Hour)
+		if _, err := k.rotate(ctx, st, clock.Now, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nothing refreshed or rotated: nothing to tell.
+	if err := k.Refresh(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if len(told) != 0 {
+		t.Fatalf("rotations that dropped no key told %v", told)
+	}
+	clock.Add(time.Hour)
+	if _, err := k.rotate(ctx, st, clock.Now, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(told) != 1 || len(told[0]) != 1 || told[0][0] != first {
+		t.Fatalf("the rotation that dropped %s told %v", first, told)
 	}
 }

@@ -36,6 +36,9 @@ type Record struct {
 	// BreakGlass marks an emergency session that skipped approval and hours.
 	BreakGlass bool       `json:"break_glass,omitempty"`
 	Extensions []Extended `json:"extensions,omitempty"`
+	// ExtensionRequest is the id of the session's latest extension request, if any
+	// (see extension_request.go).
+	ExtensionRequest string `json:"extension_request,omitempty"`
 	// ExpiringNoticed is set once the notify targets were told the session ends soon.
 	ExpiringNoticed bool `json:"expiring_noticed,omitempty"`
 }

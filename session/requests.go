@@ -49,6 +49,17 @@ type Request struct {
 	// role's max_active.
 	WaitingForPlace bool      `json:"waiting_for_place,omitempty"`
 	Decided         time.Time `json:"decided,omitzero"`
+	// Kind is RequestExtension for more time on the running session ExtendsSession,
+	// to end at NewEnd (see extension.go); empty for an activation. Refused says why
+	// an approved extension could not be applied.
+	Kind           string    `json:"kind,omitempty"`
+	ExtendsSession string    `json:"extends_session,omitempty"`
+	NewEnd         time.Time `json:"new_end,omitzero"`
+	Refused        string    `json:"refused,omitempty"`
+	// PickupHash is the SHA-256 of the secret held by the browser that asked: only
+	// that browser receives the session, once (see pickup.go). PickedUp is when it did.
+	PickupHash string    `json:"pickup_sha256,omitempty"`
+	PickedUp   time.Time `json:"picked_up,omitzero"`
 }
 
 // Decision is one approver's answer to a request.
@@ -106,8 +117,23 @@ func requestKey(id string) string { return requestFolder + id + ".json" }
 
 func requestLock(id string) string { return keyPrefix + "request-locks/" + id }
 
+// saveRequest writes a request and keeps the request index right (request_index.go):
+// every save of a request goes through here. The marker of an open state is written
+// before the request, so that a crash leaves at worst a marker without its request
+// (prune drops it), never an open request that the index misses.
 func (s *Records) saveRequest(ctx context.Context, r *Request) error {
-	return storeJSON(ctx, s.storage, requestKey(r.ID), r)
+	if err := s.writeIndex(ctx, r); err != nil {
+		return err
+	}
+	if err := storeJSON(ctx, s.storage, requestKey(r.ID), r); err != nil {
+		return err
+	}
+	// The request is saved: failing now would report a decision as lost that is
+	// recorded. A marker left in a state the request has left costs a reader one load
+	// and is dropped once the request closes (by the reader that finds it closed, or
+	// by prune).
+	_ = s.dropStaleMarkers(ctx, r)
+	return nil
 }
 
 // LoadRequest reads one request.
@@ -147,7 +173,9 @@ func (s *Records) Requests(ctx context.Context) ([]*Request, error) {
 	return out, nil
 }
 
-// pruneRequests deletes requests decided (or expired) more than requestKeep ago.
+// pruneRequests deletes requests decided (or expired) more than requestKeep ago, and
+// the index markers that name no open request. It reads every request: it runs on one
+// instance at a time, every few minutes, unlike the readers of the index.
 func (s *Records) pruneRequests(ctx context.Context, now time.Time) error {
 	all, err := s.Requests(ctx)
 	if err != nil {
@@ -164,5 +192,5 @@ func (s *Records) pruneRequests(ctx context.Context, now time.Time) error {
 			}
 		}
 	}
-	return nil
+	return s.pruneIndex(ctx, all, now)
 }

@@ -33,6 +33,9 @@ type Claims struct {
 	// placeholders is Placeholders bound to these claims, made once when they are
 	// cached, so that a request under them binds nothing.
 	placeholders func(key string) (any, bool)
+	// kid names the key that signed the token, so that dropping the key can drop the
+	// token from the verified-token cache.
+	kid string
 }
 
 // PlaceholderFunc returns Placeholders as a function value, for caddy.Replacer.Map.
@@ -81,6 +84,9 @@ var (
 	ErrTokenSubject   = errors.New("token_subject")
 	ErrTokenRole      = errors.New("token_role")
 	ErrTokenRevoked   = errors.New("token_revoked")
+	// ErrTokenLifetime: the token lasts longer than its role allows (max_duration, or
+	// max_total for a role whose sessions can be extended).
+	ErrTokenLifetime = errors.New("token_lifetime")
 )
 
 // minTokenSize is below the size of any token we sign.
@@ -141,8 +147,11 @@ func (k *Keyring) verifySignature(token string) (Claims, error) {
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return c, ErrTokenClaims
 	}
-	if c.SessionID == "" || c.Subject == "" || c.Audience == "" || c.Role == "" || c.Expiry == 0 || c.NotBefore == 0 {
+	// The session id must be one we make: only such an id can be revoked by id, so a
+	// token whose sid no operator could name is refused here.
+	if !validSessionID(c.SessionID) || c.Subject == "" || c.Audience == "" || c.Role == "" || c.Expiry == 0 || c.NotBefore == 0 {
 		return c, ErrTokenClaims
 	}
+	c.kid = header.KeyID
 	return c, nil
 }

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/caddy-jit/caddy-jit/policy"
 )
 
 // DefaultCacheSize is how many verified tokens a Verifier remembers: enough for
@@ -41,7 +43,12 @@ func NewVerifier(k *Keyring, r *Revocations, cacheSize int) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{keyring: k, revocations: r, cache: cache}, nil
+	v := &Verifier{keyring: k, revocations: r, cache: cache}
+	// A dropped key takes its tokens out of the cache at once, here and, through
+	// Refresh, on every instance that reads the rotation from storage; a request
+	// never pays for asking whether its token's key is still held.
+	k.onDrop(v.forgetKeys)
+	return v, nil
 }
 
 // Want is what the current request requires of a token.
@@ -52,6 +59,12 @@ type Want struct {
 	Audience string
 	// Roles lists the roles that admit; any one will do.
 	Roles []string
+	// Rules are the roles as configured now, by name: a token whose role is missing
+	// here, or whose lifetime exceeds what its role allows, is refused, cached or
+	// not, so that a config reload that shortens a role bites on the next request.
+	// The gate always sets it; nil leaves lifetimes unchecked (tools and tests that
+	// verify tokens without a config).
+	Rules map[string]*policy.Role
 }
 
 // Verify returns the token's claims if it admits the caller described by want at the
@@ -90,8 +103,24 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 		// Only a token that admitted someone is cached: forged, expired or revoked
 		// tokens can neither grow the cache nor evict real sessions from it.
 		v.cache.Add(key, c)
+		if !v.keyring.knows(c.kid) {
+			// A rotation dropped the key between the signature check and Add, and
+			// its purge may have run before Add: the token goes, as it would have.
+			v.cache.Remove(key)
+			return nil, ErrTokenSignature
+		}
 	}
 	return c, nil
+}
+
+// forgetKeys drops the cached tokens signed by any of the keys. Like ForgetSession it
+// walks the cache, which a key rotation can afford.
+func (v *Verifier) forgetKeys(kids []string) {
+	for _, key := range v.cache.Keys() {
+		if c, ok := v.cache.Peek(key); ok && slices.Contains(kids, c.kid) {
+			v.cache.Remove(key)
+		}
+	}
 }
 
 // Forget drops a token from the cache, for a session that has just ended.
@@ -136,7 +165,42 @@ func checkClaims(c *Claims, want Want, now time.Time) error {
 	case !slices.Contains(want.Roles, c.Role):
 		return ErrTokenRole
 	}
+	if want.Rules == nil {
+		return nil
+	}
+	role, ok := want.Rules[c.Role]
+	if !ok || role == nil {
+		// The route names a role the config no longer declares.
+		return ErrTokenRole
+	}
+	if !withinLifetime(c, role) {
+		return ErrTokenLifetime
+	}
 	return nil
+}
+
+// withinLifetime reports whether the token lasts no longer than its role allows:
+// from nbf (the session's start, kept in an extended session's re-signed token and in
+// a scheduled one's, whose iat is earlier or later) or, without one, from iat, to exp.
+// A token made with a stolen signing key for years is refused here.
+func withinLifetime(c *Claims, role *policy.Role) bool {
+	from := c.NotBefore
+	if from == 0 {
+		from = c.IssuedAt
+	}
+	if from <= 0 {
+		// Also keeps c.Expiry-from below from overflowing.
+		return false
+	}
+	return c.Expiry-from <= maxLifetime(role)
+}
+
+// maxLifetime is the longest a token of the role may last, in whole seconds rounded
+// up (tokens carry whole seconds): max_duration, or max_total when sessions of the
+// role can be extended.
+func maxLifetime(role *policy.Role) int64 {
+	d := max(role.MaxDuration, role.MaxTotal)
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // Revocations is the in-memory set of sessions ended before their expiry. It is filled
@@ -209,7 +273,7 @@ func (n *interner) share(c *Claims) {
 	if n.strings == nil {
 		n.strings = make(map[string]string)
 	}
-	for _, s := range []*string{&c.Issuer, &c.Audience, &c.Role, &c.Subject} {
+	for _, s := range []*string{&c.Issuer, &c.Audience, &c.Role, &c.Subject, &c.kid} {
 		if shared, ok := n.strings[*s]; ok {
 			*s = shared
 		} else if len(n.strings) < maxInterned {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/caddy-jit/caddy-jit/policy"
 )
 
 const (
@@ -39,8 +41,13 @@ func validClaims(now time.Time) Claims {
 	}
 }
 
+// testRules are the roles as configured for the verifier tests.
+var testRules = map[string]*policy.Role{
+	"console-admin": {Name: "console-admin", MaxDuration: time.Hour},
+}
+
 func wantAlice() Want {
-	return Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}
+	return Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}, Rules: testRules}
 }
 
 type verifierFixture struct {
@@ -287,6 +294,9 @@ func TestVerifierRefusesForgeries(t *testing.T) {
 		{name: "exp a string", token: f.signOurs(t, f.header(), claimsMap(t, claims, "exp", fmt.Sprint(claims.Expiry))), want: ErrTokenClaims},
 		{name: "missing nbf", token: f.signOurs(t, f.header(), claimsMap(t, claims, "nbf", nil)), want: ErrTokenClaims},
 		{name: "missing sid", token: f.signOurs(t, f.header(), claimsMap(t, claims, "sid", nil)), want: ErrTokenClaims},
+		// Only an id of our shape can be revoked by id, so no other id admits.
+		{name: "sid too short to be ours", token: f.sign(t, with2(claims, func(c *Claims) { c.SessionID = "forged-001" })), want: ErrTokenClaims},
+		{name: "sid with a character outside base64url", token: f.sign(t, with2(claims, func(c *Claims) { c.SessionID = testSID[:21] + "." })), want: ErrTokenClaims},
 		{name: "missing sub", token: f.signOurs(t, f.header(), claimsMap(t, claims, "sub", nil)), want: ErrTokenClaims, want2: Want{Audience: audience, Roles: []string{"console-admin"}}},
 		{name: "missing aud", token: f.signOurs(t, f.header(), claimsMap(t, claims, "aud", nil)), want: ErrTokenClaims, want2: Want{Subject: "alice", Roles: []string{"console-admin"}}},
 		{name: "missing role", token: f.signOurs(t, f.header(), claimsMap(t, claims, "role", nil)), want: ErrTokenClaims, want2: Want{Subject: "alice", Audience: audience, Roles: []string{""}}},
@@ -546,5 +556,120 @@ func TestRevocationsPrune(t *testing.T) {
 	r.Prune(vnow)
 	if r.Len() != 1 || r.Revoked("a") || r.Revoked("b") || !r.Revoked("c") {
 		t.Fatalf("after Prune: Len %d, a %v, b %v, c %v", r.Len(), r.Revoked("a"), r.Revoked("b"), r.Revoked("c"))
+	}
+}
+
+// TestVerifierBoundsTokenLifetimeByRole: a token lasting longer than its role allows
+// (max_duration, or max_total for an extendable role) is refused, as is a token of a
+// role the config does not declare; real sessions, scheduled or extended, pass.
+func TestVerifierBoundsTokenLifetimeByRole(t *testing.T) {
+	f := newVerifierFixture(t)
+	now := vnow.Unix()
+	rules := map[string]*policy.Role{
+		"console-admin": {Name: "console-admin", MaxDuration: time.Hour},
+		// Extendable: sessions may last up to max_total from their start.
+		"db-admin": {Name: "db-admin", MaxDuration: time.Hour, MaxTotal: 4 * time.Hour},
+		// max_total not above max_duration: not extendable, max_duration bounds.
+		"viewer": {Name: "viewer", MaxDuration: 2 * time.Hour, MaxTotal: time.Hour},
+		// A duration in part seconds: tokens carry whole seconds, so it rounds up.
+		"odd": {Name: "odd", MaxDuration: 90*time.Second + 500*time.Millisecond},
+	}
+	token := func(role string, iat, nbf, exp int64) string {
+		return f.sign(t, with2(validClaims(vnow), func(c *Claims) { c.Role, c.IssuedAt, c.NotBefore, c.Expiry = role, iat, nbf, exp }))
+	}
+	tests := []struct {
+		name  string
+		token string
+		role  string
+		at    int64 // default now
+		want  error
+	}{
+		{"exactly max_duration", token("console-admin", now-60, now-60, now-60+3600), "console-admin", 0, nil},
+		{"a second over max_duration", token("console-admin", now-60, now-60, now-60+3601), "console-admin", 0, ErrTokenLifetime},
+		{"ten years, made with the stored key", token("console-admin", now, now, now+10*365*86400), "console-admin", 0, ErrTokenLifetime},
+		{"nbf long ago to stretch a short exp", token("console-admin", now, 1, now+60), "console-admin", 0, ErrTokenLifetime},
+		{"scheduled: issued a day before its start", token("console-admin", now-86400, now, now+3600), "console-admin", 0, nil},
+		{"scheduled: at its start, issued just now", token("console-admin", now, now+600, now+600+3600), "console-admin", now + 600, nil},
+		{"extended: re-signed now, nbf the session's start", token("db-admin", now, now-3*3600, now+3600), "db-admin", 0, nil},
+		{"extended to exactly max_total", token("db-admin", now, now-3600, now+3*3600), "db-admin", 0, nil},
+		{"extended a second past max_total", token("db-admin", now, now-3600, now+3*3600+1), "db-admin", 0, ErrTokenLifetime},
+		{"extended, but the role cannot be", token("viewer", now, now-2*3600, now+60), "viewer", 0, ErrTokenLifetime},
+		{"max_duration above max_total bounds", token("viewer", now, now-60, now-60+2*3600), "viewer", 0, nil},
+		{"part seconds round up", token("odd", now, now-30, now-30+91), "odd", 0, nil},
+		{"part seconds, a second more", token("odd", now, now-30, now-30+92), "odd", 0, ErrTokenLifetime},
+		{"a role the config does not declare", token("root", now, now-60, now+60), "root", 0, ErrTokenRole},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := f.newVerifier(t, 0)
+			at := time.Unix(now, 0)
+			if tt.at != 0 {
+				at = time.Unix(tt.at, 0)
+			}
+			want := Want{Subject: "alice", Audience: audience, Roles: []string{tt.role}, Rules: rules}
+			c, err := v.Verify(tt.token, want, at)
+			if !errors.Is(err, tt.want) || (err == nil) != (c != nil) {
+				t.Fatalf("Verify = %+v, %v; want %v", c, err, tt.want)
+			}
+			if tt.want != nil && v.cache.Len() != 0 {
+				t.Fatalf("a refused token entered the cache")
+			}
+		})
+	}
+
+	// Without rules (tools that verify with no config) lifetimes are not checked.
+	v := f.newVerifier(t, 0)
+	if _, err := v.Verify(token("console-admin", now, now, now+10*365*86400), Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}, vnow); err != nil {
+		t.Fatalf("without rules: %v", err)
+	}
+}
+
+// TestVerifierLifetimeBoundBitesOnCachedTokens: the cache outlives config reloads, so
+// a reload that shortens a role, or removes it, refuses its cached tokens at once.
+func TestVerifierLifetimeBoundBitesOnCachedTokens(t *testing.T) {
+	f := newVerifierFixture(t)
+	now := vnow.Unix()
+	token := f.sign(t, with2(validClaims(vnow), func(c *Claims) { c.NotBefore, c.Expiry = now-60, now-60+2*3600 }))
+	before := map[string]*policy.Role{"console-admin": {Name: "console-admin", MaxDuration: 2 * time.Hour}}
+	v := f.newVerifier(t, 0)
+	want := Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}, Rules: before}
+	if _, err := v.Verify(token, want, vnow); err != nil || v.cache.Len() != 1 {
+		t.Fatalf("before the reload: %v (Len %d)", err, v.cache.Len())
+	}
+	for _, tt := range []struct {
+		name  string
+		rules map[string]*policy.Role
+		want  error
+	}{
+		{"max_duration lowered", map[string]*policy.Role{"console-admin": {Name: "console-admin", MaxDuration: time.Hour}}, ErrTokenLifetime},
+		{"role removed", map[string]*policy.Role{"viewer": {Name: "viewer", MaxDuration: 8 * time.Hour}}, ErrTokenRole},
+		{"unchanged", before, nil},
+	} {
+		want.Rules = tt.rules
+		if _, err := v.Verify(token, want, vnow); !errors.Is(err, tt.want) {
+			t.Errorf("%s: cached token: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestWithinLifetime(t *testing.T) {
+	role := &policy.Role{Name: "r", MaxDuration: time.Hour}
+	for _, tt := range []struct {
+		name          string
+		iat, nbf, exp int64
+		want          bool
+	}{
+		{"from nbf", 5000, 1000, 4600, true},
+		{"from nbf, over", 1000, 1000, 4601, false},
+		{"no nbf: from iat", 1000, 0, 4600, true},
+		{"no nbf: from iat, over", 1000, 0, 4601, false},
+		{"neither nbf nor iat", 0, 0, 10, false},
+		{"negative nbf cannot overflow the subtraction", 0, -1 << 62, 1 << 62, false},
+		{"exp before nbf", 1000, 2000, 1500, true},
+	} {
+		c := &Claims{IssuedAt: tt.iat, NotBefore: tt.nbf, Expiry: tt.exp}
+		if got := withinLifetime(c, role); got != tt.want {
+			t.Errorf("%s: withinLifetime = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

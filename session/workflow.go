@@ -19,6 +19,9 @@ type Activated struct {
 	Token   string
 	Record  *Record
 	Request *Request
+	// PickupSecret is set with Request: the asking browser keeps it, and only a
+	// browser presenting it receives the session once approved (see pickup.go).
+	PickupSecret string
 }
 
 // ErrNeedsApproval is returned by Activate for a role whose activations wait for
@@ -78,6 +81,17 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 	if !decision.Allowed {
 		return fail(string(decision.Reason), decision.Message, time.Time{})
 	}
+	requesting := act.Role.NeedsApproval() && !act.BreakGlass
+	if requesting {
+		// Checked before the code, so that a refused second request spends none.
+		open, err := a.OpenRequest(ctx, act.Caller.User, act.Role.Name)
+		if err != nil {
+			return nil, err
+		}
+		if open != nil {
+			return fail(ReasonRequestOpen, requestOpenError(open).Message, time.Time{})
+		}
+	}
 	if reason, message, lockedUntil, err := a.checkCode(ctx, act.Caller.User, act.Code); err != nil || reason != "" {
 		if err != nil {
 			return nil, err
@@ -89,12 +103,16 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 		start = act.Start
 	}
 
-	if act.Role.NeedsApproval() && !act.BreakGlass {
-		req, err := a.request(ctx, act, start, now)
+	if requesting {
+		req, secret, err := a.request(ctx, act, start, now)
+		var refused *ActivationError
+		if errors.As(err, &refused) {
+			return fail(refused.Reason, refused.Message, time.Time{})
+		}
 		if err != nil {
 			return nil, err
 		}
-		return &Activated{Request: req}, nil
+		return &Activated{Request: req, PickupSecret: secret}, nil
 	}
 
 	spec := sessionSpec{
@@ -163,11 +181,47 @@ func approversOf(role *policy.Role) []string {
 	return role.Approval.Approvers
 }
 
-// request stores a pending request and tells the approvers.
-func (a *Authority) request(ctx context.Context, act Activation, start, now time.Time) (*Request, error) {
+// request stores a pending request and tells the approvers. It returns the pickup
+// secret for the asking browser; storage keeps only its hash.
+func (a *Authority) request(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
+	var (
+		req    *Request
+		secret string
+	)
+	user, role := act.Caller.User, act.Role.Name
+	err := a.locks.with(ctx, a.Records.storage, openRequestLock(user, role), func() error {
+		open, err := a.OpenRequest(ctx, user, role)
+		if err != nil {
+			return err
+		}
+		if open != nil {
+			return requestOpenError(open)
+		}
+		if req, secret, err = a.newRequest(ctx, act, start, now); err != nil {
+			return err
+		}
+		return storeJSON(ctx, a.Records.storage, openRequestKey(user, role), openRequestRef{ID: req.ID})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	a.metrics().Activation(req.Role, "requested")
+	a.Audit.Event(EventActivationRequested, append(requestFields(req), zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
+		zap.String("deadline", req.Deadline.Format(time.RFC3339)))...)
+	n := requestNotification(NotifyRequested, req, now)
+	n.Alert = approversOf(act.Role)
+	a.notify(n)
+	return req, secret, nil
+}
+
+func (a *Authority) newRequest(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
 	id, err := newSessionID()
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	secret, hash, err := newPickupSecret()
+	if err != nil {
+		return nil, "", err
 	}
 	req := &Request{
 		ID:            id,
@@ -185,20 +239,15 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 		Deadline:      now.Add(act.Role.Approval.Expires).UTC(),
 		Needed:        act.Role.Approval.Count,
 		State:         RequestPending,
+		PickupHash:    hash,
 	}
 	if start.After(now) {
 		req.Start = start.UTC()
 	}
 	if err := a.Records.saveRequest(ctx, req); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	a.metrics().Activation(req.Role, "requested")
-	a.Audit.Event(EventActivationRequested, append(requestFields(req), zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
-		zap.String("deadline", req.Deadline.Format(time.RFC3339)))...)
-	n := requestNotification(NotifyRequested, req, now)
-	n.Alert = approversOf(act.Role)
-	a.notify(n)
-	return req, nil
+	return req, secret, nil
 }
 
 // sessionSpec is a session about to start.
@@ -235,30 +284,8 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 		Approvers:  s.approvers,
 		BreakGlass: s.breakGlass,
 	}
-	create := func() error { return a.Records.create(ctx, rec) }
-	if s.role.MaxActive > 0 {
-		// Counting and creating under one lock, so that two activations at once cannot
-		// both take the last place.
-		create = func() error {
-			return a.locks.with(ctx, a.Records.storage, roleLock(s.role.Name), func() error {
-				held, err := a.Records.Active(ctx, Filter{Role: s.role.Name}, now)
-				if err != nil {
-					return err
-				}
-				overlapping := 0
-				for _, r := range held {
-					if r.Start.Before(rec.Expires) && r.Expires.After(rec.Start) {
-						overlapping++
-					}
-				}
-				if d := s.role.CheckActiveCount(overlapping); !d.Allowed {
-					return &ActivationError{Reason: string(d.Reason), Message: d.Message}
-				}
-				return a.Records.create(ctx, rec)
-			})
-		}
-	}
-	if err := create(); err != nil {
+	// Counted the same way as an extension's added time (place.go).
+	if err := a.withPlace(ctx, s.role, rec.Start, rec.Expires, "", now, func() error { return a.Records.create(ctx, rec) }); err != nil {
 		return nil, "", err
 	}
 	token, err := a.SignRecord(rec, now)
@@ -407,6 +434,9 @@ func (a *Authority) startApproved(ctx context.Context, req *Request, role *polic
 	if req.State != RequestApproved || req.SessionID != "" {
 		return nil
 	}
+	if req.IsExtension() {
+		return a.extendApproved(ctx, req, role, now)
+	}
 	start := now
 	if req.Start.After(now) {
 		start = req.Start
@@ -454,9 +484,15 @@ func (a *Authority) expire(ctx context.Context, req *Request, now time.Time) err
 }
 
 // SweepRequests expires overdue requests and starts approved ones that waited for a
-// place under max_active. role returns a role as configured now, or nil.
+// place under max_active. role returns a role as configured now, or nil. It reads
+// only the open requests, through the request index: every instance runs it every
+// few seconds, and decided requests stay in storage for days.
 func (a *Authority) SweepRequests(ctx context.Context, role func(name string) *policy.Role) error {
-	all, err := a.Records.Requests(ctx)
+	if err := a.ensureRequestIndex(ctx); err != nil {
+		return err
+	}
+	// Oldest first: of the approved requests waiting for a place, the oldest gets it.
+	all, err := a.Records.openRequests(ctx, indexStates, nil)
 	if err != nil {
 		return err
 	}
@@ -515,9 +551,16 @@ func (a *Authority) RequestFor(ctx context.Context, user, id string) (*Request, 
 	return req, nil
 }
 
-// Pending lists the pending requests approver may decide, oldest first.
+// Pending lists the pending requests approver may decide, oldest first. role returns
+// a role as configured now, or nil. Through the request index it reads only the
+// pending requests of the roles approver approves: no request at all for someone who
+// approves no role.
 func (a *Authority) Pending(ctx context.Context, approver policy.Caller, role func(name string) *policy.Role) ([]*Request, error) {
-	all, err := a.Records.Requests(ctx)
+	if err := a.ensureRequestIndex(ctx); err != nil {
+		return nil, err
+	}
+	approves := func(name string) bool { return ApprovesRole(role(name), approver) }
+	all, err := a.Records.openRequests(ctx, []string{indexPending}, approves)
 	if err != nil {
 		return nil, err
 	}
@@ -534,110 +577,6 @@ func (a *Authority) Pending(ctx context.Context, approver policy.Caller, role fu
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// Extension is a user's request for more time on an active session.
-type Extension struct {
-	Caller        policy.Caller
-	SessionID     string
-	Role          *policy.Role
-	Duration      time.Duration
-	Justification string
-	Code          string
-	ClientIP      string
-}
-
-// Extended is one extension of a session, as kept in its record.
-type Extended struct {
-	At            time.Time `json:"at"`
-	Justification string    `json:"justification"`
-	From          time.Time `json:"from"`
-	To            time.Time `json:"to"`
-}
-
-// Extend gives an active session more time, within the role's max_total, after the
-// user's code. It returns a new token for the session.
-func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record, error) {
-	var (
-		token string
-		rec   *Record
-		err   error
-	)
-	lockErr := a.withSession(ctx, ext.SessionID, func() error {
-		token, rec, err = a.extendLocked(ctx, ext)
-		return nil
-	})
-	if errors.Is(lockErr, ErrSessionNotFound) {
-		return a.extendLocked(ctx, ext) // refuses it, audited, without touching storage
-	}
-	if lockErr != nil {
-		return "", nil, lockErr
-	}
-	return token, rec, err
-}
-
-func (a *Authority) extendLocked(ctx context.Context, ext Extension) (string, *Record, error) {
-	// Whole seconds, as records and tokens keep them, so that the policy's limit and
-	// the stored end agree.
-	now := a.Now().Truncate(time.Second)
-	user := ext.Caller.User
-	fail := func(reason, message string, lockedUntil time.Time) (string, *Record, error) {
-		a.Audit.Event(EventExtensionFailed, zap.String("user", user), zap.String("session_id", ext.SessionID),
-			zap.String("reason", reason), zap.String("justification", ext.Justification), zap.String("client_ip", ext.ClientIP))
-		return "", nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
-	}
-	rec, err := a.Records.Load(ctx, user, ext.SessionID)
-	if errors.Is(err, ErrSessionNotFound) {
-		return fail("session_not_found", "you have no such session", time.Time{})
-	}
-	if err != nil {
-		return "", nil, err
-	}
-	if !rec.Active(now) || rec.Start.After(now) || a.Revocations.Revoked(rec.ID) {
-		return fail("session_not_active", "only a running session can be extended; activate the role again", time.Time{})
-	}
-	if ext.Role == nil || ext.Role.Name != rec.Role {
-		return fail(string(policy.ReasonUnknownRole), "the role "+rec.Role+" is no longer configured", time.Time{})
-	}
-	end, d := ext.Role.Extension(rec.Start.Truncate(time.Second), rec.Expires, now, ext.Duration)
-	if !d.Allowed {
-		return fail(string(d.Reason), d.Message, time.Time{})
-	}
-	// The same rules as an activation: still eligible, within hours (unless the session
-	// is break-glass), a justification of its own.
-	d = ext.Role.Activation(policy.Request{Caller: ext.Caller, Duration: ext.Duration, Justification: ext.Justification,
-		Ticket: rec.Ticket, BreakGlass: rec.BreakGlass}, now)
-	if !d.Allowed {
-		return fail(string(d.Reason), d.Message, time.Time{})
-	}
-	if reason, message, lockedUntil, err := a.checkCode(ctx, user, ext.Code); err != nil || reason != "" {
-		if err != nil {
-			return "", nil, err
-		}
-		return fail(reason, message, lockedUntil)
-	}
-	end = capAt(end, d.EligibleUntil).UTC().Truncate(time.Second)
-	if !end.After(rec.Expires) {
-		return fail(string(policy.ReasonMaxTotal), "your eligibility ends before this session would: it cannot be extended", time.Time{})
-	}
-	from := rec.Expires
-	rec.Extensions = append(rec.Extensions, Extended{At: now.UTC(), Justification: ext.Justification, From: from, To: end})
-	rec.Expires = end
-	// The new end deserves its own notice, 5 minutes before it.
-	rec.ExpiringNoticed = false
-	if err := a.Records.extend(ctx, rec); err != nil {
-		return "", nil, err
-	}
-	token, err := a.SignRecord(rec, now)
-	if err != nil {
-		return "", nil, err
-	}
-	a.Audit.Event(EventExtended, append(recordFields(rec), zap.String("extension_justification", ext.Justification),
-		zap.String("from", from.Format(time.RFC3339)), zap.String("extension_client_ip", ext.ClientIP))...)
-	n := recordNotification(NotifyExtended, rec, now)
-	n.Justification = ext.Justification
-	a.notify(n)
-	return token, rec, nil
 }
 
 // NotifyExpiring tells the notify targets about sessions that end within the given

@@ -273,6 +273,10 @@ func TestSubmitWithApprovalMakesAPendingRequest(t *testing.T) {
 		ID: req.ID, User: "alice", Role: "prod-db", Audience: audience, Justification: act.Justification,
 		Ticket: "INC-42", ClientIP: "192.0.2.1", UserAgent: "test-agent/1.0", Duration: 15 * time.Minute,
 		Return: "/admin", Created: now, Deadline: now.Add(24 * time.Hour), Needed: 2, State: RequestPending,
+		PickupHash: pickupHash(res.PickupSecret),
+	}
+	if !ValidPickupSecret(res.PickupSecret) {
+		t.Fatalf("pickup secret %q: want 43 characters of base64url", res.PickupSecret)
 	}
 	if got, wantJSON := asJSON(t, req), asJSON(t, want); got != wantJSON {
 		t.Fatalf("request = %s\nwant      %s", got, wantJSON)
@@ -1373,16 +1377,21 @@ func TestPending(t *testing.T) {
 		w.clock.Add(time.Minute)
 		return w.request(t, user, role)
 	}
+	// One open request per user and role: the second of each user is for a twin role.
+	twin := w.roleWith(func(r *policy.Role) {
+		r.Name = "twin"
+		r.Approval = w.approval.Approval
+	})
 	mine := next("alice", w.approval)                     // alice's own
-	half := next("alice", w.approval)                     // carol approves it
+	half := next("alice", twin)                           // carol approves it
 	bobs := next("bob", w.approval)                       // bob's
-	denied := next("bob", w.approval)                     // carol denies it
+	denied := next("bob", twin)                           // carol denies it
 	gone := next("bob", w.roleWith(func(r *policy.Role) { // no longer configured
 		r.Name = "removed"
 		r.Approval = w.approval.Approval
 	}))
-	w.decide(t, w.decision(t, half.ID, "carol", w.approval, true, ""))
-	w.decide(t, w.decision(t, denied.ID, "carol", w.approval, false, "no"))
+	w.decide(t, w.decision(t, half.ID, "carol", twin, true, ""))
+	w.decide(t, w.decision(t, denied.ID, "carol", twin, false, "no"))
 	names := map[string]string{expired.ID: "expired", mine.ID: "mine", half.ID: "half", bobs.ID: "bobs", denied.ID: "denied", gone.ID: "gone"}
 
 	tests := []struct {
@@ -1397,7 +1406,7 @@ func TestPending(t *testing.T) {
 		{caller("bob"), nil},
 	}
 	for _, tt := range tests {
-		got, err := w.a.Pending(ctx, tt.approver, w.roles(w.approval, short))
+		got, err := w.a.Pending(ctx, tt.approver, w.roles(w.approval, twin, short))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1434,9 +1443,14 @@ func TestPruneRequests(t *testing.T) {
 	if r := w.decide(t, w.decision(t, approved.ID, "carol", once, true, "")); r.SessionID == "" {
 		t.Fatalf("approved = %+v", r)
 	}
-	pending := next("alice", once)
+	// One open request per user and role: the approved one is open until picked up,
+	// so the next ones are for twin roles or of another user.
+	twin := func(r *policy.Role) *policy.Role {
+		return w.roleWith(func(t *policy.Role) { *t = *r; t.Name = r.Name + "-twin" })
+	}
+	pending := next("alice", twin(once))
 	expired := next("bob", hourly)
-	overdue := next("bob", hourly) // never swept: stays pending in storage
+	overdue := next("bob", twin(hourly)) // never swept: stays pending in storage
 	w.clock.Set(t0.Add(2 * time.Hour))
 	if err := w.a.SweepRequests(ctx, w.roles(once)); err != nil {
 		t.Fatal(err)
@@ -1451,7 +1465,7 @@ func TestPruneRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.clock.Set(t0.Add(3 * time.Hour))
-	later := next("alice", once)
+	later := next("bob", once)
 	w.decide(t, w.decision(t, later.ID, "carol", once, false, "no"))
 	decidedAt := func(id string) time.Time { return w.stored(t, id).Decided }
 	deniedAt, approvedAt, laterAt, expiredAt := decidedAt(denied.ID), decidedAt(approved.ID), decidedAt(later.ID), decidedAt(expired.ID)

@@ -10,7 +10,8 @@ import (
 
 // Enrollment by link, in a browser: the user opens the link signed in as themselves,
 // sees the QR code, confirms with a code from the key on the page, and can then
-// activate with the next code.
+// activate with the next code. Opening the link again shows a new key, and only the
+// latest one confirms.
 func TestBrowserEnrollmentByLink(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	site := e.site(0)
@@ -36,9 +37,16 @@ func TestBrowserEnrollmentByLink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	secret := strings.ReplaceAll(chromeEval[string](a, "the key on the page", `document.getElementById('secret').textContent`), " ", "")
-	if len(secret) != 32 {
-		t.Fatalf("the key on the page is %q, want 32 base32 characters", secret)
+	first := strings.ReplaceAll(chromeEval[string](a, "the key on the page", `document.getElementById('secret').textContent`), " ", "")
+	// The page's key is bound to this browser by an HttpOnly cookie, out of reach of
+	// the page's scripts.
+	if js := chromeEval[string](a, "the page's cookies", `document.cookie`); strings.Contains(js, "jit_enroll") {
+		t.Errorf("the binding cookie is readable by scripts: %q", js)
+	}
+	a.open(link.LinkPath)
+	secret := strings.ReplaceAll(chromeEval[string](a, "the key on the page opened again", `document.getElementById('secret').textContent`), " ", "")
+	if len(secret) != 32 || secret == first {
+		t.Fatalf("the key on the page opened again is %q (the first was %q): want a new one of 32 base32 characters", secret, first)
 	}
 	alice := &totpUser{name: "alice", secret: secret}
 	a.typeInto("Authenticator code", alice.next(t))

@@ -345,6 +345,12 @@ func (b *chromeTab) clickLink(sel, href string) {
 // sessionCookie returns the browser's session cookie for the site, or nil.
 func (b *chromeTab) sessionCookie() *network.Cookie {
 	b.t.Helper()
+	return b.cookieNamed(cookieName)
+}
+
+// cookieNamed returns one of the browser's cookies for the site, or nil.
+func (b *chromeTab) cookieNamed(name string) *network.Cookie {
+	b.t.Helper()
 	ctx, cancel := b.step()
 	defer cancel()
 	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.site + "/"}})
@@ -352,7 +358,7 @@ func (b *chromeTab) sessionCookie() *network.Cookie {
 		b.t.Fatalf("%s reading the browser's cookies: %v", b.name, err)
 	}
 	for _, c := range res.Cookies {
-		if c.Name == cookieName {
+		if c.Name == name {
 			return c
 		}
 	}

@@ -169,6 +169,15 @@ func TestEnrollLinkSelfService(t *testing.T) {
 	if page.form.Get("token") != token {
 		t.Errorf("the form's token %q is not the link's", page.form.Get("token"))
 	}
+	if page.form.Get("opening") == "" || !page.form.Has("current_code") {
+		t.Errorf("the form lacks the opening or the current code, which alice (enrolled) needs: %v", page.form)
+	}
+	binding := ""
+	if c := setCookie(r, "jit_enroll"); c == nil || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/.jit/enroll" || len(c.Value) != 43 {
+		t.Errorf("the page binds its key to this browser with no HttpOnly, SameSite=Lax cookie of 43 characters for /.jit/enroll: %+v", c)
+	} else {
+		binding = c.Value
+	}
 	checkQRImage(t, page.imgSrc, "alice", page.secret)
 	pending := &totpUser{name: "alice", secret: page.secret}
 
@@ -178,11 +187,16 @@ func TestEnrollLinkSelfService(t *testing.T) {
 	wantStatus(t, r, http.StatusBadRequest, "activating with the pending secret's code")
 	e.waitEvent(match{"event": "activation_failed", "user": "alice", "reason": "totp_invalid"})
 
-	// A wrong code: 400, nothing enrolled.
-	f := url.Values{"token": {token}, "csrf": {page.form.Get("csrf")}, "code": {pending.wrong(t)}}
+	// A wrong code: 400, nothing enrolled; the page asks again without showing the key.
+	f := page.form
+	f.Set("code", pending.wrong(t))
+	f.Set("current_code", alice.next(t))
 	r = ab.postForm(site+"/.jit/enroll", f)
 	wantStatus(t, r, http.StatusBadRequest, "a wrong confirmation code")
-	wantBodySays(t, r, "a wrong confirmation code", "The code is wrong", `id="error-summary"`, `<img src="data:image/png;base64,`)
+	wantBodySays(t, r, "a wrong confirmation code", "The code is wrong", `id="error-summary"`, "Open the link again", `name="current_code"`)
+	if strings.Contains(r.Body, "<img") || strings.Contains(r.Body, page.secret) {
+		t.Errorf("the page after a wrong code shows the key again: %s", r)
+	}
 	e.waitEvent(match{"event": "enroll_link_failed", "user": "alice", "reason": "totp_invalid"})
 	if evs := e.events(match{"event": "enrolled", "user": "alice", "via": "link"}); len(evs) != 0 {
 		t.Fatalf("a wrong code enrolled alice: %v", evs)
@@ -190,13 +204,14 @@ func TestEnrollLinkSelfService(t *testing.T) {
 	r = e.browser("alice").activate(site, roleAdmin, adminURI, alice.next(t), nil)
 	wantStatus(t, r, http.StatusSeeOther, "the current authenticator after a wrong confirmation")
 
-	// The right code: set up.
+	// The right codes: set up.
 	code := pending.next(t)
 	f.Set("code", code)
+	f.Set("current_code", alice.next(t))
 	r = ab.postForm(site+"/.jit/enroll", f)
 	wantStatus(t, r, http.StatusOK, "the right confirmation code")
 	wantBodySays(t, r, "the confirmation", "Your authenticator is set up", `href="/.jit/"`)
-	e.waitEvent(match{"event": "enrolled", "user": "alice", "by": "enrollment link", "replaced": "true", "via": "link"})
+	e.waitEvent(match{"event": "enrolled", "user": "alice", "by": "enrollment link", "replaced": "true", "via": "link", "authorized_by": "current_code"})
 
 	// That code never activates; the next one does; the old secret is gone.
 	r = e.browser("alice").activate(site, roleAdmin, adminURI, code, nil)
@@ -223,9 +238,12 @@ func TestEnrollLinkSelfService(t *testing.T) {
 	r = ab.get(site + "/.jit/enroll?token=" + forged)
 	wantStatus(t, r, http.StatusNotFound, "an unknown link")
 
-	// Neither the token nor a secret reaches a log.
+	// Neither the token nor a secret nor the browser's binding reaches a log.
 	for name, text := range map[string]string{"the audit log": e.auditRaw(), "Caddy's log": e.logs.String()} {
-		for what, s := range map[string]string{"the token": token, "the new secret": page.secret, "the old secret": alice.secret} {
+		for what, s := range map[string]string{"the token": token, "the new secret": page.secret, "the old secret": alice.secret, "the binding": binding} {
+			if s == "" {
+				continue
+			}
 			if strings.Contains(text, s) {
 				t.Errorf("%s holds %s", name, what)
 			}

@@ -1,0 +1,118 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// statusPage lists the caller's roles and active sessions.
+type statusPage struct {
+	User     string
+	Roles    []eligibleRole
+	Sessions []*session.Record
+	CSRF     string
+	Notice   string
+	Error    string
+	Audience string
+	// Approver is set when the user may decide someone's requests.
+	Approver bool
+	app      *App
+	at       time.Time
+}
+
+// Scheduled reports whether a session has yet to start.
+func (p statusPage) Scheduled(rec *session.Record) bool { return !rec.Started(p.at) }
+
+// Extendable reports whether the status page offers to extend a session.
+func (p statusPage) Extendable(rec *session.Record) bool {
+	role, ok := p.app.role(rec.Role)
+	return ok && rec.Started(p.at) && role.MaxTotal > role.MaxDuration && rec.Expires.Before(rec.Start.Add(role.MaxTotal))
+}
+
+type eligibleRole struct {
+	Role     *policy.Role
+	Until    time.Time
+	Activate string
+}
+
+// serveStatusPage answers GET /.jit/. A browser whose request was approved gets its
+// session here too, and goes on to the page it wanted.
+func (h *Handler) serveStatusPage(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
+	t := now()
+	if h.holdsAnySession(r, caller.User, t) {
+		// One session cookie per browser: the one held is not replaced here. A waiting
+		// pickup is made where its role's pages are opened.
+		return h.serveStatus(w, r, caller, "")
+	}
+	got := h.pickUp(w, r, caller.User, func(req *session.Request) bool { return ready(req) })
+	if got == nil {
+		return h.serveStatus(w, r, caller, "")
+	}
+	if got.Record.Started(t) {
+		http.Redirect(w, r, safeReturn(got.Request.Return), http.StatusSeeOther)
+		return nil
+	}
+	return h.serveStatus(w, r, caller, "Your request for "+got.Record.Role+" was approved: the session starts at "+
+		got.Record.Start.UTC().Format("2006-01-02 15:04 UTC")+", and this browser holds it.")
+}
+
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, caller policy.Caller, notice string) error {
+	return h.renderStatus(w, r, caller, http.StatusOK, notice, "")
+}
+
+func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, caller policy.Caller, status int, notice, errMsg string) error {
+	t := now()
+	page := statusPage{User: caller.User, Notice: notice, Error: errMsg, Audience: h.audiences.of(r),
+		CSRF: h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), t), app: h.app, at: t}
+	for _, name := range h.app.roleNames() {
+		role, _ := h.app.role(name)
+		if d := role.Eligible(caller, t); d.Allowed {
+			page.Roles = append(page.Roles, eligibleRole{Role: role, Until: d.EligibleUntil, Activate: activationURL(name, "/")})
+		}
+		if session.ApprovesRole(role, caller) {
+			page.Approver = true
+		}
+	}
+	sessions, err := h.app.authority.Records.OfUser(r.Context(), caller.User, t)
+	if err != nil {
+		h.logger.Error("listing sessions", zap.String("user", caller.User), zap.Error(err))
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+	}
+	for _, s := range sessions {
+		if !h.app.authority.Revocations.Revoked(s.ID) {
+			page.Sessions = append(page.Sessions, s)
+		}
+	}
+	return render(w, status, "status.html", page)
+}
+
+func (h *Handler) deactivate(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
+	form, err := readForm(w, r, "session", "csrf")
+	if err != nil {
+		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+".", caller.User)
+	}
+	if !h.checkPost(r, caller.User, form["csrf"]) {
+		return h.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Open the status page and try again.", caller.User)
+	}
+	_, err = h.app.authority.End(r.Context(), caller.User, form["session"], session.Deactivated, caller.User, "deactivated by the user")
+	switch {
+	case errors.Is(err, session.ErrSessionNotFound):
+		return h.renderMessage(w, r, http.StatusNotFound, "No such session", "You have no session with that id.", caller.User)
+	case err != nil:
+		h.logger.Error("deactivating a session", zap.String("user", caller.User), zap.Error(err))
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+	}
+	if token := sessionCookie(r); token != "" {
+		h.app.authority.Verifier.Forget(token)
+		http.SetCookie(w, sessionCookieFor(r, "", time.Time{}))
+	}
+	http.Redirect(w, r, pagePrefix, http.StatusSeeOther)
+	return nil
+}
