@@ -78,12 +78,8 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	} else if link {
 		return handleEnrollLink(w, r, app, user)
 	}
-	// An operator's direct enrollment replaces any earlier one at once, and first
-	// cancels the user's outstanding link, so that no link made before can replace
-	// what the operator sets up (a link older than the enrollment is refused anyway).
-	if err := app.authority.CancelEnrollmentLinks(r.Context(), user, operator(r), session.CancelEnrolled); err != nil {
-		return storageError("cancelling the enrollment link of "+user+" (nothing was enrolled)", err)
-	}
+	// An operator's direct enrollment replaces any earlier one at once, and cancels
+	// the user's outstanding link (Enroll).
 	uri, err := app.authority.Enroll(r.Context(), user, operator(r))
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("enrolling %s: %v", user, err)}

@@ -212,11 +212,6 @@ func (c *offlineControl) enroll(user, by string) (*enrollmentResponse, error) {
 	if user, err = userArg(c.names, user); err != nil {
 		return nil, err
 	}
-	// As the admin API does: the user's outstanding link goes first, so that it cannot
-	// replace what is enrolled now.
-	if err := c.authority.CancelEnrollmentLinks(c.ctx, user, c.by(by), session.CancelEnrolled); err != nil {
-		return nil, c.fail("cancelling the enrollment link of "+user+" (nothing was enrolled)", err)
-	}
 	uri, err := c.authority.Enroll(c.ctx, user, c.by(by))
 	if err != nil {
 		return nil, c.fail("enrolling "+user, err)

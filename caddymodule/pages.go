@@ -113,6 +113,7 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 		if limited, err := h.limitedPost(w, r, key); limited {
 			return err
 		}
+		h.app.refusals.reserve(key, now())
 		rec := newRefusalRecorder(w)
 		w = rec
 		defer func() { h.countRefusal(key, rec, err) }()

@@ -158,6 +158,14 @@ func (l *refusalLimit) wait(user string, t time.Time) (wait time.Duration, first
 
 // refused counts one refusal of user at t.
 func (l *refusalLimit) refused(user string, t time.Time) {
+	l.reserve(user, t)
+	l.settle(user, t, true)
+}
+
+// reserve takes a refusal's place in user's bucket at t while a POST is answered, so
+// that POSTs answered at the same time cannot all pass a bucket that has room for one;
+// settle then keeps it as a refusal or gives it back.
+func (l *refusalLimit) reserve(user string, t time.Time) {
 	if l == nil {
 		return
 	}
@@ -179,7 +187,28 @@ func (l *refusalLimit) refused(user string, t time.Time) {
 	if most := t.Add(time.Duration(l.burst) * l.refill); b.full.After(most) {
 		b.full = most
 	}
-	b.refused++
+}
+
+// settle ends a reservation: a refusal is counted; any other answer gives the place
+// back.
+func (l *refusalLimit) settle(user string, t time.Time, refused bool) {
+	if l == nil {
+		return
+	}
+	b, ok := l.buckets.users.Peek(user)
+	if !ok {
+		return // evicted meanwhile: nothing to count against
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if refused {
+		b.refused++
+		return
+	}
+	b.full = b.full.Add(-l.refill)
+	if b.full.Before(t) {
+		b.full = t
+	}
 }
 
 // refusalKey is whose bucket a request counts against: the canonical user name, so
@@ -218,17 +247,15 @@ func (h *Handler) limitedPost(w http.ResponseWriter, r *http.Request, user strin
 	return true, h.renderMessage(w, r, http.StatusTooManyRequests, "Too many refused requests", msg, user)
 }
 
-// countRefusal counts a POST answered with a 4xx status, written or returned as a
-// handler error, against the user's bucket.
+// countRefusal settles the place a POST reserved: kept when it was answered with a
+// 4xx status, written or returned as a handler error, given back otherwise.
 func (h *Handler) countRefusal(user string, rec *refusalRecorder, err error) {
 	status := rec.status
 	var he caddyhttp.HandlerError
 	if status == 0 && errors.As(err, &he) {
 		status = he.StatusCode
 	}
-	if status >= 400 && status < 500 {
-		h.app.refusals.refused(user, now())
-	}
+	h.app.refusals.settle(user, now(), status >= 400 && status < 500)
 }
 
 // refusalRecorder notes the status of a POST's answer.

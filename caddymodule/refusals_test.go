@@ -87,6 +87,31 @@ func TestRefusalLimitBurstThenRefill(t *testing.T) {
 	}
 }
 
+// POSTs answered at the same time each hold a place while they run, so a burst of
+// them cannot all pass a bucket with room for fewer; the places of those that were
+// not refused are given back.
+func TestRefusalPlacesAreTakenOnAdmission(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	lim := testRefusalLimit(t, 3, 10*time.Second, 10)
+	admitted := 0
+	for range 10 { // ten POSTs in flight together
+		if wait, _, _ := lim.wait("alice", t0); wait > 0 {
+			continue
+		}
+		lim.reserve("alice", t0)
+		admitted++
+	}
+	if admitted != 3 {
+		t.Fatalf("%d of 10 simultaneous POSTs admitted, want the burst of 3", admitted)
+	}
+	for range admitted {
+		lim.settle("alice", t0, false) // none of them was refused
+	}
+	if wait, _, _ := lim.wait("alice", t0); wait != 0 {
+		t.Errorf("after the admitted POSTs succeeded alice must wait %s, want 0", wait)
+	}
+}
+
 func TestRefusalBucketsAreBoundedInNumber(t *testing.T) {
 	t0 := time.Now()
 	lim := testRefusalLimit(t, 1, time.Minute, 50)

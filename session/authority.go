@@ -324,7 +324,12 @@ func (a *Authority) rotateKeys(ctx context.Context, by string, ifOlder time.Dura
 }
 
 // Enroll makes a new TOTP secret for the user, replacing any earlier one, and audits it.
+// It first cancels the user's outstanding enrollment link, so that no link made before
+// can replace what the operator sets up; if that fails, nothing is enrolled.
 func (a *Authority) Enroll(ctx context.Context, user, by string) (string, error) {
+	if err := a.CancelEnrollmentLinks(ctx, user, by, CancelEnrolled); err != nil {
+		return "", fmt.Errorf("cancelling the enrollment link of %s (nothing was enrolled): %w", user, err)
+	}
 	replaced, err := a.Authenticator.Enrolled(ctx, user)
 	if err != nil {
 		return "", err

@@ -360,8 +360,8 @@ func TestEnrollLinkCancellation(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, CancelEnrolled, "op", true},
-		{"an enrollment that did not cancel links", func(t *testing.T, f *authorityFixture) {
-			if _, err := f.a.Enroll(context.Background(), "alice", "op"); err != nil {
+		{"an enrollment that did not cancel links (an older instance's)", func(t *testing.T, f *authorityFixture) {
+			if _, err := f.a.Authenticator.Enroll(context.Background(), "alice"); err != nil {
 				t.Fatal(err)
 			}
 		}, CancelEnrolled, "", false},
