@@ -1,0 +1,172 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// sharedStates holds the state that outlives a config: keyed by storage, so that a
+// reload keeps caches and revocations while a change of storage starts afresh.
+var sharedStates = caddy.NewUsagePool()
+
+func sharedStateKey(st certmagic.Storage) string {
+	if s, ok := st.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprintf("%T", st)
+}
+
+// sharedState is the session state plus the loop that keeps it in sync with storage.
+type sharedState struct {
+	state    *session.State
+	storage  certmagic.Storage
+	settings atomic.Pointer[syncSettings]
+	cancel   context.CancelFunc
+	done     chan struct{}
+	// wake interrupts the loop's wait, so that a reload's new interval applies now.
+	wake chan struct{}
+	// dispatcher delivers notifications, across reloads.
+	dispatcher *dispatcher
+	// sessionsChanged asks the loop to recount the active sessions at its next turn.
+	sessionsChanged atomic.Bool
+}
+
+func (s *sharedState) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// syncSettings come from the newest config that uses the state.
+type syncSettings struct {
+	interval     time.Duration
+	maxStaleness time.Duration
+	keyRotation  time.Duration
+	authority    *session.Authority
+	role         func(name string) *policy.Role
+}
+
+func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	state, err := session.LoadState(ctx, st, session.DefaultCacheSize, now)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	instance, err := caddy.InstanceID()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("reading Caddy's instance id, which names this instance's audit chain: %w", err)
+	}
+	if state.Chain, err = session.LoadChain(ctx, st, instance.String()); err != nil {
+		cancel()
+		return nil, fmt.Errorf("loading the audit chain head: %w", err)
+	}
+	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		dispatcher: newDispatcher(logger.Named("notify"))}
+	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
+	go s.syncLoop(ctx, logger)
+	return s, nil
+}
+
+func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
+	defer close(s.done)
+	var lastPrune, lastRequestSweep, lastExpiringSweep time.Time
+	failing := false
+	for {
+		settings := s.settings.Load()
+		timer := time.NewTimer(settings.interval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-s.wake:
+			timer.Stop()
+			continue
+		case <-timer.C:
+		}
+		t := now()
+		if err := s.state.Chain.Save(ctx, s.storage); err != nil && ctx.Err() == nil {
+			logger.Warn("saving the audit chain head; a restart now would continue the chain from an older event", zap.Error(err))
+		}
+		err := s.state.Sync(ctx, t)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
+			logger.Error("reading revocations from storage failed; sessions keep working until max_staleness, then the gate refuses them", zap.Error(err))
+		case err == nil && failing:
+			failing = false
+			logger.Info("reading revocations from storage works again")
+		}
+		if err != nil {
+			// The gate refuses new requests once the revocation set is too old to
+			// trust; the ones in flight must end as well.
+			if settings.maxStaleness > 0 && t.Sub(s.state.LastSync()) > settings.maxStaleness {
+				s.state.Live.EndAll()
+			}
+			continue
+		}
+		if t.Sub(lastPrune) >= pruneInterval {
+			lastPrune = t
+			if err := s.state.Prune(ctx, t, keepEnded); err != nil && ctx.Err() == nil {
+				logger.Warn("pruning expired records from storage", zap.Error(err))
+			}
+		}
+		if settings.keyRotation > 0 && settings.authority != nil {
+			s.rotateIfDue(ctx, t, settings, logger)
+		}
+		if settings.authority != nil && t.Sub(lastRequestSweep) >= requestSweepInterval {
+			lastRequestSweep = t
+			if err := settings.authority.SweepRequests(ctx, settings.role); err != nil && ctx.Err() == nil {
+				logger.Warn("settling approval requests", zap.Error(err))
+			}
+		}
+		changed := s.sessionsChanged.Swap(false)
+		if settings.authority != nil && t.Sub(lastExpiringSweep) >= expiringSweepInterval {
+			lastExpiringSweep = t
+			if err := settings.authority.NotifyExpiring(ctx, expiringNotice); err != nil && ctx.Err() == nil {
+				logger.Warn("looking for sessions that end soon", zap.Error(err))
+			}
+			changed = true
+		}
+		if settings.authority != nil && changed {
+			if byRole, err := settings.authority.ActiveByRole(ctx); err == nil {
+				setActiveSessions(byRole)
+			} else if ctx.Err() == nil {
+				logger.Warn("counting active sessions for the metrics", zap.Error(err))
+			}
+		}
+	}
+}
+
+func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *syncSettings, logger *zap.Logger) {
+	created, err := session.NewestKeyCreated(ctx, s.storage)
+	if err != nil || created.IsZero() || t.Sub(created) < settings.keyRotation {
+		return
+	}
+	// Due by an unlocked look; RotateKeysIfOlder decides again under the lock.
+	if _, err := settings.authority.RotateKeysIfOlder(ctx, "key_rotation", settings.keyRotation); err != nil && ctx.Err() == nil {
+		logger.Error("rotating the signing key", zap.Error(err))
+	}
+}
+
+// Destruct stops the sync loop when no config uses the state any more.
+func (s *sharedState) Destruct() error {
+	s.cancel()
+	<-s.done
+	s.dispatcher.stop()
+	// The last events' place in the chain, so that the next start continues it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.state.Chain.Save(ctx, s.storage)
+}
