@@ -327,7 +327,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
 	msg := "no authenticated user: caddy-jit needs an identity from an authentication handler placed before it " +
 		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity +
-		" (see \"no authenticated user\" under Troubleshooting in the caddy-jit README)"
+		" (see \"no authenticated user\" in caddy-jit's docs/troubleshooting.md)"
 	if wantsJSON(r) {
 		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthenticated", "message": msg})
 	}
@@ -336,7 +336,7 @@ func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) forbidden(w http.ResponseWriter, r *http.Request, user string) error {
 	msg := user + " is not eligible for any role that this page requires (" + strings.Join(h.Roles, ", ") + "). " +
-		"If you should be, ask an operator (see \"is not eligible for any role\" under Troubleshooting in the caddy-jit README)."
+		"If you should be, ask an operator (see \"is not eligible for any role\" in caddy-jit's docs/troubleshooting.md)."
 	if wantsJSON(r) {
 		return writeJSON(w, http.StatusForbidden, map[string]string{"error": "not_eligible", "message": msg})
 	}

@@ -160,7 +160,7 @@ func (a *Authority) checkCode(ctx context.Context, user, code string) (reason, m
 	case errors.Is(err, ErrCodeReplayed):
 		return ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{}, nil
 	case errors.Is(err, ErrNotEnrolled):
-		return ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll " + user + "` or to send you an enrollment link (`caddy jit enroll " + user + " --link`; see Troubleshooting in the caddy-jit README)", time.Time{}, nil
+		return ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll " + user + "` or to send you an enrollment link (`caddy jit enroll " + user + " --link`; see caddy-jit's docs/troubleshooting.md)", time.Time{}, nil
 	default:
 		return "", "", time.Time{}, err
 	}

@@ -149,7 +149,7 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 		output file "{{.CaddyLog}}"
 		level INFO
 {{- if .Jit}}
-		# As README and Caddyfile.example advise: audit events go to their own log only.
+		# As docs/audit.md and Caddyfile.example advise: audit events go to their own log only.
 		exclude http.handlers.jit.audit
 {{- end}}
 	}

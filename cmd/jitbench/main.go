@@ -49,7 +49,7 @@ func main() {
 		os.Exit(2)
 	}
 	if os.Getenv("GOTOOLCHAIN") == "" {
-		// The same toolchain the project builds with (see README, Security model).
+		// The same toolchain the project builds with (see docs/security-model.md).
 		os.Setenv("GOTOOLCHAIN", "go1.27.3")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
