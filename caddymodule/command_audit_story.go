@@ -1,0 +1,237 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// caddy jit audit session and caddy jit report: one session's story, and the periodic
+// report, printed for people or as JSON.
+
+// cmdAuditSession runs `caddy jit audit session`.
+func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
+	args := fl.Args()
+	if len(args) < 2 || args[0] == "" {
+		return auditExitError, errors.New("want a session id and the audit log files: caddy jit audit session <id> <file>…")
+	}
+	id := args[0]
+	inputs, err := auditInputs(args[1:])
+	if err != nil {
+		return auditExitError, err
+	}
+	story, err := session.SessionStory(inputs, id, now())
+	if errors.Is(err, session.ErrSessionNotInLog) {
+		return auditExitFinding, fmt.Errorf("no event of session %s in %s", strconv.Quote(id), printable(strings.Join(args[1:], ", ")))
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	if fl.Bool("json") {
+		err = writeAuditJSON(stdout, story)
+	} else {
+		err = writeAuditStory(stdout, story)
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	return auditExitOK, nil
+}
+
+// quoted shows free text users typed: quoted, with anything a terminal would act on
+// escaped.
+func auditQuoted(s string) string { return strconv.Quote(s) }
+
+func writeAuditStory(w io.Writer, s *session.Story) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Session %s: %s as %s\n", printable(s.SessionID), printable(s.User), printable(s.Role))
+	if r := s.Request; r != nil {
+		if r.RequestedAt.IsZero() {
+			fmt.Fprintf(&b, "\nRequested  (request %s: its request is not in these files)\n", printable(r.RequestID))
+		} else {
+			fmt.Fprintf(&b, "\nRequested  %s from %s, request %s (%s)\n", auditClock(r.RequestedAt), printable(r.ClientIP), printable(r.RequestID), printable(r.Where))
+			fmt.Fprintf(&b, "  for %s, %d approvals needed by %s: %s\n", printable(r.Duration), r.ApprovalsNeeded, auditClock(r.Deadline), auditQuoted(r.Justification))
+		}
+		for _, d := range r.Decisions {
+			verb := "denied  "
+			if d.Approved {
+				verb = "approved"
+			}
+			fmt.Fprintf(&b, "  %s %s by %s from %s: %s\n", verb, auditClock(d.At), printable(d.By), printable(d.ClientIP), auditQuoted(d.Comment))
+		}
+	}
+	if a := s.Activation; a != nil {
+		bg := ""
+		if a.BreakGlass {
+			bg = ", BREAK-GLASS"
+		}
+		fmt.Fprintf(&b, "\nActivated  %s from %s%s (%s)\n", auditClock(a.At), printable(a.ClientIP), bg, printable(a.Where))
+		fmt.Fprintf(&b, "  why:     %s\n", auditQuoted(a.Justification))
+		if a.Ticket != "" {
+			fmt.Fprintf(&b, "  ticket:  %s\n", printable(a.Ticket))
+		}
+		fmt.Fprintf(&b, "  from %s to %s (%s)\n", auditClock(a.Start), auditClock(a.Expires), printable(a.Duration))
+		if len(a.Approvers) > 0 {
+			names := make([]string, len(a.Approvers))
+			for i, n := range a.Approvers {
+				names[i] = printable(n)
+			}
+			fmt.Fprintf(&b, "  approved by %s\n", strings.Join(names, ", "))
+		}
+	} else {
+		b.WriteString("\nActivated  (not in these files: it is in an older file)\n")
+	}
+	for _, e := range s.Extensions {
+		fmt.Fprintf(&b, "Extended   %s from %s: to %s (was %s): %s\n", auditClock(e.At), printable(e.ClientIP), auditClock(e.To), auditClock(e.From), auditQuoted(e.Justification))
+	}
+	for _, f := range s.Failures {
+		fmt.Fprintf(&b, "Refused    %s %s: %s (%s)\n", auditClock(f.At), printable(f.Event), printable(f.Reason), printable(f.Where))
+	}
+	fmt.Fprintf(&b, "\nRequests (%d):\n", len(s.Accesses))
+	if len(s.Accesses) > 0 {
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  TIME\tMETHOD\tURI\tSTATUS\tBYTES\tBODY SHA-256")
+		for _, a := range s.Accesses {
+			body := "-"
+			if a.BodySHA256 != "" {
+				body = printable(a.BodySHA256)
+				if a.BodyBytes != nil {
+					body += " (" + strconv.FormatInt(*a.BodyBytes, 10) + " bytes"
+					if a.BodyIncomplete {
+						body += ", incomplete"
+					}
+					body += ")"
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", auditClock(a.At), printable(a.Method), printable(a.URI), a.Status, a.Bytes, body)
+		}
+		tw.Flush()
+	}
+	b.WriteString("\n")
+	switch e := s.End; e.How {
+	case session.EndDeactivated, session.EndRevoked:
+		how := e.How
+		if e.LocalOnly {
+			how += " on one instance only (storage was unreachable)"
+		}
+		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable(e.By), auditQuoted(e.Reason), printable(e.Where))
+	case session.EndExpired:
+		fmt.Fprintf(&b, "Ended      %s: expired\n", auditClock(e.At))
+	case session.EndActive:
+		fmt.Fprintf(&b, "Active     until %s\n", auditClock(e.At))
+	default:
+		b.WriteString("Ended      unknown (no expiry in these files)\n")
+	}
+	t := s.Totals
+	classes := make([]string, 0, len(t.Statuses))
+	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
+		if n := t.Statuses[c]; n > 0 {
+			classes = append(classes, fmt.Sprintf("%s %d", c, n))
+		}
+	}
+	statuses := ""
+	if len(classes) > 0 {
+		statuses = " (" + strings.Join(classes, ", ") + ")"
+	}
+	fmt.Fprintf(&b, "Totals     %s, %s%s, elevated %s\n", auditPlural64(t.Requests, "request"), auditPlural64(t.Bytes, "byte"), statuses, t.Elevated)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// cmdReport runs `caddy jit report`.
+func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
+	files := fl.Args()
+	if len(files) == 0 {
+		return auditExitError, errors.New("no audit log file: caddy jit report <file>… (rotated files first)")
+	}
+	since, err := caddy.ParseDuration(fl.String("since"))
+	if err != nil || since <= 0 {
+		return auditExitError, fmt.Errorf("--since %s is not a positive duration such as 30d, 7d or 12h", strconv.Quote(fl.String("since")))
+	}
+	noisy, err := fl.GetInt("noisy")
+	if err != nil || noisy < 1 {
+		return auditExitError, errors.New("--noisy must be a number of activations, at least 1")
+	}
+	cfg, configFile, err := loadAuditConfig(fl)
+	if err != nil {
+		return auditExitError, err
+	}
+	opts := session.ReportOptions{Noisy: noisy}
+	if cfg != nil {
+		if opts.Roles, err = configuredRoles(cfg, configFile); err != nil {
+			return auditExitError, err
+		}
+	}
+	inputs, err := auditInputs(files)
+	if err != nil {
+		return auditExitError, err
+	}
+	rep, err := session.Report(inputs, since, now(), opts)
+	if err != nil {
+		return auditExitError, err
+	}
+	if fl.Bool("json") {
+		err = writeAuditJSON(stdout, rep)
+	} else {
+		err = writeAuditReport(stdout, rep, fl.String("since"))
+	}
+	if err != nil {
+		return auditExitError, err
+	}
+	if len(rep.Alerts) > 0 {
+		return auditExitFinding, fmt.Errorf("%s to review", auditPlural(len(rep.Alerts), "alert"))
+	}
+	return auditExitOK, nil
+}
+
+func writeAuditReport(w io.Writer, rep *session.AuditReport, since string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "caddy-jit report, %s – %s (%s): %s, %s.\n", clock(rep.From), clock(rep.To), printable(since),
+		auditPlural(len(rep.Files), "file"), auditPlural64(rep.Events, "event"))
+	b.WriteString("\n")
+	if len(rep.Rows) == 0 {
+		b.WriteString("No activation or request in the period.\n")
+	} else {
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROLE\tUSER\tACTIVATIONS\tBREAK-GLASS\tELEVATED\tREQUESTS\tLAST USE")
+		for _, r := range rep.Rows {
+			last := "-"
+			if !r.LastUse.IsZero() {
+				last = clock(r.LastUse)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", cell(r.Role), cell(r.User), r.Activations, r.BreakGlass, r.Elevated, r.Requests, last)
+		}
+		tw.Flush()
+	}
+	b.WriteString("\n")
+	if len(rep.Alerts) == 0 {
+		b.WriteString("No alerts.\n")
+	} else {
+		fmt.Fprintf(&b, "%s:\n", auditPlural(len(rep.Alerts), "alert"))
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		for _, a := range rep.Alerts {
+			at, where := "-", ""
+			if !a.At.IsZero() {
+				at = clock(a.At)
+			}
+			if a.Where != "" {
+				where = " (" + printable(a.Where) + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", at, a.Kind, printable(a.Message), where)
+		}
+		tw.Flush()
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(&b, "Note: %s.\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
