@@ -16,6 +16,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -290,8 +291,8 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 
 func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage, configFile string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Read %s, %s: %s of %s.\n", auditPlural(len(res.Files), "file"), auditPlural64(res.Lines, "line"),
-		auditPlural64(res.Events, "event"), auditPlural(len(res.Instances), "instance"))
+	fmt.Fprintf(&b, "Read %s, %s: %s of %s.\n", words.Plural(len(res.Files), "file"), words.Plural(res.Lines, "line"),
+		words.Plural(res.Events, "event"), words.Plural(len(res.Instances), "instance"))
 	if len(res.Instances) > 0 {
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  INSTANCE\tSEQ\tEVENTS\tFROM\tTO\tSAVED HEAD")
@@ -312,7 +313,7 @@ func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage
 		fmt.Fprintf(&b, "Not checked for events missing at the end: %s (the storage of %s) holds no saved chain head. Is it the storage of the instances that wrote the log?\n",
 			printable(storage), printable(configFile))
 	default:
-		fmt.Fprintf(&b, "Compared with the %s saved in %s (the storage of %s).\n", auditPlural(res.SavedHeads, "chain head"), printable(storage), printable(configFile))
+		fmt.Fprintf(&b, "Compared with the %s saved in %s (the storage of %s).\n", words.Plural(res.SavedHeads, "chain head"), printable(storage), printable(configFile))
 		for _, h := range res.HeadsNotInFiles {
 			fmt.Fprintf(&b, "Note: instance %s has a saved chain head (seq %d) but no event in these files: its log is elsewhere (another instance of a cluster), or gone.\n",
 				printable(h.Instance), h.Seq)
@@ -321,7 +322,7 @@ func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage
 	if res.Intact {
 		b.WriteString("The chain is intact.\n")
 	} else {
-		fmt.Fprintf(&b, "The chain is BROKEN (%s). The first:\n", auditPlural(res.BreakCount, "break"))
+		fmt.Fprintf(&b, "The chain is BROKEN (%s). The first:\n", words.Plural(res.BreakCount, "break"))
 		for i, br := range res.Breaks {
 			if i == maxListedBreaks {
 				fmt.Fprintf(&b, "  … and %d more (--json lists up to %d)\n", res.BreakCount-maxListedBreaks, session.MaxReportedBreaks)
@@ -338,13 +339,4 @@ func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func auditPlural(n int, word string) string { return auditPlural64(int64(n), word) }
-
-func auditPlural64(n int64, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return strconv.FormatInt(n, 10) + " " + word + "s"
 }

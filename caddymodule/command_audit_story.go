@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -48,7 +49,6 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 
 // quoted shows free text users typed: quoted, with anything a terminal would act on
 // escaped.
-func auditQuoted(s string) string { return strconv.Quote(s) }
 
 func writeAuditStory(w io.Writer, s *session.Story) error {
 	var b strings.Builder
@@ -58,14 +58,14 @@ func writeAuditStory(w io.Writer, s *session.Story) error {
 			fmt.Fprintf(&b, "\nRequested  (request %s: its request is not in these files)\n", printable(r.RequestID))
 		} else {
 			fmt.Fprintf(&b, "\nRequested  %s from %s, request %s (%s)\n", auditClock(r.RequestedAt), printable(r.ClientIP), printable(r.RequestID), printable(r.Where))
-			fmt.Fprintf(&b, "  for %s, %d approvals needed by %s: %s\n", printable(r.Duration), r.ApprovalsNeeded, auditClock(r.Deadline), auditQuoted(r.Justification))
+			fmt.Fprintf(&b, "  for %s, %d approvals needed by %s: %s\n", printable(r.Duration), r.ApprovalsNeeded, auditClock(r.Deadline), strconv.Quote(r.Justification))
 		}
 		for _, d := range r.Decisions {
 			verb := "denied  "
 			if d.Approved {
 				verb = "approved"
 			}
-			fmt.Fprintf(&b, "  %s %s by %s from %s: %s\n", verb, auditClock(d.At), printable(d.By), printable(d.ClientIP), auditQuoted(d.Comment))
+			fmt.Fprintf(&b, "  %s %s by %s from %s: %s\n", verb, auditClock(d.At), printable(d.By), printable(d.ClientIP), strconv.Quote(d.Comment))
 		}
 	}
 	if a := s.Activation; a != nil {
@@ -74,7 +74,7 @@ func writeAuditStory(w io.Writer, s *session.Story) error {
 			bg = ", BREAK-GLASS"
 		}
 		fmt.Fprintf(&b, "\nActivated  %s from %s%s (%s)\n", auditClock(a.At), printable(a.ClientIP), bg, printable(a.Where))
-		fmt.Fprintf(&b, "  why:     %s\n", auditQuoted(a.Justification))
+		fmt.Fprintf(&b, "  why:     %s\n", strconv.Quote(a.Justification))
 		if a.Ticket != "" {
 			fmt.Fprintf(&b, "  ticket:  %s\n", printable(a.Ticket))
 		}
@@ -90,7 +90,7 @@ func writeAuditStory(w io.Writer, s *session.Story) error {
 		b.WriteString("\nActivated  (not in these files: it is in an older file)\n")
 	}
 	for _, e := range s.Extensions {
-		fmt.Fprintf(&b, "Extended   %s from %s: to %s (was %s): %s\n", auditClock(e.At), printable(e.ClientIP), auditClock(e.To), auditClock(e.From), auditQuoted(e.Justification))
+		fmt.Fprintf(&b, "Extended   %s from %s: to %s (was %s): %s\n", auditClock(e.At), printable(e.ClientIP), auditClock(e.To), auditClock(e.From), strconv.Quote(e.Justification))
 	}
 	for _, f := range s.Failures {
 		fmt.Fprintf(&b, "Refused    %s %s: %s (%s)\n", auditClock(f.At), printable(f.Event), printable(f.Reason), printable(f.Where))
@@ -122,7 +122,7 @@ func writeAuditStory(w io.Writer, s *session.Story) error {
 		if e.LocalOnly {
 			how += " on one instance only (storage was unreachable)"
 		}
-		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable(e.By), auditQuoted(e.Reason), printable(e.Where))
+		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable(e.By), strconv.Quote(e.Reason), printable(e.Where))
 	case session.EndExpired:
 		fmt.Fprintf(&b, "Ended      %s: expired\n", auditClock(e.At))
 	case session.EndActive:
@@ -141,7 +141,7 @@ func writeAuditStory(w io.Writer, s *session.Story) error {
 	if len(classes) > 0 {
 		statuses = " (" + strings.Join(classes, ", ") + ")"
 	}
-	fmt.Fprintf(&b, "Totals     %s, %s%s, elevated %s\n", auditPlural64(t.Requests, "request"), auditPlural64(t.Bytes, "byte"), statuses, t.Elevated)
+	fmt.Fprintf(&b, "Totals     %s, %s%s, elevated %s\n", words.Plural(t.Requests, "request"), words.Plural(t.Bytes, "byte"), statuses, t.Elevated)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -187,7 +187,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return auditExitError, err
 	}
 	if len(rep.Alerts) > 0 {
-		return auditExitFinding, fmt.Errorf("%s to review", auditPlural(len(rep.Alerts), "alert"))
+		return auditExitFinding, fmt.Errorf("%s to review", words.Plural(len(rep.Alerts), "alert"))
 	}
 	return auditExitOK, nil
 }
@@ -195,7 +195,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 func writeAuditReport(w io.Writer, rep *session.AuditReport, since string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "caddy-jit report, %s – %s (%s): %s, %s.\n", clock(rep.From), clock(rep.To), printable(since),
-		auditPlural(len(rep.Files), "file"), auditPlural64(rep.Events, "event"))
+		words.Plural(len(rep.Files), "file"), words.Plural(rep.Events, "event"))
 	b.WriteString("\n")
 	if len(rep.Rows) == 0 {
 		b.WriteString("No activation or request in the period.\n")
@@ -215,7 +215,7 @@ func writeAuditReport(w io.Writer, rep *session.AuditReport, since string) error
 	if len(rep.Alerts) == 0 {
 		b.WriteString("No alerts.\n")
 	} else {
-		fmt.Fprintf(&b, "%s:\n", auditPlural(len(rep.Alerts), "alert"))
+		fmt.Fprintf(&b, "%s:\n", words.Plural(len(rep.Alerts), "alert"))
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		for _, a := range rep.Alerts {
 			at, where := "-", ""

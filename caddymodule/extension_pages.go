@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -76,7 +77,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 	if req := out.Request; req != nil {
 		// Nothing changed yet: the session keeps its end, and this browser its cookie.
 		return h.renderStatus(w, r, caller, http.StatusAccepted, "Your request for more time on "+req.Role+", until "+
-			req.NewEnd.UTC().Format("2006-01-02 15:04 UTC")+", waits for "+plural(req.Needed, "approval")+
+			req.NewEnd.UTC().Format("2006-01-02 15:04 UTC")+", waits for "+words.Plural(req.Needed, "approval")+
 			". Once approved, collect it on this page, in this browser: only the browser that holds the session receives its new end.", "")
 	}
 	rec := out.Record

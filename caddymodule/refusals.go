@@ -15,6 +15,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -238,7 +239,7 @@ func (h *Handler) limitedPost(w http.ResponseWriter, r *http.Request, user strin
 	secs := int((wait + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	msg := fmt.Sprintf("%s of yours were refused recently, so no more are accepted from you for now. Try again at %s (in %s).",
-		plural(refused, "request"), until.UTC().Format("15:04:05 UTC"), plural(secs, "second"))
+		words.Plural(refused, "request"), until.UTC().Format("15:04:05 UTC"), words.Plural(secs, "second"))
 	if wantsJSON(r) {
 		return true, writeJSON(w, http.StatusTooManyRequests, map[string]any{
 			"error": "too_many_refusals", "message": msg, "retry_after": secs, "retry_at": until.UTC().Format(time.RFC3339),

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -106,7 +107,7 @@ func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *sessi
 	switch req.State {
 	case session.RequestPending:
 		page.Title, page.Waiting = "Waiting for approval", true
-		page.Message = "Your request waits for " + plural(req.Needed-req.Approvals(), "more approval") + ". It expires at " + req.Deadline.UTC().Format("2006-01-02 15:04 UTC") + " unless decided."
+		page.Message = "Your request waits for " + words.Plural(req.Needed-req.Approvals(), "more approval") + ". It expires at " + req.Deadline.UTC().Format("2006-01-02 15:04 UTC") + " unless decided."
 	case session.RequestDenied:
 		page.Title = "Request denied"
 		d, _ := req.Denial()
@@ -148,13 +149,6 @@ func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *sessi
 		return page, rec, nil
 	}
 	return page, nil, nil
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return strconv.Itoa(n) + " " + word + "s"
 }
 
 // approvalsPage lists the requests an approver may decide.

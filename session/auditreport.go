@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -304,10 +305,10 @@ func Report(inputs []AuditInput, window time.Duration, now time.Time, opts Repor
 		rep.Notes = append(rep.Notes, "no config given (--config): the unused-eligibility, expiring-eligibility and outside-hours alerts were skipped")
 	}
 	if rep.Skipped > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%s of the files are not audit events and were skipped: check the files with `caddy jit audit verify`", auditPlural(rep.Skipped, "line")))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s of the files are not audit events and were skipped: check the files with `caddy jit audit verify`", words.Plural(rep.Skipped, "line")))
 	}
 	if missingActivations > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%s used in the window started before the files begin: their elevated time is not counted", auditPlural(int64(missingActivations), "session")))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s used in the window started before the files begin: their elevated time is not counted", words.Plural(int64(missingActivations), "session")))
 	}
 	if opts.Roles != nil && (rep.FirstEvent.IsZero() || rep.FirstEvent.After(now.Add(-UnusedEligibilityPeriod))) {
 		rep.Notes = append(rep.Notes, "the files cover less than the last 30 days: an unused-eligibility alert may miss an older activation")

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strconv"
+
+	"github.com/caddy-jit/caddy-jit/internal/words"
 )
 
 // Verifying the chain of an audit log: every line links to the one before it on its
@@ -175,13 +177,6 @@ func relPlace(p logPlace, here logPlace) string {
 	return p.String()
 }
 
-func auditPlural(n int64, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return strconv.FormatInt(n, 10) + " " + word + "s"
-}
-
 func isHexHash(s string) bool {
 	if len(s) != sha256.Size*2 {
 		return false
@@ -274,7 +269,7 @@ func (v *chainVerifier) line(l *AuditLine) error {
 			if newFile {
 				hint = " (is a rotated file missing from the list, or are the files out of order?)"
 			}
-			reason = fmt.Sprintf("seq %d of instance %s follows seq %d (%s): %s missing%s", seq, instance, st.last, relPlace(st.lastAt, here), auditPlural(missing, "event"), hint)
+			reason = fmt.Sprintf("seq %d of instance %s follows seq %d (%s): %s missing%s", seq, instance, st.last, relPlace(st.lastAt, here), words.Plural(missing, "event"), hint)
 			breakIndex = v.brk(here, instance, seq, reason)
 			st.gapFrom, st.gapTo, st.gapBreak, st.gapFilled = want, seq-1, breakIndex, false
 		case seq >= st.gapFrom && seq <= st.gapTo && !newFile:
