@@ -33,13 +33,33 @@ type benchGate struct {
 	st    certmagic.Storage
 }
 
-func newBenchGate(b *testing.B) *benchGate {
-	b.Helper()
+func newBenchGate(b *testing.B) *benchGate { return newGate(b, gateOptions{}) }
+
+// gateOptions change the gate that newGate makes.
+type gateOptions struct {
+	// storage replaces a file storage in a temporary folder.
+	storage certmagic.Storage
+	// recordBodies is the role's record_bodies; with it, the gate gets the shared
+	// state (and body writer) that Provision would give it.
+	recordBodies int64
+	// audit receives the audit events; default: encoded and dropped.
+	audit *zap.Logger
+}
+
+func newGate(tb testing.TB, opt gateOptions) *benchGate {
+	tb.Helper()
 	ctx := context.Background()
-	st := &certmagic.FileStorage{Path: b.TempDir()}
+	st := opt.storage
+	if st == nil {
+		st = &certmagic.FileStorage{Path: tb.TempDir()}
+	}
+	if opt.audit == nil {
+		opt.audit = discardJSONLogger()
+	}
 	app := &App{Roles: map[string]*RoleConfig{"admin": {
-		MaxDuration: caddy.Duration(time.Hour),
-		Eligible:    []EligibleConfig{{Subjects: []string{"alice"}}},
+		MaxDuration:  caddy.Duration(time.Hour),
+		Eligible:     []EligibleConfig{{Subjects: []string{"alice"}}},
+		RecordBodies: opt.recordBodies,
 	}}}
 	app.setDefaults()
 	// No sync loop runs here, so the revocation set would turn stale after the
@@ -47,33 +67,44 @@ func newBenchGate(b *testing.B) *benchGate {
 	app.MaxStaleness = caddy.Duration(24 * time.Hour)
 	roles, err := buildRoles(app.Roles)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	app.roles = roles
 	app.identityKey = singlePlaceholder(app.Identity)
+	var state *session.State
+	if opt.recordBodies > 0 {
+		app.shared = newTestSharedState(tb, st)
+		state = app.shared.state
+	}
 	app.authority, err = session.NewAuthority(ctx, st, session.Config{
-		Issuer: "bench", MaxFailures: 5, LockoutDuration: time.Minute, Audit: discardJSONLogger(), Now: time.Now,
+		Issuer: "bench", MaxFailures: 5, LockoutDuration: time.Minute, Audit: opt.audit, Now: time.Now, State: state,
 	})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
+	}
+	if app.shared != nil {
+		app.shared.settings.Store(&syncSettings{interval: time.Hour, authority: app.authority})
 	}
 	g := &benchGate{
 		h:  &Handler{Roles: []string{"admin"}, app: app, logger: zap.NewNop(), audiences: new(audienceCache)},
 		st: st,
 		next: caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			if r.Body != http.NoBody {
+				_, _ = io.Copy(io.Discard, r.Body)
+			}
 			w.WriteHeader(http.StatusOK)
 			return nil
 		}),
 	}
 	uri, err := app.authority.Enroll(ctx, "alice", "bench")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	g.token = g.activate(b, uri, time.Now())
+	g.token = g.activate(tb, uri, time.Now())
 	return g
 }
 
-func (g *benchGate) activate(b *testing.B, uri string, at time.Time) string {
+func (g *benchGate) activate(b testing.TB, uri string, at time.Time) string {
 	b.Helper()
 	key, err := otp.NewKeyFromURL(uri)
 	if err != nil {
@@ -113,6 +144,12 @@ func (g *benchGate) request(cookie string) *http.Request {
 // run serves b.N requests. They are made in batches outside the timer, so that the
 // numbers are the gate's own and not the cost of stopping the timer per request.
 func (g *benchGate) run(b *testing.B, cookie string, wantStatus int) {
+	g.runWith(b, cookie, wantStatus, nil, nil)
+}
+
+// runWith is run with each request changed by prepare, and settle called after each
+// batch, both outside the timer.
+func (g *benchGate) runWith(b *testing.B, cookie string, wantStatus int, prepare func(*http.Request), settle func()) {
 	const batch = 512
 	reqs := make([]*http.Request, batch)
 	recs := make([]*benchWriter, batch)
@@ -123,6 +160,9 @@ func (g *benchGate) run(b *testing.B, cookie string, wantStatus int) {
 		b.StopTimer()
 		for i := range n {
 			reqs[i], recs[i] = g.request(cookie), &benchWriter{header: http.Header{}}
+			if prepare != nil {
+				prepare(reqs[i])
+			}
 		}
 		b.StartTimer()
 		for i := range n {
@@ -135,6 +175,9 @@ func (g *benchGate) run(b *testing.B, cookie string, wantStatus int) {
 			if recs[i].code != wantStatus {
 				b.Fatalf("status %d, want %d", recs[i].code, wantStatus)
 			}
+		}
+		if settle != nil {
+			settle()
 		}
 		b.StartTimer()
 		done += n
@@ -208,6 +251,19 @@ func BenchmarkGate(b *testing.B) {
 			b.Fatal(err)
 		}
 		g2.run(b, g2.token, http.StatusFound)
+	})
+	b.Run("valid session, POST, body recorded", func(b *testing.B) {
+		g3 := newGate(b, gateOptions{recordBodies: DefaultRecordBodies})
+		body := strings.Repeat(`{"user":"bob","admin":true}`, 40)
+		g3.runWith(b, g3.token, http.StatusOK, func(r *http.Request) {
+			r.Method = http.MethodPost
+			r.Body = bodyOf(body)
+		}, func() {
+			// The queue never fills: the numbers are the request's, storage is not.
+			for g3.h.app.shared.bodies.Waiting() > 0 {
+				time.Sleep(100 * time.Microsecond)
+			}
+		})
 	})
 }
 

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
@@ -23,6 +22,8 @@ type bodyDigest struct {
 	keep  *bytes.Buffer
 	limit int64
 	key   string
+	// dropped is set when the recorded bytes were not queued for storage.
+	dropped bool
 }
 
 // mutating reports whether a method changes state, so that its body is audited.
@@ -65,19 +66,15 @@ func (d *bodyDigest) Read(p []byte) (int, error) {
 
 func (d *bodyDigest) Close() error { return d.body.Close() }
 
-// store keeps the recorded bytes for session review; a failure is reported in the
-// access event as a missing key, never as a failed request.
-func (d *bodyDigest) store(ctx context.Context, a *session.Authority, sessionID string) error {
+// record hands the recorded bytes to the body writer, which stores them for session
+// review off the request path: the key is known at once, for the access event, and a
+// full queue drops the body rather than make the request wait.
+func (d *bodyDigest) record(s *sharedState, c *session.Claims) {
 	if d == nil || d.keep == nil || d.size == 0 {
-		return nil
+		return
 	}
-	// After the response: the request's own context is over by now.
-	key, err := a.Records.StoreBody(context.WithoutCancel(ctx), sessionID, d.keep.Bytes())
-	if err != nil {
-		return err
-	}
-	d.key = key
-	return nil
+	key, queued := s.bodies.Put(c, d.keep.Bytes())
+	d.key, d.dropped = key, !queued
 }
 
 // digest is what the access event says about the body; nil for a request that does
@@ -86,5 +83,5 @@ func (d *bodyDigest) digest() *session.BodyDigest {
 	if d == nil {
 		return nil
 	}
-	return &session.BodyDigest{Size: d.size, SHA256: hex.EncodeToString(d.hash.Sum(nil)), Complete: d.eof, Key: d.key}
+	return &session.BodyDigest{Size: d.size, SHA256: hex.EncodeToString(d.hash.Sum(nil)), Complete: d.eof, Key: d.key, Dropped: d.dropped}
 }

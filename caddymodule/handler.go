@@ -266,9 +266,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		if status == 0 && (err != nil || p != nil) {
 			status = http.StatusInternalServerError
 		}
-		if err := g.body.store(r.Context(), h.app.authority, c.SessionID); err != nil {
-			h.logger.Error("recording a request body for session review", zap.String("session_id", c.SessionID), zap.Error(err))
-		}
+		g.body.record(h.app.shared, c)
 		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
 		countRequest(c.Role, status)
 		if p != nil {

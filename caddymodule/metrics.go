@@ -26,6 +26,7 @@ var jitMetrics struct {
 	syncAge          prometheus.GaugeFunc
 	auditWriteErrors prometheus.Counter
 	refusalsLimited  prometheus.Counter
+	bodiesDropped    *prometheus.CounterVec
 	// state is the shared state the sync-age gauge reads.
 	state atomic.Pointer[session.State]
 }
@@ -59,6 +60,8 @@ func initMetrics() {
 		Help: "Audit events that a log sink failed to write (each also reported in Caddy's log)."})
 	m.refusalsLimited = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refusals_limited_total",
 		Help: "POSTs under /.jit/ answered 429 because the user's earlier ones kept being refused."})
+	m.bodiesDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bodies_dropped_total",
+		Help: "Recorded request bodies (record_bodies) not stored for review, by reason: queue_full, storage_error, stopped."}, []string{"reason"})
 }
 
 // registerMetrics registers the collectors in a config's registry.
@@ -68,7 +71,7 @@ func registerMetrics(registry *prometheus.Registry, state *session.State) error 
 		return nil
 	}
 	m := &jitMetrics
-	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors, m.refusalsLimited} {
+	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors, m.refusalsLimited, m.bodiesDropped} {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -102,6 +105,8 @@ func countRequest(role string, status int) {
 }
 
 func countDenial(reason string) { jitMetrics.denials.WithLabelValues(reason).Inc() }
+
+func countBodyDropped(reason string) { jitMetrics.bodiesDropped.WithLabelValues(reason).Inc() }
 
 // setActiveSessions replaces the active-session gauge with counts by role.
 func setActiveSessions(byRole map[string]int) {

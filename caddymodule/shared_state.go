@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,8 @@ func sharedStateKey(st certmagic.Storage) string {
 	return fmt.Sprintf("%T", st)
 }
 
-// sharedState is the session state plus the loop that keeps it in sync with storage.
+// sharedState is the session state plus the loop that keeps it in sync with storage,
+// and the writer that stores recorded request bodies off the request path.
 type sharedState struct {
 	state    *session.State
 	storage  certmagic.Storage
@@ -38,6 +40,9 @@ type sharedState struct {
 	dispatcher *dispatcher
 	// sessionsChanged asks the loop to recount the active sessions at its next turn.
 	sessionsChanged atomic.Bool
+	// bodies writes recorded request bodies to storage off the request path; a reload
+	// keeps it, so nothing queued is lost, and the last config to let go drains it.
+	bodies *session.BodyWriter
 }
 
 func (s *sharedState) wakeUp() {
@@ -75,6 +80,8 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 		dispatcher: newDispatcher(logger.Named("notify"))}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
+	s.bodies = session.StartBodyWriter(state.Records, session.BodyWriterConfig{
+		Dropped: countBodyDropped, Report: s.reportBodyDrop(logger), Now: now})
 	go s.syncLoop(ctx, logger)
 	return s, nil
 }
@@ -160,13 +167,33 @@ func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *sy
 	}
 }
 
-// Destruct stops the sync loop when no config uses the state any more.
+// reportBodyDrop audits the first dropped body of a burst through the newest config,
+// and tells Caddy's log.
+func (s *sharedState) reportBodyDrop(logger *zap.Logger) func(session.BodyDrop) {
+	return func(d session.BodyDrop) {
+		if a := s.settings.Load().authority; a != nil {
+			a.Audit.BodyDropped(d)
+		}
+		logger.Warn("recorded request bodies were dropped, not stored for session review (see caddy_jit_bodies_dropped_total)",
+			zap.String("reason", d.Reason), zap.Int("count", d.Count), zap.String("session_id", d.SessionID),
+			zap.String("body_key", d.Key), zap.Error(d.Err))
+	}
+}
+
+// bodyDrainTimeout bounds how long a stop waits for queued bodies to reach storage.
+const bodyDrainTimeout = 10 * time.Second
+
+// Destruct stops the sync loop and drains the body writer when no config uses the
+// state any more.
 func (s *sharedState) Destruct() error {
 	s.cancel()
 	<-s.done
 	s.dispatcher.stop()
+	drain, cancelDrain := context.WithTimeout(context.Background(), bodyDrainTimeout)
+	err := s.bodies.Stop(drain)
+	cancelDrain()
 	// The last events' place in the chain, so that the next start continues it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return s.state.Chain.Save(ctx, s.storage)
+	return errors.Join(err, s.state.Chain.Save(ctx, s.storage))
 }

@@ -30,6 +30,9 @@ const (
 	// EventRefusalsLimited starts a run of 429 answers to a user whose requests kept
 	// being refused; one event per run, not per request.
 	EventRefusalsLimited = "refusals_limited"
+	// EventBodyDropped says recorded request bodies did not reach storage; one event
+	// per burst, counting the drops since the last one.
+	EventBodyDropped = "body_dropped"
 )
 
 // Auditor writes audit events: one JSON object per line through zap, every
@@ -82,6 +85,9 @@ func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, by
 		}
 		if body.Key != "" {
 			fields = append(fields, zap.String("body_key", body.Key))
+			if body.Dropped {
+				fields = append(fields, zap.Bool("body_recorded", false))
+			}
 		}
 	}
 	if c.BreakGlass {
@@ -93,12 +99,23 @@ func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, by
 }
 
 // BodyDigest describes the body of a mutating request: its size and SHA-256 as the
-// upstream read it, and where it was stored when the role records bodies.
+// upstream read it, and where it is stored when the role records bodies.
 type BodyDigest struct {
 	Size     int64
 	SHA256   string
 	Complete bool
 	Key      string
+	// Dropped is set when the body was not queued for storage (see BodyWriter.Put).
+	Dropped bool
+}
+
+// BodyDropped writes the event for recorded bodies that did not reach storage.
+func (a *Auditor) BodyDropped(d BodyDrop) {
+	fields := []zap.Field{zap.String("reason", d.Reason), zap.Int("count", d.Count)}
+	if d.Key != "" {
+		fields = append(fields, zap.String("user", d.User), zap.String("role", d.Role), zap.String("session_id", d.SessionID), zap.String("body_key", d.Key))
+	}
+	a.Event(EventBodyDropped, fields...)
 }
 
 type accessFields [16]zap.Field

@@ -220,28 +220,3 @@ func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Record, error) {
 	return s.Active(ctx, Filter{User: user}, now)
 }
-
-// bodyFolder holds the recorded bodies of a session's mutating requests.
-func bodyFolder(sessionID string) string { return keyPrefix + "bodies/" + sessionID }
-
-// StoreBody keeps a request body recorded under a session and returns its key.
-func (s *Records) StoreBody(ctx context.Context, sessionID string, body []byte) (string, error) {
-	if !validSessionID(sessionID) {
-		return "", ErrSessionNotFound
-	}
-	key := bodyFolder(sessionID) + "/" + randomID() + ".body"
-	if err := s.storage.Store(ctx, key, body); err != nil {
-		return "", fmt.Errorf("writing %s to storage: %w", key, err)
-	}
-	return key, nil
-}
-
-// LoadBody reads a recorded body by the key its access event names.
-func (s *Records) LoadBody(ctx context.Context, key string) ([]byte, error) {
-	rest, ok := strings.CutPrefix(key, keyPrefix+"bodies/")
-	sid, name, ok2 := strings.Cut(rest, "/")
-	if !ok || !ok2 || !validSessionID(sid) || !strings.HasSuffix(name, ".body") || strings.ContainsAny(name, "/\\") || strings.Contains(name, "..") {
-		return nil, fmt.Errorf("%q is not the key of a recorded body", key)
-	}
-	return s.storage.Load(ctx, key)
-}
