@@ -243,9 +243,11 @@ func TestExtensionOfApprovalRoleNeedsApproval(t *testing.T) {
 }
 
 // extend_without_approval keeps the old behaviour: the holder extends alone.
-func TestExtendWithoutApprovalOption(t *testing.T) {
-	const role = "vault"
-	e := newEnv(t, envOptions{
+// newSoloExtensionEnv has the role vault: bob approves activations, but its holder
+// extends alone (extend_without_approval), up to an hour in total.
+func newSoloExtensionEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnv(t, envOptions{
 		JitOptions: `
 		role vault {
 			max_duration 10m
@@ -257,8 +259,13 @@ func TestExtendWithoutApprovalOption(t *testing.T) {
 			}
 			extend_without_approval
 		}`,
-		Sites: []siteSpec{{Auth: true, Jit: "\tjit " + role}},
+		Sites: []siteSpec{{Auth: true, Jit: "\tjit vault"}},
 	})
+}
+
+func TestExtendWithoutApprovalOption(t *testing.T) {
+	const role = "vault"
+	e := newSoloExtensionEnv(t)
 	site := e.site(0)
 	alice, bob := e.enroll("alice"), e.enroll("bob")
 	a := e.browser("alice")

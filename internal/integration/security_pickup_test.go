@@ -187,20 +187,7 @@ func TestPickupWhereverTheAskingBrowserGoes(t *testing.T) {
 // (Before, a solo extension set the session's cookie in whichever browser posted it,
 // which handed an approved session to a browser that never picked it up.)
 func TestSecurityClass11ExtensionOnlyWhereTheSessionIsHeld(t *testing.T) {
-	e := newEnv(t, envOptions{
-		JitOptions: `
-		role vault {
-			max_duration 10m
-			max_total 1h
-			justification optional
-			eligible alice
-			approval {
-				approvers bob
-			}
-			extend_without_approval
-		}`,
-		Sites: []siteSpec{{Auth: true, Jit: "\tjit vault"}},
-	})
+	e := newSoloExtensionEnv(t)
 	site := e.site(0)
 	alice, bob := e.enroll("alice"), e.enroll("bob")
 	holder := e.browser("alice")
