@@ -144,7 +144,11 @@ func TestAuditListsBoundedWhereEventsAreWritten(t *testing.T) {
 
 // TestAccessEventWithinBoundsAllocatesNothingMore guards the hot path: bounding adds no
 // allocation to the access event of a request with fields of normal size.
+// .ci/run runs it without -race, where zap's buffer pool keeps what it is given.
 func TestAccessEventWithinBoundsAllocatesNothingMore(t *testing.T) {
+	if raceDetector {
+		t.Skip("allocation counts vary under -race: sync.Pool drops buffers at random")
+	}
 	a := NewAuditor(alLogger(io.Discard), NewChain("alloc"), func() time.Time { return alT0 })
 	claims := &Claims{Subject: "alice", Role: "db-admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA"}
 	uri := "/api/" + strings.Repeat("p", MaxAuditFieldRunes-5)
