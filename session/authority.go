@@ -9,10 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // sessionIDLength is the length of a session id: 16 random bytes in base64url.
@@ -37,7 +37,7 @@ type State struct {
 }
 
 // LoadState loads (or creates) the keyring and reads every revocation from storage.
-func LoadState(ctx context.Context, st certmagic.Storage, cacheSize int, now Clock) (*State, error) {
+func LoadState(ctx context.Context, st state.Store, cacheSize int, now Clock) (*State, error) {
 	keyring, err := LoadKeyring(ctx, st, now)
 	if err != nil {
 		return nil, err
@@ -79,28 +79,26 @@ func (s *State) LastSync() time.Time { return time.Unix(0, s.lastSync.Load()) }
 // than keep ago, and lockouts that are over. One instance of a cluster prunes at a
 // time.
 func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
-	if err := s.Records.storage.Lock(ctx, pruneLock); err != nil {
-		return err
-	}
-	defer func() { _ = s.Records.storage.Unlock(context.WithoutCancel(ctx), pruneLock) }()
-	if _, err := s.Records.Prune(ctx, now, keep); err != nil {
-		return err
-	}
-	if err := s.Records.pruneRequests(ctx, now); err != nil {
-		return err
-	}
-	if err := s.Records.pruneRevocations(ctx, now); err != nil {
-		return err
-	}
-	// A full pass now and then, in case a revocation was stored by an instance whose
-	// clock was off by more than the overlap of the incremental syncs.
-	if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
-		return err
-	}
-	if err := pruneEnrollLinks(ctx, s.Records.storage, now, keep); err != nil {
-		return err
-	}
-	return pruneLockouts(ctx, s.Records.storage, now, keep)
+	return state.Locked(ctx, s.Records.storage, pruneLock, func() error {
+		if _, err := s.Records.Prune(ctx, now, keep); err != nil {
+			return err
+		}
+		if err := s.Records.pruneRequests(ctx, now); err != nil {
+			return err
+		}
+		if err := s.Records.pruneRevocations(ctx, now); err != nil {
+			return err
+		}
+		// A full pass now and then, in case a revocation was stored by an instance whose
+		// clock was off by more than the overlap of the incremental syncs.
+		if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
+			return err
+		}
+		if err := pruneEnrollLinks(ctx, s.Records.storage, now, keep); err != nil {
+			return err
+		}
+		return pruneLockouts(ctx, s.Records.storage, now, keep)
+	})
 }
 
 // Authority turns eligibility into sessions and ends them: it checks an activation
@@ -120,7 +118,7 @@ type Authority struct {
 	// SessionsChanged, when set, is called after a session starts, ends or is
 	// extended here, so that views of the active sessions refresh early.
 	SessionsChanged func()
-	locks           userLocks
+	locks           state.Locks
 }
 
 // Config is what NewAuthority needs beyond the storage.
@@ -138,7 +136,7 @@ type Config struct {
 
 // NewAuthority makes an authority over the storage, loading the state unless cfg
 // carries one.
-func NewAuthority(ctx context.Context, st certmagic.Storage, cfg Config) (*Authority, error) {
+func NewAuthority(ctx context.Context, st state.Store, cfg Config) (*Authority, error) {
 	state := cfg.State
 	if state == nil {
 		var err error
@@ -269,7 +267,7 @@ func (a *Authority) withSession(ctx context.Context, id string, fn func() error)
 		// Never a storage key made from an id that is not ours.
 		return ErrSessionNotFound
 	}
-	return a.locks.with(ctx, a.Records.storage, keyPrefix+"session-locks/"+id, fn)
+	return a.locks.With(ctx, a.Records.storage, keyPrefix+"session-locks/"+id, fn)
 }
 
 func (a *Authority) endLocked(ctx context.Context, rec *Record, how, by, reason string) error {

@@ -13,7 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -53,7 +53,7 @@ type ChainHead struct {
 }
 
 func chainHeadKey(instance string) string {
-	return keyPrefix + "audit-chains/" + storageName(instance) + ".json"
+	return keyPrefix + "audit-chains/" + state.Name(instance) + ".json"
 }
 
 // Chain is an instance's audit chain, shared by every config of the process.
@@ -78,9 +78,9 @@ func randomID() string {
 func NewChain(instance string) *Chain { return &Chain{head: ChainHead{Instance: instance}} }
 
 // LoadChain resumes an instance's chain from storage, or starts it.
-func LoadChain(ctx context.Context, st certmagic.Storage, instance string) (*Chain, error) {
+func LoadChain(ctx context.Context, st state.Store, instance string) (*Chain, error) {
 	c := &Chain{head: ChainHead{Instance: instance}}
-	found, err := loadJSON(ctx, st, chainHeadKey(instance), &c.head)
+	found, err := state.LoadJSON(ctx, st, chainHeadKey(instance), &c.head)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (c *Chain) Head() ChainHead {
 
 // Save writes the head to storage if it moved since the last save; the sync loop calls
 // it every interval and at shutdown, so that a restart continues the chain.
-func (c *Chain) Save(ctx context.Context, st certmagic.Storage) error {
+func (c *Chain) Save(ctx context.Context, st state.Store) error {
 	head := c.Head()
 	c.mu.Lock()
 	moved := head.Seq != c.saved
@@ -108,7 +108,7 @@ func (c *Chain) Save(ctx context.Context, st certmagic.Storage) error {
 	if !moved {
 		return nil
 	}
-	if err := storeJSON(ctx, st, chainHeadKey(head.Instance), head); err != nil {
+	if err := state.StoreJSON(ctx, st, chainHeadKey(head.Instance), head); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -119,15 +119,15 @@ func (c *Chain) Save(ctx context.Context, st certmagic.Storage) error {
 
 // LoadChainHeads reads every instance's saved head, for verifying that a log was not
 // cut short.
-func LoadChainHeads(ctx context.Context, st certmagic.Storage) ([]ChainHead, error) {
-	keys, err := recordKeys(ctx, st, keyPrefix+"audit-chains", false, "the saved audit chain heads")
+func LoadChainHeads(ctx context.Context, st state.Store) ([]ChainHead, error) {
+	keys, err := state.RecordKeys(ctx, st, keyPrefix+"audit-chains", false, "the saved audit chain heads")
 	if err != nil {
 		return nil, err
 	}
 	var heads []ChainHead
 	for _, key := range keys {
 		var h ChainHead
-		if found, err := loadJSON(ctx, st, key, &h); err != nil {
+		if found, err := state.LoadJSON(ctx, st, key, &h); err != nil {
 			return nil, err
 		} else if found {
 			heads = append(heads, h)

@@ -32,7 +32,7 @@ type Approval struct {
 // request; the last approval needed starts the session. Every outcome is audited.
 func (a *Authority) Decide(ctx context.Context, ap Approval) (*Request, error) {
 	var req *Request
-	err := a.locks.with(ctx, a.Records.storage, requestLock(ap.RequestID), func() error {
+	err := a.locks.With(ctx, a.Records.storage, requestLock(ap.RequestID), func() error {
 		var err error
 		req, err = a.decide(ctx, ap)
 		return err
@@ -199,7 +199,7 @@ func (a *Authority) SweepRequests(ctx context.Context, role func(name string) *p
 		if !r.overdue(now) && !waiting {
 			continue
 		}
-		err := a.locks.with(ctx, a.Records.storage, requestLock(r.ID), func() error {
+		err := a.locks.With(ctx, a.Records.storage, requestLock(r.ID), func() error {
 			req, err := a.Records.LoadRequest(ctx, r.ID)
 			if err != nil {
 				return err
@@ -232,7 +232,7 @@ func (a *Authority) RequestFor(ctx context.Context, user, id string) (*Request, 
 		return nil, ErrRequestNotFound
 	}
 	if now := a.Now(); req.overdue(now) {
-		err := a.locks.with(ctx, a.Records.storage, requestLock(id), func() error {
+		err := a.locks.With(ctx, a.Records.storage, requestLock(id), func() error {
 			if req, err = a.Records.LoadRequest(ctx, id); err != nil {
 				return err
 			}

@@ -5,7 +5,7 @@
 //
 // It never serves HTTP and never reads the clock itself: every type takes a Clock, so
 // expiry, lockout and TOTP time steps are tested without sleeping. Durable state lives
-// in a certmagic.Storage under the "jit/" prefix, which is how several Caddy instances
+// in a state.Store under the "jit/" prefix, which is how several Caddy instances
 // sharing one storage become one cluster.
 package session
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 	"go.uber.org/zap"
@@ -90,7 +91,7 @@ func (a *Authority) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation)
 			return err
 		}
 		l.Used, l.Opening = now.UTC(), nil
-		if err := storeJSON(ctx, a.Records.storage, enrollLinkKey(hash), *l); err != nil {
+		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(hash), *l); err != nil {
 			return err
 		}
 		// Spent: no owner record names it any longer, so nothing of it is honoured.
@@ -132,7 +133,7 @@ type replaceRule struct {
 // current reads the user's enrollment, if any.
 func (a *Authenticator) current(ctx context.Context, user string) (enrollment, bool, error) {
 	var e enrollment
-	found, err := loadJSON(ctx, a.storage, enrollmentKey(user), &e)
+	found, err := state.LoadJSON(ctx, a.storage, enrollmentKey(user), &e)
 	return e, found, err
 }
 
@@ -144,10 +145,10 @@ func (a *Authenticator) current(ctx context.Context, user string) (enrollment, b
 // accepted step is the code's, so the code cannot be used again. replaced says whether
 // it replaced an earlier secret.
 func (a *Authenticator) confirm(ctx context.Context, user, secret, code string, rule replaceRule) (replaced bool, err error) {
-	err = a.locks.with(ctx, a.storage, totpLockName(user), func() error {
+	err = a.locks.With(ctx, a.storage, totpLockName(user), func() error {
 		now := a.now()
 		var l lockout
-		if _, err := loadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+		if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
 			return err
 		}
 		if now.Before(l.LockedUntil) {
@@ -181,7 +182,7 @@ func (a *Authenticator) confirm(ctx context.Context, user, secret, code string, 
 			return a.fail(ctx, user, l, now, ErrCodeReplayed)
 		}
 		replaced = found && current.Secret != secret
-		if err := storeJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: secret, Created: now.UTC(), LastStep: step}); err != nil {
+		if err := state.StoreJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: secret, Created: now.UTC(), LastStep: step}); err != nil {
 			return err
 		}
 		if l.Failures > 0 || !l.LockedUntil.IsZero() {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
 
@@ -130,12 +130,12 @@ func linkID(hash string) string { return hash[:linkIDLength] }
 
 func enrollLinkKey(hash string) string { return enrollLinkFolder + hash + ".json" }
 func enrollLinkOwnerKey(user string) string {
-	return enrollLinkOwnerFolder + storageName(user) + ".json"
+	return enrollLinkOwnerFolder + state.Name(user) + ".json"
 }
 
 // enrollLinksLockName is the lock of all of a user's links: issuing, opening,
 // confirming and cancelling take turns under it, on any instance.
-func enrollLinksLockName(user string) string { return keyPrefix + "enroll-links-" + storageName(user) }
+func enrollLinksLockName(user string) string { return keyPrefix + "enroll-links-" + state.Name(user) }
 
 // wellFormedEnrollToken reports whether token could be one of ours (a link's token or
 // a browser's binding): 43 characters of base64url that decode to 32 bytes. Anything
@@ -193,17 +193,17 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 	now := a.Now().UTC()
 	link := enrollLink{User: req.User, Created: now, Expires: now.Add(req.TTL), By: req.By, Replace: req.Replace}
 	var earlier string
-	err = a.locks.with(ctx, a.Records.storage, enrollLinksLockName(req.User), func() error {
+	err = a.locks.With(ctx, a.Records.storage, enrollLinksLockName(req.User), func() error {
 		var owner enrollLinkOwner
-		if _, err := loadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), &owner); err != nil {
+		if _, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), &owner); err != nil {
 			return err
 		}
-		if err := storeJSON(ctx, a.Records.storage, enrollLinkKey(hash), link); err != nil {
+		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(hash), link); err != nil {
 			return err
 		}
 		// The owner record is what makes a link valid: once it names the new link, the
 		// earlier one is refused, whether or not marking it below succeeds.
-		if err := storeJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), enrollLinkOwner{Link: hash}); err != nil {
+		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), enrollLinkOwner{Link: hash}); err != nil {
 			return err
 		}
 		if owner.Link != "" && a.markCancelled(ctx, owner.Link, req.User, now, CancelNewerLink) {
@@ -227,9 +227,9 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 // before can replace what the operator set up.
 func (a *Authority) CancelEnrollmentLinks(ctx context.Context, user, by, reason string) error {
 	var cancelled string
-	err := a.locks.with(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
+	err := a.locks.With(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
 		var owner enrollLinkOwner
-		found, err := loadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner)
+		found, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner)
 		if err != nil || !found {
 			return err
 		}
@@ -253,12 +253,12 @@ func (a *Authority) CancelEnrollmentLinks(ctx context.Context, user, by, reason 
 // costs only the clearer message.
 func (a *Authority) markCancelled(ctx context.Context, hash, user string, now time.Time, reason string) bool {
 	var link enrollLink
-	found, err := loadJSON(ctx, a.Records.storage, enrollLinkKey(hash), &link)
+	found, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkKey(hash), &link)
 	if err != nil || !found || link.User != user || !link.Used.IsZero() || !link.Cancelled.IsZero() || !now.Before(link.Expires) {
 		return false
 	}
 	link.Cancelled, link.CancelReason, link.Opening = now, reason, nil
-	_ = storeJSON(ctx, a.Records.storage, enrollLinkKey(hash), link)
+	_ = state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(hash), link)
 	return true
 }
 
@@ -276,7 +276,7 @@ func (a *Authority) loadUsableLink(ctx context.Context, token, user string, now 
 	}
 	var owner enrollLinkOwner
 	if link.User == user {
-		if _, err := loadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner); err != nil {
+		if _, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner); err != nil {
 			return link, err
 		}
 	}
@@ -289,7 +289,7 @@ func (a *Authority) loadEnrollLink(ctx context.Context, token string) (enrollLin
 	if !wellFormedEnrollToken(token) {
 		return link, ErrEnrollLinkUnknown
 	}
-	found, err := loadJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), &link)
+	found, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), &link)
 	if err != nil {
 		return link, err
 	}
@@ -375,14 +375,14 @@ func isCodeRefusal(err error) bool {
 // pruneEnrollLinks forgets the pending secret of links that expired unused, and
 // deletes links that expired more than keep ago, with the owner record that names
 // them; until then a used or expired link still says so when opened.
-func pruneEnrollLinks(ctx context.Context, st certmagic.Storage, now time.Time, keep time.Duration) error {
-	keys, err := recordKeys(ctx, st, enrollLinkFolder, false, "enrollment links to prune")
+func pruneEnrollLinks(ctx context.Context, st state.Store, now time.Time, keep time.Duration) error {
+	keys, err := state.RecordKeys(ctx, st, enrollLinkFolder, false, "enrollment links to prune")
 	if err != nil {
 		return err
 	}
 	for _, key := range keys {
 		var l enrollLink
-		found, err := loadJSON(ctx, st, key, &l)
+		found, err := state.LoadJSON(ctx, st, key, &l)
 		if err != nil || !found {
 			continue
 		}
@@ -399,11 +399,11 @@ func pruneEnrollLinks(ctx context.Context, st certmagic.Storage, now time.Time, 
 		}
 		// Read into a fresh value: JSON leaves the fields it does not find untouched.
 		var cur enrollLink
-		if found, err := loadJSON(ctx, st, key, &cur); err == nil && found {
+		if found, err := state.LoadJSON(ctx, st, key, &cur); err == nil && found {
 			switch expired = !now.Before(cur.Expires); {
 			case expired && now.Sub(cur.Expires) > keep:
 				var owner enrollLinkOwner
-				if ok, err := loadJSON(ctx, st, enrollLinkOwnerKey(cur.User), &owner); err == nil && ok && owner.Link == hash {
+				if ok, err := state.LoadJSON(ctx, st, enrollLinkOwnerKey(cur.User), &owner); err == nil && ok && owner.Link == hash {
 					_ = st.Delete(ctx, enrollLinkOwnerKey(cur.User))
 				}
 				_ = st.Delete(ctx, key)
@@ -412,7 +412,7 @@ func pruneEnrollLinks(ctx context.Context, st certmagic.Storage, now time.Time, 
 					cur.Opening = nil
 				}
 				cur.LegacySecret = ""
-				_ = storeJSON(ctx, st, key, cur)
+				_ = state.StoreJSON(ctx, st, key, cur)
 			}
 		}
 		_ = st.Unlock(context.WithoutCancel(ctx), lock)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/pquerna/otp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -66,7 +67,7 @@ func (f *authorityFixture) confirmNow(t *testing.T, token string, p *PendingEnro
 func storedEnrollment(t *testing.T, f *authorityFixture, user string) (enrollment, bool) {
 	t.Helper()
 	var e enrollment
-	found, err := loadJSON(context.Background(), f.st, enrollmentKey(user), &e)
+	found, err := state.LoadJSON(context.Background(), f.st, enrollmentKey(user), &e)
 	if err != nil {
 		t.Fatal(err)
 	}

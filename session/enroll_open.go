@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
 
@@ -107,7 +108,7 @@ func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientI
 		}
 		superseded = l.Opening != nil
 		l.Opening = &enrollOpening{ID: hex.EncodeToString(id), Secret: key.Secret(), BrowserHash: enrollLinkHash(browser), At: now.UTC()}
-		if err := storeJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), *l); err != nil {
+		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), *l); err != nil {
 			return err
 		}
 		p = &PendingEnrollment{EnrollLinkInfo: info, URI: key.URL(), Secret: key.Secret(), Opening: l.Opening.ID, Browser: browser}
@@ -160,7 +161,7 @@ func (a *Authority) withUsableLink(ctx context.Context, token, user string, fn f
 		return nil
 	}
 	var cancelled bool
-	err := a.locks.with(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
+	err := a.locks.With(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
 		now := a.Now()
 		var err error
 		*link, err = a.loadUsableLink(ctx, token, user, now)

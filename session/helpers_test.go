@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddyserver/certmagic"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
@@ -81,9 +82,9 @@ func wrongCodeAt(t *testing.T, secret string, at time.Time) string {
 }
 
 // enrollSecret stores an enrollment with a known secret, as Enroll would.
-func enrollSecret(t *testing.T, st certmagic.Storage, user, secret string) {
+func enrollSecret(t *testing.T, st state.Store, user, secret string) {
 	t.Helper()
-	if err := storeJSON(context.Background(), st, enrollmentKey(user), enrollment{User: user, Secret: secret, Created: epoch}); err != nil {
+	if err := state.StoreJSON(context.Background(), st, enrollmentKey(user), enrollment{User: user, Secret: secret, Created: epoch}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -108,10 +109,10 @@ func signEdDSA(t *testing.T, priv ed25519.PrivateKey, header map[string]any, pay
 }
 
 // storedLockout reads a user's lockout record as stored.
-func storedLockout(t *testing.T, st certmagic.Storage, user string) (lockout, bool) {
+func storedLockout(t *testing.T, st state.Store, user string) (lockout, bool) {
 	t.Helper()
 	var l lockout
-	found, err := loadJSON(context.Background(), st, lockoutKey(user), &l)
+	found, err := state.LoadJSON(context.Background(), st, lockoutKey(user), &l)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func brokenStorage(t *testing.T) *certmagic.FileStorage {
 }
 
 // revocationStored reports whether a revocation of the session is in storage.
-func revocationStored(t *testing.T, st certmagic.Storage, id string) bool {
+func revocationStored(t *testing.T, st state.Store, id string) bool {
 	t.Helper()
 	keys, err := st.List(context.Background(), strings.TrimSuffix(revocationFolder, "/"), true)
 	if err != nil {

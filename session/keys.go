@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -57,9 +57,9 @@ type keyringRecord struct {
 // LoadKeyring reads the keyring from storage, creating it on first use. Instances that
 // start together agree on one keyring: creation happens under a storage lock and
 // re-reads before it writes.
-func LoadKeyring(ctx context.Context, st certmagic.Storage, now Clock) (*Keyring, error) {
+func LoadKeyring(ctx context.Context, st state.Store, now Clock) (*Keyring, error) {
 	var rec keyringRecord
-	found, err := loadJSON(ctx, st, keyringKey, &rec)
+	found, err := state.LoadJSON(ctx, st, keyringKey, &rec)
 	if err != nil {
 		return nil, fmt.Errorf("the signing keys are unreadable (repair or remove %s in the storage to start over, which ends every session): %w", keyringKey, err)
 	}
@@ -68,7 +68,7 @@ func LoadKeyring(ctx context.Context, st certmagic.Storage, now Clock) (*Keyring
 			return nil, fmt.Errorf("locking the signing keys: %w", err)
 		}
 		defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
-		found, err = loadJSON(ctx, st, keyringKey, &rec)
+		found, err = state.LoadJSON(ctx, st, keyringKey, &rec)
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +77,7 @@ func LoadKeyring(ctx context.Context, st certmagic.Storage, now Clock) (*Keyring
 			if err != nil {
 				return nil, err
 			}
-			if err := storeJSON(ctx, st, keyringKey, rec); err != nil {
+			if err := state.StoreJSON(ctx, st, keyringKey, rec); err != nil {
 				return nil, err
 			}
 		}
@@ -182,13 +182,13 @@ const maxKeys = 3
 // verify. With ifOlder set it rotates only if the newest key is at least that old,
 // deciding under the storage lock, so that the instances of a cluster rotating on a
 // schedule rotate once. It returns the new key's id, or "" when none was due.
-func (k *Keyring) rotate(ctx context.Context, st certmagic.Storage, now Clock, ifOlder time.Duration) (string, error) {
+func (k *Keyring) rotate(ctx context.Context, st state.Store, now Clock, ifOlder time.Duration) (string, error) {
 	if err := st.Lock(ctx, keyringLock); err != nil {
 		return "", fmt.Errorf("locking the signing keys: %w", err)
 	}
 	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
 	var rec keyringRecord
-	found, err := loadJSON(ctx, st, keyringKey, &rec)
+	found, err := state.LoadJSON(ctx, st, keyringKey, &rec)
 	if err != nil {
 		return "", err
 	}
@@ -210,7 +210,7 @@ func (k *Keyring) rotate(ctx context.Context, st certmagic.Storage, now Clock, i
 	if err != nil {
 		return "", err
 	}
-	if err := storeJSON(ctx, st, keyringKey, rec); err != nil {
+	if err := state.StoreJSON(ctx, st, keyringKey, rec); err != nil {
 		return "", err
 	}
 	k.replace(set)
@@ -218,18 +218,18 @@ func (k *Keyring) rotate(ctx context.Context, st certmagic.Storage, now Clock, i
 }
 
 // NewestKeyCreated returns when the signing key was made, from storage.
-func NewestKeyCreated(ctx context.Context, st certmagic.Storage) (time.Time, error) {
+func NewestKeyCreated(ctx context.Context, st state.Store) (time.Time, error) {
 	var rec keyringRecord
-	if _, err := loadJSON(ctx, st, keyringKey, &rec); err != nil || len(rec.Keys) == 0 {
+	if _, err := state.LoadJSON(ctx, st, keyringKey, &rec); err != nil || len(rec.Keys) == 0 {
 		return time.Time{}, err
 	}
 	return rec.Keys[len(rec.Keys)-1].Created, nil
 }
 
 // Refresh picks up a rotation made by another instance (or the CLI).
-func (k *Keyring) Refresh(ctx context.Context, st certmagic.Storage) error {
+func (k *Keyring) Refresh(ctx context.Context, st state.Store) error {
 	var rec keyringRecord
-	found, err := loadJSON(ctx, st, keyringKey, &rec)
+	found, err := state.LoadJSON(ctx, st, keyringKey, &rec)
 	if err != nil || !found {
 		return err
 	}

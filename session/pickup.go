@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
 
@@ -94,7 +95,7 @@ func (a *Authority) Pickup(ctx context.Context, user, id, secret, audience, clie
 		return nil, a.refusePickup(req, "wrong_secret", clientIP)
 	}
 	var out *PickedUp
-	err = a.locks.with(ctx, a.Records.storage, requestLock(id), func() error {
+	err = a.locks.With(ctx, a.Records.storage, requestLock(id), func() error {
 		var err error
 		out, err = a.pickupLocked(ctx, user, id, secret, audience, clientIP)
 		return err
@@ -172,11 +173,11 @@ func (r *Request) PickupExpiry() time.Time {
 // itself, so nothing has to clear it when a request is decided or picked up.
 
 func openRequestKey(user, role string) string {
-	return keyPrefix + "open-requests/" + storageName(user) + "/" + storageName(role) + ".json"
+	return keyPrefix + "open-requests/" + state.Name(user) + "/" + state.Name(role) + ".json"
 }
 
 func openRequestLock(user, role string) string {
-	return keyPrefix + "open-request-locks/" + storageName(user) + "/" + storageName(role)
+	return keyPrefix + "open-request-locks/" + state.Name(user) + "/" + state.Name(role)
 }
 
 type openRequestRef struct {
@@ -190,7 +191,7 @@ const ReasonRequestOpen = "request_open"
 // approvers or for a free place, or whose session waits for the asking browser.
 func (a *Authority) OpenRequest(ctx context.Context, user, role string) (*Request, error) {
 	var ref openRequestRef
-	found, err := loadJSON(ctx, a.Records.storage, openRequestKey(user, role), &ref)
+	found, err := state.LoadJSON(ctx, a.Records.storage, openRequestKey(user, role), &ref)
 	if err != nil || !found {
 		return nil, err
 	}

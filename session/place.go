@@ -18,7 +18,7 @@ func (a *Authority) withPlace(ctx context.Context, role *policy.Role, start, end
 	if role.MaxActive <= 0 {
 		return fn()
 	}
-	return a.locks.with(ctx, a.Records.storage, roleLock(role.Name), func() error {
+	return a.locks.With(ctx, a.Records.storage, roleLock(role.Name), func() error {
 		held, err := a.Records.Active(ctx, Filter{Role: role.Name}, now)
 		if err != nil {
 			return err

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // Record is a session as kept in storage: everything an auditor asks about it.
@@ -56,11 +56,11 @@ var ErrSessionNotFound = errors.New("no such session")
 
 // Records keeps session records and revocations in storage.
 type Records struct {
-	storage certmagic.Storage
+	storage state.Store
 }
 
 func sessionKey(user, id string) string {
-	return sessionFolder + storageName(user) + "/" + id + ".json"
+	return sessionFolder + state.Name(user) + "/" + id + ".json"
 }
 
 // validSessionID accepts only the ids this package makes, so an id from a form or an
@@ -79,14 +79,9 @@ func wellFormedBase64URL(s string) bool {
 	return true
 }
 
-// isRecordKey tells our records from the temporary files that a storage may list
-// while a Store is in progress (certmagic's file storage writes a numbered temp file,
-// then renames it).
-func isRecordKey(key string) bool { return strings.HasSuffix(key, ".json") }
-
 // Save writes a session record.
 func (s *Records) Save(ctx context.Context, r *Record) error {
-	return storeJSON(ctx, s.storage, sessionKey(r.User, r.ID), r)
+	return state.StoreJSON(ctx, s.storage, sessionKey(r.User, r.ID), r)
 }
 
 func ownerKey(id string) string { return ownerFolder + id + ".json" }
@@ -101,7 +96,7 @@ type sessionOwner struct {
 // create writes a new session's index entry, then its record: a session without a
 // record is nothing, a record without an index entry could not be revoked by id.
 func (s *Records) create(ctx context.Context, r *Record) error {
-	if err := storeJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
+	if err := state.StoreJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
 		return err
 	}
 	return s.Save(ctx, r)
@@ -109,7 +104,7 @@ func (s *Records) create(ctx context.Context, r *Record) error {
 
 // extend saves a record whose expiry moved, and its index entry, which pruning reads.
 func (s *Records) extend(ctx context.Context, r *Record) error {
-	if err := storeJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
+	if err := state.StoreJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
 		return err
 	}
 	return s.Save(ctx, r)
@@ -121,7 +116,7 @@ func (s *Records) ByID(ctx context.Context, id string) (*Record, error) {
 		return nil, ErrSessionNotFound
 	}
 	var owner sessionOwner
-	found, err := loadJSON(ctx, s.storage, ownerKey(id), &owner)
+	found, err := state.LoadJSON(ctx, s.storage, ownerKey(id), &owner)
 	if err != nil {
 		return nil, err
 	}
@@ -143,16 +138,16 @@ type Filter struct {
 func (s *Records) Active(ctx context.Context, f Filter, now time.Time) ([]*Record, error) {
 	folder := strings.TrimSuffix(sessionFolder, "/")
 	if f.User != "" {
-		folder = sessionFolder + storageName(f.User)
+		folder = sessionFolder + state.Name(f.User)
 	}
-	keys, err := recordKeys(ctx, s.storage, folder, true, "sessions")
+	keys, err := state.RecordKeys(ctx, s.storage, folder, true, "sessions")
 	if err != nil {
 		return nil, err
 	}
 	var active []*Record
 	for _, key := range keys {
 		var r Record
-		found, err := loadJSON(ctx, s.storage, key, &r)
+		found, err := state.LoadJSON(ctx, s.storage, key, &r)
 		if err != nil {
 			return nil, err
 		}
@@ -176,23 +171,23 @@ func (s *Records) Prune(ctx context.Context, now time.Time, keep time.Duration) 
 	}
 	pruned := 0
 	for _, key := range keys {
-		if !isRecordKey(key) {
+		if !state.IsRecordKey(key) {
 			continue
 		}
 		var owner sessionOwner
-		found, err := loadJSON(ctx, s.storage, key, &owner)
+		found, err := state.LoadJSON(ctx, s.storage, key, &owner)
 		if err != nil || !found || now.Sub(owner.Expires) < keep {
 			continue
 		}
 		id := strings.TrimSuffix(path.Base(key), ".json")
-		if err := s.storage.Delete(ctx, sessionKey(owner.User, id)); err != nil && s.storage.Exists(ctx, sessionKey(owner.User, id)) {
+		if err := state.DeleteGone(ctx, s.storage, sessionKey(owner.User, id)); err != nil {
 			return pruned, err
 		}
 		if err := s.storage.Delete(ctx, key); err != nil {
 			return pruned, err
 		}
 		// Recorded bodies go with their session's record.
-		if err := s.storage.Delete(ctx, bodyFolder(id)); err != nil && s.storage.Exists(ctx, bodyFolder(id)) {
+		if err := state.DeleteGone(ctx, s.storage, bodyFolder(id)); err != nil {
 			return pruned, err
 		}
 		pruned++
@@ -206,7 +201,7 @@ func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 		return nil, ErrSessionNotFound
 	}
 	var r Record
-	found, err := loadJSON(ctx, s.storage, sessionKey(user, id), &r)
+	found, err := state.LoadJSON(ctx, s.storage, sessionKey(user, id), &r)
 	if err != nil {
 		return nil, err
 	}

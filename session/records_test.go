@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddyserver/certmagic"
 )
 
@@ -155,7 +156,7 @@ func TestStorageListingsSkipFilesBeingWritten(t *testing.T) {
 
 	// What a concurrent Store leaves for a moment: an empty temp file in each folder.
 	bucket := bucketKey(f.clock.Now().Unix()/revocationBucket-1) + "/"
-	for _, folder := range []string{revocationFolder, bucket, sessionFolder + storageName("alice") + "/"} {
+	for _, folder := range []string{revocationFolder, bucket, sessionFolder + state.Name("alice") + "/"} {
 		tmp := filepath.Join(f.st.Path, filepath.FromSlash(folder), "0123456789")
 		if err := os.WriteFile(tmp, nil, 0o600); err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // The request index finds the open requests without reading every request ever
@@ -56,10 +57,10 @@ func indexState(r *Request) string {
 	return ""
 }
 
-func indexFolder(state string) string { return requestIndexFolder + state + "/" }
+func indexFolder(reqState string) string { return requestIndexFolder + reqState + "/" }
 
-func indexKey(state, role, id string) string {
-	return indexFolder(state) + storageName(role) + "/" + id + ".json"
+func indexKey(reqState, role, id string) string {
+	return indexFolder(reqState) + state.Name(role) + "/" + id + ".json"
 }
 
 // indexMarker is a marker's content; Created lets prune tell a marker left behind by
@@ -76,8 +77,8 @@ type indexEntry struct {
 
 // parseIndexKey reads a marker key of the given state; ok is false for anything
 // else that a storage may list there.
-func parseIndexKey(state, key string) (indexEntry, bool) {
-	rest, ok := strings.CutPrefix(key, indexFolder(state))
+func parseIndexKey(reqState, key string) (indexEntry, bool) {
+	rest, ok := strings.CutPrefix(key, indexFolder(reqState))
 	if !ok {
 		return indexEntry{}, false
 	}
@@ -94,14 +95,14 @@ func parseIndexKey(state, key string) (indexEntry, bool) {
 }
 
 // indexed lists the markers of one state, every role.
-func (s *Records) indexed(ctx context.Context, state string) ([]indexEntry, error) {
-	keys, err := recordKeys(ctx, s.storage, indexFolder(state), true, "the "+state+" request index")
+func (s *Records) indexed(ctx context.Context, reqState string) ([]indexEntry, error) {
+	keys, err := state.RecordKeys(ctx, s.storage, indexFolder(reqState), true, "the "+reqState+" request index")
 	if err != nil {
 		return nil, err
 	}
 	var out []indexEntry
 	for _, key := range keys {
-		if e, ok := parseIndexKey(state, key); ok {
+		if e, ok := parseIndexKey(reqState, key); ok {
 			out = append(out, e)
 		}
 	}
@@ -111,8 +112,8 @@ func (s *Records) indexed(ctx context.Context, state string) ([]indexEntry, erro
 // writeIndex makes the stored markers of r agree with its state. The marker of an open
 // state is written before the request (see saveRequest); the others are deleted.
 func (s *Records) writeIndex(ctx context.Context, r *Request) error {
-	if state := indexState(r); state != "" {
-		return storeJSON(ctx, s.storage, indexKey(state, r.Role, r.ID), indexMarker{ID: r.ID, Created: r.Created})
+	if reqState := indexState(r); reqState != "" {
+		return state.StoreJSON(ctx, s.storage, indexKey(reqState, r.Role, r.ID), indexMarker{ID: r.ID, Created: r.Created})
 	}
 	return nil
 }
@@ -120,11 +121,11 @@ func (s *Records) writeIndex(ctx context.Context, r *Request) error {
 // dropStaleMarkers deletes the markers of r in every state but its own.
 func (s *Records) dropStaleMarkers(ctx context.Context, r *Request) error {
 	keep := indexState(r)
-	for _, state := range indexStates {
-		if state == keep {
+	for _, reqState := range indexStates {
+		if reqState == keep {
 			continue
 		}
-		if err := s.deleteMarker(ctx, indexKey(state, r.Role, r.ID)); err != nil {
+		if err := s.deleteMarker(ctx, indexKey(reqState, r.Role, r.ID)); err != nil {
 			return err
 		}
 	}
@@ -146,8 +147,8 @@ func (s *Records) deleteMarker(ctx context.Context, key string) error {
 func (s *Records) openRequests(ctx context.Context, states []string, want func(role string) bool) ([]*Request, error) {
 	seen := map[string]bool{}
 	var out []*Request
-	for _, state := range states {
-		entries, err := s.indexed(ctx, state)
+	for _, reqState := range states {
+		entries, err := s.indexed(ctx, reqState)
 		if err != nil {
 			return nil, err
 		}
@@ -190,9 +191,9 @@ func (a *Authority) ensureRequestIndex(ctx context.Context) error {
 	if s.storage.Exists(ctx, requestIndexBuilt) {
 		return nil
 	}
-	return a.locks.with(ctx, s.storage, requestIndexLock, func() error {
+	return a.locks.With(ctx, s.storage, requestIndexLock, func() error {
 		var built map[string]time.Time
-		found, err := loadJSON(ctx, s.storage, requestIndexBuilt, &built)
+		found, err := state.LoadJSON(ctx, s.storage, requestIndexBuilt, &built)
 		if err != nil || found {
 			return err
 		}
@@ -207,7 +208,7 @@ func (a *Authority) ensureRequestIndex(ctx context.Context) error {
 				return err
 			}
 		}
-		return storeJSON(ctx, s.storage, requestIndexBuilt, map[string]time.Time{"built": a.Now().UTC()})
+		return state.StoreJSON(ctx, s.storage, requestIndexBuilt, map[string]time.Time{"built": a.Now().UTC()})
 	})
 }
 
@@ -219,8 +220,8 @@ func (s *Records) pruneIndex(ctx context.Context, all []*Request, now time.Time)
 	for _, r := range all {
 		byID[r.ID] = r
 	}
-	for _, state := range indexStates {
-		entries, err := s.indexed(ctx, state)
+	for _, reqState := range indexStates {
+		entries, err := s.indexed(ctx, reqState)
 		if err != nil {
 			return err
 		}
@@ -244,7 +245,7 @@ func (s *Records) pruneIndex(ctx context.Context, all []*Request, now time.Time)
 				continue
 			}
 			var m indexMarker
-			found, err := loadJSON(ctx, s.storage, e.key, &m)
+			found, err := state.LoadJSON(ctx, s.storage, e.key, &m)
 			if err != nil && !found {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // markers maps each request id in the index to its index states.
@@ -143,7 +144,7 @@ func TestIndexHeals(t *testing.T) {
 	}
 	closed := storedRequest(t, w, "bob", w.approval.Name, RequestDenied, false)
 	// As if the instance stopped between saving the denial and dropping the marker.
-	if err := storeJSON(ctx, w.st, indexKey(indexPending, closed.Role, closed.ID), indexMarker{ID: closed.ID, Created: closed.Created}); err != nil {
+	if err := state.StoreJSON(ctx, w.st, indexKey(indexPending, closed.Role, closed.ID), indexMarker{ID: closed.ID, Created: closed.Created}); err != nil {
 		t.Fatal(err)
 	}
 	// As if it stopped between writing a new request's marker and the request.
@@ -152,7 +153,7 @@ func TestIndexHeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	orphanKey := indexKey(indexPending, w.approval.Name, orphanID)
-	if err := storeJSON(ctx, w.st, orphanKey, indexMarker{ID: orphanID, Created: w.clock.Now().UTC()}); err != nil {
+	if err := state.StoreJSON(ctx, w.st, orphanKey, indexMarker{ID: orphanID, Created: w.clock.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
 	// A stray key in the index folder is no marker at all.
@@ -163,7 +164,7 @@ func TestIndexHeals(t *testing.T) {
 	// A marker of an open request filed under a role it is not for.
 	open := storedRequest(t, w, "bob", w.approval.Name, RequestPending, false)
 	misfiled := indexKey(indexPending, "billing", open.ID)
-	if err := storeJSON(ctx, w.st, misfiled, indexMarker{ID: open.ID, Created: open.Created}); err != nil {
+	if err := state.StoreJSON(ctx, w.st, misfiled, indexMarker{ID: open.ID, Created: open.Created}); err != nil {
 		t.Fatal(err)
 	}
 	billing := w.roleWith(func(r *policy.Role) { r.Name = "billing"; r.Approval = w.approval.Approval })
@@ -225,8 +226,8 @@ func TestParseIndexKey(t *testing.T) {
 	}{
 		{indexKey(indexPending, "prod-db", id), indexEntry{key: indexKey(indexPending, "prod-db", id), role: "prod-db", id: id}, true},
 		{indexKey(indexPending, "prod-db", id) + ".tmp", indexEntry{}, false},
-		{indexFolder(indexPending) + storageName("prod-db"), indexEntry{}, false},
-		{indexFolder(indexPending) + storageName("prod-db") + "/short.json", indexEntry{}, false},
+		{indexFolder(indexPending) + state.Name("prod-db"), indexEntry{}, false},
+		{indexFolder(indexPending) + state.Name("prod-db") + "/short.json", indexEntry{}, false},
 		{indexFolder(indexPending) + "%%%/" + id + ".json", indexEntry{}, false},
 		{indexFolder(indexPending) + "/" + id + ".json", indexEntry{}, false},
 		{indexKey(indexWaiting, "prod-db", id), indexEntry{}, false},

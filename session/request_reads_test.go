@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // countingStorage is a file storage that counts the reads (Load) and listings (List)
@@ -79,7 +80,7 @@ func otherInstance(t *testing.T, w *workflowFixture) (*Authority, *countingStora
 
 // storedRequest is a request of user for role in the given state, as saveRequest (or,
 // with oldLayout, a version without the index) would store it.
-func storedRequest(t *testing.T, w *workflowFixture, user, role, state string, oldLayout bool) *Request {
+func storedRequest(t *testing.T, w *workflowFixture, user, role, inState string, oldLayout bool) *Request {
 	t.Helper()
 	id, err := newSessionID()
 	if err != nil {
@@ -88,9 +89,9 @@ func storedRequest(t *testing.T, w *workflowFixture, user, role, state string, o
 	now := w.clock.Now()
 	r := &Request{
 		ID: id, User: user, Role: role, Audience: audience, Justification: "restart the stuck queue",
-		Duration: 15 * time.Minute, Created: now.UTC(), Deadline: now.Add(24 * time.Hour).UTC(), Needed: 1, State: state,
+		Duration: 15 * time.Minute, Created: now.UTC(), Deadline: now.Add(24 * time.Hour).UTC(), Needed: 1, State: inState,
 	}
-	switch state {
+	switch inState {
 	case RequestApproved:
 		// Started: a session id. The waiting kind is made by the caller.
 		r.SessionID, r.Decided = "started-session", now.UTC()
@@ -100,7 +101,7 @@ func storedRequest(t *testing.T, w *workflowFixture, user, role, state string, o
 	}
 	ctx := context.Background()
 	if oldLayout {
-		err = storeJSON(ctx, w.st, requestKey(r.ID), r)
+		err = state.StoreJSON(ctx, w.st, requestKey(r.ID), r)
 	} else {
 		err = w.a.Records.saveRequest(ctx, r)
 	}

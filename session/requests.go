@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // The states of an activation request.
@@ -125,7 +127,7 @@ func (s *Records) saveRequest(ctx context.Context, r *Request) error {
 	if err := s.writeIndex(ctx, r); err != nil {
 		return err
 	}
-	if err := storeJSON(ctx, s.storage, requestKey(r.ID), r); err != nil {
+	if err := state.StoreJSON(ctx, s.storage, requestKey(r.ID), r); err != nil {
 		return err
 	}
 	// The request is saved: failing now would report a decision as lost that is
@@ -142,7 +144,7 @@ func (s *Records) LoadRequest(ctx context.Context, id string) (*Request, error) 
 		return nil, ErrRequestNotFound
 	}
 	var r Request
-	found, err := loadJSON(ctx, s.storage, requestKey(id), &r)
+	found, err := state.LoadJSON(ctx, s.storage, requestKey(id), &r)
 	if err != nil {
 		return nil, err
 	}
@@ -154,14 +156,14 @@ func (s *Records) LoadRequest(ctx context.Context, id string) (*Request, error) 
 
 // Requests lists every request in storage, oldest first.
 func (s *Records) Requests(ctx context.Context) ([]*Request, error) {
-	keys, err := recordKeys(ctx, s.storage, requestFolder, false, "requests")
+	keys, err := state.RecordKeys(ctx, s.storage, requestFolder, false, "requests")
 	if err != nil {
 		return nil, err
 	}
 	var out []*Request
 	for _, key := range keys {
 		var r Request
-		found, err := loadJSON(ctx, s.storage, key, &r)
+		found, err := state.LoadJSON(ctx, s.storage, key, &r)
 		if err != nil {
 			return nil, err
 		}

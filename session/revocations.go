@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // Revocations are stored one file each, in a folder per minute of revocation:
@@ -59,7 +61,7 @@ func parseRevocationKey(key string) (id string, expires int64, ok bool) {
 
 // revoke stores the end of a session so that every instance refuses it.
 func (s *Records) revoke(ctx context.Context, rev revocation) error {
-	return storeJSON(ctx, s.storage, revocationKey(rev), rev)
+	return state.StoreJSON(ctx, s.storage, revocationKey(rev), rev)
 }
 
 // LoadRevocations adds the stored revocations to set: all of them when since is zero,

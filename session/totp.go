@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/hotp"
 	"github.com/pquerna/otp/totp"
@@ -44,17 +44,17 @@ func (e *LockedOutError) Error() string { return "locked_out" }
 // twice, and a per-user lockout after repeated failures. All of its state is in
 // storage, so a new browser, a restart or another instance resets nothing.
 type Authenticator struct {
-	storage certmagic.Storage
+	storage state.Store
 	issuer  string
 	now     Clock
 	// MaxFailures wrong codes in a row lock the user for LockoutDuration.
 	maxFailures     int
 	lockoutDuration time.Duration
-	locks           userLocks
+	locks           state.Locks
 }
 
 // NewAuthenticator makes an authenticator. Issuer is the name authenticator apps show.
-func NewAuthenticator(st certmagic.Storage, issuer string, maxFailures int, lockoutDuration time.Duration, now Clock) *Authenticator {
+func NewAuthenticator(st state.Store, issuer string, maxFailures int, lockoutDuration time.Duration, now Clock) *Authenticator {
 	return &Authenticator{storage: st, issuer: issuer, now: now, maxFailures: maxFailures, lockoutDuration: lockoutDuration}
 }
 
@@ -74,9 +74,9 @@ type lockout struct {
 	LockedUntil  time.Time `json:"locked_until,omitzero"`
 }
 
-func enrollmentKey(user string) string { return enrollmentFolder + storageName(user) + ".json" }
-func lockoutKey(user string) string    { return lockoutFolder + storageName(user) + ".json" }
-func totpLockName(user string) string  { return keyPrefix + "totp-" + storageName(user) }
+func enrollmentKey(user string) string { return enrollmentFolder + state.Name(user) + ".json" }
+func lockoutKey(user string) string    { return lockoutFolder + state.Name(user) + ".json" }
+func totpLockName(user string) string  { return keyPrefix + "totp-" + state.Name(user) }
 
 // Enroll makes a new secret for the user and stores it, replacing any earlier one. It
 // returns the key, whose URL is the otpauth URI for authenticator apps. The caller shows
@@ -93,8 +93,8 @@ func (a *Authenticator) Enroll(ctx context.Context, user string) (*otp.Key, erro
 	if err != nil {
 		return nil, fmt.Errorf("generating a TOTP secret: %w", err)
 	}
-	err = a.locks.with(ctx, a.storage, totpLockName(user), func() error {
-		return storeJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: key.Secret(), Created: a.now().UTC()})
+	err = a.locks.With(ctx, a.storage, totpLockName(user), func() error {
+		return state.StoreJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: key.Secret(), Created: a.now().UTC()})
 	})
 	if err != nil {
 		return nil, err
@@ -105,13 +105,13 @@ func (a *Authenticator) Enroll(ctx context.Context, user string) (*otp.Key, erro
 // Enrolled reports whether the user has a TOTP secret.
 func (a *Authenticator) Enrolled(ctx context.Context, user string) (bool, error) {
 	var e enrollment
-	return loadJSON(ctx, a.storage, enrollmentKey(user), &e)
+	return state.LoadJSON(ctx, a.storage, enrollmentKey(user), &e)
 }
 
 // LockedUntil returns when the user's lockout ends, or zero if they are not locked.
 func (a *Authenticator) LockedUntil(ctx context.Context, user string) (time.Time, error) {
 	var l lockout
-	if _, err := loadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+	if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
 		return time.Time{}, err
 	}
 	if a.now().Before(l.LockedUntil) {
@@ -124,17 +124,17 @@ func (a *Authenticator) LockedUntil(ctx context.Context, user string) (time.Time
 // later than any step accepted before, and the user is not locked out. A wrong or
 // replayed code counts towards the lockout.
 func (a *Authenticator) Check(ctx context.Context, user, code string) error {
-	return a.locks.with(ctx, a.storage, totpLockName(user), func() error {
+	return a.locks.With(ctx, a.storage, totpLockName(user), func() error {
 		now := a.now()
 		var l lockout
-		if _, err := loadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+		if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
 			return err
 		}
 		if now.Before(l.LockedUntil) {
 			return &LockedOutError{Until: l.LockedUntil}
 		}
 		var e enrollment
-		found, err := loadJSON(ctx, a.storage, enrollmentKey(user), &e)
+		found, err := state.LoadJSON(ctx, a.storage, enrollmentKey(user), &e)
 		if err != nil {
 			return err
 		}
@@ -145,7 +145,7 @@ func (a *Authenticator) Check(ctx context.Context, user, code string) error {
 		switch {
 		case matched && step > e.LastStep:
 			e.LastStep = step
-			if err := storeJSON(ctx, a.storage, enrollmentKey(user), e); err != nil {
+			if err := state.StoreJSON(ctx, a.storage, enrollmentKey(user), e); err != nil {
 				return err
 			}
 			if l.Failures > 0 || !l.LockedUntil.IsZero() {
@@ -171,7 +171,7 @@ func (a *Authenticator) fail(ctx context.Context, user string, l lockout, now ti
 	if locked {
 		l = lockout{LockedUntil: now.Add(a.lockoutDuration)}
 	}
-	if err := storeJSON(ctx, a.storage, lockoutKey(user), l); err != nil {
+	if err := state.StoreJSON(ctx, a.storage, lockoutKey(user), l); err != nil {
 		return err
 	}
 	if locked {
@@ -182,12 +182,8 @@ func (a *Authenticator) fail(ctx context.Context, user string, l lockout, now ti
 
 // ClearLockout ends a user's lockout and forgets their failures.
 func (a *Authenticator) ClearLockout(ctx context.Context, user string) error {
-	return a.locks.with(ctx, a.storage, totpLockName(user), func() error {
-		err := a.storage.Delete(ctx, lockoutKey(user))
-		if err != nil && a.storage.Exists(ctx, lockoutKey(user)) {
-			return err
-		}
-		return nil
+	return a.locks.With(ctx, a.storage, totpLockName(user), func() error {
+		return state.DeleteGone(ctx, a.storage, lockoutKey(user))
 	})
 }
 
@@ -218,14 +214,14 @@ func matchingStep(secret, code string, now time.Time) (int64, bool) {
 
 // pruneLockouts deletes lockout records whose lockout is over and whose failures are
 // older than keep: they no longer change any decision.
-func pruneLockouts(ctx context.Context, st certmagic.Storage, now time.Time, keep time.Duration) error {
-	keys, err := recordKeys(ctx, st, lockoutFolder, false, "lockouts to prune")
+func pruneLockouts(ctx context.Context, st state.Store, now time.Time, keep time.Duration) error {
+	keys, err := state.RecordKeys(ctx, st, lockoutFolder, false, "lockouts to prune")
 	if err != nil {
 		return err
 	}
 	for _, key := range keys {
 		var l lockout
-		found, err := loadJSON(ctx, st, key, &l)
+		found, err := state.LoadJSON(ctx, st, key, &l)
 		if err != nil || !found || !lockoutOver(l, now, keep) {
 			continue
 		}
@@ -235,7 +231,7 @@ func pruneLockouts(ctx context.Context, st certmagic.Storage, now time.Time, kee
 		if err := st.Lock(ctx, lock); err != nil {
 			return err
 		}
-		if found, err := loadJSON(ctx, st, key, &l); err == nil && found && lockoutOver(l, now, keep) {
+		if found, err := state.LoadJSON(ctx, st, key, &l); err == nil && found && lockoutOver(l, now, keep) {
 			_ = st.Delete(ctx, key)
 		}
 		_ = st.Unlock(context.WithoutCancel(ctx), lock)

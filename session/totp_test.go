@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddyserver/certmagic"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/hotp"
@@ -208,7 +209,7 @@ func (f *totpFixture) wrong(t *testing.T) string { return wrongCodeAt(t, rfcSecr
 func (f *totpFixture) lastStep(t *testing.T) int64 {
 	t.Helper()
 	var e enrollment
-	if _, err := loadJSON(context.Background(), f.st, enrollmentKey("alice"), &e); err != nil {
+	if _, err := state.LoadJSON(context.Background(), f.st, enrollmentKey("alice"), &e); err != nil {
 		t.Fatal(err)
 	}
 	return e.LastStep

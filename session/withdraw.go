@@ -28,7 +28,7 @@ func (a *Authority) Withdraw(ctx context.Context, user, id, clientIP string) (*R
 		return nil, err
 	}
 	var req *Request
-	err := a.locks.with(ctx, a.Records.storage, requestLock(id), func() error {
+	err := a.locks.With(ctx, a.Records.storage, requestLock(id), func() error {
 		var err error
 		req, err = a.withdrawLocked(ctx, user, id, clientIP)
 		return err

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // Activated is the outcome of a submitted activation: a session and its token, or a
@@ -187,7 +188,7 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 		secret string
 	)
 	user, role := act.Caller.User, act.Role.Name
-	err := a.locks.with(ctx, a.Records.storage, openRequestLock(user, role), func() error {
+	err := a.locks.With(ctx, a.Records.storage, openRequestLock(user, role), func() error {
 		open, err := a.OpenRequest(ctx, user, role)
 		if err != nil {
 			return err
@@ -198,7 +199,7 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 		if req, secret, err = a.newRequest(ctx, act, start, now); err != nil {
 			return err
 		}
-		return storeJSON(ctx, a.Records.storage, openRequestKey(user, role), openRequestRef{ID: req.ID})
+		return state.StoreJSON(ctx, a.Records.storage, openRequestKey(user, role), openRequestRef{ID: req.ID})
 	})
 	if err != nil {
 		return nil, "", err
@@ -298,7 +299,7 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 	return rec, token, nil
 }
 
-func roleLock(role string) string { return keyPrefix + "role-locks/" + storageName(role) }
+func roleLock(role string) string { return keyPrefix + "role-locks/" + state.Name(role) }
 
 // SignRecord signs a token for a session in storage: a new session, an extended one,
 // or one that an approval started while its user waited.

@@ -1,0 +1,98 @@
+// Package state owns how caddy-jit keeps durable data: the Store every package
+// persists through, the "jit/" key space, JSON records, and locks on one name held
+// both in process and in the store.
+//
+// Today a Store is Caddy's configured storage (any certmagic.Storage satisfies it),
+// which is how several Caddy instances sharing one storage become one cluster. Another
+// backend plugs in by implementing Store.
+package state
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+)
+
+// Store is the durable key-value store with locks that caddy-jit persists through. Its
+// methods mean what certmagic.Storage's mean: Load, Delete and List of a missing key
+// return an error that wraps fs.ErrNotExist; List of a folder returns the keys under it;
+// Lock blocks until the named lock is held, across every instance sharing the store.
+type Store interface {
+	Load(ctx context.Context, key string) ([]byte, error)
+	Store(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) error
+	Exists(ctx context.Context, key string) bool
+	List(ctx context.Context, path string, recursive bool) ([]string, error)
+	Lock(ctx context.Context, name string) error
+	Unlock(ctx context.Context, name string) error
+}
+
+// Prefix starts every key caddy-jit stores.
+const Prefix = "jit/"
+
+// Name turns a user-chosen string into one safe key segment, so that no name can climb
+// out of its folder or collide with another one.
+func Name(s string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(s))
+}
+
+// LoadJSON reads the record at key into v; a missing key is found == false, not an
+// error.
+func LoadJSON(ctx context.Context, st Store, key string, v any) (found bool, err error) {
+	raw, err := st.Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("loading %s from storage: %w", key, err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("decoding %s from storage: %w", key, err)
+	}
+	return true, nil
+}
+
+// StoreJSON writes v as the record at key.
+func StoreJSON(ctx context.Context, st Store, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", key, err)
+	}
+	if err := st.Store(ctx, key, raw); err != nil {
+		return fmt.Errorf("writing %s to storage: %w", key, err)
+	}
+	return nil
+}
+
+// IsRecordKey tells our records from the temporary files that a store may list while
+// a Store is in progress (certmagic's file storage writes a numbered temp file, then
+// renames it).
+func IsRecordKey(key string) bool { return strings.HasSuffix(key, ".json") }
+
+// RecordKeys lists the records (*.json) under folder, skipping the temporary files a
+// store may show while a Store is in progress; a folder that does not exist holds
+// none. what names the records in an error.
+func RecordKeys(ctx context.Context, st Store, folder string, recursive bool, what string) ([]string, error) {
+	keys, err := st.List(ctx, strings.TrimSuffix(folder, "/"), recursive)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", what, err)
+	}
+	return slices.DeleteFunc(keys, func(k string) bool { return !IsRecordKey(k) }), nil
+}
+
+// DeleteGone deletes key and reports an error only if the record is still there: a
+// record another instance deleted first is deleted.
+func DeleteGone(ctx context.Context, st Store, key string) error {
+	if err := st.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) && st.Exists(ctx, key) {
+		return err
+	}
+	return nil
+}

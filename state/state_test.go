@@ -1,0 +1,79 @@
+package state
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// Caddy's storage is today's Store.
+var _ Store = (*certmagic.FileStorage)(nil)
+
+func TestJSONRecordsOverCaddyStorage(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	type rec struct{ User string }
+
+	var got rec
+	if found, err := LoadJSON(ctx, st, Prefix+"x/missing.json", &got); found || err != nil {
+		t.Fatalf("a missing record: found %v, err %v; want neither", found, err)
+	}
+	if err := StoreJSON(ctx, st, Prefix+"x/"+Name("../alice")+".json", rec{User: "../alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Store(ctx, Prefix+"x/half-written.tmp", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := RecordKeys(ctx, st, Prefix+"x/", false, "the test records")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{Prefix + "x/" + Name("../alice") + ".json"}; !slices.Equal(keys, want) {
+		t.Fatalf("RecordKeys = %q, want %q (no temp file, the name kept in its folder)", keys, want)
+	}
+	if found, err := LoadJSON(ctx, st, keys[0], &got); !found || err != nil || got.User != "../alice" {
+		t.Fatalf("LoadJSON = %v, %v, %+v", found, err, got)
+	}
+	if err := st.Store(ctx, Prefix+"x/bad.json", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := LoadJSON(ctx, st, Prefix+"x/bad.json", &got); !found || err == nil {
+		t.Fatalf("a corrupt record: found %v, err %v; want found and an error", found, err)
+	}
+	for _, key := range []string{keys[0], Prefix + "x/never-there.json"} {
+		if err := DeleteGone(ctx, st, key); err != nil {
+			t.Errorf("DeleteGone(%s) = %v", key, err)
+		}
+	}
+	if none, err := RecordKeys(ctx, st, Prefix+"nothing/", true, "nothing"); err != nil || len(none) != 0 {
+		t.Errorf("a folder that does not exist: %q, %v", none, err)
+	}
+}
+
+func TestLocksSerialiseOneName(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	var l Locks
+	counter, done := 0, make(chan bool)
+	for range 8 {
+		go func() {
+			_ = l.With(ctx, st, "jit/test-lock", func() error {
+				c := counter
+				counter = c + 1
+				return nil
+			})
+			done <- true
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	if counter != 8 {
+		t.Fatalf("8 increments under the lock made %d", counter)
+	}
+	if len(l.locks) != 0 {
+		t.Errorf("%d in-process locks left after everyone let go", len(l.locks))
+	}
+}
