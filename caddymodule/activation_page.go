@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -107,7 +108,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		return h.renderActivation(w, status, f, r)
 	}
 	if !h.checkPost(r, caller.User, form["csrf"]) {
-		h.app.authority.Audit.Event(session.EventActivationFailed, zap.String("user", caller.User), zap.String("role", role.Name),
+		h.app.authority.Audit.Event(audit.EventActivationFailed, zap.String("user", caller.User), zap.String("role", role.Name),
 			zap.String("reason", "csrf"), zap.String("client_ip", clientIP(r)))
 		return fail(http.StatusForbidden, "", "This form has expired or did not come from this site. Check the details and submit it again.")
 	}
@@ -153,7 +154,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	}
 	if err != nil {
 		h.logger.Error("activation failed: storage error", zap.String("user", caller.User), zap.String("role", role.Name), zap.Error(err))
-		h.app.authority.Audit.Event(session.EventActivationFailed, zap.String("user", caller.User), zap.String("role", role.Name),
+		h.app.authority.Audit.Event(audit.EventActivationFailed, zap.String("user", caller.User), zap.String("role", role.Name),
 			zap.String("reason", "storage_unavailable"), zap.String("client_ip", clientIP(r)))
 		w.Header().Set("Retry-After", "5")
 		return h.renderMessage(w, r, http.StatusServiceUnavailable, "Activation unavailable",

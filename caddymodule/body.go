@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -79,9 +80,9 @@ func (d *bodyDigest) record(s *sharedState, c *session.Claims) {
 
 // digest is what the access event says about the body; nil for a request that does
 // not change state.
-func (d *bodyDigest) digest() *session.BodyDigest {
+func (d *bodyDigest) digest() *audit.BodyDigest {
 	if d == nil {
 		return nil
 	}
-	return &session.BodyDigest{Size: d.size, SHA256: hex.EncodeToString(d.hash.Sum(nil)), Complete: d.eof, Key: d.key, Dropped: d.dropped}
+	return &audit.BodyDigest{Size: d.size, SHA256: hex.EncodeToString(d.hash.Sum(nil)), Complete: d.eof, Key: d.key, Dropped: d.dropped}
 }

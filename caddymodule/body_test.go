@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -98,7 +99,7 @@ func TestRecordedBodyIsWrittenOffTheRequestPath(t *testing.T) {
 
 	g.post(t, `{"action":"delete-all-users"}`)
 
-	access := lastEvent(t, logs, session.EventAccess)
+	access := lastEvent(t, logs, audit.EventAccess)
 	key, _ := access["body_key"].(string)
 	if key == "" {
 		t.Fatalf("the access event names no body_key: %v", access)
@@ -135,13 +136,13 @@ func TestFullBodyQueueDropsTheBodyNotTheRequest(t *testing.T) {
 	<-st.started
 	g.post(t, "second: takes the queue's one place")
 	g.post(t, "third: dropped")
-	access := lastEvent(t, logs, session.EventAccess)
+	access := lastEvent(t, logs, audit.EventAccess)
 	if access["body_recorded"] != false || access["body_key"] == "" {
 		t.Errorf("the dropped body's access event: %v; want body_key and body_recorded: false", access)
 	}
 	g.post(t, "fourth: dropped in the same burst")
 
-	dropped := logs.FilterMessage(session.EventBodyDropped).All()
+	dropped := logs.FilterMessage(audit.EventBodyDropped).All()
 	if len(dropped) != 1 {
 		t.Fatalf("%d body_dropped events, want one for the burst", len(dropped))
 	}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"strconv"
 	"strings"
+
 	// Time zones for allowed_hours, wherever Caddy runs (a scratch container has no
 	// zoneinfo).
 	_ "time/tzdata"

@@ -16,9 +16,9 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 func init() {
@@ -36,7 +36,7 @@ const (
 )
 
 // maxListedBreaks is how many breaks verify prints in text; --json has up to
-// session.MaxReportedBreaks.
+// audit.MaxReportedBreaks.
 const maxListedBreaks = 10
 
 // usageExit makes cobra's flag errors exit with auditExitError, as the commands' own
@@ -158,14 +158,14 @@ Exit status: 0 no alerts, 1 alerts, 2 usage or unreadable files (for cron).`,
 	cmd.Flags().StringP("since", "", "30d", "Length of the period that ends now")
 	cmd.Flags().StringP("config", "c", "", "Configuration file with the roles (eligibility, allowed hours)")
 	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
-	cmd.Flags().IntP("noisy", "", session.DefaultNoisyActivations, "Alert when a user activates a role more than this many times")
+	cmd.Flags().IntP("noisy", "", audit.DefaultNoisyActivations, "Alert when a user activates a role more than this many times")
 	cmd.Flags().BoolP("json", "", false, "Print the report as JSON")
 	auditUsageExit(cmd)
 	return cmd
 }
 
 // auditInputs are the log files named on the command line, each once.
-func auditInputs(files []string) ([]session.AuditInput, error) {
+func auditInputs(files []string) ([]audit.Input, error) {
 	seen := make(map[string]bool, len(files))
 	for _, f := range files {
 		clean := filepath.Clean(f)
@@ -174,7 +174,7 @@ func auditInputs(files []string) ([]session.AuditInput, error) {
 		}
 		seen[clean] = true
 	}
-	return session.AuditFiles(files...), nil
+	return audit.Files(files...), nil
 }
 
 // loadAuditConfig loads a config file, adapted, for the audit commands.
@@ -199,14 +199,14 @@ func loadAuditConfig(fl caddycmd.Flags) (*caddy.Config, string, error) {
 
 // savedChainHeads reads the chain heads saved in the config's storage, and names
 // the storage.
-func savedChainHeads(cfg *caddy.Config, configFile string) ([]session.ChainHead, string, error) {
+func savedChainHeads(cfg *caddy.Config, configFile string) ([]audit.ChainHead, string, error) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	st, err := configuredStorage(ctx, cfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("opening the storage of %s: %v", configFile, err)
 	}
-	heads, err := session.LoadChainHeads(ctx, st)
+	heads, err := audit.LoadChainHeads(ctx, st)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", sharedStateKey(st), err)
 	}
@@ -259,7 +259,7 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
-	var opts session.VerifyOptions
+	var opts audit.VerifyOptions
 	storage := ""
 	if cfg != nil {
 		if opts.Heads, storage, err = savedChainHeads(cfg, configFile); err != nil {
@@ -271,7 +271,7 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
-	res, err := session.VerifyChain(inputs, opts)
+	res, err := audit.VerifyChain(inputs, opts)
 	if err != nil {
 		return auditExitError, err
 	}
@@ -289,7 +289,7 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	return auditExitOK, nil
 }
 
-func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage, configFile string) error {
+func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, configFile string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Read %s, %s: %s of %s.\n", words.Plural(len(res.Files), "file"), words.Plural(res.Lines, "line"),
 		words.Plural(res.Events, "event"), words.Plural(len(res.Instances), "instance"))
@@ -325,7 +325,7 @@ func writeAuditVerification(w io.Writer, res *session.ChainVerification, storage
 		fmt.Fprintf(&b, "The chain is BROKEN (%s). The first:\n", words.Plural(res.BreakCount, "break"))
 		for i, br := range res.Breaks {
 			if i == maxListedBreaks {
-				fmt.Fprintf(&b, "  … and %d more (--json lists up to %d)\n", res.BreakCount-maxListedBreaks, session.MaxReportedBreaks)
+				fmt.Fprintf(&b, "  … and %d more (--json lists up to %d)\n", res.BreakCount-maxListedBreaks, audit.MaxReportedBreaks)
 				break
 			}
 			if i == 1 {

@@ -11,8 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/words"
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // caddy jit audit session and caddy jit report: one session's story, and the periodic
@@ -29,8 +29,8 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
-	story, err := session.SessionStory(inputs, id, now())
-	if errors.Is(err, session.ErrSessionNotInLog) {
+	story, err := audit.SessionStory(inputs, id, now())
+	if errors.Is(err, audit.ErrSessionNotInLog) {
 		return auditExitFinding, fmt.Errorf("no event of session %s in %s", strconv.Quote(id), printable(strings.Join(args[1:], ", ")))
 	}
 	if err != nil {
@@ -50,7 +50,7 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 // quoted shows free text users typed: quoted, with anything a terminal would act on
 // escaped.
 
-func writeAuditStory(w io.Writer, s *session.Story) error {
+func writeAuditStory(w io.Writer, s *audit.Story) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Session %s: %s as %s\n", printable(s.SessionID), printable(s.User), printable(s.Role))
 	if r := s.Request; r != nil {
@@ -117,15 +117,15 @@ func writeAuditStory(w io.Writer, s *session.Story) error {
 	}
 	b.WriteString("\n")
 	switch e := s.End; e.How {
-	case session.EndDeactivated, session.EndRevoked:
+	case audit.EndDeactivated, audit.EndRevoked:
 		how := e.How
 		if e.LocalOnly {
 			how += " on one instance only (storage was unreachable)"
 		}
 		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable(e.By), strconv.Quote(e.Reason), printable(e.Where))
-	case session.EndExpired:
+	case audit.EndExpired:
 		fmt.Fprintf(&b, "Ended      %s: expired\n", auditClock(e.At))
-	case session.EndActive:
+	case audit.EndActive:
 		fmt.Fprintf(&b, "Active     until %s\n", auditClock(e.At))
 	default:
 		b.WriteString("Ended      unknown (no expiry in these files)\n")
@@ -164,7 +164,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
-	opts := session.ReportOptions{Noisy: noisy}
+	opts := audit.ReportOptions{Noisy: noisy}
 	if cfg != nil {
 		if opts.Roles, err = configuredRoles(cfg, configFile); err != nil {
 			return auditExitError, err
@@ -174,7 +174,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
-	rep, err := session.Report(inputs, since, now(), opts)
+	rep, err := audit.Summarize(inputs, since, now(), opts)
 	if err != nil {
 		return auditExitError, err
 	}
@@ -192,7 +192,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	return auditExitOK, nil
 }
 
-func writeAuditReport(w io.Writer, rep *session.AuditReport, since string) error {
+func writeAuditReport(w io.Writer, rep *audit.Report, since string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "caddy-jit report, %s – %s (%s): %s, %s.\n", clock(rep.From), clock(rep.To), printable(since),
 		words.Plural(len(rep.Files), "file"), words.Plural(rep.Events, "event"))

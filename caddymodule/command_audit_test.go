@@ -18,7 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/audit"
 )
 
 // auditTestNow is "now" for the audit command tests: a Tuesday evening.
@@ -29,15 +29,15 @@ var auditTestNow = time.Date(2026, 3, 31, 22, 0, 0, 0, time.UTC)
 type auditTestLog struct {
 	buf   bytes.Buffer
 	at    time.Time
-	a     *session.Auditor
-	chain *session.Chain
+	a     *audit.Writer
+	chain *audit.Chain
 }
 
-func newAuditTestLog(chain *session.Chain) *auditTestLog {
+func newAuditTestLog(chain *audit.Chain) *auditTestLog {
 	l := &auditTestLog{chain: chain}
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(zapcore.AddSync(&l.buf)), zap.InfoLevel)
 	log := zap.New(core).Named(string(Handler{}.CaddyModule().ID) + ".audit")
-	l.a = session.NewAuditor(log, chain, func() time.Time { return l.at })
+	l.a = audit.NewWriter(log, chain, func() time.Time { return l.at })
 	return l
 }
 
@@ -58,17 +58,17 @@ func auditSessionFields(id, user, role, justification string, start, expires tim
 }
 
 func (l *auditTestLog) activate(id, user, justification string, start time.Time, d time.Duration, breakGlass bool) {
-	l.event(start, session.EventActivationSucceeded, append(auditSessionFields(id, user, "db-admin", justification, start, start.Add(d), breakGlass),
+	l.event(start, audit.EventActivationSucceeded, append(auditSessionFields(id, user, "db-admin", justification, start, start.Add(d), breakGlass),
 		zap.String("duration", d.String()), zap.String("start", start.Format(time.RFC3339)))...)
 	if breakGlass {
-		l.event(start, session.EventBreakGlass, auditSessionFields(id, user, "db-admin", justification, start, start.Add(d), true)...)
+		l.event(start, audit.EventBreakGlass, auditSessionFields(id, user, "db-admin", justification, start, start.Add(d), true)...)
 	}
 }
 
 func (l *auditTestLog) access(at time.Time, id, user, uri string, status int, n int64) {
 	l.at = at
-	l.a.Access(&session.Claims{Subject: user, Role: "db-admin", SessionID: id}, "192.0.2.1", "GET", uri, status, n, time.Millisecond,
-		&session.BodyDigest{Size: 3, SHA256: strings.Repeat("0f", 32), Complete: true})
+	l.a.Access(audit.Holder{User: user, Role: "db-admin", SessionID: id}, "192.0.2.1", "GET", uri, status, n, time.Millisecond,
+		&audit.BodyDigest{Size: 3, SHA256: strings.Repeat("0f", 32), Complete: true})
 }
 
 func (l *auditTestLog) write(t *testing.T, name string) string {
@@ -110,14 +110,14 @@ func setAuditNow(t *testing.T) {
 
 // sampleAuditLog is one session, its requests and its end: six lines.
 func sampleAuditLog() *auditTestLog {
-	l := newAuditTestLog(session.NewChain("inst-cli"))
+	l := newAuditTestLog(audit.NewChain("inst-cli"))
 	t0 := auditTestNow.Add(-36 * time.Hour) // Monday 10:00
 	l.activate("sess-1", "alice", "restart \"db\"\x1b[31m red", t0, time.Hour, false)
 	l.access(t0.Add(time.Minute), "sess-1", "alice", "/status", 200, 10)
 	l.access(t0.Add(2*time.Minute), "sess-1", "alice", "/restart\x1b]0;pwned\x07", 500, 20)
 	l.access(t0.Add(3*time.Minute), "sess-1", "alice", "/status", 404, 30)
-	l.event(t0.Add(4*time.Minute), session.EventUnlocked, zap.String("user", "bob"), zap.String("by", "op"), zap.String("reason", "typo"))
-	l.event(t0.Add(30*time.Minute), session.EventDeactivated, append(auditSessionFields("sess-1", "alice", "db-admin", "x", t0, t0.Add(time.Hour), false),
+	l.event(t0.Add(4*time.Minute), audit.EventUnlocked, zap.String("user", "bob"), zap.String("by", "op"), zap.String("reason", "typo"))
+	l.event(t0.Add(30*time.Minute), audit.EventDeactivated, append(auditSessionFields("sess-1", "alice", "db-admin", "x", t0, t0.Add(time.Hour), false),
 		zap.String("by", "alice"), zap.String("reason", "done"))...)
 	return l
 }
@@ -173,7 +173,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 
 	// --json
 	code, out, _ := runAuditCmd(t, auditVerifyCommand, cmdAuditVerify, edited, "--json")
-	var res session.ChainVerification
+	var res audit.ChainVerification
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
@@ -190,13 +190,13 @@ func TestAuditVerifyCommandComparesSavedHeads(t *testing.T) {
 `))
 	ctx := context.Background()
 	st := &certmagic.FileStorage{Path: dir}
-	chain, err := session.LoadChain(ctx, st, "inst-stored")
+	chain, err := audit.LoadChain(ctx, st, "inst-stored")
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := newAuditTestLog(chain)
 	for i := range 5 {
-		l.event(auditTestNow.Add(time.Duration(i)*time.Second), session.EventKeysRotated, zap.String("kid", "k"), zap.String("by", "op"))
+		l.event(auditTestNow.Add(time.Duration(i)*time.Second), audit.EventKeysRotated, zap.String("kid", "k"), zap.String("by", "op"))
 	}
 	if err := chain.Save(ctx, st); err != nil {
 		t.Fatal(err)
@@ -256,11 +256,11 @@ func TestAuditSessionCommand(t *testing.T) {
 	}
 
 	code, out, _ = runAuditCmd(t, auditSessionCommand, cmdAuditSession, "sess-1", log, "--json")
-	var story session.Story
+	var story audit.Story
 	if err := json.Unmarshal([]byte(out), &story); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
-	if code != 0 || story.Totals.Requests != 3 || story.End.How != session.EndDeactivated || story.Activation == nil || story.Activation.Justification != "restart \"db\"\x1b[31m red" {
+	if code != 0 || story.Totals.Requests != 3 || story.End.How != audit.EndDeactivated || story.Activation == nil || story.Activation.Justification != "restart \"db\"\x1b[31m red" {
 		t.Errorf("--json: exit %d, %+v", code, story)
 	}
 
@@ -296,18 +296,18 @@ func reportCaddyfile(t *testing.T) string {
 func TestReportCommand(t *testing.T) {
 	setAuditNow(t)
 	caddyfile := reportCaddyfile(t)
-	l := newAuditTestLog(session.NewChain("inst-rep"))
+	l := newAuditTestLog(audit.NewChain("inst-rep"))
 	mon := time.Date(2026, 3, 30, 10, 0, 0, 0, time.UTC)
 	l.activate("s-a", "alice", "routine work", mon, time.Hour, false)
 	l.access(mon.Add(time.Minute), "s-a", "alice", "/", 200, 1)
-	l.event(mon.Add(30*time.Minute), session.EventDeactivated, append(auditSessionFields("s-a", "alice", "db-admin", "x", mon, mon.Add(time.Hour), false),
+	l.event(mon.Add(30*time.Minute), audit.EventDeactivated, append(auditSessionFields("s-a", "alice", "db-admin", "x", mon, mon.Add(time.Hour), false),
 		zap.String("by", "alice"), zap.String("reason", "done"))...)
 	clean := l.write(t, "clean.log")
 	bobAt := auditTestNow.Add(-time.Hour) // Tuesday 21:00
 	l.activate("s-b", "bob", "outage in the night", bobAt, time.Hour, true)
 	l.access(bobAt.Add(time.Minute), "s-b", "bob", "/fix", 200, 1)
 	for i := range 5 {
-		l.event(mon.Add(-48*time.Hour+time.Duration(i)*time.Minute), session.EventActivationFailed, zap.String("user", "dave"), zap.String("role", "db-admin"),
+		l.event(mon.Add(-48*time.Hour+time.Duration(i)*time.Minute), audit.EventActivationFailed, zap.String("user", "dave"), zap.String("role", "db-admin"),
 			zap.String("reason", "totp_invalid"), zap.String("justification", "j"), zap.String("ticket", ""), zap.String("client_ip", "192.0.2.2"))
 	}
 	full := l.write(t, "jit-audit.log")
@@ -365,7 +365,7 @@ func TestReportCommand(t *testing.T) {
 	}
 
 	code, out, _ := runAuditCmd(t, reportCommand, cmdReport, full, "--config", caddyfile, "--json")
-	var rep session.AuditReport
+	var rep audit.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
@@ -373,8 +373,8 @@ func TestReportCommand(t *testing.T) {
 	for _, a := range rep.Alerts {
 		kinds[a.Kind]++
 	}
-	want := map[string]int{session.AlertCodeFailures: 1, session.AlertOutsideHours: 1, session.AlertBreakGlass: 1,
-		session.AlertUnusedEligibility: 3, session.AlertExpiringEligibility: 1}
+	want := map[string]int{audit.AlertCodeFailures: 1, audit.AlertOutsideHours: 1, audit.AlertBreakGlass: 1,
+		audit.AlertUnusedEligibility: 3, audit.AlertExpiringEligibility: 1}
 	if code != 1 || !reflect.DeepEqual(kinds, want) || len(rep.Rows) != 2 || !rep.ConfigAware {
 		t.Errorf("--json: exit %d, alerts %v, want %v; %+v", code, kinds, want, rep)
 	}

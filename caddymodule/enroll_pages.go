@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -179,7 +180,7 @@ func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller p
 		token = r.URL.Query().Get("token")
 	}
 	if !h.checkPost(r, caller.User, form["csrf"]) {
-		h.app.authority.Audit.Event(session.EventEnrollLinkFailed, zap.String("user", caller.User), zap.String("reason", "csrf"),
+		h.app.authority.Audit.Event(audit.EventEnrollLinkFailed, zap.String("user", caller.User), zap.String("reason", "csrf"),
 			zap.String("client_ip", clientIP(r)))
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusForbidden,
 			"This form has expired or did not come from this site. Enter the current code and confirm again.", "")

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
@@ -44,7 +45,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 			// A session is extended only where it is held: another browser that knows
 			// the password (and a code) must not receive the session this way. Refused
 			// before the code is checked.
-			h.app.authority.Audit.Event(session.EventExtensionFailed, zap.String("user", caller.User), zap.String("session_id", rec.ID),
+			h.app.authority.Audit.Event(audit.EventExtensionFailed, zap.String("user", caller.User), zap.String("session_id", rec.ID),
 				zap.String("reason", "session_not_held"), zap.String("client_ip", clientIP(r)))
 			return h.renderStatus(w, r, caller, http.StatusForbidden, "",
 				"Not extended: this browser does not hold that session. Extend it in the browser that holds it.")

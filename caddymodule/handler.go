@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -140,7 +141,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) recovered(r *http.Request, p any) error {
 	h.logger.Error("panic in the jit handler; the request is refused", zap.Any("panic", p), zap.Stack("stack"))
 	countDenial("internal_error")
-	h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "internal_error"),
+	h.app.authority.Audit.Event(audit.EventAccessDenied, zap.String("reason", "internal_error"),
 		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: internal error: %v", p))
 }
@@ -155,7 +156,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Cl
 	user := h.app.identity(repl)
 	if user == "" || len(user) > maxUserLength {
 		countDenial("no_identity")
-		h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("reason", "no_identity"),
+		h.app.authority.Audit.Event(audit.EventAccessDenied, zap.String("reason", "no_identity"),
 			zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 		return nil, nil, time.Time{}, h.noIdentity(w, r)
 	}
@@ -189,7 +190,7 @@ func (a *App) stale(t time.Time) bool {
 
 func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user string) error {
 	countDenial("revocations_stale")
-	h.app.authority.Audit.Event(session.EventAccessDenied, zap.String("user", user), zap.String("reason", "revocations_stale"),
+	h.app.authority.Audit.Event(audit.EventAccessDenied, zap.String("user", user), zap.String("reason", "revocations_stale"),
 		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 	msg := "caddy-jit cannot reach its storage, so it cannot be sure which sessions were revoked; privileged access is paused until storage is back (last successful check " +
 		h.app.authority.LastSync().UTC().Format(time.RFC3339) + ")."
@@ -267,7 +268,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			status = http.StatusInternalServerError
 		}
 		g.body.record(h.app.shared, c)
-		h.app.authority.Audit.Access(c, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
+		h.app.authority.Audit.Access(c.Holder(), clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
 		countRequest(c.Role, status)
 		if p != nil {
 			panic(p)
@@ -304,10 +305,10 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 	}
 	countDenial(reason)
 	if eligible == nil {
-		h.app.authority.Audit.Event(session.EventAccessDenied, append(fields, zap.Bool("eligible", false))...)
+		h.app.authority.Audit.Event(audit.EventAccessDenied, append(fields, zap.Bool("eligible", false))...)
 		return h.forbidden(w, r, user)
 	}
-	h.app.authority.Audit.Event(session.EventAccessDenied, append(fields, zap.Bool("eligible", true))...)
+	h.app.authority.Audit.Event(audit.EventAccessDenied, append(fields, zap.Bool("eligible", true))...)
 	target := activationURL(eligible.Name, r.URL.RequestURI())
 	if wantsJSON(r) {
 		return writeJSON(w, http.StatusUnauthorized, map[string]string{

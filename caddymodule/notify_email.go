@@ -3,9 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -41,8 +40,7 @@ func headerSafe(s string) string {
 func (e *emailTarget) message(n session.Notification, now time.Time) []byte {
 	var b bytes.Buffer
 	subject := summaryHeadline(n)
-	id := make([]byte, 12)
-	_, _ = rand.Read(id)
+	id := random.Hex(12)
 	host := "caddy-jit.invalid"
 	if at := strings.LastIndex(e.smtp.From, "@"); at >= 0 {
 		host = strings.Trim(e.smtp.From[at+1:], "> ")
@@ -51,7 +49,7 @@ func (e *emailTarget) message(n session.Notification, now time.Time) []byte {
 	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(strings.Join(e.to, ", ")))
 	fmt.Fprintf(&b, "Subject: %s\r\n", headerSafe(subject))
 	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
-	fmt.Fprintf(&b, "Message-ID: <%s@%s>\r\n", hex.EncodeToString(id), headerSafe(host))
+	fmt.Fprintf(&b, "Message-ID: <%s@%s>\r\n", id, headerSafe(host))
 	fmt.Fprintf(&b, "X-Jit-Event: %s\r\n", headerSafe(n.Event))
 	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
 	b.WriteString(summary(n))

@@ -15,9 +15,9 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // The refusal limit: a user whose state-changing requests under /.jit/ keep being
@@ -233,7 +233,7 @@ func (h *Handler) limitedPost(w http.ResponseWriter, r *http.Request, user strin
 	jitMetrics.refusalsLimited.Inc()
 	until := t.Add(wait)
 	if first {
-		h.app.authority.Audit.Event(session.EventRefusalsLimited, zap.String("user", user), zap.Int("count", refused),
+		h.app.authority.Audit.Event(audit.EventRefusalsLimited, zap.String("user", user), zap.Int("count", refused),
 			zap.String("until", until.UTC().Format(time.RFC3339)), zap.String("client_ip", clientIP(r)), zap.String("uri", r.URL.Path))
 	}
 	secs := int((wait + time.Second - 1) / time.Second)

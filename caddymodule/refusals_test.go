@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -278,7 +279,7 @@ func TestRefusedPostsAreLimitedPerUser(t *testing.T) {
 			t.Errorf("page does not say when to retry: %s", body)
 		}
 	}
-	limited := logs.FilterMessage(session.EventRefusalsLimited).All()
+	limited := logs.FilterMessage(audit.EventRefusalsLimited).All()
 	if len(limited) != 1 {
 		t.Fatalf("%d refusals_limited events for one run, want 1", len(limited))
 	}
@@ -287,7 +288,7 @@ func TestRefusedPostsAreLimitedPerUser(t *testing.T) {
 		t.Errorf("refusals_limited event: %v", f)
 	}
 	// Only three refusals did any work: the limited POSTs wrote no event of their own.
-	if n := logs.FilterMessage(session.EventActivationFailed).Len(); n != 0 {
+	if n := logs.FilterMessage(audit.EventActivationFailed).Len(); n != 0 {
 		t.Errorf("%d activation_failed events: the limited POSTs were handled", n)
 	}
 	// Another user, and alice's pages, are not limited.

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -73,7 +74,7 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 		cancel()
 		return nil, fmt.Errorf("reading Caddy's instance id, which names this instance's audit chain: %w", err)
 	}
-	if state.Chain, err = session.LoadChain(ctx, st, instance.String()); err != nil {
+	if state.Chain, err = audit.LoadChain(ctx, st, instance.String()); err != nil {
 		cancel()
 		return nil, fmt.Errorf("loading the audit chain head: %w", err)
 	}
@@ -172,7 +173,7 @@ func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *sy
 func (s *sharedState) reportBodyDrop(logger *zap.Logger) func(session.BodyDrop) {
 	return func(d session.BodyDrop) {
 		if a := s.settings.Load().authority; a != nil {
-			a.Audit.BodyDropped(d)
+			a.Audit.BodyDropped(d.Reason, d.Count, audit.Holder{User: d.User, Role: d.Role, SessionID: d.SessionID}, d.Key)
 		}
 		logger.Warn("recorded request bodies were dropped, not stored for session review (see caddy_jit_bodies_dropped_total)",
 			zap.String("reason", d.Reason), zap.Int("count", d.Count), zap.String("session_id", d.SessionID),

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
 	// Time zones for allowed_hours, wherever Caddy runs (a scratch container has no
 	// zoneinfo).
 	_ "time/tzdata"

@@ -2,8 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -11,6 +9,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/state"
 )
@@ -31,7 +31,7 @@ type State struct {
 	Assertions *Assertions
 	// Chain links this instance's audit events; nil gives each Authority a chain of
 	// its own that is not kept in storage.
-	Chain *Chain
+	Chain *audit.Chain
 	// lastSync is when revocations were last read from storage (Unix nanoseconds).
 	lastSync atomic.Int64
 }
@@ -107,7 +107,7 @@ func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 type Authority struct {
 	*State
 	Authenticator *Authenticator
-	Audit         *Auditor
+	Audit         *audit.Writer
 	// Issuer goes into the iss claim.
 	Issuer string
 	Now    Clock
@@ -147,7 +147,7 @@ func NewAuthority(ctx context.Context, st state.Store, cfg Config) (*Authority, 
 	return &Authority{
 		State:         state,
 		Authenticator: NewAuthenticator(st, cfg.Issuer, cfg.MaxFailures, cfg.LockoutDuration, cfg.Now),
-		Audit:         NewAuditor(cfg.Audit, state.Chain, cfg.Now),
+		Audit:         audit.NewWriter(cfg.Audit, state.Chain, cfg.Now),
 		Issuer:        cfg.Issuer,
 		Now:           cfg.Now,
 	}, nil
@@ -186,9 +186,9 @@ func (e *ActivationError) Error() string { return e.Reason + ": " + e.Message }
 // How a session ended early; each is its own audit event.
 const (
 	// Deactivated: the user ended their own session.
-	Deactivated = EventDeactivated
+	Deactivated = audit.EventDeactivated
 	// Revoked: an operator ended it.
-	Revoked = EventRevoked
+	Revoked = audit.EventRevoked
 )
 
 // End ends one of a user's sessions at once: the revocation is stored for the other
@@ -210,7 +210,7 @@ func (a *Authority) EndByID(ctx context.Context, sessionID, by, reason string) (
 		// the session here at least, for as long as any session can last.
 		a.Revocations.Add(sessionID, a.Now().Add(localRevocationTTL))
 		a.Verifier.ForgetSession(sessionID)
-		a.Audit.Event(EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
+		a.Audit.Event(audit.EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
 			zap.Bool("local_only", true))
 		return nil, fmt.Errorf("%w: %v", ErrRevokedLocallyOnly, err)
 	}
@@ -297,7 +297,7 @@ func (a *Authority) Unlock(ctx context.Context, user, by, reason string) error {
 	if err := a.Authenticator.ClearLockout(ctx, user); err != nil {
 		return err
 	}
-	a.Audit.Event(EventUnlocked, zap.String("user", user), zap.String("by", by), zap.String("reason", reason))
+	a.Audit.Event(audit.EventUnlocked, zap.String("user", user), zap.String("by", by), zap.String("reason", reason))
 	return nil
 }
 
@@ -317,7 +317,7 @@ func (a *Authority) rotateKeys(ctx context.Context, by string, ifOlder time.Dura
 	if err != nil || id == "" {
 		return "", err
 	}
-	a.Audit.Event(EventKeysRotated, zap.String("kid", id), zap.String("by", by))
+	a.Audit.Event(audit.EventKeysRotated, zap.String("kid", id), zap.String("by", by))
 	return id, nil
 }
 
@@ -336,16 +336,12 @@ func (a *Authority) Enroll(ctx context.Context, user, by string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	a.Audit.Event(EventEnrolled, zap.String("user", user), zap.String("by", by), zap.Bool("replaced", replaced))
+	a.Audit.Event(audit.EventEnrolled, zap.String("user", user), zap.String("by", by), zap.Bool("replaced", replaced))
 	return key.URL(), nil
 }
 
-func newSessionID() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("making a session id: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
+func newSessionID() string {
+	return random.Token(16)
 }
 
 func (a *Authority) sessionsChanged() {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -25,6 +26,7 @@ type authorityFixture struct {
 	st     *certmagic.FileStorage
 	clock  *fakeClock
 	logs   *observer.ObservedLogs
+	log    *zap.Logger // writes to logs
 	a      *Authority
 	role   *policy.Role
 	secret string
@@ -38,12 +40,12 @@ func newAuthorityFixture(t *testing.T) *authorityFixture {
 	ctx := context.Background()
 	f := &authorityFixture{st: newStorage(t), clock: newFakeClock(epoch.Add(10 * time.Second))}
 	core, logs := observer.New(zap.InfoLevel)
-	f.logs = logs
+	f.logs, f.log = logs, zap.New(core)
 	a, err := NewAuthority(ctx, f.st, Config{
 		Issuer:          "caddy-jit test",
 		MaxFailures:     5,
 		LockoutDuration: lockoutDuration,
-		Audit:           zap.New(core),
+		Audit:           f.log,
 		Now:             f.clock.Now,
 	})
 	if err != nil {
@@ -213,13 +215,13 @@ func TestActivate(t *testing.T) {
 	}
 
 	// One audit event, with the session's fields.
-	succeeded := events(f.logs, EventActivationSucceeded)
-	if len(succeeded) != 1 || len(events(f.logs, EventActivationFailed)) != 0 {
+	succeeded := events(f.logs, audit.EventActivationSucceeded)
+	if len(succeeded) != 1 || len(events(f.logs, audit.EventActivationFailed)) != 0 {
 		t.Fatalf("audit events: %+v", f.logs.All())
 	}
 	fields := fieldsOf(succeeded[0])
 	wantFields := map[string]any{
-		"event": EventActivationSucceeded, "user": "alice", "role": "console-admin", "session_id": rec.ID,
+		"event": audit.EventActivationSucceeded, "user": "alice", "role": "console-admin", "session_id": rec.ID,
 		"justification": act.Justification, "ticket": "INC-42", "client_ip": "192.0.2.1",
 		"expires": "2026-01-01T00:15:10Z", "duration": "15m", "start": "2026-01-01T00:00:10Z",
 	}
@@ -231,12 +233,12 @@ func TestActivate(t *testing.T) {
 			t.Errorf("field %s = %v (%T), want %v", k, fields[k], fields[k], v)
 		}
 	}
-	if succeeded[0].Message != EventActivationSucceeded || succeeded[0].Level != zap.InfoLevel {
+	if succeeded[0].Message != audit.EventActivationSucceeded || succeeded[0].Level != zap.InfoLevel {
 		t.Errorf("entry = %q at %v", succeeded[0].Message, succeeded[0].Level)
 	}
 
 	// The enrollment was audited too, without its secret.
-	enrolled := events(f.logs, EventEnrolled)
+	enrolled := events(f.logs, audit.EventEnrolled)
 	if len(enrolled) != 1 {
 		t.Fatalf("enrolled events: %d", len(enrolled))
 	}
@@ -340,7 +342,7 @@ func TestActivateFailures(t *testing.T) {
 			}
 			m := fieldsOf(all[0])
 			wantFields := map[string]any{
-				"event": EventActivationFailed, "reason": tt.reason, "user": act.Caller.User, "role": "console-admin",
+				"event": audit.EventActivationFailed, "reason": tt.reason, "user": act.Caller.User, "role": "console-admin",
 				"justification": act.Justification, "ticket": act.Ticket, "client_ip": "192.0.2.1",
 			}
 			if len(m) != len(wantFields) {
@@ -351,7 +353,7 @@ func TestActivateFailures(t *testing.T) {
 					t.Errorf("field %s = %v, want %v", k, m[k], v)
 				}
 			}
-			if all[0].Message != EventActivationFailed {
+			if all[0].Message != audit.EventActivationFailed {
 				t.Errorf("message = %q", all[0].Message)
 			}
 
@@ -421,13 +423,13 @@ func TestAuditNeverContainsSecretsOrCodes(t *testing.T) {
 	key, _ := otp.NewKeyFromURL(uri)
 	f.used = append(f.used, uri)
 	f.used = append(f.used, secretForms(t, key.Secret())...)
-	if n := len(events(f.logs, EventEnrolled)); n != 2 {
+	if n := len(events(f.logs, audit.EventEnrolled)); n != 2 {
 		t.Fatalf("enrolled events: %d", n)
 	}
-	if m := events(f.logs, EventEnrolled)[1].ContextMap(); m["replaced"] != true {
+	if m := events(f.logs, audit.EventEnrolled)[1].ContextMap(); m["replaced"] != true {
 		t.Fatalf("re-enrollment fields = %v", m)
 	}
-	if n := len(events(f.logs, EventActivationFailed)); n != 7 {
+	if n := len(events(f.logs, audit.EventActivationFailed)); n != 7 {
 		t.Fatalf("activation_failed events: %d, want 7 (1 replay, 5 wrong, 1 locked)", n)
 	}
 	f.assertNoSecretsLogged(t)
@@ -523,7 +525,7 @@ func TestEnd(t *testing.T) {
 	if active, err := f.a.Records.OfUser(ctx, "alice", f.clock.Now()); err != nil || len(active) != 0 {
 		t.Fatalf("OfUser after End = %v, %v", active, err)
 	}
-	deactivated := events(f.logs, EventDeactivated)
+	deactivated := events(f.logs, audit.EventDeactivated)
 	if len(deactivated) != 1 {
 		t.Fatalf("deactivated events: %d", len(deactivated))
 	}
@@ -535,7 +537,7 @@ func TestEnd(t *testing.T) {
 	if again, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "admin", "again"); err != nil || again.EndedBy != "alice" {
 		t.Fatalf("second End = %+v, %v", again, err)
 	}
-	if n := len(events(f.logs, EventDeactivated)); n != 1 {
+	if n := len(events(f.logs, audit.EventDeactivated)); n != 1 {
 		t.Fatalf("deactivated events after a second End: %d", n)
 	}
 
@@ -590,7 +592,7 @@ func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
 	if err != nil || !got.Ended.IsZero() {
 		t.Fatalf("End = %+v, %v", got, err)
 	}
-	if f.a.Revocations.Revoked(rec.ID) || revocationStored(t, f.st, rec.ID) || len(events(f.logs, EventDeactivated)) != 0 {
+	if f.a.Revocations.Revoked(rec.ID) || revocationStored(t, f.st, rec.ID) || len(events(f.logs, audit.EventDeactivated)) != 0 {
 		t.Fatal("an expired session was revoked")
 	}
 }

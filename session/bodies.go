@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/internal/random"
 )
 
 // Recorded request bodies: a role with record_bodies keeps the first bytes of each
@@ -131,7 +133,7 @@ func (w *BodyWriter) Put(c *Claims, body []byte) (key string, queued bool) {
 		// A verified token always carries a valid id; never build a key from another.
 		return "", false
 	}
-	b := queuedBody{sessionID: c.SessionID, user: c.Subject, role: c.Role, key: bodyFolder(c.SessionID) + "/" + randomID() + ".body", body: body}
+	b := queuedBody{sessionID: c.SessionID, user: c.Subject, role: c.Role, key: bodyFolder(c.SessionID) + "/" + random.Hex(8) + ".body", body: body}
 	if reason := w.enqueue(b); reason != "" {
 		w.drop(b, reason, nil)
 		return b.key, false

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -52,7 +53,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 		if req != nil {
 			fields = append(fields, zap.String("user", req.User), zap.String("role", req.Role))
 		}
-		a.Audit.Event(EventApprovalFailed, fields...)
+		a.Audit.Event(audit.EventApprovalFailed, fields...)
 		return req, &ActivationError{Reason: reason, Message: message, LockedUntil: until}
 	}
 	req, err := a.Records.LoadRequest(ctx, ap.RequestID)
@@ -100,7 +101,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 		if err := a.Records.saveRequest(ctx, req); err != nil {
 			return nil, err
 		}
-		a.Audit.Event(EventRequestDenied, append(requestFields(req), decided...)...)
+		a.Audit.Event(audit.EventRequestDenied, append(requestFields(req), decided...)...)
 		n := requestNotification(NotifyDenied, req, now)
 		n.By, n.Comment = ap.Approver.User, comment
 		a.notify(n)
@@ -112,7 +113,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 	if err := a.Records.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
-	a.Audit.Event(EventRequestApproved, append(requestFields(req), append(decided,
+	a.Audit.Event(audit.EventRequestApproved, append(requestFields(req), append(decided,
 		zap.Int("approvals", req.Approvals()), zap.Int("approvals_needed", req.Needed))...)...)
 	if req.State == RequestApproved {
 		n := requestNotification(NotifyApproved, req, now)
@@ -142,7 +143,7 @@ func (a *Authority) startApproved(ctx context.Context, req *Request, role *polic
 	if !eligible.Allowed {
 		// Eligibility was withdrawn while the request waited: the approval lapses.
 		req.State, req.Decided = RequestExpired, now.UTC()
-		a.Audit.Event(EventRequestExpired, append(requestFields(req), zap.String("reason", string(eligible.Reason)))...)
+		a.Audit.Event(audit.EventRequestExpired, append(requestFields(req), zap.String("reason", string(eligible.Reason)))...)
 		a.notify(requestNotification(NotifyExpired, req, now))
 		return a.Records.saveRequest(ctx, req)
 	}
@@ -158,7 +159,7 @@ func (a *Authority) startApproved(ctx context.Context, req *Request, role *polic
 			return nil
 		}
 		req.WaitingForPlace = true
-		a.Audit.Event(EventActivationFailed, append(requestFields(req), zap.String("reason", refused.Reason),
+		a.Audit.Event(audit.EventActivationFailed, append(requestFields(req), zap.String("reason", refused.Reason),
 			zap.String("client_ip", req.ClientIP), zap.Bool("retried", true))...)
 		return a.Records.saveRequest(ctx, req)
 	}
@@ -175,7 +176,7 @@ func (a *Authority) expire(ctx context.Context, req *Request, now time.Time) err
 	if err := a.Records.saveRequest(ctx, req); err != nil {
 		return err
 	}
-	a.Audit.Event(EventRequestExpired, append(requestFields(req), zap.String("reason", "deadline_passed"))...)
+	a.Audit.Event(audit.EventRequestExpired, append(requestFields(req), zap.String("reason", "deadline_passed"))...)
 	a.notify(requestNotification(NotifyExpired, req, now))
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
@@ -114,7 +115,7 @@ func (a *Authority) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation)
 	case replaced:
 		authorized = "current_code"
 	}
-	a.Audit.Event(EventEnrolled, zap.String("user", c.User), zap.String("by", EnrolledByLink), zap.Bool("replaced", replaced),
+	a.Audit.Event(audit.EventEnrolled, zap.String("user", c.User), zap.String("by", EnrolledByLink), zap.Bool("replaced", replaced),
 		zap.String("via", "link"), zap.String("link", linkID(hash)), zap.String("authorized_by", authorized),
 		zap.String("client_ip", c.ClientIP))
 	return nil

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
@@ -33,17 +34,10 @@ import (
 // Storage keeps only the SHA-256 of the link's token, under jit/enroll-links/, and, under
 // jit/enroll-link-users/, which link is the user's outstanding one: no other is honoured.
 
-// Audit events of enrollment links. `enrolled` (EventEnrolled) is written on
-// confirmation, with by EnrolledByLink and via "link". The field `link` of each is the
-// link's id (LinkID), never its token.
-const (
-	EventEnrollLinkCreated   = "enroll_link_created"
-	EventEnrollLinkOpened    = "enroll_link_opened"
-	EventEnrollLinkCancelled = "enroll_link_cancelled"
-	EventEnrollLinkFailed    = "enroll_link_failed"
-	// EnrolledByLink is the `by` of the enrolled event of a confirmation by link.
-	EnrolledByLink = "enrollment link"
-)
+// EnrolledByLink is the `by` of the enrolled event (audit.EventEnrolled) of a
+// confirmation by link, written with via "link". The field `link` of the enroll_link_*
+// events is the link's id (LinkID), never its token.
+const EnrolledByLink = "enrollment link"
 
 // Why a link was cancelled: the reason of enroll_link_cancelled events.
 const (
@@ -149,12 +143,8 @@ func wellFormedEnrollToken(token string) bool {
 }
 
 // newEnrollToken makes 32 random bytes as base64url.
-func newEnrollToken(what string) (string, error) {
-	b := make([]byte, enrollLinkTokenBytes)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("making %s: %w", what, err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
+func newEnrollToken() string {
+	return random.Token(enrollLinkTokenBytes)
 }
 
 // EnrollLinkRequest is what an operator asks for when making a link.
@@ -185,15 +175,12 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 	if req.User == "" {
 		return "", time.Time{}, errors.New("an enrollment link needs a user")
 	}
-	token, err := newEnrollToken("an enrollment link token")
-	if err != nil {
-		return "", time.Time{}, err
-	}
+	token := newEnrollToken()
 	hash := enrollLinkHash(token)
 	now := a.Now().UTC()
 	link := enrollLink{User: req.User, Created: now, Expires: now.Add(req.TTL), By: req.By, Replace: req.Replace}
 	var earlier string
-	err = a.locks.With(ctx, a.Records.storage, enrollLinksLockName(req.User), func() error {
+	err := a.locks.With(ctx, a.Records.storage, enrollLinksLockName(req.User), func() error {
 		var owner enrollLinkOwner
 		if _, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), &owner); err != nil {
 			return err
@@ -214,7 +201,7 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	a.Audit.Event(EventEnrollLinkCreated, zap.String("user", req.User), zap.String("by", req.By),
+	a.Audit.Event(audit.EventEnrollLinkCreated, zap.String("user", req.User), zap.String("by", req.By),
 		zap.String("expires", link.Expires.Format(time.RFC3339)), zap.String("link", linkID(hash)), zap.Bool("replace", req.Replace))
 	if earlier != "" {
 		a.linkCancelled(req.User, earlier, CancelNewerLink, req.By)
@@ -263,7 +250,7 @@ func (a *Authority) markCancelled(ctx context.Context, hash, user string, now ti
 }
 
 func (a *Authority) linkCancelled(user, hash, reason, by string) {
-	a.Audit.Event(EventEnrollLinkCancelled, zap.String("user", user), zap.String("link", linkID(hash)),
+	a.Audit.Event(audit.EventEnrollLinkCancelled, zap.String("user", user), zap.String("link", linkID(hash)),
 		zap.String("reason", reason), zap.String("by", by))
 }
 
@@ -328,7 +315,7 @@ func (a *Authority) enrollLinkFailed(user, token, clientIP string, link enrollLi
 	case errors.As(err, &locked):
 		reason = locked.Error()
 		if locked.Began {
-			a.Audit.Event(EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
+			a.Audit.Event(audit.EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
 			a.metrics().Lockout()
 		}
 		a.metrics().CodeFailure(reason)
@@ -350,7 +337,7 @@ func (a *Authority) enrollLinkFailed(user, token, clientIP string, link enrollLi
 	if clientIP != "" {
 		fields = append(fields, zap.String("client_ip", clientIP))
 	}
-	a.Audit.Event(EventEnrollLinkFailed, fields...)
+	a.Audit.Event(audit.EventEnrollLinkFailed, fields...)
 }
 
 // refusalReason is the stable name of a refusal, or "" for an error that is none.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/pquerna/otp"
 	"go.uber.org/zap"
@@ -223,13 +224,13 @@ func TestEnrollLinkAttackerOpensFirst(t *testing.T) {
 		t.Errorf("the attacker's secret checks: %v", err)
 	}
 	reasons := map[string]int{}
-	for _, e := range events(f.logs, EventEnrollLinkFailed) {
+	for _, e := range events(f.logs, audit.EventEnrollLinkFailed) {
 		reasons[fmt.Sprint(ownFields(e)["reason"])]++
 	}
 	if want := map[string]int{"enroll_link_other_browser": 4, "totp_invalid": 1}; !reflect.DeepEqual(reasons, want) {
 		t.Errorf("refusals %v, want %v", reasons, want)
 	}
-	opened := events(f.logs, EventEnrollLinkOpened)
+	opened := events(f.logs, audit.EventEnrollLinkOpened)
 	if len(opened) != 2 || ownFields(opened[0])["superseded"] != false || ownFields(opened[1])["superseded"] != true {
 		t.Errorf("enroll_link_opened events %v: want two, the second superseding the first", opened)
 	}
@@ -266,7 +267,7 @@ func TestEnrollLinkBindingRefusals(t *testing.T) {
 			if _, found := storedLockout(t, f.st, "carol"); found {
 				t.Error("the refusal counted towards the lockout")
 			}
-			evs := events(f.logs, EventEnrollLinkFailed)
+			evs := events(f.logs, audit.EventEnrollLinkFailed)
 			if len(evs) != 1 || ownFields(evs[0])["reason"] != tt.want.Error() || ownFields(evs[0])["link"] != LinkID(token) {
 				t.Errorf("enroll_link_failed events %v, want one with reason %s and the link's id", evs, tt.want)
 			}
@@ -318,13 +319,13 @@ func TestEnrollLinkReplaceRule(t *testing.T) {
 				t.Errorf("the lockout counts %d failures, want counted %v", l.Failures, tt.counted)
 			}
 			if tt.want != nil {
-				evs := events(f.logs, EventEnrollLinkFailed)
+				evs := events(f.logs, audit.EventEnrollLinkFailed)
 				if len(evs) != 1 || ownFields(evs[0])["reason"] != tt.want.Error() {
 					t.Errorf("enroll_link_failed events %v, want one with reason %s", evs, tt.want)
 				}
 				return
 			}
-			evs := events(f.logs, EventEnrolled)
+			evs := events(f.logs, audit.EventEnrolled)
 			got := ownFields(evs[len(evs)-1])
 			want := map[string]any{"user": tt.user, "by": EnrolledByLink, "via": "link", "link": LinkID(token), "client_ip": "192.0.2.7",
 				"replaced": tt.user == "alice", "authorized_by": map[bool]string{true: "replace_link", false: "current_code"}[tt.replace]}
@@ -375,7 +376,7 @@ func TestEnrollLinkCancellation(t *testing.T) {
 			f.clock.Add(time.Second)
 			tt.cancel(t, f)
 			cancelledAt := f.clock.Now()
-			if n := len(events(f.logs, EventEnrollLinkCancelled)); (n == 1) != tt.audited {
+			if n := len(events(f.logs, audit.EventEnrollLinkCancelled)); (n == 1) != tt.audited {
 				t.Errorf("%d enroll_link_cancelled events at the cancellation, want audited %v", n, tt.audited)
 			}
 			f.clock.Add(time.Second)
@@ -394,7 +395,7 @@ func TestEnrollLinkCancellation(t *testing.T) {
 			if stored, _ := f.st.Load(ctx, enrollLinkKey(enrollLinkHash(token))); strings.Contains(string(stored), p.Secret) {
 				t.Error("a cancelled link still holds its pending secret")
 			}
-			evs := events(f.logs, EventEnrollLinkCancelled)
+			evs := events(f.logs, audit.EventEnrollLinkCancelled)
 			if len(evs) != 1 {
 				t.Fatalf("%d enroll_link_cancelled events, want 1", len(evs))
 			}
@@ -526,7 +527,7 @@ func TestEnrollLinkConfirm(t *testing.T) {
 func TestEnrollLinkCreatedEvent(t *testing.T) {
 	f := newAuthorityFixture(t)
 	token, expires := f.issueLink(t, EnrollLinkRequest{User: "bob", TTL: 2 * time.Hour, By: "ops", Replace: true})
-	evs := events(f.logs, EventEnrollLinkCreated)
+	evs := events(f.logs, audit.EventEnrollLinkCreated)
 	if len(evs) != 1 {
 		t.Fatalf("%d enroll_link_created events, want 1", len(evs))
 	}
@@ -562,7 +563,7 @@ func TestEnrollLinkFirstEnrollment(t *testing.T) {
 	if err := f.a.Authenticator.Check(ctx, "bob", codeAt(t, p.Secret, f.clock.Now())); err != nil {
 		t.Errorf("the next code = %v", err)
 	}
-	evs := events(f.logs, EventEnrolled)
+	evs := events(f.logs, audit.EventEnrolled)
 	if got := ownFields(evs[len(evs)-1]); got["replaced"] != false || got["user"] != "bob" || got["via"] != "link" || got["authorized_by"] != "first_enrollment" {
 		t.Errorf("enrolled = %v, want replaced false", got)
 	}
@@ -631,7 +632,7 @@ func TestEnrollLinkUnknown(t *testing.T) {
 	if l, found := storedLockout(t, f.st, "alice"); found && l.Failures > 0 {
 		t.Error("unknown links counted towards the lockout")
 	}
-	if evs := events(f.logs, EventEnrollLinkFailed); len(evs) != 16 || ownFields(evs[0])["reason"] != "enroll_link_unknown" {
+	if evs := events(f.logs, audit.EventEnrollLinkFailed); len(evs) != 16 || ownFields(evs[0])["reason"] != "enroll_link_unknown" {
 		t.Errorf("%d enroll_link_failed events, want 16 with reason enroll_link_unknown", len(evs))
 	}
 }
@@ -651,7 +652,7 @@ func TestEnrollLinkLockout(t *testing.T) {
 	if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, wrong, "")); !errors.As(err, &locked) || !locked.Began {
 		t.Fatalf("the 5th wrong code = %v, want a lockout that begins", err)
 	}
-	if evs := events(f.logs, EventLockedOut); len(evs) != 1 {
+	if evs := events(f.logs, audit.EventLockedOut); len(evs) != 1 {
 		t.Errorf("%d locked_out events, want 1", len(evs))
 	}
 	// Locked: the right code neither confirms nor activates.
@@ -668,7 +669,7 @@ func TestEnrollLinkLockout(t *testing.T) {
 		t.Fatalf("after the lockout: %v", err)
 	}
 	reasons := map[string]int{}
-	for _, e := range events(f.logs, EventEnrollLinkFailed) {
+	for _, e := range events(f.logs, audit.EventEnrollLinkFailed) {
 		reasons[fmt.Sprint(ownFields(e)["reason"])]++
 	}
 	if reasons["totp_invalid"] != 4 || reasons["locked_out"] != 2 {

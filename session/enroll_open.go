@@ -2,13 +2,12 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
@@ -98,16 +97,9 @@ func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientI
 		if err != nil {
 			return err
 		}
-		browser, err := newEnrollToken("an enrollment browser binding")
-		if err != nil {
-			return err
-		}
-		id := make([]byte, openingIDBytes)
-		if _, err := rand.Read(id); err != nil {
-			return fmt.Errorf("making an opening id: %w", err)
-		}
+		browser := newEnrollToken()
 		superseded = l.Opening != nil
-		l.Opening = &enrollOpening{ID: hex.EncodeToString(id), Secret: key.Secret(), BrowserHash: enrollLinkHash(browser), At: now.UTC()}
+		l.Opening = &enrollOpening{ID: random.Hex(openingIDBytes), Secret: key.Secret(), BrowserHash: enrollLinkHash(browser), At: now.UTC()}
 		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), *l); err != nil {
 			return err
 		}
@@ -121,7 +113,7 @@ func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientI
 		a.enrollLinkFailed(user, token, clientIP, link, refused)
 		return nil, refused
 	}
-	a.Audit.Event(EventEnrollLinkOpened, zap.String("user", user), zap.String("link", LinkID(token)),
+	a.Audit.Event(audit.EventEnrollLinkOpened, zap.String("user", user), zap.String("link", LinkID(token)),
 		zap.Bool("superseded", superseded), zap.String("client_ip", clientIP))
 	return p, nil
 }

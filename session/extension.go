@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -23,8 +24,6 @@ const RequestExtension = "extension"
 
 // Audit events and notifications of extensions.
 const (
-	EventExtensionRequested  = "extension_requested"
-	EventExtensionCollected  = "extension_collected"
 	NotifyExtensionRequested = "extension_requested"
 	// ReasonExtensionOpen refuses a second extension request for a session while one
 	// waits for approvers.
@@ -109,7 +108,7 @@ func (a *Authority) extendLocked(ctx context.Context, ext Extension, solo bool) 
 	now := a.Now().Truncate(time.Second)
 	user := ext.Caller.User
 	fail := func(reason, message string, lockedUntil time.Time) (*ExtensionOutcome, error) {
-		a.Audit.Event(EventExtensionFailed, zap.String("user", user), zap.String("session_id", ext.SessionID),
+		a.Audit.Event(audit.EventExtensionFailed, zap.String("user", user), zap.String("session_id", ext.SessionID),
 			zap.String("reason", reason), zap.String("justification", ext.Justification), zap.String("client_ip", ext.ClientIP))
 		return nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
 	}
@@ -210,7 +209,7 @@ func (a *Authority) lengthen(ctx context.Context, rec *Record, role *policy.Role
 	if x.RequestID != "" {
 		fields = append(fields, zap.String("extension_request_id", x.RequestID), zap.Strings("extension_approvers", x.Approvers))
 	}
-	a.Audit.Event(EventExtended, fields...)
+	a.Audit.Event(audit.EventExtended, fields...)
 	n := recordNotification(NotifyExtended, rec, now)
 	n.Justification = x.Justification
 	if x.RequestID != "" {

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -53,10 +54,7 @@ func (a *Authority) openExtension(ctx context.Context, rec *Record, now time.Tim
 // requestExtension stores a pending extension request and tells the approvers. It
 // waits no longer than the session runs: after that there is nothing to extend.
 func (a *Authority) requestExtension(ctx context.Context, ext Extension, rec *Record, end, now time.Time) (*Request, error) {
-	id, err := newSessionID()
-	if err != nil {
-		return nil, err
-	}
+	id := newSessionID()
 	deadline := now.Add(ext.Role.Approval.Expires)
 	if rec.Expires.Before(deadline) {
 		deadline = rec.Expires
@@ -87,7 +85,7 @@ func (a *Authority) requestExtension(ctx context.Context, ext Extension, rec *Re
 	if err := a.Records.Save(ctx, rec); err != nil {
 		return nil, err
 	}
-	a.Audit.Event(EventExtensionRequested, append(requestFields(req), zap.String("session_id", rec.ID),
+	a.Audit.Event(audit.EventExtensionRequested, append(requestFields(req), zap.String("session_id", rec.ID),
 		zap.String("expires", rec.Expires.Format(time.RFC3339)), zap.String("new_end", req.NewEnd.Format(time.RFC3339)),
 		zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
 		zap.String("deadline", req.Deadline.Format(time.RFC3339)))...)
@@ -106,7 +104,7 @@ func (a *Authority) extendApproved(ctx context.Context, req *Request, role *poli
 	now = now.Truncate(time.Second)
 	lapse := func(reason, message string) error {
 		req.State, req.Decided, req.Refused, req.WaitingForPlace = RequestExpired, now.UTC(), message, false
-		a.Audit.Event(EventExtensionFailed, append(requestFields(req), zap.String("session_id", req.ExtendsSession),
+		a.Audit.Event(audit.EventExtensionFailed, append(requestFields(req), zap.String("session_id", req.ExtendsSession),
 			zap.String("reason", reason), zap.String("client_ip", req.ClientIP))...)
 		n := requestNotification(NotifyExpired, req, now)
 		n.SessionID, n.Reason = req.ExtendsSession, reason
@@ -159,7 +157,7 @@ func (a *Authority) extendApproved(ctx context.Context, req *Request, role *poli
 			return nil // said once when the wait began; the sweep retries quietly
 		}
 		req.WaitingForPlace, req.Refused = true, refused.Message
-		a.Audit.Event(EventExtensionFailed, append(requestFields(req), zap.String("session_id", req.ExtendsSession),
+		a.Audit.Event(audit.EventExtensionFailed, append(requestFields(req), zap.String("session_id", req.ExtendsSession),
 			zap.String("reason", refused.Reason), zap.String("client_ip", req.ClientIP), zap.Bool("retried", true))...)
 		return a.Records.saveRequest(ctx, req)
 	case errors.As(err, &refused):
@@ -185,7 +183,7 @@ var ErrNothingToCollect = errors.New("this browser holds no running session with
 func (a *Authority) RenewToken(ctx context.Context, user, audience, sessionID, presented, clientIP string) (string, *Record, error) {
 	now := a.Now()
 	refuse := func(reason string) (string, *Record, error) {
-		a.Audit.Event(EventExtensionFailed, zap.String("user", user), zap.String("session_id", sessionID),
+		a.Audit.Event(audit.EventExtensionFailed, zap.String("user", user), zap.String("session_id", sessionID),
 			zap.String("reason", reason), zap.String("client_ip", clientIP))
 		return "", nil, ErrNothingToCollect
 	}
@@ -210,7 +208,7 @@ func (a *Authority) RenewToken(ctx context.Context, user, audience, sessionID, p
 	if err != nil {
 		return "", nil, err
 	}
-	a.Audit.Event(EventExtensionCollected, zap.String("user", user), zap.String("role", rec.Role), zap.String("session_id", rec.ID),
+	a.Audit.Event(audit.EventExtensionCollected, zap.String("user", user), zap.String("role", rec.Role), zap.String("session_id", rec.ID),
 		zap.String("expires", rec.Expires.UTC().Format(time.RFC3339)), zap.String("client_ip", clientIP))
 	return token, rec, nil
 }

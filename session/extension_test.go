@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -140,7 +141,7 @@ func TestExtensionOfApprovalRoleWaitsForApprovers(t *testing.T) {
 	if stored, _ := w.a.Records.Load(ctx, "alice", rec.ID); !stored.Expires.Equal(rec.Expires) || len(stored.Extensions) != 0 {
 		t.Fatalf("the request moved the session: %+v", stored)
 	}
-	wantFields(t, EventExtensionRequested, only(t, w.logs, EventExtensionRequested),
+	wantFields(t, audit.EventExtensionRequested, only(t, w.logs, audit.EventExtensionRequested),
 		map[string]any{"request_id": req.ID, "session_id": rec.ID, "new_end": req.NewEnd.Format(time.RFC3339)})
 	if n := w.notes.of(NotifyExtensionRequested); len(n) != 1 || n[0].SessionID != rec.ID || !n[0].Expires.Equal(req.NewEnd) ||
 		!slices.Equal(n[0].Alert, approvers) {
@@ -176,7 +177,7 @@ func TestExtensionOfApprovalRoleWaitsForApprovers(t *testing.T) {
 	if !stored.Expires.Equal(req.NewEnd) || asJSON(t, stored.Extensions) != asJSON(t, []Extended{wantExt}) {
 		t.Fatalf("stored = %+v, want the end %s and %+v", stored, req.NewEnd, wantExt)
 	}
-	wantFields(t, EventExtended, only(t, w.logs, EventExtended), map[string]any{
+	wantFields(t, audit.EventExtended, only(t, w.logs, audit.EventExtended), map[string]any{
 		"session_id": rec.ID, "extension_request_id": req.ID, "extension_approvers": []string{"dave"},
 		"expires": req.NewEnd.Format(time.RFC3339),
 	})
@@ -233,7 +234,7 @@ func TestApprovedExtensionThatCannotApply(t *testing.T) {
 		if got.State != RequestExpired || got.Refused == "" || got.SessionID != "" {
 			t.Fatalf("after approval of an ended session's extension: %+v", got)
 		}
-		if n := len(events(w.logs, EventExtended)); n != 0 {
+		if n := len(events(w.logs, audit.EventExtended)); n != 0 {
 			t.Fatal("an ended session was extended")
 		}
 	})

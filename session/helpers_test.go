@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddyserver/certmagic"
 	"github.com/pquerna/otp"
@@ -149,7 +150,7 @@ func revocationStored(t *testing.T, st state.Store, id string) bool {
 // (instance, seq, prev, time), which every event carries.
 func fieldsOf(e observer.LoggedEntry) map[string]any {
 	m := e.ContextMap()
-	for _, k := range []string{FieldInstance, FieldSeq, FieldPrev, FieldTime} {
+	for _, k := range []string{audit.FieldInstance, audit.FieldSeq, audit.FieldPrev, audit.FieldTime} {
 		delete(m, k)
 	}
 	return m

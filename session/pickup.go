@@ -2,15 +2,15 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
@@ -20,12 +20,6 @@ import (
 // pages and notifications, so it proves nothing; the browser that asked holds a
 // random pickup secret instead, of which storage keeps only the hash. The session's
 // token is handed over once, to a browser presenting that secret.
-
-// Audit events of the pickup.
-const (
-	EventPickedUp      = "session_picked_up"
-	EventPickupRefused = "pickup_refused"
-)
 
 // pickupSecretBytes is the entropy of a pickup secret: 256 bits.
 const pickupSecretBytes = 32
@@ -37,13 +31,9 @@ var PickupSecretLength = base64.RawURLEncoding.EncodedLen(pickupSecretBytes)
 // not hold, or a request already handed over.
 var ErrPickupRefused = errors.New("this browser did not ask for the request, or its session was already handed over")
 
-func newPickupSecret() (secret, hash string, err error) {
-	b := make([]byte, pickupSecretBytes)
-	if _, err := rand.Read(b); err != nil {
-		return "", "", fmt.Errorf("making a pickup secret: %w", err)
-	}
-	secret = base64.RawURLEncoding.EncodeToString(b)
-	return secret, pickupHash(secret), nil
+func newPickupSecret() (secret, hash string) {
+	secret = random.Token(pickupSecretBytes)
+	return secret, pickupHash(secret)
 }
 
 func pickupHash(secret string) string {
@@ -146,13 +136,13 @@ func (a *Authority) pickupLocked(ctx context.Context, user, id, secret, audience
 	if err := a.Records.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
-	a.Audit.Event(EventPickedUp, append(requestFields(req), zap.String("session_id", rec.ID), zap.String("client_ip", clientIP))...)
+	a.Audit.Event(audit.EventPickedUp, append(requestFields(req), zap.String("session_id", rec.ID), zap.String("client_ip", clientIP))...)
 	out.Record, out.Token, out.Done = rec, token, true
 	return out, nil
 }
 
 func (a *Authority) refusePickup(req *Request, reason, clientIP string) error {
-	a.Audit.Event(EventPickupRefused, zap.String("request_id", req.ID), zap.String("user", req.User),
+	a.Audit.Event(audit.EventPickupRefused, zap.String("request_id", req.ID), zap.String("user", req.User),
 		zap.String("role", req.Role), zap.String("reason", reason), zap.String("client_ip", clientIP))
 	return ErrPickupRefused
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -52,7 +53,7 @@ func TestPickupHandsTheSessionOverOnceToTheAskingBrowser(t *testing.T) {
 			}
 		})
 	}
-	if n := len(w.logs.FilterMessage(EventPickupRefused).All()); n != 1 {
+	if n := len(w.logs.FilterMessage(audit.EventPickupRefused).All()); n != 1 {
 		t.Errorf("%d pickup_refused events, want 1 (the wrong secret; the others name no request of theirs)", n)
 	}
 
@@ -70,7 +71,7 @@ func TestPickupHandsTheSessionOverOnceToTheAskingBrowser(t *testing.T) {
 	if err != nil || again.Token != "" || !again.Done {
 		t.Fatalf("a second pickup with the same secret = %+v, %v; want nothing, done", again, err)
 	}
-	if n := len(w.logs.FilterMessage(EventPickedUp).All()); n != 1 {
+	if n := len(w.logs.FilterMessage(audit.EventPickedUp).All()); n != 1 {
 		t.Errorf("%d session_picked_up events, want 1", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/state"
+	"go.uber.org/zap"
 )
 
 // Record is a session as kept in storage: everything an auditor asks about it.
@@ -214,4 +215,26 @@ func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 // OfUser lists a user's sessions that are active at the given time, soonest expiry first.
 func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Record, error) {
 	return s.Active(ctx, Filter{User: user}, now)
+}
+
+// recordFields are the fields that describe a session in every event about it.
+func recordFields(r *Record) []zap.Field {
+	fields := []zap.Field{
+		zap.String("user", r.User),
+		zap.String("role", r.Role),
+		zap.String("session_id", r.ID),
+		zap.String("justification", r.Justification),
+		zap.String("expires", r.Expires.UTC().Format(time.RFC3339)),
+		zap.String("client_ip", r.ClientIP),
+	}
+	if r.Ticket != "" {
+		fields = append(fields, zap.String("ticket", r.Ticket))
+	}
+	if r.RequestID != "" {
+		fields = append(fields, zap.String("request_id", r.RequestID), zap.Strings("approvers", r.Approvers))
+	}
+	if r.BreakGlass {
+		fields = append(fields, zap.Bool("break_glass", true))
+	}
+	return fields
 }

@@ -148,10 +148,7 @@ func TestIndexHeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As if it stopped between writing a new request's marker and the request.
-	orphanID, err := newSessionID()
-	if err != nil {
-		t.Fatal(err)
-	}
+	orphanID := newSessionID()
 	orphanKey := indexKey(indexPending, w.approval.Name, orphanID)
 	if err := state.StoreJSON(ctx, w.st, orphanKey, indexMarker{ID: orphanID, Created: w.clock.Now().UTC()}); err != nil {
 		t.Fatal(err)

@@ -82,10 +82,7 @@ func otherInstance(t *testing.T, w *workflowFixture) (*Authority, *countingStora
 // with oldLayout, a version without the index) would store it.
 func storedRequest(t *testing.T, w *workflowFixture, user, role, inState string, oldLayout bool) *Request {
 	t.Helper()
-	id, err := newSessionID()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newSessionID()
 	now := w.clock.Now()
 	r := &Request{
 		ID: id, User: user, Role: role, Audience: audience, Justification: "restart the stuck queue",
@@ -100,6 +97,7 @@ func storedRequest(t *testing.T, w *workflowFixture, user, role, inState string,
 		r.Decided = now.UTC()
 	}
 	ctx := context.Background()
+	var err error
 	if oldLayout {
 		err = state.StoreJSON(ctx, w.st, requestKey(r.ID), r)
 	} else {

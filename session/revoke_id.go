@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -65,13 +66,13 @@ func (a *Authority) RevokeByID(ctx context.Context, sessionID, by, reason string
 		// As EndByID does when storage fails: refuse it here at least.
 		a.Revocations.Add(sessionID, rev.Expires)
 		a.Verifier.ForgetSession(sessionID)
-		a.Audit.Event(EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
+		a.Audit.Event(audit.EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
 			zap.Bool("no_record", true), zap.Bool("local_only", true))
 		return nil, fmt.Errorf("%w: %v", ErrRevokedLocallyOnly, err)
 	}
 	a.Revocations.Add(sessionID, rev.Expires)
 	a.Verifier.ForgetSession(sessionID)
-	a.Audit.Event(EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
+	a.Audit.Event(audit.EventRevoked, zap.String("session_id", sessionID), zap.String("by", by), zap.String("reason", reason),
 		zap.Bool("no_record", true), zap.String("expires", rev.Expires.Format(time.RFC3339)))
 	return &Record{ID: sessionID, Expires: rev.Expires, Ended: now, EndedBy: by, EndReason: reason}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -109,7 +110,7 @@ func TestRevokeByIDWithoutARecord(t *testing.T) {
 			t.Errorf("%s: another instance holds the revocation: %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	ev := events(f.logs, EventRevoked)
+	ev := events(f.logs, audit.EventRevoked)
 	if len(ev) != 1 {
 		t.Fatalf("%d revoked events, want 1", len(ev))
 	}
@@ -135,7 +136,7 @@ func TestRevokeByIDRefusesBadInput(t *testing.T) {
 			if _, err := f.a.RevokeByID(ctx, tt.id, "ops", "", tt.keep); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("RevokeByID = %v, want an error with %q", err, tt.want)
 			}
-			if f.a.Revocations.Len() != 0 || revocationStored(t, f.st, testSID) || len(events(f.logs, EventRevoked)) != 0 {
+			if f.a.Revocations.Len() != 0 || revocationStored(t, f.st, testSID) || len(events(f.logs, audit.EventRevoked)) != 0 {
 				t.Fatal("a refused revocation changed something")
 			}
 		})
@@ -154,7 +155,7 @@ func TestRevokeByIDOfARecordedSession(t *testing.T) {
 	if got.User != "alice" || got.Ended.IsZero() || !got.Expires.Equal(rec.Expires) || !f.a.Revocations.Revoked(rec.ID) {
 		t.Fatalf("record = %+v, want alice's session ended with its own expiry %s", got, rec.Expires)
 	}
-	if ev := events(f.logs, EventRevoked); len(ev) != 1 || fieldsOf(ev[0])["user"] != "alice" || fieldsOf(ev[0])["no_record"] != nil {
+	if ev := events(f.logs, audit.EventRevoked); len(ev) != 1 || fieldsOf(ev[0])["user"] != "alice" || fieldsOf(ev[0])["no_record"] != nil {
 		t.Fatalf("revoked events = %v, want one for alice's recorded session", ev)
 	}
 }

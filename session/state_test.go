@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/audit"
 )
 
 func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
@@ -98,7 +100,7 @@ func TestEndByIDAndEndUserAreAuditedAsRevoked(t *testing.T) {
 	if len(ended) != 1 || ended[0].ID != second.ID {
 		t.Fatalf("EndUser ended %v, want only the session still active (%s)", ended, second.ID)
 	}
-	revoked := f.logs.FilterMessage(EventRevoked).All()
+	revoked := f.logs.FilterMessage(audit.EventRevoked).All()
 	if len(revoked) != 2 {
 		t.Fatalf("%d revoked events, want 2", len(revoked))
 	}
@@ -256,7 +258,7 @@ func TestLastSyncAdvancesOnlyOnSuccess(t *testing.T) {
 func TestScheduledRotationRotatesOnceWhenDue(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
-	other, err := NewAuthority(ctx, f.st, Config{Issuer: "x", MaxFailures: 5, LockoutDuration: time.Minute, Audit: f.a.Audit.log, Now: f.clock.Now})
+	other, err := NewAuthority(ctx, f.st, Config{Issuer: "x", MaxFailures: 5, LockoutDuration: time.Minute, Audit: f.log, Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -36,6 +37,11 @@ type Claims struct {
 	// kid names the key that signed the token, so that dropping the key can drop the
 	// token from the verified-token cache.
 	kid string
+}
+
+// Holder names the session of the claims in its audit events.
+func (c *Claims) Holder() audit.Holder {
+	return audit.Holder{User: c.Subject, Role: c.Role, SessionID: c.SessionID, BreakGlass: c.BreakGlass}
 }
 
 // PlaceholderFunc returns Placeholders as a function value, for caddy.Replacer.Map.

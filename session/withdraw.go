@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"go.uber.org/zap"
 )
 
@@ -14,9 +15,6 @@ import (
 
 // RequestWithdrawn was withdrawn by its requester before its session reached a browser.
 const RequestWithdrawn = "withdrawn"
-
-// EventRequestWithdrawn is the audit event of a withdrawal.
-const EventRequestWithdrawn = "request_withdrawn"
 
 // ErrNotWithdrawable refuses to withdraw a request that is no longer open.
 var ErrNotWithdrawable = errors.New("the request is no longer open: there is nothing to withdraw")
@@ -65,7 +63,7 @@ func (a *Authority) withdrawLocked(ctx context.Context, user, id, clientIP strin
 	if req.SessionID != "" {
 		fields = append(fields, zap.String("session_id", req.SessionID))
 	}
-	a.Audit.Event(EventRequestWithdrawn, fields...)
+	a.Audit.Event(audit.EventRequestWithdrawn, fields...)
 	return req, nil
 }
 

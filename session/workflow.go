@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/state"
 )
@@ -60,7 +61,7 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 		if act.BreakGlass {
 			fields = append(fields, zap.Bool("break_glass", true))
 		}
-		a.Audit.Event(EventActivationFailed, fields...)
+		a.Audit.Event(audit.EventActivationFailed, fields...)
 		a.metrics().Activation(act.Role.Name, reason)
 		return nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
 	}
@@ -128,7 +129,7 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 		return nil, err
 	}
 	if act.BreakGlass {
-		a.Audit.Event(EventBreakGlass, recordFields(rec)...)
+		a.Audit.Event(audit.EventBreakGlass, recordFields(rec)...)
 		n := recordNotification(NotifyBreakGlass, rec, now)
 		n.Alert = approversOf(act.Role)
 		a.notify(n)
@@ -142,7 +143,7 @@ func (a *Authority) checkCode(ctx context.Context, user, code string) (reason, m
 	err = a.Authenticator.Check(ctx, user, code)
 	var locked *LockedOutError
 	if errors.As(err, &locked) && locked.Began {
-		a.Audit.Event(EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
+		a.Audit.Event(audit.EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
 		a.metrics().Lockout()
 	}
 	switch {
@@ -205,7 +206,7 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 		return nil, "", err
 	}
 	a.metrics().Activation(req.Role, "requested")
-	a.Audit.Event(EventActivationRequested, append(requestFields(req), zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
+	a.Audit.Event(audit.EventActivationRequested, append(requestFields(req), zap.String("client_ip", req.ClientIP), zap.Int("approvals_needed", req.Needed),
 		zap.String("deadline", req.Deadline.Format(time.RFC3339)))...)
 	n := requestNotification(NotifyRequested, req, now)
 	n.Alert = approversOf(act.Role)
@@ -214,14 +215,8 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 }
 
 func (a *Authority) newRequest(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
-	id, err := newSessionID()
-	if err != nil {
-		return nil, "", err
-	}
-	secret, hash, err := newPickupSecret()
-	if err != nil {
-		return nil, "", err
-	}
+	id := newSessionID()
+	secret, hash := newPickupSecret()
 	req := &Request{
 		ID:            id,
 		User:          act.Caller.User,
@@ -261,10 +256,7 @@ type sessionSpec struct {
 
 // startSession records a session and signs its token, within the role's max_active.
 func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Time) (*Record, string, error) {
-	id, err := newSessionID()
-	if err != nil {
-		return nil, "", err
-	}
+	id := newSessionID()
 	rec := &Record{
 		ID:            id,
 		User:          s.user,
@@ -291,7 +283,7 @@ func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Ti
 	if err != nil {
 		return nil, "", err
 	}
-	a.Audit.Event(EventActivationSucceeded, append(recordFields(rec),
+	a.Audit.Event(audit.EventActivationSucceeded, append(recordFields(rec),
 		zap.String("duration", policy.FormatDuration(rec.Expires.Sub(rec.Start))), zap.String("start", rec.Start.Format(time.RFC3339)))...)
 	a.notify(recordNotification(NotifyActivated, rec, now))
 	a.metrics().Activation(rec.Role, "succeeded")

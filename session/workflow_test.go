@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -290,10 +291,10 @@ func TestSubmitWithApprovalMakesAPendingRequest(t *testing.T) {
 	if n := countSessions(t, w.authorityFixture); n != 0 {
 		t.Fatalf("%d session records, want none before approval", n)
 	}
-	if n := len(events(w.logs, EventActivationSucceeded)); n != 0 {
+	if n := len(events(w.logs, audit.EventActivationSucceeded)); n != 0 {
 		t.Fatalf("%d activation_succeeded events before approval", n)
 	}
-	wantFields(t, EventActivationRequested, only(t, w.logs, EventActivationRequested), map[string]any{
+	wantFields(t, audit.EventActivationRequested, only(t, w.logs, audit.EventActivationRequested), map[string]any{
 		"request_id": req.ID, "user": "alice", "role": "prod-db", "approvals_needed": 2,
 		"deadline": now.Add(24 * time.Hour).Format(time.RFC3339), "justification": act.Justification,
 	})
@@ -407,7 +408,7 @@ func TestDecideRefusals(t *testing.T) {
 			if tt.reason != "request_not_found" {
 				fields["user"], fields["role"] = "alice", "prod-db"
 			}
-			wantFields(t, EventApprovalFailed, only(t, w.logs, EventApprovalFailed), fields)
+			wantFields(t, audit.EventApprovalFailed, only(t, w.logs, audit.EventApprovalFailed), fields)
 			if notes := w.notes.events(); len(notes) != 0 {
 				t.Fatalf("a refusal notified %v", notes)
 			}
@@ -459,9 +460,9 @@ func TestDecideToApproval(t *testing.T) {
 		got, err := w.a.Decide(ctx, ap)
 		if s.reason != "" {
 			refusal(t, err, s.reason)
-			wantFields(t, EventApprovalFailed, only(t, w.logs, EventApprovalFailed),
+			wantFields(t, audit.EventApprovalFailed, only(t, w.logs, audit.EventApprovalFailed),
 				map[string]any{"reason": s.reason, "by": s.approver, "request_id": req.ID, "user": "alice"})
-			if n := len(events(w.logs, EventRequestApproved)) + len(events(w.logs, EventRequestDenied)); n != 0 {
+			if n := len(events(w.logs, audit.EventRequestApproved)) + len(events(w.logs, audit.EventRequestDenied)); n != 0 {
 				t.Fatalf("%s: a refused answer was audited as a decision", s.name)
 			}
 		} else if err != nil {
@@ -479,7 +480,7 @@ func TestDecideToApproval(t *testing.T) {
 		}
 		switch s.name {
 		case "first approval":
-			wantFields(t, EventRequestApproved, only(t, w.logs, EventRequestApproved), map[string]any{
+			wantFields(t, audit.EventRequestApproved, only(t, w.logs, audit.EventRequestApproved), map[string]any{
 				"request_id": req.ID, "by": "carol", "comment": "fine by me", "approvals": 1, "approvals_needed": 2,
 				"user": "alice", "role": "prod-db",
 			})
@@ -491,7 +492,7 @@ func TestDecideToApproval(t *testing.T) {
 			}
 		case "second approval":
 			now := w.clock.Now()
-			wantFields(t, EventRequestApproved, only(t, w.logs, EventRequestApproved),
+			wantFields(t, audit.EventRequestApproved, only(t, w.logs, audit.EventRequestApproved),
 				map[string]any{"by": "dave", "approvals": 2, "approvals_needed": 2})
 			if !validSessionID(got.SessionID) || stored.SessionID != got.SessionID || !stored.Decided.Equal(now) {
 				t.Fatalf("approved request = %+v", stored)
@@ -505,7 +506,7 @@ func TestDecideToApproval(t *testing.T) {
 				rec.Justification != req.Justification || rec.Ticket != "INC-42" || rec.Audience != audience {
 				t.Fatalf("session record = %+v", rec)
 			}
-			wantFields(t, EventActivationSucceeded, only(t, w.logs, EventActivationSucceeded), map[string]any{
+			wantFields(t, audit.EventActivationSucceeded, only(t, w.logs, audit.EventActivationSucceeded), map[string]any{
 				"request_id": req.ID, "session_id": rec.ID, "approvers": []string{"carol", "dave"}, "user": "alice",
 			})
 			approved := w.notes.of(NotifyApproved)[0]
@@ -549,7 +550,7 @@ func TestDenyEndsTheRequest(t *testing.T) {
 	if !ok || d.By != "dave" || d.Approve || d.Comment != "not during the freeze" || !d.At.Equal(now) {
 		t.Fatalf("Denial = %+v, %v", d, ok)
 	}
-	wantFields(t, EventRequestDenied, only(t, w.logs, EventRequestDenied),
+	wantFields(t, audit.EventRequestDenied, only(t, w.logs, audit.EventRequestDenied),
 		map[string]any{"request_id": req.ID, "by": "dave", "comment": "not during the freeze", "user": "alice"})
 	if ev := w.notes.events(); !slices.Equal(ev, []string{NotifyDenied}) {
 		t.Fatalf("notifications %v", ev)
@@ -639,7 +640,7 @@ func TestRequestDeadline(t *testing.T) {
 			if !got.Decided.Equal(now) {
 				t.Fatalf("Decided = %v, want %v", got.Decided, now)
 			}
-			wantFields(t, EventRequestExpired, only(t, w.logs, EventRequestExpired),
+			wantFields(t, audit.EventRequestExpired, only(t, w.logs, audit.EventRequestExpired),
 				map[string]any{"request_id": req.ID, "user": "alice", "reason": "deadline_passed"})
 			if ev := w.notes.events(); !slices.Equal(ev, []string{NotifyExpired}) {
 				t.Fatalf("notifications %v, want [expired]", ev)
@@ -657,7 +658,7 @@ func TestRequestDeadline(t *testing.T) {
 			}
 			_, err := w.a.Decide(ctx, w.decision(t, req.ID, "dave", w.approval, true, ""))
 			refusal(t, err, "already_decided")
-			if n := len(events(w.logs, EventRequestExpired)); n != 1 {
+			if n := len(events(w.logs, audit.EventRequestExpired)); n != 1 {
 				t.Fatalf("%d request_expired events, want 1", n)
 			}
 			if n := len(w.notes.of(NotifyExpired)); n != 1 {
@@ -700,7 +701,7 @@ func TestScheduledStartWithApproval(t *testing.T) {
 	if !slices.Equal(rec.Approvers, []string{"carol", "erin"}) {
 		t.Fatalf("approvers = %v", rec.Approvers)
 	}
-	wantFields(t, EventActivationSucceeded, only(t, w.logs, EventActivationSucceeded),
+	wantFields(t, audit.EventActivationSucceeded, only(t, w.logs, audit.EventActivationSucceeded),
 		map[string]any{"start": start.Format(time.RFC3339), "duration": "15m", "request_id": req.ID})
 	if n := w.notes.of(NotifyActivated); len(n) != 1 || !n[0].Start.Equal(start) {
 		t.Fatalf("activated notifications = %+v", n)
@@ -748,7 +749,7 @@ func TestMaxActive(t *testing.T) {
 		if n := countSessions(t, w.authorityFixture); n != 1 {
 			t.Fatalf("%d sessions, want 1", n)
 		}
-		failed := events(w.logs, EventActivationFailed)
+		failed := events(w.logs, audit.EventActivationFailed)
 		if len(failed) != 2 || failed[0].ContextMap()["reason"] != "max_active_reached" || failed[0].ContextMap()["user"] != "bob" {
 			t.Fatalf("activation_failed events = %+v", failed)
 		}
@@ -795,7 +796,7 @@ func TestMaxActive(t *testing.T) {
 		if got := w.stored(t, second.ID); got.State != RequestApproved || got.SessionID != "" {
 			t.Fatalf("stored = %+v", got)
 		}
-		wantFields(t, EventActivationFailed, only(t, w.logs, EventActivationFailed),
+		wantFields(t, audit.EventActivationFailed, only(t, w.logs, audit.EventActivationFailed),
 			map[string]any{"reason": "max_active_reached", "request_id": second.ID, "user": "bob"})
 		if ev := w.notes.events(); !slices.Equal(ev, []string{NotifyApproved}) {
 			t.Fatalf("notifications %v, want only approved", ev)
@@ -843,7 +844,7 @@ func TestMaxActive(t *testing.T) {
 		if ev := w.notes.events(); !slices.Equal(ev, []string{NotifyActivated}) {
 			t.Fatalf("notifications %v, want [activated]", ev)
 		}
-		wantFields(t, EventActivationSucceeded, only(t, w.logs, EventActivationSucceeded), map[string]any{"request_id": second.ID})
+		wantFields(t, audit.EventActivationSucceeded, only(t, w.logs, audit.EventActivationSucceeded), map[string]any{"request_id": second.ID})
 
 		// A second sweep starts nothing more.
 		if err := w.a.SweepRequests(ctx, w.roles(role)); err != nil {
@@ -882,11 +883,11 @@ func TestBreakGlass(t *testing.T) {
 	if stored, err := w.a.Records.Load(ctx, "alice", rec.ID); err != nil || !stored.BreakGlass {
 		t.Fatalf("stored record = %+v, %v", stored, err)
 	}
-	wantFields(t, EventActivationSucceeded, only(t, w.logs, EventActivationSucceeded),
+	wantFields(t, audit.EventActivationSucceeded, only(t, w.logs, audit.EventActivationSucceeded),
 		map[string]any{"session_id": rec.ID, "break_glass": true})
-	wantFields(t, EventBreakGlass, only(t, w.logs, EventBreakGlass),
+	wantFields(t, audit.EventBreakGlass, only(t, w.logs, audit.EventBreakGlass),
 		map[string]any{"session_id": rec.ID, "user": "alice", "role": "prod-db", "break_glass": true, "justification": act.Justification})
-	if n := len(events(w.logs, EventActivationRequested)); n != 0 {
+	if n := len(events(w.logs, audit.EventActivationRequested)); n != 0 {
 		t.Fatal("break-glass made a request")
 	}
 	if ev := w.notes.events(); !slices.Equal(ev, []string{NotifyActivated, NotifyBreakGlass}) {
@@ -916,9 +917,9 @@ func TestBreakGlass(t *testing.T) {
 	}
 
 	w.logs.TakeAll()
-	w.a.Audit.Access(c, "192.0.2.1", "GET", "/db", 200, 42, time.Millisecond, nil)
-	w.a.Audit.Access(nc, "192.0.2.2", "GET", "/console", 200, 42, time.Millisecond, nil)
-	access := events(w.logs, EventAccess)
+	w.a.Audit.Access(c.Holder(), "192.0.2.1", "GET", "/db", 200, 42, time.Millisecond, nil)
+	w.a.Audit.Access(nc.Holder(), "192.0.2.2", "GET", "/console", 200, 42, time.Millisecond, nil)
+	access := events(w.logs, audit.EventAccess)
 	if len(access) != 2 {
 		t.Fatalf("%d access events", len(access))
 	}
@@ -953,7 +954,7 @@ func TestBreakGlass(t *testing.T) {
 			t.Errorf("%s: Submit = %v, want %s", tt.name, err, tt.reason)
 		}
 	}
-	if n := len(events(w.logs, EventBreakGlass)); n != 0 {
+	if n := len(events(w.logs, audit.EventBreakGlass)); n != 0 {
 		t.Fatalf("a refused break-glass was audited as break_glass")
 	}
 }
@@ -1136,9 +1137,9 @@ func TestExtend(t *testing.T) {
 				if asJSON(t, after) != asJSON(t, before) {
 					t.Fatalf("a refusal changed the record:\n%s\nwas %s", asJSON(t, after), asJSON(t, before))
 				}
-				wantFields(t, EventExtensionFailed, only(t, w.logs, EventExtensionFailed),
+				wantFields(t, audit.EventExtensionFailed, only(t, w.logs, audit.EventExtensionFailed),
 					map[string]any{"reason": tt.reason, "session_id": ext.SessionID, "user": ext.Caller.User})
-				if n := len(events(w.logs, EventExtended)); n != 0 {
+				if n := len(events(w.logs, audit.EventExtended)); n != 0 {
 					t.Fatal("a refusal was audited as extended")
 				}
 				if ev := w.notes.events(); len(ev) != 0 {
@@ -1175,7 +1176,7 @@ func TestExtend(t *testing.T) {
 			if c.SessionID != rec.ID || c.Expiry != wantEnd.Unix() || c.Expiry <= old.Expiry || c.NotBefore != rec.Start.Unix() {
 				t.Fatalf("new claims = %+v, old exp %d", c, old.Expiry)
 			}
-			wantFields(t, EventExtended, only(t, w.logs, EventExtended), map[string]any{
+			wantFields(t, audit.EventExtended, only(t, w.logs, audit.EventExtended), map[string]any{
 				"session_id": rec.ID, "user": "alice", "from": before.Expires.Format(time.RFC3339),
 				"expires": wantEnd.Format(time.RFC3339), "extension_justification": ext.Justification,
 			})
@@ -1616,7 +1617,7 @@ func TestApprovedRequestWaitingForAPlaceIsAuditedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(events(w.logs, EventActivationFailed)); n != 1 {
+	if n := len(events(w.logs, audit.EventActivationFailed)); n != 1 {
 		t.Fatalf("%d activation_failed events while the request waited, want 1", n)
 	}
 	if got := w.stored(t, req.ID); !got.WaitingForPlace || got.SessionID != "" {

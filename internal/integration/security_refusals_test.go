@@ -19,7 +19,7 @@ import (
 // being refused must be slowed down, not allowed to write the audit log as fast as
 // it can send forms (issue 12, finding 4).
 
-// maxAuditField is the most characters an audit field keeps (session.MaxAuditFieldRunes).
+// maxAuditField is the most characters an audit field keeps (audit.MaxFieldRunes).
 const maxAuditField = 1024
 
 // The default refusal limit: a burst of refusalBurst, then one every refusalRefill.

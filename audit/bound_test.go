@@ -1,4 +1,4 @@
-package session
+package audit
 
 import (
 	"bytes"
@@ -18,25 +18,25 @@ import (
 // BenchmarkAccess is the access event of one privileged request, written through the
 // chain into zap's JSON encoder: the audit cost every proxied request pays.
 func BenchmarkAccess(b *testing.B) {
-	a := NewAuditor(alLogger(io.Discard), NewChain("bench"), func() time.Time { return alT0 })
-	claims := &Claims{Subject: "alice", Role: "db-admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA"}
+	a := NewWriter(alLogger(io.Discard), NewChain("bench"), func() time.Time { return alT0 })
+	holder := Holder{User: "alice", Role: "db-admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA"}
 	b.Run("normal fields", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			a.Access(claims, "192.0.2.1", "GET", "/api/dashboards/uid/abc?orgId=1", 200, 1234, 5*time.Millisecond, nil)
+			a.Access(holder, "192.0.2.1", "GET", "/api/dashboards/uid/abc?orgId=1", 200, 1234, 5*time.Millisecond, nil)
 		}
 	})
 	b.Run("uri over the bound", func(b *testing.B) {
-		long := "/q?x=" + strings.Repeat("y", 4*MaxAuditFieldRunes)
+		long := "/q?x=" + strings.Repeat("y", 4*MaxFieldRunes)
 		b.ReportAllocs()
 		for b.Loop() {
-			a.Access(claims, "192.0.2.1", "GET", long, 200, 1234, 5*time.Millisecond, nil)
+			a.Access(holder, "192.0.2.1", "GET", long, 200, 1234, 5*time.Millisecond, nil)
 		}
 	})
 }
 
 func TestAuditFieldsBoundedWhereEventsAreWritten(t *testing.T) {
-	over := strings.Repeat("x", MaxAuditFieldRunes+1)
+	over := strings.Repeat("x", MaxFieldRunes+1)
 	for _, tc := range []struct {
 		name, value string
 		// want is the value the line keeps; cut says whether _len and _sha256 follow.
@@ -45,18 +45,18 @@ func TestAuditFieldsBoundedWhereEventsAreWritten(t *testing.T) {
 	}{
 		{name: "short", value: "fixing the replica lag", want: "fixing the replica lag"},
 		{name: "empty", value: "", want: ""},
-		{name: "at the bound in ASCII", value: strings.Repeat("x", MaxAuditFieldRunes), want: strings.Repeat("x", MaxAuditFieldRunes)},
-		{name: "at the bound in two-byte characters", value: strings.Repeat("é", MaxAuditFieldRunes), want: strings.Repeat("é", MaxAuditFieldRunes)},
-		{name: "one over the bound", value: over, want: over[:MaxAuditFieldRunes], cut: true},
-		{name: "15,000 characters", value: strings.Repeat("A", 15000), want: strings.Repeat("A", MaxAuditFieldRunes), cut: true},
-		{name: "four-byte characters over the bound", value: strings.Repeat("🚀", MaxAuditFieldRunes+5), want: strings.Repeat("🚀", MaxAuditFieldRunes), cut: true},
-		{name: "cut never splits a character", value: "a" + strings.Repeat("€", MaxAuditFieldRunes), want: "a" + strings.Repeat("€", MaxAuditFieldRunes-1), cut: true},
-		{name: "invalid bytes count as one character each", value: strings.Repeat("\xff", MaxAuditFieldRunes+3), want: strings.Repeat("\uFFFD", MaxAuditFieldRunes), cut: true},
-		{name: "CR LF over the bound stay inside the value", value: strings.Repeat("\r\n{\"event\":\"x\"}", 200), want: strings.Repeat("\r\n{\"event\":\"x\"}", 200)[:MaxAuditFieldRunes], cut: true},
+		{name: "at the bound in ASCII", value: strings.Repeat("x", MaxFieldRunes), want: strings.Repeat("x", MaxFieldRunes)},
+		{name: "at the bound in two-byte characters", value: strings.Repeat("é", MaxFieldRunes), want: strings.Repeat("é", MaxFieldRunes)},
+		{name: "one over the bound", value: over, want: over[:MaxFieldRunes], cut: true},
+		{name: "15,000 characters", value: strings.Repeat("A", 15000), want: strings.Repeat("A", MaxFieldRunes), cut: true},
+		{name: "four-byte characters over the bound", value: strings.Repeat("🚀", MaxFieldRunes+5), want: strings.Repeat("🚀", MaxFieldRunes), cut: true},
+		{name: "cut never splits a character", value: "a" + strings.Repeat("€", MaxFieldRunes), want: "a" + strings.Repeat("€", MaxFieldRunes-1), cut: true},
+		{name: "invalid bytes count as one character each", value: strings.Repeat("\xff", MaxFieldRunes+3), want: strings.Repeat("\uFFFD", MaxFieldRunes), cut: true},
+		{name: "CR LF over the bound stay inside the value", value: strings.Repeat("\r\n{\"event\":\"x\"}", 200), want: strings.Repeat("\r\n{\"event\":\"x\"}", 200)[:MaxFieldRunes], cut: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			a := NewAuditor(alLogger(&buf), NewChain("bound-test"), func() time.Time { return alT0 })
+			a := NewWriter(alLogger(&buf), NewChain("bound-test"), func() time.Time { return alT0 })
 			a.Event(EventActivationFailed, zap.String("user", "alice"), zap.String("justification", tc.value), zap.String("reason", "totp_invalid"))
 			a.Event(EventActivationFailed, zap.String("user", "alice"), zap.String("session_id", tc.value))
 			lines := alLines(buf.String())
@@ -90,7 +90,7 @@ func TestAuditFieldsBoundedWhereEventsAreWritten(t *testing.T) {
 				}
 				prev = h
 			}
-			res, err := VerifyChain([]AuditInput{AuditData("audit.log", buf.Bytes())}, VerifyOptions{})
+			res, err := VerifyChain([]Input{Data("audit.log", buf.Bytes())}, VerifyOptions{})
 			if err != nil || !res.Intact {
 				t.Fatalf("the chain does not verify: %v %+v", err, res.Breaks)
 			}
@@ -99,11 +99,11 @@ func TestAuditFieldsBoundedWhereEventsAreWritten(t *testing.T) {
 }
 
 func TestAuditListsBoundedWhereEventsAreWritten(t *testing.T) {
-	many := make([]string, MaxAuditItems+6)
+	many := make([]string, MaxItems+6)
 	for i := range many {
 		many[i] = fmt.Sprintf("user%d", i)
 	}
-	long := []string{"bob", strings.Repeat("z", MaxAuditFieldRunes+10)}
+	long := []string{"bob", strings.Repeat("z", MaxFieldRunes+10)}
 	for _, tc := range []struct {
 		name  string
 		items []string
@@ -111,12 +111,12 @@ func TestAuditListsBoundedWhereEventsAreWritten(t *testing.T) {
 		cut   bool
 	}{
 		{name: "within the bounds", items: []string{"bob", "carol"}, want: []string{"bob", "carol"}},
-		{name: "too many items", items: many, want: many[:MaxAuditItems], cut: true},
-		{name: "an item over the bound", items: long, want: []string{"bob", long[1][:MaxAuditFieldRunes]}, cut: true},
+		{name: "too many items", items: many, want: many[:MaxItems], cut: true},
+		{name: "an item over the bound", items: long, want: []string{"bob", long[1][:MaxFieldRunes]}, cut: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			a := NewAuditor(alLogger(&buf), NewChain("bound-test"), func() time.Time { return alT0 })
+			a := NewWriter(alLogger(&buf), NewChain("bound-test"), func() time.Time { return alT0 })
 			a.Event(EventRequestApproved, zap.String("user", "alice"), zap.Strings("approvers", tc.items))
 			var ev struct {
 				Approvers []string `json:"approvers"`
@@ -149,11 +149,11 @@ func TestAccessEventWithinBoundsAllocatesNothingMore(t *testing.T) {
 	if raceDetector {
 		t.Skip("allocation counts vary under -race: sync.Pool drops buffers at random")
 	}
-	a := NewAuditor(alLogger(io.Discard), NewChain("alloc"), func() time.Time { return alT0 })
-	claims := &Claims{Subject: "alice", Role: "db-admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA"}
-	uri := "/api/" + strings.Repeat("p", MaxAuditFieldRunes-5)
+	a := NewWriter(alLogger(io.Discard), NewChain("alloc"), func() time.Time { return alT0 })
+	holder := Holder{User: "alice", Role: "db-admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA"}
+	uri := "/api/" + strings.Repeat("p", MaxFieldRunes-5)
 	write := func(uri string) func() {
-		return func() { a.Access(claims, "192.0.2.1", "GET", uri, 200, 1, time.Millisecond, nil) }
+		return func() { a.Access(holder, "192.0.2.1", "GET", uri, 200, 1, time.Millisecond, nil) }
 	}
 	within := testing.AllocsPerRun(200, write(uri))
 	short := testing.AllocsPerRun(200, write("/"))

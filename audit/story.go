@@ -1,4 +1,4 @@
-package session
+package audit
 
 import (
 	"errors"
@@ -153,7 +153,7 @@ func accessStatusClass(status int64) string {
 // the approval request it came from), extensions, every request made under it, and
 // its end; now is when a session that has not ended is counted to. It returns
 // ErrSessionNotInLog when no event names the session.
-func SessionStory(inputs []AuditInput, sessionID string, now time.Time) (*Story, error) {
+func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, error) {
 	if sessionID == "" {
 		return nil, errors.New("no session id")
 	}
@@ -168,7 +168,7 @@ func SessionStory(inputs []AuditInput, sessionID string, now time.Time) (*Story,
 			expires, expiresAt = t, at
 		}
 	}
-	err := ScanAudit(inputs, func(l *AuditLine) error {
+	err := Scan(inputs, func(l *Line) error {
 		if l.Problem != "" || l.Text("session_id") != sessionID {
 			return nil
 		}
@@ -278,10 +278,10 @@ func SessionStory(inputs []AuditInput, sessionID string, now time.Time) (*Story,
 }
 
 // readRequest fills in the approval request the session came from.
-func (s *Story) readRequest(inputs []AuditInput, requestID string) error {
+func (s *Story) readRequest(inputs []Input, requestID string) error {
 	r := &StoryRequest{RequestID: requestID, Decisions: []StoryDecision{}}
 	s.Request = r
-	return ScanAudit(inputs, func(l *AuditLine) error {
+	return Scan(inputs, func(l *Line) error {
 		if l.Problem != "" || l.Text("request_id") != requestID {
 			return nil
 		}

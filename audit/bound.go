@@ -1,4 +1,4 @@
-package session
+package audit
 
 import (
 	"crypto/sha256"
@@ -15,13 +15,13 @@ import (
 // cut here, where the chain writes events, so that no event of any kind can make a
 // line grow with what a client sends.
 const (
-	// MaxAuditFieldRunes is the longest string an audit field keeps, in characters.
+	// MaxFieldRunes is the longest string an audit field keeps, in characters.
 	// It is above every length a valid value can have (a justification holds at most
 	// policy.MaxJustificationLength characters), so only a value that was refused
 	// anyway, or an unusually long URI, is ever cut.
-	MaxAuditFieldRunes = 1024
-	// MaxAuditItems is the most items a list field (such as approvers) keeps.
-	MaxAuditItems = 64
+	MaxFieldRunes = 1024
+	// MaxItems is the most items a list field (such as approvers) keeps.
+	MaxItems = 64
 )
 
 // Suffixes of the fields that describe a value that was cut: KEY_len is its length in
@@ -34,17 +34,17 @@ const (
 )
 
 // cutNeeded reports whether s is over the bound. The byte length is checked first:
-// a string of at most MaxAuditFieldRunes bytes cannot have more characters, so the
+// a string of at most MaxFieldRunes bytes cannot have more characters, so the
 // common case costs one comparison and no decoding.
 func cutNeeded(s string) bool {
-	return len(s) > MaxAuditFieldRunes && utf8.RuneCountInString(s) > MaxAuditFieldRunes
+	return len(s) > MaxFieldRunes && utf8.RuneCountInString(s) > MaxFieldRunes
 }
 
-// cutPrefix returns the first MaxAuditFieldRunes characters of s, an invalid byte
+// cutPrefix returns the first MaxFieldRunes characters of s, an invalid byte
 // counting as one character (as validUTF8 writes it), as valid UTF-8.
 func cutPrefix(s string) string {
 	i, n := 0, 0
-	for i < len(s) && n < MaxAuditFieldRunes {
+	for i < len(s) && n < MaxFieldRunes {
 		_, size := utf8.DecodeRuneInString(s[i:])
 		i += size
 		n++
@@ -79,7 +79,7 @@ func appendBounded(fields []zap.Field, f zap.Field) []zap.Field {
 }
 
 // boundedStrings cuts a list of strings that has too many items or an item over the
-// bound: at most MaxAuditItems items, each cut to MaxAuditFieldRunes characters. It
+// bound: at most MaxItems items, each cut to MaxFieldRunes characters. It
 // reports false for a list within the bounds, and for a field that is not a list of
 // strings (which the canonical encoding reports on its own).
 func boundedStrings(f zap.Field) ([]zap.Field, bool) {
@@ -91,7 +91,7 @@ func boundedStrings(f zap.Field) ([]zap.Field, bool) {
 	if err := m.MarshalLogArray(&sa); err != nil || sa.other {
 		return nil, false
 	}
-	over := len(sa.items) > MaxAuditItems
+	over := len(sa.items) > MaxItems
 	for _, s := range sa.items {
 		over = over || cutNeeded(s)
 	}
@@ -105,7 +105,7 @@ func boundedStrings(f zap.Field) ([]zap.Field, bool) {
 	for _, s := range sa.items {
 		enc = appendLenPrefixed(enc, s)
 	}
-	kept := make([]string, 0, min(len(sa.items), MaxAuditItems))
+	kept := make([]string, 0, min(len(sa.items), MaxItems))
 	for _, s := range sa.items[:cap(kept)] {
 		if cutNeeded(s) {
 			s = cutPrefix(s)

@@ -1,4 +1,4 @@
-package session
+package audit
 
 import (
 	"bufio"
@@ -29,25 +29,25 @@ import (
 // maxAuditLine bounds one line of an audit log; caddy-jit's events are far smaller.
 const maxAuditLine = 16 << 20
 
-// AuditInput is one audit log file. Open is called once per pass over the log, so
+// Input is one audit log file. Open is called once per pass over the log, so
 // that an analysis may read it more than once.
-type AuditInput struct {
+type Input struct {
 	Name string
 	Open func() (io.ReadCloser, error)
 }
 
-// AuditFiles are the files at paths, read in that order: rotated files first.
-func AuditFiles(paths ...string) []AuditInput {
-	inputs := make([]AuditInput, len(paths))
+// Files are the files at paths, read in that order: rotated files first.
+func Files(paths ...string) []Input {
+	inputs := make([]Input, len(paths))
 	for i, p := range paths {
-		inputs[i] = AuditInput{Name: p, Open: func() (io.ReadCloser, error) { return os.Open(p) }}
+		inputs[i] = Input{Name: p, Open: func() (io.ReadCloser, error) { return os.Open(p) }}
 	}
 	return inputs
 }
 
-// AuditData is a log held in memory, under a name for the places it reports.
-func AuditData(name string, data []byte) AuditInput {
-	return AuditInput{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
+// Data is a log held in memory, under a name for the places it reports.
+func Data(name string, data []byte) Input {
+	return Input{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
 }
 
 // Kinds of value a line can hold beside the canonical ones ('s', 'n', 'b', 'a'): the
@@ -59,9 +59,9 @@ const (
 	kindMixed  = 'm' // an array with something other than strings
 )
 
-// AuditLine is one line of an audit log: where it is and its fields, in line order,
+// Line is one line of an audit log: where it is and its fields, in line order,
 // with integers kept as their text.
-type AuditLine struct {
+type Line struct {
 	File string
 	Line int
 	// Problem says in plain words why the line is not an event at all (not JSON, not
@@ -71,9 +71,9 @@ type AuditLine struct {
 }
 
 // Where is the line's place, file:line.
-func (l *AuditLine) Where() string { return l.File + ":" + strconv.Itoa(l.Line) }
+func (l *Line) Where() string { return l.File + ":" + strconv.Itoa(l.Line) }
 
-func (l *AuditLine) field(key string) *canonicalValue {
+func (l *Line) field(key string) *canonicalValue {
 	for i := len(l.fields) - 1; i >= 0; i-- { // the last of duplicates, as encoding/json
 		if l.fields[i].key == key {
 			return &l.fields[i]
@@ -83,10 +83,10 @@ func (l *AuditLine) field(key string) *canonicalValue {
 }
 
 // Has reports whether the line has the field, whatever its type.
-func (l *AuditLine) Has(key string) bool { return l.field(key) != nil }
+func (l *Line) Has(key string) bool { return l.field(key) != nil }
 
 // Text returns a string field, or "" when the field is absent or not a string.
-func (l *AuditLine) Text(key string) string {
+func (l *Line) Text(key string) string {
 	if f := l.field(key); f != nil && f.kind == 's' {
 		return f.str
 	}
@@ -94,7 +94,7 @@ func (l *AuditLine) Text(key string) string {
 }
 
 // Int returns an integer field.
-func (l *AuditLine) Int(key string) (int64, bool) {
+func (l *Line) Int(key string) (int64, bool) {
 	if f := l.field(key); f != nil && f.kind == 'n' {
 		n, err := strconv.ParseInt(f.str, 10, 64)
 		return n, err == nil
@@ -103,13 +103,13 @@ func (l *AuditLine) Int(key string) (int64, bool) {
 }
 
 // Bool returns a boolean field; absent or not a boolean is false.
-func (l *AuditLine) Bool(key string) bool {
+func (l *Line) Bool(key string) bool {
 	f := l.field(key)
 	return f != nil && f.kind == 'b' && f.str == "true"
 }
 
 // Strings returns an array-of-strings field.
-func (l *AuditLine) Strings(key string) []string {
+func (l *Line) Strings(key string) []string {
 	if f := l.field(key); f != nil && f.kind == 'a' {
 		return f.arr
 	}
@@ -117,7 +117,7 @@ func (l *AuditLine) Strings(key string) []string {
 }
 
 // Time returns a field holding an RFC 3339 time.
-func (l *AuditLine) Time(key string) (time.Time, bool) {
+func (l *Line) Time(key string) (time.Time, bool) {
 	s := l.Text(key)
 	if s == "" {
 		return time.Time{}, false
@@ -127,10 +127,10 @@ func (l *AuditLine) Time(key string) (time.Time, bool) {
 }
 
 // Event is the event's name.
-func (l *AuditLine) Event() string { return l.Text("event") }
+func (l *Line) Event() string { return l.Text("event") }
 
 // At is when the event was written: its chain field time.
-func (l *AuditLine) At() time.Time {
+func (l *Line) At() time.Time {
 	t, _ := l.Time(FieldTime)
 	return t
 }
@@ -138,7 +138,7 @@ func (l *AuditLine) At() time.Time {
 // Fields returns the fields as JSON values: strings, json.Number, bools and string
 // slices (an object or an array of other values shows as the string "(object)" or
 // "(array)"; null as nil).
-func (l *AuditLine) Fields() map[string]any {
+func (l *Line) Fields() map[string]any {
 	m := make(map[string]any, len(l.fields))
 	for _, f := range l.fields {
 		switch f.kind {
@@ -167,7 +167,7 @@ func isEnvelopeKey(key string) bool { return slices.Contains(EnvelopeKeys, key) 
 // sorted by key, written by the chain writer's own appendCanonical, so that writing
 // and verifying cannot disagree. A field of a type the writer never writes is an
 // error.
-func (l *AuditLine) Canonical(buf []byte) ([]byte, error) {
+func (l *Line) Canonical(buf []byte) ([]byte, error) {
 	if l.Problem != "" {
 		return buf, errors.New(l.Problem)
 	}
@@ -194,7 +194,7 @@ func (l *AuditLine) Canonical(buf []byte) ([]byte, error) {
 
 // Hash is the SHA-256 of the canonical bytes, in hex: what the next event of the
 // same instance carries as prev.
-func (l *AuditLine) Hash() (string, error) {
+func (l *Line) Hash() (string, error) {
 	b, err := l.Canonical(nil)
 	if err != nil {
 		return "", err
@@ -207,13 +207,13 @@ func (l *AuditLine) Hash() (string, error) {
 // without its newline): the SHA-256 of its canonical bytes, in hex, which the next
 // event of its instance carries as prev.
 func ChainHash(line []byte) (string, error) {
-	return ParseAuditLine("", 0, bytes.TrimSuffix(line, []byte{'\n'})).Hash()
+	return ParseLine("", 0, bytes.TrimSuffix(line, []byte{'\n'})).Hash()
 }
 
 // VerifyLine checks that a line links to the event whose hash is prevHash ("" for the
 // first event of a chain), and returns its own hash.
 func VerifyLine(line []byte, prevHash string) (string, error) {
-	l := ParseAuditLine("", 0, bytes.TrimSuffix(line, []byte{'\n'}))
+	l := ParseLine("", 0, bytes.TrimSuffix(line, []byte{'\n'}))
 	if l.Problem != "" {
 		return "", errors.New(l.Problem)
 	}
@@ -241,9 +241,9 @@ func kindName(k byte) string {
 
 const notJSONProblem = "not a JSON object (a cut or edited line)"
 
-// ParseAuditLine reads one line (without its newline) of an audit log.
-func ParseAuditLine(file string, n int, data []byte) *AuditLine {
-	l := &AuditLine{File: file, Line: n}
+// ParseLine reads one line (without its newline) of an audit log.
+func ParseLine(file string, n int, data []byte) *Line {
+	l := &Line{File: file, Line: n}
 	switch {
 	case len(bytes.TrimSpace(data)) == 0:
 		l.Problem = "an empty line (caddy-jit writes none: a cut or edited file)"
@@ -340,9 +340,9 @@ func readAuditValue(dec *json.Decoder) (canonicalValue, error) {
 	return canonicalValue{}, fmt.Errorf("unexpected JSON token %v", tok)
 }
 
-// ScanAudit calls fn with each line of the inputs, in order. It returns the first
+// Scan calls fn with each line of the inputs, in order. It returns the first
 // error of reading a file or of fn.
-func ScanAudit(inputs []AuditInput, fn func(*AuditLine) error) error {
+func Scan(inputs []Input, fn func(*Line) error) error {
 	for _, in := range inputs {
 		if err := scanAuditInput(in, fn); err != nil {
 			return err
@@ -351,7 +351,7 @@ func ScanAudit(inputs []AuditInput, fn func(*AuditLine) error) error {
 	return nil
 }
 
-func scanAuditInput(in AuditInput, fn func(*AuditLine) error) error {
+func scanAuditInput(in Input, fn func(*Line) error) error {
 	rc, err := in.Open()
 	if err != nil {
 		return fmt.Errorf("reading the audit log: %w", err)
@@ -404,11 +404,11 @@ func scanAuditInput(in AuditInput, fn func(*AuditLine) error) error {
 		if len(buf) > 0 || tooLong {
 			n++
 			complete := len(buf) > 0 && buf[len(buf)-1] == '\n'
-			var line *AuditLine
+			var line *Line
 			if tooLong {
-				line = &AuditLine{File: in.Name, Line: n, Problem: fmt.Sprintf("a line longer than %d MiB (caddy-jit writes none)", maxAuditLine>>20)}
+				line = &Line{File: in.Name, Line: n, Problem: fmt.Sprintf("a line longer than %d MiB (caddy-jit writes none)", maxAuditLine>>20)}
 			} else {
-				line = ParseAuditLine(in.Name, n, bytes.TrimSuffix(buf, []byte{'\n'}))
+				line = ParseLine(in.Name, n, bytes.TrimSuffix(buf, []byte{'\n'}))
 				if !complete && line.Problem == notJSONProblem {
 					line.Problem += ": the file ends in the middle of it"
 				}

@@ -1,4 +1,4 @@
-package session
+package audit
 
 import (
 	"crypto/sha256"
@@ -137,7 +137,7 @@ type chainVerifier struct {
 // the first event seen of an instance may start anywhere (older files rotated away),
 // but a seq 1 has an empty prev. Breaks are located by file:line and said in plain
 // words. An error is returned only when a file cannot be read.
-func VerifyChain(inputs []AuditInput, opts VerifyOptions) (*ChainVerification, error) {
+func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error) {
 	v := &chainVerifier{
 		res: &ChainVerification{Files: make([]string, 0, len(inputs)), Breaks: []ChainBreak{}, HeadsChecked: opts.CheckHeads,
 			SavedHeads: len(opts.Heads)},
@@ -152,7 +152,7 @@ func VerifyChain(inputs []AuditInput, opts VerifyOptions) (*ChainVerification, e
 			v.heads[h.Instance] = h
 		}
 	}
-	if err := ScanAudit(inputs, v.line); err != nil {
+	if err := Scan(inputs, v.line); err != nil {
 		return nil, err
 	}
 	v.finish(opts)
@@ -192,7 +192,7 @@ func isHexHash(s string) bool {
 
 // chainFields checks that the line carries the chain fields, and says what is wrong
 // if not.
-func chainFields(l *AuditLine) (instance string, seq int64, prev string, problem string) {
+func chainFields(l *Line) (instance string, seq int64, prev string, problem string) {
 	const not = "not a chained caddy-jit audit event: "
 	for _, key := range []string{"event", FieldInstance, FieldSeq, FieldPrev, FieldTime} {
 		f := l.field(key)
@@ -221,7 +221,7 @@ func chainFields(l *AuditLine) (instance string, seq int64, prev string, problem
 	return instance, seq, prev, ""
 }
 
-func (v *chainVerifier) line(l *AuditLine) error {
+func (v *chainVerifier) line(l *Line) error {
 	v.res.Lines++
 	here := logPlace{l.File, l.Line}
 	if l.Problem != "" {

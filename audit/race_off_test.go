@@ -1,5 +1,5 @@
 //go:build !race
 
-package session
+package audit
 
 const raceDetector = false

@@ -1,6 +1,6 @@
 //go:build race
 
-package session
+package audit
 
 // raceDetector tells allocation tests to stand aside: under -race sync.Pool drops items at
 // random on purpose, so zap's pooled buffers are sometimes new and must grow again.

@@ -1,9 +1,10 @@
-package session
+package audit
 
 import (
 	"sync"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"go.uber.org/zap"
 )
 
@@ -33,44 +34,67 @@ const (
 	// EventBodyDropped says recorded request bodies did not reach storage; one event
 	// per burst, counting the drops since the last one.
 	EventBodyDropped = "body_dropped"
+
+	// Enrollment links: `enrolled` is written on confirmation by link too.
+	EventEnrollLinkCreated   = "enroll_link_created"
+	EventEnrollLinkOpened    = "enroll_link_opened"
+	EventEnrollLinkCancelled = "enroll_link_cancelled"
+	EventEnrollLinkFailed    = "enroll_link_failed"
+
+	EventExtensionRequested = "extension_requested"
+	EventExtensionCollected = "extension_collected"
+
+	// The pickup: a session's token handed once to the browser that asked for it.
+	EventPickedUp      = "session_picked_up"
+	EventPickupRefused = "pickup_refused"
+
+	// EventRequestWithdrawn: the requester withdrew a request before its session
+	// reached a browser.
+	EventRequestWithdrawn = "request_withdrawn"
 )
 
-// Auditor writes audit events: one JSON object per line through zap, every
+// Writer writes audit events: one JSON object per line through zap, every
 // user-supplied string a field of its own so that no value can forge a line, each event
 // linked into the instance's chain (see chain.go). Secrets (codes, TOTP seeds, tokens)
 // are never passed to it.
-type Auditor struct {
+type Writer struct {
 	log   *zap.Logger
 	chain *Chain
-	now   Clock
+	now   func() time.Time
 }
 
-// NewAuditor writes to log, which caddymodule names http.handlers.jit.audit, linking
-// events into chain; a nil chain starts a new one for this Auditor alone.
-func NewAuditor(log *zap.Logger, chain *Chain, now Clock) *Auditor {
+// NewWriter writes to log, which caddymodule names http.handlers.jit.audit, linking
+// events into chain; a nil chain starts a new one for this Writer alone.
+func NewWriter(log *zap.Logger, chain *Chain, now func() time.Time) *Writer {
 	if chain == nil {
-		chain = NewChain("local-" + randomID())
+		chain = NewChain("local-" + random.Hex(8))
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Auditor{log: log, chain: chain, now: now}
+	return &Writer{log: log, chain: chain, now: now}
 }
 
 // Event writes one audit event.
-func (a *Auditor) Event(event string, fields ...zap.Field) {
+func (a *Writer) Event(event string, fields ...zap.Field) {
 	a.chain.write(a.log, event, fields, a.now)
 }
 
+// Holder names the session a request was made under.
+type Holder struct {
+	User, Role, SessionID string
+	BreakGlass            bool
+}
+
 // Access writes the event for one request made under a session.
-func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, bytes int64, took time.Duration, body *BodyDigest) {
+func (a *Writer) Access(h Holder, clientIP, method, uri string, status int, bytes int64, took time.Duration, body *BodyDigest) {
 	// One event per privileged request: its fields live in a pooled array rather than
 	// a new slice each time.
 	f := accessFieldsPool.Get().(*accessFields)
 	fields := append(f[:0],
-		zap.String("user", c.Subject),
-		zap.String("role", c.Role),
-		zap.String("session_id", c.SessionID),
+		zap.String("user", h.User),
+		zap.String("role", h.Role),
+		zap.String("session_id", h.SessionID),
 		zap.String("client_ip", clientIP),
 		zap.String("method", method),
 		zap.String("uri", uri),
@@ -90,7 +114,7 @@ func (a *Auditor) Access(c *Claims, clientIP, method, uri string, status int, by
 			}
 		}
 	}
-	if c.BreakGlass {
+	if h.BreakGlass {
 		fields = append(fields, zap.Bool("break_glass", true))
 	}
 	a.chain.write(a.log, EventAccess, fields, a.now)
@@ -109,11 +133,12 @@ type BodyDigest struct {
 	Dropped bool
 }
 
-// BodyDropped writes the event for recorded bodies that did not reach storage.
-func (a *Auditor) BodyDropped(d BodyDrop) {
-	fields := []zap.Field{zap.String("reason", d.Reason), zap.Int("count", d.Count)}
-	if d.Key != "" {
-		fields = append(fields, zap.String("user", d.User), zap.String("role", d.Role), zap.String("session_id", d.SessionID), zap.String("body_key", d.Key))
+// BodyDropped writes the event for count recorded bodies that did not reach storage
+// for reason; key, when set, names the body of h's request this report begins with.
+func (a *Writer) BodyDropped(reason string, count int, h Holder, key string) {
+	fields := []zap.Field{zap.String("reason", reason), zap.Int("count", count)}
+	if key != "" {
+		fields = append(fields, zap.String("user", h.User), zap.String("role", h.Role), zap.String("session_id", h.SessionID), zap.String("body_key", key))
 	}
 	a.Event(EventBodyDropped, fields...)
 }
@@ -121,25 +146,3 @@ func (a *Auditor) BodyDropped(d BodyDrop) {
 type accessFields [16]zap.Field
 
 var accessFieldsPool = sync.Pool{New: func() any { return new(accessFields) }}
-
-// recordFields are the fields that describe a session in every event about it.
-func recordFields(r *Record) []zap.Field {
-	fields := []zap.Field{
-		zap.String("user", r.User),
-		zap.String("role", r.Role),
-		zap.String("session_id", r.ID),
-		zap.String("justification", r.Justification),
-		zap.String("expires", r.Expires.UTC().Format(time.RFC3339)),
-		zap.String("client_ip", r.ClientIP),
-	}
-	if r.Ticket != "" {
-		fields = append(fields, zap.String("ticket", r.Ticket))
-	}
-	if r.RequestID != "" {
-		fields = append(fields, zap.String("request_id", r.RequestID), zap.Strings("approvers", r.Approvers))
-	}
-	if r.BreakGlass {
-		fields = append(fields, zap.Bool("break_glass", true))
-	}
-	return fields
-}

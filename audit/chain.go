@@ -1,8 +1,7 @@
-package session
+package audit
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -53,7 +52,7 @@ type ChainHead struct {
 }
 
 func chainHeadKey(instance string) string {
-	return keyPrefix + "audit-chains/" + state.Name(instance) + ".json"
+	return state.Prefix + "audit-chains/" + state.Name(instance) + ".json"
 }
 
 // Chain is an instance's audit chain, shared by every config of the process.
@@ -66,12 +65,6 @@ type Chain struct {
 	fields []zap.Field
 	values []canonicalValue
 	order  canonicalOrder
-}
-
-func randomID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // NewChain starts a chain that is not kept in storage.
@@ -120,7 +113,7 @@ func (c *Chain) Save(ctx context.Context, st state.Store) error {
 // LoadChainHeads reads every instance's saved head, for verifying that a log was not
 // cut short.
 func LoadChainHeads(ctx context.Context, st state.Store) ([]ChainHead, error) {
-	keys, err := state.RecordKeys(ctx, st, keyPrefix+"audit-chains", false, "the saved audit chain heads")
+	keys, err := state.RecordKeys(ctx, st, state.Prefix+"audit-chains", false, "the saved audit chain heads")
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +142,7 @@ func compareStrings(a, b string) int {
 
 // write links the event into the chain and writes it, under the chain's lock so that
 // the log's order is the chain's order.
-func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now Clock) {
+func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now func() time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ce := log.Check(zap.InfoLevel, event)

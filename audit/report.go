@@ -1,4 +1,4 @@
-package session
+package audit
 
 import (
 	"errors"
@@ -70,8 +70,8 @@ type ReportAlert struct {
 	Message   string    `json:"message"`
 }
 
-// AuditReport is the outcome of Report.
-type AuditReport struct {
+// Report is the outcome of Report.
+type Report struct {
 	From  time.Time `json:"from"`
 	To    time.Time `json:"to"`
 	Files []string  `json:"files"`
@@ -104,7 +104,7 @@ type codeFailure struct {
 
 // Report sums up the use of every role by every user in the window of the given
 // length that ends at now, and raises the alerts of a privileged-access review.
-func Report(inputs []AuditInput, window time.Duration, now time.Time, opts ReportOptions) (*AuditReport, error) {
+func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportOptions) (*Report, error) {
 	if window <= 0 {
 		return nil, errors.New("the report's window must be positive")
 	}
@@ -114,7 +114,7 @@ func Report(inputs []AuditInput, window time.Duration, now time.Time, opts Repor
 	}
 	from := now.Add(-window)
 	inWindow := func(t time.Time) bool { return !t.Before(from) && !t.After(now) }
-	rep := &AuditReport{From: from, To: now, Files: make([]string, 0, len(inputs)), Rows: []ReportRow{}, Alerts: []ReportAlert{},
+	rep := &Report{From: from, To: now, Files: make([]string, 0, len(inputs)), Rows: []ReportRow{}, Alerts: []ReportAlert{},
 		ConfigAware: opts.Roles != nil, Notes: []string{}}
 	for _, in := range inputs {
 		rep.Files = append(rep.Files, in.Name)
@@ -146,7 +146,7 @@ func Report(inputs []AuditInput, window time.Duration, now time.Time, opts Repor
 	breakGlass := map[string]bool{}
 	alert := func(a ReportAlert) { rep.Alerts = append(rep.Alerts, a) }
 
-	err := ScanAudit(inputs, func(l *AuditLine) error {
+	err := Scan(inputs, func(l *Line) error {
 		rep.Lines++
 		at, ok := l.Time(FieldTime)
 		if l.Problem != "" || l.Event() == "" || !ok {
@@ -369,7 +369,7 @@ func codeFailureBursts(fs []codeFailure) []failureBurst {
 
 // eligibilityAlerts are the alerts that need the roles: eligible users who do not use
 // their eligibility, and eligibility that ends soon.
-func (rep *AuditReport) eligibilityAlerts(roles map[string]*policy.Role, now time.Time, lastActivation map[roleUser]time.Time) {
+func (rep *Report) eligibilityAlerts(roles map[string]*policy.Role, now time.Time, lastActivation map[roleUser]time.Time) {
 	names := make([]string, 0, len(roles))
 	for name := range roles {
 		names = append(names, name)
