@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-jit/caddy-jit/caddymodule"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -36,7 +37,7 @@ type auditTestLog struct {
 func newAuditTestLog(chain *session.Chain) *auditTestLog {
 	l := &auditTestLog{chain: chain}
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(zapcore.AddSync(&l.buf)), zap.InfoLevel)
-	log := zap.New(core).Named(string(Handler{}.CaddyModule().ID) + ".audit")
+	log := zap.New(core).Named(string(caddymodule.Handler{}.CaddyModule().ID) + ".audit")
 	l.a = session.NewAuditor(log, chain, func() time.Time { return l.at })
 	return l
 }
