@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -95,11 +96,11 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	f := activationForm{
 		User:          caller.User,
 		Role:          role,
-		Justification: truncateRunes(form["justification"], policy.MaxJustificationLength+1),
-		Ticket:        truncateRunes(form["ticket"], policy.MaxTicketLength+1),
+		Justification: printable.Truncate(form["justification"], policy.MaxJustificationLength+1),
+		Ticket:        printable.Truncate(form["ticket"], policy.MaxTicketLength+1),
 		Return:        safeReturn(form["return"]),
 		Duration:      role.DefaultDuration,
-		Start:         truncateRunes(strings.TrimSpace(form["start"]), 40),
+		Start:         printable.Truncate(strings.TrimSpace(form["start"]), 40),
 		BreakGlass:    form["break_glass"] != "",
 	}
 	fail := func(status int, field, msg string) error {
@@ -115,7 +116,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	if raw := strings.TrimSpace(form["duration"]); raw != "" {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
-			return fail(http.StatusBadRequest, "duration", "The duration "+truncateRunes(raw, 20)+" is not a duration such as 30m or 1h.")
+			return fail(http.StatusBadRequest, "duration", "The duration "+printable.Truncate(raw, 20)+" is not a duration such as 30m or 1h.")
 		}
 		f.Duration = d
 	}
@@ -137,7 +138,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		Ticket:        strings.TrimSpace(form["ticket"]),
 		Code:          strings.TrimSpace(form["code"]),
 		ClientIP:      clientIP(r),
-		UserAgent:     truncateRunes(r.UserAgent(), 256),
+		UserAgent:     printable.Truncate(r.UserAgent(), 256),
 		Start:         start,
 		BreakGlass:    f.BreakGlass,
 		Return:        f.Return,

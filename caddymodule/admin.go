@@ -11,6 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -51,13 +53,6 @@ func (AdminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-// enrollmentResponse is the answer to an enrollment. The URI holds the secret: it is
-// shown to the operator once and never logged.
-type enrollmentResponse struct {
-	User       string `json:"user"`
-	OTPAuthURI string `json:"otpauth_uri"`
-}
-
 func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use POST /jit/enrollments/{user}", r.Method)}
@@ -70,7 +65,7 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if user, err = userArg(app.names, user); err != nil {
+	if user, err = app.CanonicalUser(user); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	if link, err := wantsEnrollLink(r.URL.Query()); err != nil {
@@ -84,7 +79,7 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("enrolling %s: %v", user, err)}
 	}
-	return writeJSON(w, http.StatusOK, enrollmentResponse{User: user, OTPAuthURI: uri})
+	return writeJSON(w, http.StatusOK, adminapi.Enrollment{User: user, OTPAuthURI: uri})
 }
 
 // replaceFlag reads a link's ?replace=1 (or true): the link may replace the user's
@@ -96,7 +91,7 @@ func replaceFlag(q url.Values) (bool, error) {
 	case "", "0", "false":
 		return false, nil
 	}
-	return false, fmt.Errorf("replace=%q: want replace=1 for a link that replaces the current authenticator without a code of it", truncateRunes(q.Get("replace"), 32))
+	return false, fmt.Errorf("replace=%q: want replace=1 for a link that replaces the current authenticator without a code of it", printable.Truncate(q.Get("replace"), 32))
 }
 
 // wantsEnrollLink reads ?link=1 (or true) and refuses a ttl or a replace without it:
@@ -128,14 +123,14 @@ func handleEnrollLink(w http.ResponseWriter, r *http.Request, app *App, user str
 	if raw := r.URL.Query().Get("ttl"); raw != "" {
 		d, err := caddy.ParseDuration(raw)
 		if err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ttl %q is not a duration such as 24h or 7d", truncateRunes(raw, 32))}
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ttl %q is not a duration such as 24h or 7d", printable.Truncate(raw, 32))}
 		}
 		if d <= 0 {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ttl %q: want a positive duration", truncateRunes(raw, 32))}
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ttl %q: want a positive duration", printable.Truncate(raw, 32))}
 		}
 		requested = d
 	}
-	ttl, err := enrollLinkTTL(requested, time.Duration(app.EnrollLinkTTL))
+	ttl, err := app.EnrollLinkLifetime(requested)
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
@@ -147,26 +142,7 @@ func handleEnrollLink(w http.ResponseWriter, r *http.Request, app *App, user str
 	if err != nil {
 		return storageError("making an enrollment link for "+user, err)
 	}
-	return writeJSON(w, http.StatusOK, newEnrollLinkResponse(user, token, expires))
-}
-
-// SessionInfo is a session as the admin API and the CLI show it.
-type SessionInfo struct {
-	*session.Record
-	Revoked bool `json:"revoked"`
-}
-
-// sessionList is the answer to GET /jit/sessions and to revocations.
-type sessionList struct {
-	Sessions []SessionInfo `json:"sessions"`
-}
-
-func listed(a *session.Authority, recs []*session.Record) sessionList {
-	out := sessionList{Sessions: make([]SessionInfo, 0, len(recs))}
-	for _, rec := range recs {
-		out.Sessions = append(out.Sessions, SessionInfo{Record: rec, Revoked: !rec.Ended.IsZero() || a.Revocations.Revoked(rec.ID)})
-	}
-	return out
+	return writeJSON(w, http.StatusOK, adminapi.NewEnrollLink(user, EnrollLinkPath(token), expires))
 }
 
 func handleSessions(w http.ResponseWriter, r *http.Request) error {
@@ -179,7 +155,7 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 	case http.MethodGet:
 		user := q.Get("user")
 		if user != "" {
-			if user, err = userArg(app.names, user); err != nil {
+			if user, err = app.CanonicalUser(user); err != nil {
 				return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("GET /jit/sessions?user=NAME: %v", err)}
 			}
 		}
@@ -187,9 +163,9 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return storageError("listing sessions", err)
 		}
-		return writeJSON(w, http.StatusOK, listed(app.authority, recs))
+		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority, recs))
 	case http.MethodDelete:
-		user, err := userArg(app.names, q.Get("user"))
+		user, err := app.CanonicalUser(q.Get("user"))
 		if err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE /jit/sessions needs ?user=NAME (or use /jit/sessions/{id}): %v", err)}
 		}
@@ -197,7 +173,7 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return storageError("revoking sessions", err)
 		}
-		return writeJSON(w, http.StatusOK, listed(app.authority, ended))
+		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority, ended))
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET or DELETE", r.Method)}
 }
@@ -223,7 +199,7 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storageError("revoking the session", err)
 	}
-	return writeJSON(w, http.StatusOK, listed(app.authority, []*session.Record{rec}))
+	return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority, []*session.Record{rec}))
 }
 
 func handleLockout(w http.ResponseWriter, r *http.Request) error {
@@ -241,7 +217,7 @@ func handleLockout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if user, err = userArg(app.names, user); err != nil {
+	if user, err = app.CanonicalUser(user); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	if err := app.authority.Unlock(r.Context(), user, operator(r), r.URL.Query().Get("reason")); err != nil {
@@ -262,14 +238,14 @@ func handleRotateKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storageError("rotating the signing key", err)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"kid": id, "keys": app.authority.Keyring.KeyIDs()})
+	return writeJSON(w, http.StatusOK, adminapi.KeyRotation{KeyID: id, Keys: app.authority.Keyring.KeyIDs()})
 }
 
 // operator says who made an admin API call, for the audit log: the `by` the caller
 // gives (the CLI sends the operator's login) and the address it came from.
 func operator(r *http.Request) string {
-	by := truncateRunes(r.URL.Query().Get("by"), 64)
-	if strings.ContainsFunc(by, isControl) {
+	by := printable.Truncate(r.URL.Query().Get("by"), 64)
+	if strings.ContainsFunc(by, printable.IsControl) {
 		by = ""
 	}
 	if by == "" {
@@ -299,7 +275,7 @@ func checkUserName(user string) error {
 		return errors.New("no user name: use /jit/enrollments/{user}")
 	case len(user) > maxUserLength:
 		return fmt.Errorf("the user name is longer than %d bytes", maxUserLength)
-	case !utf8.ValidString(user) || strings.ContainsFunc(user, isControl) || strings.Contains(user, "/"):
+	case !utf8.ValidString(user) || strings.ContainsFunc(user, printable.IsControl) || strings.Contains(user, "/"):
 		return fmt.Errorf("the user name %q holds a slash or a control character", user)
 	}
 	return nil

@@ -118,22 +118,12 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision fills in defaults, builds the policy and attaches the shared state.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	a.setDefaults()
-	if err := a.canonicalizeNames(); err != nil {
-		return err
-	}
-	roles, err := buildRoles(a.Roles)
-	if err != nil {
-		return err
-	}
-	a.roles = roles
-	a.identityKey = singlePlaceholder(a.Identity)
-	if err := a.Validate(); err != nil {
+	if err := a.build(); err != nil {
 		return err
 	}
 
 	storage := ctx.Storage()
-	a.sharedKey = sharedStateKey(storage)
+	a.sharedKey = StorageName(storage)
 	val, _, err := sharedStates.LoadOrNew(a.sharedKey, func() (caddy.Destructor, error) {
 		return newSharedState(storage, a.logger)
 	})
@@ -144,14 +134,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.refusals, err = provisionRefusals(a.Refusals); err != nil {
 		return err
 	}
-	a.authority, err = session.NewAuthority(ctx, storage, session.Config{
-		Issuer:          a.Issuer,
-		MaxFailures:     a.Lockout.MaxFailures,
-		LockoutDuration: time.Duration(a.Lockout.Duration),
-		Audit:           ctx.Logger(Handler{}).Named("audit").WithOptions(zap.ErrorOutput(&auditErrorSink{logger: a.logger})),
-		Now:             now,
-		State:           a.shared.state,
-	})
+	cfg := a.AuthorityConfig(ctx.Logger(Handler{}).Named("audit").WithOptions(zap.ErrorOutput(&auditErrorSink{logger: a.logger})), now)
+	cfg.State = a.shared.state
+	a.authority, err = session.NewAuthority(ctx, storage, cfg)
 	if err != nil {
 		return err
 	}
@@ -175,7 +160,38 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// setDefaults fills in every setting left out; the offline CLI shares it.
+// build reads the settings as every use of the app needs them: defaults filled in,
+// user names in canonical form, the policy's roles built, and everything checked.
+// Provision runs it, and LoadApp for the commands that read a config without
+// running it.
+func (a *App) build() error {
+	a.setDefaults()
+	if err := a.canonicalizeNames(); err != nil {
+		return err
+	}
+	roles, err := buildRoles(a.Roles)
+	if err != nil {
+		return err
+	}
+	a.roles = roles
+	a.identityKey = singlePlaceholder(a.Identity)
+	return a.Validate()
+}
+
+// AuthorityConfig is what the app's settings make of a session authority: its
+// issuer and lockout. The audit logger and the clock are the caller's; Provision adds
+// the shared state, and `caddy jit` on storage (admin API off) its own audit logger.
+func (a *App) AuthorityConfig(audit *zap.Logger, now func() time.Time) session.Config {
+	return session.Config{
+		Issuer:          a.Issuer,
+		MaxFailures:     a.Lockout.MaxFailures,
+		LockoutDuration: time.Duration(a.Lockout.Duration),
+		Audit:           audit,
+		Now:             now,
+	}
+}
+
+// setDefaults fills in every setting left out.
 func (a *App) setDefaults() {
 	if a.Issuer == "" {
 		a.Issuer = DefaultIssuer
@@ -217,7 +233,7 @@ func (a *App) Validate() error {
 	if a.MaxStaleness <= a.SyncInterval {
 		return fmt.Errorf("jit: max_staleness (%s) must be longer than sync_interval (%s)", time.Duration(a.MaxStaleness), time.Duration(a.SyncInterval))
 	}
-	if err := checkEnrollLinkTTL(time.Duration(a.EnrollLinkTTL)); err != nil {
+	if err := CheckEnrollLinkTTL(time.Duration(a.EnrollLinkTTL)); err != nil {
 		return fmt.Errorf("jit: enroll_link_ttl: %w", err)
 	}
 	if err := a.validateNotify(); err != nil {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 )
 
 // maxCachedAudiences bounds the audience cache: a site answers for few host names,
@@ -106,7 +108,7 @@ func checkAudience(aud string) error {
 // checkAssertionAudience accepts what an upstream may expect in aud: a URL or any other
 // identifier, printable and short.
 func checkAssertionAudience(aud string) error {
-	if aud == "" || len(aud) > 256 || strings.ContainsFunc(aud, isControl) || strings.ContainsAny(aud, " \t") {
+	if aud == "" || len(aud) > 256 || strings.ContainsFunc(aud, printable.IsControl) || strings.ContainsAny(aud, " \t") {
 		return fmt.Errorf("assertion audience %q: want the upstream's identifier, e.g. https://grafana.internal:3000, without spaces or control characters, at most 256 bytes", aud)
 	}
 	return nil

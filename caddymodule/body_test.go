@@ -188,7 +188,7 @@ func bodiesDropped(t *testing.T, reason string) float64 {
 func TestBodyWriterSurvivesReloadAndDrainsOnStop(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	st := newBodyBlockingStorage(t)
-	key := sharedStateKey(st)
+	key := StorageName(st)
 	load := func() *sharedState {
 		v, _, err := sharedStates.LoadOrNew(key, func() (caddy.Destructor, error) { return newSharedState(st, zap.NewNop()) })
 		if err != nil {

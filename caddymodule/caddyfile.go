@@ -118,7 +118,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := durationArg(d, &app.EnrollLinkTTL); err != nil {
 				return nil, err
 			}
-			if err := checkEnrollLinkTTL(time.Duration(app.EnrollLinkTTL)); err != nil {
+			if err := CheckEnrollLinkTTL(time.Duration(app.EnrollLinkTTL)); err != nil {
 				return nil, d.Errf("enroll_link_ttl: %v", err)
 			}
 		case "lockout":

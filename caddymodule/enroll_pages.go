@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/qrcode"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -33,14 +35,16 @@ const (
 	// enroll_link_ttl or the request says otherwise.
 	DefaultEnrollLinkTTL = 24 * time.Hour
 	// maxEnrollLinkTTL bounds a link's life, 30d: it carries a secret, pending in
-	// storage. checkEnrollLinkTTL's message names it.
+	// storage. CheckEnrollLinkTTL's message names it.
 	maxEnrollLinkTTL = 30 * 24 * time.Hour
 	// enrollPage is the page's path under pagePrefix.
 	enrollPage = "enroll"
 )
 
-// enrollLinkPath is the site-relative address of the link with token.
-func enrollLinkPath(token string) string {
+// EnrollLinkPath is the site-relative address of the enrollment link with token. The
+// commands check an admin API's answer against EnrollLinkPath(""), the part before the
+// token.
+func EnrollLinkPath(token string) string {
 	return pagePrefix + enrollPage + "?token=" + url.QueryEscape(token)
 }
 
@@ -53,32 +57,20 @@ func enrollLinkTTL(requested, def time.Duration) (time.Duration, error) {
 	if ttl == 0 {
 		ttl = DefaultEnrollLinkTTL
 	}
-	if err := checkEnrollLinkTTL(ttl); err != nil {
+	if err := CheckEnrollLinkTTL(ttl); err != nil {
 		return 0, err
 	}
 	return ttl, nil
 }
 
-// checkEnrollLinkTTL accepts a positive lifetime of at most maxEnrollLinkTTL.
-func checkEnrollLinkTTL(ttl time.Duration) error {
+// CheckEnrollLinkTTL accepts a positive lifetime of at most maxEnrollLinkTTL (30d),
+// as the admin API does: `caddy jit enroll --link --ttl` checks with it before it asks.
+func CheckEnrollLinkTTL(ttl time.Duration) error {
 	if ttl <= 0 || ttl > maxEnrollLinkTTL {
 		return fmt.Errorf("an enrollment link's ttl must be positive and at most 30d (%s), not %s",
 			policy.FormatDuration(maxEnrollLinkTTL), policy.FormatDuration(ttl))
 	}
 	return nil
-}
-
-// enrollLinkResponse is the answer to POST /jit/enrollments/{user}?link=1. The path
-// holds the link's token: it goes to the user alone and is never logged.
-type enrollLinkResponse struct {
-	User     string `json:"user"`
-	LinkPath string `json:"link_path"`
-	// Expires is RFC 3339, UTC.
-	Expires string `json:"expires"`
-}
-
-func newEnrollLinkResponse(user, token string, expires time.Time) *enrollLinkResponse {
-	return &enrollLinkResponse{User: user, LinkPath: enrollLinkPath(token), Expires: expires.UTC().Format(time.RFC3339)}
 }
 
 // enrollForm is what the enrollment page shows and what its POST carries. Secret and
@@ -137,7 +129,7 @@ func (h *Handler) openEnroll(w http.ResponseWriter, r *http.Request, caller poli
 		Token:        token,
 		CSRF:         h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
 		Expires:      pending.Expires,
-		LinkPath:     enrollLinkPath(token),
+		LinkPath:     EnrollLinkPath(token),
 		Opening:      pending.Opening,
 		QR:           qr,
 		Secret:       groupsOfFour(pending.Secret),
@@ -159,7 +151,7 @@ func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller
 		Token:        token,
 		CSRF:         h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
 		Expires:      info.Expires,
-		LinkPath:     enrollLinkPath(token),
+		LinkPath:     EnrollLinkPath(token),
 		Opening:      opening,
 		Enrolled:     info.Enrolled,
 		NeedsCurrent: info.NeedsCurrentCode,
@@ -240,17 +232,17 @@ func (h *Handler) enrollLinkRefused(w http.ResponseWriter, r *http.Request, call
 			"This enrollment link was made for another user, and you are signed in as "+caller.User+". Sign in as the user it was made for, or ask an operator for a link of your own.", caller.User)
 	case errors.Is(err, session.ErrEnrollLinkUsed) && linkErr != nil:
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link already used",
-			"This enrollment link was already used, at "+clock(linkErr.At)+", and works only once. If that was not you, tell the operators at once; for another authenticator, ask them for a new link.", caller.User)
+			"This enrollment link was already used, at "+words.Time(linkErr.At)+", and works only once. If that was not you, tell the operators at once; for another authenticator, ask them for a new link.", caller.User)
 	case errors.Is(err, session.ErrEnrollLinkCancelled) && linkErr != nil:
 		when := ""
 		if !linkErr.At.IsZero() {
-			when = ", at " + clock(linkErr.At)
+			when = ", at " + words.Time(linkErr.At)
 		}
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link cancelled",
 			"This enrollment link was cancelled"+when+": a newer link was made for you, or you were enrolled since. Use the newest link you were sent, or ask an operator for a new one.", caller.User)
 	case errors.Is(err, session.ErrEnrollLinkExpired) && linkErr != nil:
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link expired",
-			"This enrollment link expired at "+clock(linkErr.At)+". Ask an operator for a new one.", caller.User)
+			"This enrollment link expired at "+words.Time(linkErr.At)+". Ask an operator for a new one.", caller.User)
 	}
 	return h.enrollStorageError(w, r, caller, err)
 }
@@ -265,12 +257,12 @@ func (h *Handler) enrollStorageError(w http.ResponseWriter, r *http.Request, cal
 // qrDataURL is the QR code of content as a PNG image in a data: URL, for an <img>
 // that the pages' CSP allows (img-src data:).
 func qrDataURL(content string) (template.URL, error) {
-	code, err := encodeQR(content)
+	img, err := qrcode.Image(content)
 	if err != nil {
 		return "", err
 	}
 	var buf bytes.Buffer
-	if err := png.Encode(&buf, qrImage(code)); err != nil {
+	if err := png.Encode(&buf, img); err != nil {
 		return "", fmt.Errorf("encoding a QR code image: %v", err)
 	}
 	// The URL is ours through and through (a fixed prefix and base64), so it is safe

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
@@ -36,7 +37,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 	}
 	d, err := time.ParseDuration(strings.TrimSpace(form["duration"]))
 	if err != nil {
-		return h.renderStatus(w, r, caller, http.StatusBadRequest, "", "The duration "+truncateRunes(form["duration"], 20)+" is not a duration such as 30m or 1h.")
+		return h.renderStatus(w, r, caller, http.StatusBadRequest, "", "The duration "+printable.Truncate(form["duration"], 20)+" is not a duration such as 30m or 1h.")
 	}
 	var role *policy.Role
 	if rec, err := h.app.authority.Records.Load(r.Context(), caller.User, form["session"]); err == nil {

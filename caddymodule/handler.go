@@ -391,12 +391,6 @@ func isIdentityHeader(name string) bool {
 	return true
 }
 
-// isControl matches the characters that have no place in a name: they could break a
-// log line or a header.
-func isControl(r rune) bool {
-	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029'
-}
-
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)

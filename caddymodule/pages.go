@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -29,7 +30,7 @@ var appJS []byte
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"duration": policy.FormatDuration,
-	"clock":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	"clock":    words.Time,
 	"ago": func(t time.Time) string {
 		d := now().Sub(t)
 		if d < time.Minute {
@@ -262,14 +263,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
-}
-
-func truncateRunes(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n])
 }
 
 // sentence makes a refusal's message, written to be embedded ("the code is wrong: …"),

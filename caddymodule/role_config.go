@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -179,7 +180,7 @@ func (ec EligibleConfig) build() (policy.Eligibility, error) {
 
 func checkSubject(s string) error {
 	name := strings.TrimPrefix(s, policy.GroupPrefix)
-	if name == "" || len(s) > maxUserLength || strings.ContainsFunc(s, isControl) {
+	if name == "" || len(s) > maxUserLength || strings.ContainsFunc(s, printable.IsControl) {
 		return fmt.Errorf("eligible subject %q is not a user name or group:NAME", s)
 	}
 	return nil

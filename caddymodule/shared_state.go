@@ -20,7 +20,10 @@ import (
 // reload keeps caches and revocations while a change of storage starts afresh.
 var sharedStates = caddy.NewUsagePool()
 
-func sharedStateKey(st certmagic.Storage) string {
+// StorageName names a storage: by its String method (certmagic's file storage says
+// "FileStorage:/var/lib/caddy"), else by its type. The app keys the state it keeps
+// across reloads by it, and messages name the storage by it.
+func StorageName(st certmagic.Storage) string {
 	if s, ok := st.(fmt.Stringer); ok {
 		return s.String()
 	}

@@ -178,17 +178,18 @@ func (a *App) caller(repl *caddy.Replacer, user string) policy.Caller {
 			}
 		}
 	}
-	c, err := a.canonicalCaller(user, groups)
+	c, err := a.CanonicalCaller(user, groups)
 	if err != nil {
 		return policy.Caller{}
 	}
 	return c
 }
 
-// canonicalCaller is the policy's view of a caller: the canonical user name, and
-// the canonical names of the groups. A group name that has no canonical form (not
-// UTF-8) is dropped: it grants nothing.
-func (a *App) canonicalCaller(user string, groups []string) (policy.Caller, error) {
+// CanonicalCaller is the policy's view of a caller: the canonical user name, and
+// the canonical names of the groups, as the gate makes it from the placeholders
+// (`caddy jit explain` makes it from its arguments). A group name that has no
+// canonical form (not UTF-8) is dropped: it grants nothing.
+func (a *App) CanonicalCaller(user string, groups []string) (policy.Caller, error) {
 	u, err := a.names.Canonical(user)
 	if err != nil {
 		return policy.Caller{}, err

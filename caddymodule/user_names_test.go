@@ -1,23 +1,14 @@
 package caddymodule
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/caddyserver/certmagic"
-	"github.com/pquerna/otp"
 
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 func TestParseUserNames(t *testing.T) {
@@ -240,88 +231,5 @@ func TestUserArg(t *testing.T) {
 		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 			t.Errorf("%s userArg(%+q) = %+q, %v; want an error saying %q", tt.names, tt.in, got, err, tt.wantErr)
 		}
-	}
-}
-
-// `caddy jit explain` answers for the user the gate would see: ALICE is alice when
-// names are case-insensitive, and not otherwise.
-func TestExplainUsesCanonicalNames(t *testing.T) {
-	const roles = `
-		role deploy {
-			max_duration 1h
-			eligible Alice group:Ops
-		}
-	}
-}
-`
-	tests := []struct {
-		option, user, groups string
-		code                 int
-		first                string
-	}{
-		{"user_names case_insensitive", "ALICE", "", explainExitMay, "alice MAY activate deploy"},
-		{"user_names case_insensitive", "sam", "OPS", explainExitMay, "sam MAY activate deploy"},
-		{"", "ALICE", "", explainExitMayNot, "ALICE MAY NOT activate deploy"},
-		{"", "Alice", "", explainExitMay, "Alice MAY activate deploy"},
-		{"", "sam", "ops", explainExitMayNot, "sam MAY NOT activate deploy"},
-	}
-	for _, tt := range tests {
-		config := explainConfig(t, "{\n\tjit {\n\t\t"+tt.option+roles)
-		args := []string{"--config", config, "--at", "2026-11-26T09:00:00Z", tt.user, "deploy"}
-		if tt.groups != "" {
-			args = append(args, "--groups", tt.groups)
-		}
-		code, out, _ := runExplain(t, args...)
-		if code != tt.code || !strings.HasPrefix(out, tt.first) {
-			t.Errorf("%q: explain %s (groups %q) = exit %d, %q; want exit %d, starting %q", tt.option, tt.user, tt.groups, code, firstLine(out), tt.code, tt.first)
-		}
-	}
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-// With the admin API off, the CLI works on storage directly: its user arguments take
-// the config's canonical form all the same.
-func TestOfflineUserArgumentsAreCanonical(t *testing.T) {
-	dir := t.TempDir()
-	config := filepath.Join(t.TempDir(), "Caddyfile")
-	src := "{\n\tadmin off\n\tstorage file_system \"" + dir + "\"\n\tjit {\n\t\tuser_names case_insensitive\n" +
-		"\t\trole r {\n\t\t\tmax_duration 1h\n\t\t\teligible dave\n\t\t}\n\t}\n}\n"
-	if err := os.WriteFile(config, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := enrollCommand()
-	if err := cmd.ParseFlags([]string{"--config", config}); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	ctl, err := openControl(caddycmd.Flags{FlagSet: cmd.Flags()}, &stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.close()
-	enrollment, err := ctl.enroll("DAVE", "op")
-	if err != nil || enrollment.User != "dave" {
-		t.Fatalf("offline enroll DAVE = %+v, %v; want user dave", enrollment, err)
-	}
-	key, err := otp.NewKeyFromURL(enrollment.OTPAuthURI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	running := session.NewAuthenticator(&certmagic.FileStorage{Path: dir}, "caddy-jit", 5, time.Hour, time.Now)
-	if err := running.Check(context.Background(), "dave", totpCode(t, key.Secret(), time.Now())); err != nil {
-		t.Errorf("the gate's dave has no enrollment after `caddy jit enroll DAVE`: %v", err)
-	}
-	if err := ctl.unlock("Dave", "op", "test"); err != nil {
-		t.Errorf("offline unlock Dave: %v", err)
-	}
-	if !strings.Contains(stderr.String(), `"user":"dave"`) || strings.Contains(stderr.String(), `"user":"Dave"`) || strings.Contains(stderr.String(), `"user":"DAVE"`) {
-		t.Errorf("the audit events should name dave only: %s", stderr.String())
-	}
-	if _, err := ctl.revokeUser("da/ve", "op", "test"); err == nil {
-		t.Error("offline revoke of a user name with a slash: want an error")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
@@ -185,7 +186,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		return h.showApprovals(w, r, caller, "", err.Error()+".", http.StatusBadRequest)
 	}
 	if !h.checkPost(r, caller.User, form["csrf"]) {
-		h.app.authority.Audit.Event(audit.EventApprovalFailed, zap.String("by", caller.User), zap.String("request_id", truncateRunes(form["request"], 40)),
+		h.app.authority.Audit.Event(audit.EventApprovalFailed, zap.String("by", caller.User), zap.String("request_id", printable.Truncate(form["request"], 40)),
 			zap.String("reason", "csrf"), zap.String("client_ip", clientIP(r)))
 		return h.showApprovals(w, r, caller, "", "This form has expired or did not come from this site. Check the request and decide again.", http.StatusForbidden)
 	}

@@ -5,7 +5,7 @@ package main
 import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
-	_ "github.com/caddy-jit/caddy-jit/caddymodule"
+	_ "github.com/caddy-jit/caddy-jit"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 

@@ -1,6 +1,9 @@
 package words
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestPlural(t *testing.T) {
 	for _, tt := range []struct {
@@ -21,6 +24,21 @@ func TestPlural(t *testing.T) {
 			if got := Plural(int(tt.n), tt.word); got != tt.want {
 				t.Errorf("Plural(int %d, %q) = %q, want %q", tt.n, tt.word, got, tt.want)
 			}
+		}
+	}
+}
+
+func TestTime(t *testing.T) {
+	paris := time.FixedZone("CET", 3600)
+	for _, tt := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2026, 3, 1, 9, 0, 59, 999, time.UTC), "2026-03-01 09:00 UTC"},
+		{time.Date(2026, 3, 1, 0, 30, 0, 0, paris), "2026-02-28 23:30 UTC"},
+	} {
+		if got := Time(tt.at); got != tt.want {
+			t.Errorf("Time(%v) = %q, want %q", tt.at, got, tt.want)
 		}
 	}
 }

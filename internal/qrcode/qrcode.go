@@ -1,4 +1,7 @@
-package caddymodule
+// Package qrcode draws the QR code of an otpauth URI three ways: as text for a
+// terminal (`caddy jit enroll`), as a PNG file (`caddy jit enroll --png`) and as an
+// image (the enrollment page). It knows nothing of caddy-jit: content in, a code out.
+package qrcode
 
 import (
 	"bufio"
@@ -15,8 +18,6 @@ import (
 	"github.com/boombuler/barcode/qr"
 )
 
-// QR codes of otpauth URIs, for `caddy jit enroll`.
-//
 // The terminal rendering draws the LIGHT modules (and the quiet zone) with block
 // characters and leaves the dark modules as the terminal's background, like
 // `qrencode -t UTF8`. On the usual light-on-dark terminal this shows a normal
@@ -42,8 +43,8 @@ const (
 	qrPNGMinSize = 512
 )
 
-// encodeQR makes the QR code of content.
-func encodeQR(content string) (barcode.Barcode, error) {
+// encode makes the QR code of content.
+func encode(content string) (barcode.Barcode, error) {
 	if content == "" {
 		return nil, errors.New("nothing to put in a QR code")
 	}
@@ -72,13 +73,13 @@ func isDarkColor(c color.Color) bool {
 // Half blocks for two QR rows per text line, indexed by (top light) | (bottom light)<<1.
 var qrHalfBlocks = [4]string{" ", "▀", "▄", "█"}
 
-// renderTerminalQR writes the QR code of content to w as text: two rows of modules per
+// WriteTerminal writes the QR code of content to w as text: two rows of modules per
 // line with Unicode half blocks, one module per column, light modules and a quiet zone
 // of qrTerminalQuiet modules drawn as blocks, dark modules left blank (see above). With
 // a code of N modules a side, that is N+4 columns and (N+5)/2 lines; the row below the
 // last one of an odd count is left blank (the terminal's dark background).
-func renderTerminalQR(w io.Writer, content string) error {
-	code, err := encodeQR(content)
+func WriteTerminal(w io.Writer, content string) error {
+	code, err := encode(content)
 	if err != nil {
 		return err
 	}
@@ -109,6 +110,16 @@ func renderTerminalQR(w io.Writer, content string) error {
 	return bw.Flush()
 }
 
+// Image draws the QR code of content as a black-on-white image, as WritePNG writes it:
+// for a page to show inline.
+func Image(content string) (*image.Paletted, error) {
+	code, err := encode(content)
+	if err != nil {
+		return nil, err
+	}
+	return qrImage(code), nil
+}
+
 // qrImage draws code as a black-on-white image with a quiet zone of qrPNGQuiet modules,
 // each module a square of whole pixels, at least qrPNGMinSize pixels a side.
 func qrImage(code barcode.Barcode) *image.Paletted {
@@ -137,19 +148,18 @@ func qrImage(code barcode.Barcode) *image.Paletted {
 	return img
 }
 
-// writeQRPNG writes the QR code of content to path as a PNG image. The code holds a
+// WritePNG writes the QR code of content to path as a PNG image. The code holds a
 // secret, so the file gets mode 0600 whatever the umask or an earlier file at path
 // allowed: it is written to a new file (0600) next to path and renamed over it, which
 // also means a reader never sees half an image.
-func writeQRPNG(path, content string) (err error) {
+func WritePNG(path, content string) (err error) {
 	if path == "" {
 		return errors.New("no file name for the PNG image")
 	}
-	code, err := encodeQR(content)
+	img, err := Image(content)
 	if err != nil {
 		return err
 	}
-	img := qrImage(code)
 
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {

@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 )
 
@@ -31,7 +32,7 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	}
 	story, err := audit.SessionStory(inputs, id, now())
 	if errors.Is(err, audit.ErrSessionNotInLog) {
-		return auditExitFinding, fmt.Errorf("no event of session %s in %s", strconv.Quote(id), printable(strings.Join(args[1:], ", ")))
+		return auditExitFinding, fmt.Errorf("no event of session %s in %s", strconv.Quote(id), printable.String(strings.Join(args[1:], ", ")))
 	}
 	if err != nil {
 		return auditExitError, err
@@ -52,20 +53,20 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 
 func writeAuditStory(w io.Writer, s *audit.Story) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Session %s: %s as %s\n", printable(s.SessionID), printable(s.User), printable(s.Role))
+	fmt.Fprintf(&b, "Session %s: %s as %s\n", printable.String(s.SessionID), printable.String(s.User), printable.String(s.Role))
 	if r := s.Request; r != nil {
 		if r.RequestedAt.IsZero() {
-			fmt.Fprintf(&b, "\nRequested  (request %s: its request is not in these files)\n", printable(r.RequestID))
+			fmt.Fprintf(&b, "\nRequested  (request %s: its request is not in these files)\n", printable.String(r.RequestID))
 		} else {
-			fmt.Fprintf(&b, "\nRequested  %s from %s, request %s (%s)\n", auditClock(r.RequestedAt), printable(r.ClientIP), printable(r.RequestID), printable(r.Where))
-			fmt.Fprintf(&b, "  for %s, %d approvals needed by %s: %s\n", printable(r.Duration), r.ApprovalsNeeded, auditClock(r.Deadline), strconv.Quote(r.Justification))
+			fmt.Fprintf(&b, "\nRequested  %s from %s, request %s (%s)\n", auditClock(r.RequestedAt), printable.String(r.ClientIP), printable.String(r.RequestID), printable.String(r.Where))
+			fmt.Fprintf(&b, "  for %s, %d approvals needed by %s: %s\n", printable.String(r.Duration), r.ApprovalsNeeded, auditClock(r.Deadline), strconv.Quote(r.Justification))
 		}
 		for _, d := range r.Decisions {
 			verb := "denied  "
 			if d.Approved {
 				verb = "approved"
 			}
-			fmt.Fprintf(&b, "  %s %s by %s from %s: %s\n", verb, auditClock(d.At), printable(d.By), printable(d.ClientIP), strconv.Quote(d.Comment))
+			fmt.Fprintf(&b, "  %s %s by %s from %s: %s\n", verb, auditClock(d.At), printable.String(d.By), printable.String(d.ClientIP), strconv.Quote(d.Comment))
 		}
 	}
 	if a := s.Activation; a != nil {
@@ -73,16 +74,16 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		if a.BreakGlass {
 			bg = ", BREAK-GLASS"
 		}
-		fmt.Fprintf(&b, "\nActivated  %s from %s%s (%s)\n", auditClock(a.At), printable(a.ClientIP), bg, printable(a.Where))
+		fmt.Fprintf(&b, "\nActivated  %s from %s%s (%s)\n", auditClock(a.At), printable.String(a.ClientIP), bg, printable.String(a.Where))
 		fmt.Fprintf(&b, "  why:     %s\n", strconv.Quote(a.Justification))
 		if a.Ticket != "" {
-			fmt.Fprintf(&b, "  ticket:  %s\n", printable(a.Ticket))
+			fmt.Fprintf(&b, "  ticket:  %s\n", printable.String(a.Ticket))
 		}
-		fmt.Fprintf(&b, "  from %s to %s (%s)\n", auditClock(a.Start), auditClock(a.Expires), printable(a.Duration))
+		fmt.Fprintf(&b, "  from %s to %s (%s)\n", auditClock(a.Start), auditClock(a.Expires), printable.String(a.Duration))
 		if len(a.Approvers) > 0 {
 			names := make([]string, len(a.Approvers))
 			for i, n := range a.Approvers {
-				names[i] = printable(n)
+				names[i] = printable.String(n)
 			}
 			fmt.Fprintf(&b, "  approved by %s\n", strings.Join(names, ", "))
 		}
@@ -90,10 +91,10 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		b.WriteString("\nActivated  (not in these files: it is in an older file)\n")
 	}
 	for _, e := range s.Extensions {
-		fmt.Fprintf(&b, "Extended   %s from %s: to %s (was %s): %s\n", auditClock(e.At), printable(e.ClientIP), auditClock(e.To), auditClock(e.From), strconv.Quote(e.Justification))
+		fmt.Fprintf(&b, "Extended   %s from %s: to %s (was %s): %s\n", auditClock(e.At), printable.String(e.ClientIP), auditClock(e.To), auditClock(e.From), strconv.Quote(e.Justification))
 	}
 	for _, f := range s.Failures {
-		fmt.Fprintf(&b, "Refused    %s %s: %s (%s)\n", auditClock(f.At), printable(f.Event), printable(f.Reason), printable(f.Where))
+		fmt.Fprintf(&b, "Refused    %s %s: %s (%s)\n", auditClock(f.At), printable.String(f.Event), printable.String(f.Reason), printable.String(f.Where))
 	}
 	fmt.Fprintf(&b, "\nRequests (%d):\n", len(s.Accesses))
 	if len(s.Accesses) > 0 {
@@ -102,7 +103,7 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		for _, a := range s.Accesses {
 			body := "-"
 			if a.BodySHA256 != "" {
-				body = printable(a.BodySHA256)
+				body = printable.String(a.BodySHA256)
 				if a.BodyBytes != nil {
 					body += " (" + strconv.FormatInt(*a.BodyBytes, 10) + " bytes"
 					if a.BodyIncomplete {
@@ -111,7 +112,7 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 					body += ")"
 				}
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", auditClock(a.At), printable(a.Method), printable(a.URI), a.Status, a.Bytes, body)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", auditClock(a.At), printable.String(a.Method), printable.String(a.URI), a.Status, a.Bytes, body)
 		}
 		tw.Flush()
 	}
@@ -122,7 +123,7 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		if e.LocalOnly {
 			how += " on one instance only (storage was unreachable)"
 		}
-		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable(e.By), strconv.Quote(e.Reason), printable(e.Where))
+		fmt.Fprintf(&b, "Ended      %s: %s by %s: %s (%s)\n", auditClock(e.At), how, printable.String(e.By), strconv.Quote(e.Reason), printable.String(e.Where))
 	case audit.EndExpired:
 		fmt.Fprintf(&b, "Ended      %s: expired\n", auditClock(e.At))
 	case audit.EndActive:
@@ -160,15 +161,17 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil || noisy < 1 {
 		return auditExitError, errors.New("--noisy must be a number of activations, at least 1")
 	}
-	cfg, configFile, err := loadAuditConfig(fl)
+	cfg, configFile, err := flaggedConfig(fl)
 	if err != nil {
 		return auditExitError, err
 	}
 	opts := audit.ReportOptions{Noisy: noisy}
 	if cfg != nil {
-		if opts.Roles, err = configuredRoles(cfg, configFile); err != nil {
+		app, err := loadApp(cfg, configFile, "no roles to report on")
+		if err != nil {
 			return auditExitError, err
 		}
+		opts.Roles = app.PolicyRoles()
 	}
 	inputs, err := auditInputs(files)
 	if err != nil {
@@ -194,7 +197,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 
 func writeAuditReport(w io.Writer, rep *audit.Report, since string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "caddy-jit report, %s – %s (%s): %s, %s.\n", clock(rep.From), clock(rep.To), printable(since),
+	fmt.Fprintf(&b, "caddy-jit report, %s – %s (%s): %s, %s.\n", words.Time(rep.From), words.Time(rep.To), printable.String(since),
 		words.Plural(len(rep.Files), "file"), words.Plural(rep.Events, "event"))
 	b.WriteString("\n")
 	if len(rep.Rows) == 0 {
@@ -205,7 +208,7 @@ func writeAuditReport(w io.Writer, rep *audit.Report, since string) error {
 		for _, r := range rep.Rows {
 			last := "-"
 			if !r.LastUse.IsZero() {
-				last = clock(r.LastUse)
+				last = words.Time(r.LastUse)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", cell(r.Role), cell(r.User), r.Activations, r.BreakGlass, r.Elevated, r.Requests, last)
 		}
@@ -220,12 +223,12 @@ func writeAuditReport(w io.Writer, rep *audit.Report, since string) error {
 		for _, a := range rep.Alerts {
 			at, where := "-", ""
 			if !a.At.IsZero() {
-				at = clock(a.At)
+				at = words.Time(a.At)
 			}
 			if a.Where != "" {
-				where = " (" + printable(a.Where) + ")"
+				where = " (" + printable.String(a.Where) + ")"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", at, a.Kind, printable(a.Message), where)
+			fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", at, a.Kind, printable.String(a.Message), where)
 		}
 		tw.Flush()
 	}

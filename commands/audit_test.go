@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/caddymodule"
 )
 
 // auditTestNow is "now" for the audit command tests: a Tuesday evening.
@@ -36,7 +37,7 @@ type auditTestLog struct {
 func newAuditTestLog(chain *audit.Chain) *auditTestLog {
 	l := &auditTestLog{chain: chain}
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(zapcore.AddSync(&l.buf)), zap.InfoLevel)
-	log := zap.New(core).Named(string(Handler{}.CaddyModule().ID) + ".audit")
+	log := zap.New(core).Named(string(caddymodule.Handler{}.CaddyModule().ID) + ".audit")
 	l.a = audit.NewWriter(log, chain, func() time.Time { return l.at })
 	return l
 }

@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"encoding/json"
@@ -14,84 +14,13 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/caddy-jit/caddy-jit/caddymodule"
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/qrcode"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 )
-
-func init() {
-	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:      "jit",
-		Usage:     "<command>",
-		Short:     jitShort,
-		Long:      jitLong,
-		CobraFunc: addJitSubcommands,
-	})
-}
-
-const jitShort = "Manages caddy-jit, just-in-time access to protected sites"
-
-var jitLong = `
-Manages just-in-time access (the global 'jit' option): enrolls users for
-TOTP, lists and revokes sessions, clears lockouts and rotates signing keys.
-The subcommands talk to the admin API of a running Caddy; when --config
-names a config with 'admin off', they work on its storage directly, and
-running instances pick the change up on their next sync.
-
-All subcommands reach Caddy's admin API at '` + caddy.DefaultAdminListen + `' by default. You may
-explicitly specify the --address, or use the --config flag to load the admin
-address from your config, if not using the default.`
-
-// jitSubcommands build the subcommands of `caddy jit`. Each call must return a fresh
-// command. Add one with addJitSubcommand from an init function of this package; the
-// list is read only when Caddy builds its command tree in caddycmd.Main, after every
-// init has run, so the order of files does not matter.
-var jitSubcommands = []func() *cobra.Command{enrollCommand}
-
-// addJitSubcommand adds a subcommand (such as sessions, revoke, unlock) to `caddy jit`.
-// Call it from an init function.
-func addJitSubcommand(build func() *cobra.Command) {
-	jitSubcommands = append(jitSubcommands, build)
-}
-
-// addJitSubcommands is the CobraFunc of `caddy jit`: it adds the subcommands to the
-// command that Caddy made from the registration in init.
-func addJitSubcommands(cmd *cobra.Command) {
-	for _, build := range jitSubcommands {
-		cmd.AddCommand(build())
-	}
-}
-
-// jitCommand builds `jit` with all its subcommands as a standalone command, the way
-// Caddy builds it, for tests and for documentation generators.
-func jitCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "jit <command>",
-		Short: jitShort,
-		Long:  jitLong,
-		// as Caddy's root command does: no usage text after every error
-		SilenceUsage: true,
-	}
-	addJitSubcommands(cmd)
-	return cmd
-}
-
-// addAdminFlags adds the flags that locate the admin API, with the same names and
-// help as Caddy's own commands (reload, stop, trust).
-func addAdminFlags(cmd *cobra.Command) {
-	cmd.Flags().StringP("address", "", "", "Address of the administration API listener (if --config is not used)")
-	cmd.Flags().StringP("config", "c", "", "Configuration file (if --address is not used)")
-	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
-}
-
-// runWithStreams adapts a command function into cobra's RunE, with Caddy's handling
-// of errors and exit codes (caddycmd.WrapCommandFuncForCobra). stdout is the command's
-// output; stderr takes notes and, when working on storage directly, the audit events
-// (both are the process's unless a test sets them).
-func runWithStreams(f func(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error)) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
-			return f(cmd.OutOrStdout(), cmd.ErrOrStderr(), fl)
-		})(cmd, args)
-	}
-}
 
 func enrollCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -189,7 +118,7 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 			enrollment.User, enrollment.OTPAuthURI); err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
-		if err := writeQRPNG(pngFile, enrollment.OTPAuthURI); err != nil {
+		if err := qrcode.WritePNG(pngFile, enrollment.OTPAuthURI); err != nil {
 			return caddy.ExitCodeFailedStartup, fmt.Errorf("%s is enrolled, but the QR code could not be saved (enter the URI printed above by hand, or fix the path and enroll again): %v",
 				enrollment.User, err)
 		}
@@ -203,7 +132,7 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 		enrollment.User, enrollment.OTPAuthURI); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	if err := renderTerminalQR(w, enrollment.OTPAuthURI); err != nil {
+	if err := qrcode.WriteTerminal(w, enrollment.OTPAuthURI); err != nil {
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("%s is enrolled, but the QR code could not be drawn (enter the URI above by hand): %v", enrollment.User, err)
 	}
 	if _, err := fmt.Fprintf(w, "\nThe URI and the QR code hold %s's secret; they are not shown again. If the code does not scan (light terminal background), use --png <file>.\n", enrollment.User); err != nil {
@@ -227,7 +156,7 @@ func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 		if err != nil {
 			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ttl %q is not a duration such as 2h, 24h or 7d", raw)
 		}
-		if err := checkEnrollLinkTTL(d); err != nil {
+		if err := caddymodule.CheckEnrollLinkTTL(d); err != nil {
 			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ttl %q: %v", raw, err)
 		}
 		ttl = d
@@ -248,18 +177,18 @@ func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	}
 	expires := link.Expires
 	if t, err := time.Parse(time.RFC3339, link.Expires); err == nil {
-		expires = clock(t)
+		expires = words.Time(t)
 	}
 	// The link goes to w only, never into an error: errors are logged.
 	if site != "" {
 		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s%s\n\n"+
 			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
-			printable(link.User), expires, site, link.LinkPath, printable(link.User), printable(link.User), replaceNote(fl.Bool("replace")))
+			printable.String(link.User), expires, site, link.LinkPath, printable.String(link.User), printable.String(link.User), replaceNote(fl.Bool("replace")))
 	} else {
 		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s\n\n"+
 			"Put the address of a site that caddy-jit protects in front of it (e.g. https://console.example.com%s), or give that address with --site.\n"+
 			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
-			printable(link.User), expires, link.LinkPath, link.LinkPath, printable(link.User), printable(link.User), replaceNote(fl.Bool("replace")))
+			printable.String(link.User), expires, link.LinkPath, link.LinkPath, printable.String(link.User), printable.String(link.User), replaceNote(fl.Bool("replace")))
 	}
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -291,7 +220,7 @@ func replaceNote(replace bool) string {
 // enrollLinkViaAdmin asks the admin API for an enrollment link: POST
 // /jit/enrollments/{user}?link=1[&ttl=…][&replace=1]; ttl 0 leaves it to the running
 // config.
-func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error) {
+func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration, replace bool) (*adminapi.EnrollLink, error) {
 	doing := "making an enrollment link for " + strconv.Quote(user)
 	q := url.Values{"link": {"1"}}
 	if replace {
@@ -307,11 +236,12 @@ func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration, repl
 	if err != nil {
 		return nil, err
 	}
-	var link enrollLinkResponse
+	var link adminapi.EnrollLink
 	if err := c.decode(body, &link, doing); err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(link.LinkPath, pagePrefix+enrollPage+"?token=") {
+	// EnrollLinkPath("") is a link's path up to its token.
+	if !strings.HasPrefix(link.LinkPath, caddymodule.EnrollLinkPath("")) {
 		return nil, fmt.Errorf("%s: the admin API at %s answered without a link_path (is it caddy with caddy-jit, of a version that makes links?)", doing, c.addr)
 	}
 	if link.User == "" {
@@ -320,12 +250,9 @@ func enrollLinkViaAdmin(c adminControl, user, by string, ttl time.Duration, repl
 	return &link, nil
 }
 
-// maxAdminResponse bounds what is read of an admin API answer.
-const maxAdminResponse = 1 << 20
-
 // enrollViaAdmin asks the admin API at adminAddr to enroll user: POST
 // /jit/enrollments/{user}.
-func enrollViaAdmin(adminAddr, user, by string) (*enrollmentResponse, error) {
+func enrollViaAdmin(adminAddr, user, by string) (*adminapi.Enrollment, error) {
 	uri := "/jit/enrollments/" + url.PathEscape(user)
 	if by != "" {
 		uri += "?by=" + url.QueryEscape(by)
@@ -336,7 +263,7 @@ func enrollViaAdmin(adminAddr, user, by string) (*enrollmentResponse, error) {
 	}
 	defer resp.Body.Close()
 
-	var enrollment enrollmentResponse
+	var enrollment adminapi.Enrollment
 	dec := json.NewDecoder(io.LimitReader(resp.Body, maxAdminResponse))
 	if err := dec.Decode(&enrollment); err != nil {
 		return nil, fmt.Errorf("the admin API at %s answered the enrollment of %q with something other than JSON {\"user\", \"otpauth_uri\"} (is it caddy with caddy-jit?): %v",
@@ -349,33 +276,4 @@ func enrollViaAdmin(adminAddr, user, by string) (*enrollmentResponse, error) {
 		enrollment.User = user
 	}
 	return &enrollment, nil
-}
-
-// explainAdminError turns an error of caddycmd.AdminAPIRequest into one that says what
-// to do. AdminAPIRequest formats its errors with %v, so they are told apart by text:
-// "performing request: …" when the request did not get through, and "caddy responded
-// with error: HTTP <status>: <body>" when the API refused it, where the body of an
-// API error is JSON {"error": "…"}. Anything else is returned as it is, with context.
-func explainAdminError(adminAddr, doing string, err error) error {
-	msg := err.Error()
-	if rest, ok := strings.CutPrefix(msg, "performing request: "); ok {
-		return fmt.Errorf("%s: the admin API at %s is not reachable: is caddy running? Start it, or point at its admin endpoint with --address or --config (%s)",
-			doing, adminAddr, rest)
-	}
-	if rest, ok := strings.CutPrefix(msg, "caddy responded with error: HTTP "); ok {
-		statusText, body, _ := strings.Cut(rest, ": ")
-		status, _ := strconv.Atoi(statusText)
-		var apiErr struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal([]byte(body), &apiErr) == nil && apiErr.Error != "" {
-			return fmt.Errorf("%s: the admin API at %s refused (HTTP %d): %s", doing, adminAddr, status, apiErr.Error)
-		}
-		body = strings.TrimSpace(body)
-		if status == http.StatusNotFound {
-			return fmt.Errorf("%s: the admin API at %s has no /jit/ endpoint (HTTP 404: %s): is the running caddy built with caddy-jit?", doing, adminAddr, body)
-		}
-		return fmt.Errorf("%s: the admin API at %s refused (HTTP %d): %s", doing, adminAddr, status, body)
-	}
-	return fmt.Errorf("%s: %v", doing, err)
 }

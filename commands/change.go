@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"errors"
@@ -10,10 +10,20 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 )
 
 // caddy jit revoke, unlock and rotate-keys: the commands that change what is allowed,
 // through the admin API or, with it off, on the storage directly.
+
+func init() {
+	addJitSubcommand(revokeCommand)
+	addJitSubcommand(unlockCommand)
+	addJitSubcommand(rotateKeysCommand)
+}
 
 func revokeCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -66,7 +76,7 @@ func cmdRevoke(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	}
 	defer ctl.close()
 
-	var list sessionList
+	var list adminapi.SessionList
 	if user != "" {
 		list, err = ctl.revokeUser(user, operatorLogin(), reason)
 		if err == nil && len(list.Sessions) == 0 {
@@ -87,7 +97,7 @@ func cmdRevoke(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 }
 
 // writeRevoked says what became of one session.
-func writeRevoked(w io.Writer, s SessionInfo) error {
+func writeRevoked(w io.Writer, s adminapi.Session) error {
 	if s.Record == nil {
 		return nil
 	}
@@ -95,17 +105,17 @@ func writeRevoked(w io.Writer, s SessionInfo) error {
 		// The id names no stored session; it is revoked all the same, in case a token
 		// carries it.
 		_, err := fmt.Fprintf(w, "Revoked %s: no session with that id is stored (it may never have existed, or its record was pruned); a token carrying it is refused until %s.\n",
-			cell(s.ID), clock(s.Expires))
+			cell(s.ID), words.Time(s.Expires))
 		return err
 	}
 	if s.Ended.IsZero() && !s.Revoked {
 		// EndByID leaves a session alone that expired before it could be revoked.
 		_, err := fmt.Fprintf(w, "Session %s of %s (role %s) had already expired at %s: nothing to revoke.\n",
-			cell(s.ID), cell(s.User), cell(s.Role), clock(s.Expires))
+			cell(s.ID), cell(s.User), cell(s.Role), words.Time(s.Expires))
 		return err
 	}
 	_, err := fmt.Fprintf(w, "Revoked session %s of %s (role %s, started %s, would have expired %s).\n",
-		cell(s.ID), cell(s.User), cell(s.Role), clock(s.Start), clock(s.Expires))
+		cell(s.ID), cell(s.User), cell(s.Role), words.Time(s.Start), words.Time(s.Expires))
 	return err
 }
 
@@ -142,7 +152,7 @@ func cmdUnlock(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	if err := ctl.unlock(user, operatorLogin(), fl.String("reason")); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	if _, err := fmt.Fprintf(stdout, "Unlocked %s: their next correct code is accepted.\n", printable(user)); err != nil {
+	if _, err := fmt.Fprintf(stdout, "Unlocked %s: their next correct code is accepted.\n", printable.String(user)); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	return caddy.ExitCodeSuccess, nil
@@ -183,7 +193,7 @@ func cmdRotateKeys(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if _, err := fmt.Fprintf(stdout, "New signing key: %s\nKeys in use, oldest first (the last one signs): %s\n",
-		printable(rot.KeyID), printable(strings.Join(rot.Keys, ", "))); err != nil {
+		printable.String(rot.KeyID), printable.String(strings.Join(rot.Keys, ", "))); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	return caddy.ExitCodeSuccess, nil

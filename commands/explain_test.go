@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"bytes"
@@ -427,4 +427,44 @@ func TestExplainCommandThroughCobra(t *testing.T) {
 			}
 		})
 	}
+}
+
+// `caddy jit explain` answers for the user the gate would see: ALICE is alice when
+// names are case-insensitive, and not otherwise.
+func TestExplainUsesCanonicalNames(t *testing.T) {
+	const roles = `
+		role deploy {
+			max_duration 1h
+			eligible Alice group:Ops
+		}
+	}
+}
+`
+	tests := []struct {
+		option, user, groups string
+		code                 int
+		first                string
+	}{
+		{"user_names case_insensitive", "ALICE", "", explainExitMay, "alice MAY activate deploy"},
+		{"user_names case_insensitive", "sam", "OPS", explainExitMay, "sam MAY activate deploy"},
+		{"", "ALICE", "", explainExitMayNot, "ALICE MAY NOT activate deploy"},
+		{"", "Alice", "", explainExitMay, "Alice MAY activate deploy"},
+		{"", "sam", "ops", explainExitMayNot, "sam MAY NOT activate deploy"},
+	}
+	for _, tt := range tests {
+		config := explainConfig(t, "{\n\tjit {\n\t\t"+tt.option+roles)
+		args := []string{"--config", config, "--at", "2026-11-26T09:00:00Z", tt.user, "deploy"}
+		if tt.groups != "" {
+			args = append(args, "--groups", tt.groups)
+		}
+		code, out, _ := runExplain(t, args...)
+		if code != tt.code || !strings.HasPrefix(out, tt.first) {
+			t.Errorf("%q: explain %s (groups %q) = exit %d, %q; want exit %d, starting %q", tt.option, tt.user, tt.groups, code, firstLine(out), tt.code, tt.first)
+		}
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

@@ -1,7 +1,6 @@
-package caddymodule
+package commands
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,10 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -93,21 +93,22 @@ func cmdExplain(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		}
 	}
 
-	cfg, configFile, err := loadAuditConfig(fl)
+	cfg, configFile, err := flaggedConfig(fl)
 	if err != nil {
 		return explainExitError, err
 	}
-	app, roles, err := explainApp(cfg, configFile)
+	app, err := loadApp(cfg, configFile, "it declares no roles")
 	if err != nil {
 		return explainExitError, err
 	}
+	roles := app.PolicyRoles()
 	role, ok := roles[roleName]
 	if !ok {
 		return explainExitError, unknownRoleError(roleName, roles, configFile)
 	}
 
 	// The user and groups as the gate sees them: in the config's canonical form.
-	caller, err := app.canonicalCaller(user, groups)
+	caller, err := app.CanonicalCaller(user, groups)
 	if err != nil {
 		return explainExitError, fmt.Errorf("the user name %s: %v", strconv.Quote(user), err)
 	}
@@ -124,9 +125,9 @@ func cmdExplain(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	case x.Verdict.May():
 		return explainExitMay, nil
 	case x.Verdict == policy.VerdictBreakGlassOnly:
-		return explainExitMayNot, fmt.Errorf("%s may activate %s only by break-glass", printable(user), roleName)
+		return explainExitMayNot, fmt.Errorf("%s may activate %s only by break-glass", printable.String(user), roleName)
 	default:
-		return explainExitMayNot, fmt.Errorf("%s may not activate %s", printable(user), roleName)
+		return explainExitMayNot, fmt.Errorf("%s may not activate %s", printable.String(user), roleName)
 	}
 }
 
@@ -146,27 +147,6 @@ func explainTime(s string) (time.Time, error) {
 		strconv.Quote(s))
 }
 
-// explainApp reads the jit app of a config and builds its roles, as Provision does.
-func explainApp(cfg *caddy.Config, configFile string) (*App, map[string]*policy.Role, error) {
-	raw, ok := cfg.AppsRaw["jit"]
-	if !ok {
-		return nil, nil, fmt.Errorf("%s has no jit app (global `jit` option): it declares no roles", configFile)
-	}
-	var app App
-	if err := json.Unmarshal(raw, &app); err != nil {
-		return nil, nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
-	}
-	app.setDefaults()
-	if err := app.canonicalizeNames(); err != nil {
-		return nil, nil, fmt.Errorf("in %s: %v", configFile, err)
-	}
-	roles, err := buildRoles(app.Roles)
-	if err != nil {
-		return nil, nil, fmt.Errorf("in %s: %v", configFile, err)
-	}
-	return &app, roles, nil
-}
-
 func unknownRoleError(name string, roles map[string]*policy.Role, configFile string) error {
 	if len(roles) == 0 {
 		return fmt.Errorf("unknown role %s: %s declares no roles", strconv.Quote(name), configFile)
@@ -184,8 +164,10 @@ func unknownRoleError(name string, roles map[string]*policy.Role, configFile str
 // --groups named any.
 func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder string, groupsGiven bool) []string {
 	var lines []string
-	add := func(format string, args ...any) { lines = append(lines, printable(fmt.Sprintf(format, args...))) }
-	user, at := x.User, clock(x.At)
+	add := func(format string, args ...any) {
+		lines = append(lines, printable.String(fmt.Sprintf(format, args...)))
+	}
+	user, at := x.User, words.Time(x.At)
 
 	switch x.Verdict {
 	case policy.VerdictMayActivate:
@@ -208,7 +190,7 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 	case el.Eligible && el.Until.IsZero():
 		add("eligibility: eligible, with no end")
 	case el.Eligible:
-		add("eligibility: eligible until %s", clock(el.Until))
+		add("eligibility: eligible until %s", words.Time(el.Until))
 	case !slices.ContainsFunc(el.Grants, func(g policy.GrantFacts) bool { return g.Covers }):
 		add("eligibility: not eligible: no eligible line names %s or a group of %s's", user, user)
 	default:
@@ -227,14 +209,14 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 		}
 		switch g.State {
 		case policy.GrantNotYet:
-			line += "; not yet: opens at " + clock(g.From)
+			line += "; not yet: opens at " + words.Time(g.From)
 		case policy.GrantEnded:
-			line += "; ended at " + clock(g.Until)
+			line += "; ended at " + words.Time(g.Until)
 		case policy.GrantOpen:
 			if g.Until.IsZero() {
 				line += "; active, with no end"
 			} else {
-				line += "; active until " + clock(g.Until)
+				line += "; active until " + words.Time(g.Until)
 			}
 		}
 		if g.Applies {
@@ -288,7 +270,7 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 		if x.Approval != nil {
 			once = ", once approved"
 		}
-		add("schedule: a session can be scheduled to start at %s (Start at, at most %d days ahead)%s", clock(x.ScheduleAt), explainDays(policy.MaxStartAhead), once)
+		add("schedule: a session can be scheduled to start at %s (Start at, at most %d days ahead)%s", words.Time(x.ScheduleAt), explainDays(policy.MaxStartAhead), once)
 	}
 
 	// Who else.
@@ -327,7 +309,7 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 	d := x.Duration
 	add("duration: at most %s per session (default %s)", policy.FormatDuration(time.Duration(d.Max)), policy.FormatDuration(time.Duration(d.Default)))
 	if d.Capped {
-		add("duration: a session started at %s ends by %s, when %s's eligibility ends: at most %s", at, clock(x.Eligibility.Until), user,
+		add("duration: a session started at %s ends by %s, when %s's eligibility ends: at most %s", at, words.Time(x.Eligibility.Until), user,
 			policy.FormatDuration(time.Duration(d.Longest).Round(time.Second)))
 	}
 	if d.Extendable {
@@ -361,10 +343,10 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 func explainGrant(g policy.GrantFacts) string {
 	s := "eligible " + strings.Join(g.Subjects, " ")
 	if !g.From.IsZero() {
-		s += " from " + clock(g.From)
+		s += " from " + words.Time(g.From)
 	}
 	if !g.Until.IsZero() {
-		s += " until " + clock(g.Until)
+		s += " until " + words.Time(g.Until)
 	}
 	return s
 }
@@ -391,7 +373,7 @@ func explainRoleGroups(r *policy.Role) []string {
 func explainZoneClock(t time.Time) string {
 	s := t.Format("Mon 2006-01-02 15:04 ") + t.Location().String()
 	if t.Location() != time.UTC {
-		s += " (" + clock(t) + ")"
+		s += " (" + words.Time(t) + ")"
 	}
 	return s
 }

@@ -1,4 +1,4 @@
-package caddymodule
+package qrcode
 
 import (
 	"bytes"
@@ -98,7 +98,7 @@ func TestQRTerminalRoundTrip(t *testing.T) {
 	for _, tc := range qrTestContents {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			if err := renderTerminalQR(&buf, tc.content); err != nil {
+			if err := WriteTerminal(&buf, tc.content); err != nil {
 				t.Fatal(err)
 			}
 			out := buf.String()
@@ -117,7 +117,7 @@ func TestQRTerminalSize(t *testing.T) {
 	uri := "otpauth://totp/ACME%20Production%20Admin%20Console:firstname.lastname%40subsidiary.example.com" +
 		"?algorithm=SHA1&digits=6&issuer=ACME%20Production%20Admin%20Console&period=30&secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 	var buf bytes.Buffer
-	if err := renderTerminalQR(&buf, uri); err != nil {
+	if err := WriteTerminal(&buf, uri); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
@@ -138,20 +138,20 @@ func TestQRErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			err := renderTerminalQR(&buf, tc.content)
+			err := WriteTerminal(&buf, tc.content)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("renderTerminalQR: error %v, want one containing %q", err, tc.want)
+				t.Errorf("WriteTerminal: error %v, want one containing %q", err, tc.want)
 			}
 			if buf.Len() != 0 {
-				t.Errorf("renderTerminalQR wrote %d bytes despite the error", buf.Len())
+				t.Errorf("WriteTerminal wrote %d bytes despite the error", buf.Len())
 			}
 			path := filepath.Join(t.TempDir(), "qr.png")
-			err = writeQRPNG(path, tc.content)
+			err = WritePNG(path, tc.content)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("writeQRPNG: error %v, want one containing %q", err, tc.want)
+				t.Errorf("WritePNG: error %v, want one containing %q", err, tc.want)
 			}
 			if _, err := os.Stat(path); !os.IsNotExist(err) {
-				t.Errorf("writeQRPNG left a file behind: %v", err)
+				t.Errorf("WritePNG left a file behind: %v", err)
 			}
 		})
 	}
@@ -218,7 +218,7 @@ func TestQRPNG(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "qr.png")
-			if err := writeQRPNG(path, tc.content); err != nil {
+			if err := WritePNG(path, tc.content); err != nil {
 				t.Fatal(err)
 			}
 			checkPNGQR(t, path, tc.content)
@@ -241,7 +241,7 @@ func TestQRPNGReplacesWiderFile(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
-	if err := writeQRPNG(path, testOTPAuthURI); err != nil {
+	if err := WritePNG(path, testOTPAuthURI); err != nil {
 		t.Fatal(err)
 	}
 	checkPNGQR(t, path, testOTPAuthURI)
@@ -260,7 +260,7 @@ func TestQRPNGBadPath(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := writeQRPNG(tc.path, testOTPAuthURI)
+			err := WritePNG(tc.path, testOTPAuthURI)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
@@ -301,7 +301,7 @@ func TestQRDecodesWithZbar(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			pngPath := filepath.Join(dir, "qr.png")
-			if err := writeQRPNG(pngPath, tc.content); err != nil {
+			if err := WritePNG(pngPath, tc.content); err != nil {
 				t.Fatal(err)
 			}
 			if got := decode(t, pngPath); got != tc.content {
@@ -309,7 +309,7 @@ func TestQRDecodesWithZbar(t *testing.T) {
 			}
 
 			var buf bytes.Buffer
-			if err := renderTerminalQR(&buf, tc.content); err != nil {
+			if err := WriteTerminal(&buf, tc.content); err != nil {
 				t.Fatal(err)
 			}
 			rows := parseTerminalQR(t, strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n"))

@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"encoding/json"
@@ -10,24 +10,14 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/spf13/cobra"
 
-	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/session"
 )
-
-func init() {
-	addJitSubcommand(sessionsCommand)
-	addJitSubcommand(revokeCommand)
-	addJitSubcommand(unlockCommand)
-	addJitSubcommand(rotateKeysCommand)
-}
 
 // reachingCaddy is the part of every operator command's help that says how it finds
 // the running Caddy, or works without one.
@@ -47,22 +37,16 @@ instances pick up a change made that way on their next sync with storage
 type jitControl interface {
 	// sessions returns the admin API's JSON of the active sessions that pass f.
 	sessions(f session.Filter) ([]byte, error)
-	revokeSession(id, by, reason string) (sessionList, error)
-	revokeUser(user, by, reason string) (sessionList, error)
+	revokeSession(id, by, reason string) (adminapi.SessionList, error)
+	revokeUser(user, by, reason string) (adminapi.SessionList, error)
 	unlock(user, by, reason string) error
-	rotateKeys(by string) (keyRotation, error)
-	enroll(user, by string) (*enrollmentResponse, error)
+	rotateKeys(by string) (adminapi.KeyRotation, error)
+	enroll(user, by string) (*adminapi.Enrollment, error)
 	// enrollLink makes an enrollment link and cancels the user's earlier one; ttl 0
 	// takes the config's enroll_link_ttl; replace lets the link replace a confirmed
 	// enrollment without a code of it.
-	enrollLink(user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error)
+	enrollLink(user, by string, ttl time.Duration, replace bool) (*adminapi.EnrollLink, error)
 	close()
-}
-
-// keyRotation is the answer to POST /jit/keys/rotate.
-type keyRotation struct {
-	KeyID string   `json:"kid"`
-	Keys  []string `json:"keys"`
 }
 
 // openControl picks how to reach caddy-jit from the admin flags, the way Caddy's own
@@ -73,16 +57,13 @@ func openControl(fl caddycmd.Flags, stderr io.Writer) (jitControl, error) {
 	address, configFile, adapter := fl.String("address"), fl.String("config"), fl.String("adapter")
 	var config []byte
 	if address == "" && configFile != "" {
+		var cfg *caddy.Config
 		var err error
-		if config, _, _, err = caddycmd.LoadConfig(configFile, adapter); err != nil {
-			return nil, fmt.Errorf("loading %s: %v", configFile, err)
-		}
-		var cfg caddy.Config
-		if err := json.Unmarshal(config, &cfg); err != nil {
-			return nil, fmt.Errorf("reading the config in %s: %v", configFile, err)
+		if config, cfg, err = readConfig(configFile, adapter); err != nil {
+			return nil, err
 		}
 		if cfg.Admin != nil && cfg.Admin.Disabled {
-			return openOffline(&cfg, configFile, stderr)
+			return openOffline(cfg, configFile, stderr)
 		}
 	}
 	addr, err := caddycmd.DetermineAdminAPIAddress(address, config, configFile, adapter)
@@ -138,16 +119,16 @@ func (c adminControl) sessions(f session.Filter) ([]byte, error) {
 		return nil, err
 	}
 	// Checked here so that --json never passes on what is not a session list.
-	var list sessionList
+	var list adminapi.SessionList
 	if err := c.decode(body, &list, doing); err != nil {
 		return nil, err
 	}
 	return body, nil
 }
 
-func (c adminControl) revokeSession(id, by, reason string) (sessionList, error) {
+func (c adminControl) revokeSession(id, by, reason string) (adminapi.SessionList, error) {
 	doing := "revoking session " + strconv.Quote(id)
-	var list sessionList
+	var list adminapi.SessionList
 	body, err := c.request(http.MethodDelete, "/jit/sessions/"+url.PathEscape(id), changeQuery(by, reason), doing)
 	if err == nil {
 		err = c.decode(body, &list, doing)
@@ -155,11 +136,11 @@ func (c adminControl) revokeSession(id, by, reason string) (sessionList, error) 
 	return list, err
 }
 
-func (c adminControl) revokeUser(user, by, reason string) (sessionList, error) {
+func (c adminControl) revokeUser(user, by, reason string) (adminapi.SessionList, error) {
 	doing := "revoking the sessions of " + strconv.Quote(user)
 	q := changeQuery(by, reason)
 	q.Set("user", user)
-	var list sessionList
+	var list adminapi.SessionList
 	body, err := c.request(http.MethodDelete, "/jit/sessions", q, doing)
 	if err == nil {
 		err = c.decode(body, &list, doing)
@@ -173,9 +154,9 @@ func (c adminControl) unlock(user, by, reason string) error {
 	return err
 }
 
-func (c adminControl) rotateKeys(by string) (keyRotation, error) {
+func (c adminControl) rotateKeys(by string) (adminapi.KeyRotation, error) {
 	const doing = "rotating the signing key"
-	var rot keyRotation
+	var rot adminapi.KeyRotation
 	body, err := c.request(http.MethodPost, "/jit/keys/rotate", url.Values{"by": {by}}, doing)
 	if err == nil {
 		err = c.decode(body, &rot, doing)
@@ -187,12 +168,12 @@ func (c adminControl) rotateKeys(by string) (keyRotation, error) {
 }
 
 // enroll enrolls through the admin API.
-func (c adminControl) enroll(user, by string) (*enrollmentResponse, error) {
+func (c adminControl) enroll(user, by string) (*adminapi.Enrollment, error) {
 	return enrollViaAdmin(c.addr, user, by)
 }
 
 // enrollLink makes an enrollment link through the admin API.
-func (c adminControl) enrollLink(user, by string, ttl time.Duration, replace bool) (*enrollLinkResponse, error) {
+func (c adminControl) enrollLink(user, by string, ttl time.Duration, replace bool) (*adminapi.EnrollLink, error) {
 	return enrollLinkViaAdmin(c, user, by, ttl, replace)
 }
 
@@ -211,123 +192,34 @@ func operatorLogin() string {
 	return os.Getenv("USER")
 }
 
-func sessionsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "sessions [--user <user>] [--role <role>] [--json] [--address <listen>] [--config <path> [--adapter <name>]]",
-		Short: "Lists the active just-in-time sessions",
-		Long: `
-Lists the sessions that are active now, soonest expiry first: their id, user,
-role, when they started and expire, the time left, and the justification
-and ticket given at activation. --user and --role narrow the list.
+// maxAdminResponse bounds what is read of an admin API answer.
+const maxAdminResponse = 1 << 20
 
---json prints the admin API's JSON instead of a table, for scripts.
-` + reachingCaddy,
-		Example: `  $ caddy jit sessions
-  $ caddy jit sessions --user alice
-  $ caddy jit sessions --role console-admin --json
-  $ caddy jit sessions --config /etc/caddy/Caddyfile`,
-		Args: cobra.NoArgs,
-		RunE: runWithStreams(cmdSessions),
+// explainAdminError turns an error of caddycmd.AdminAPIRequest into one that says what
+// to do. AdminAPIRequest formats its errors with %v, so they are told apart by text:
+// "performing request: …" when the request did not get through, and "caddy responded
+// with error: HTTP <status>: <body>" when the API refused it, where the body of an
+// API error is JSON {"error": "…"}. Anything else is returned as it is, with context.
+func explainAdminError(adminAddr, doing string, err error) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "performing request: "); ok {
+		return fmt.Errorf("%s: the admin API at %s is not reachable: is caddy running? Start it, or point at its admin endpoint with --address or --config (%s)",
+			doing, adminAddr, rest)
 	}
-	cmd.Flags().StringP("user", "", "", "Only the sessions of this user")
-	cmd.Flags().StringP("role", "", "", "Only the sessions of this role")
-	cmd.Flags().BoolP("json", "", false, "Print the admin API's JSON instead of a table")
-	addAdminFlags(cmd)
-	return cmd
-}
-
-// cmdSessions runs `caddy jit sessions`.
-func cmdSessions(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
-	filter := session.Filter{User: fl.String("user"), Role: fl.String("role")}
-	raw, err := ctl.sessions(filter)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	if fl.Bool("json") {
-		if !strings.HasSuffix(string(raw), "\n") {
-			raw = append(raw, '\n')
+	if rest, ok := strings.CutPrefix(msg, "caddy responded with error: HTTP "); ok {
+		statusText, body, _ := strings.Cut(rest, ": ")
+		status, _ := strconv.Atoi(statusText)
+		var apiErr struct {
+			Error string `json:"error"`
 		}
-		_, err = stdout.Write(raw)
-	} else {
-		var list sessionList
-		if err := json.Unmarshal(raw, &list); err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("reading the session list: %v", err)
+		if json.Unmarshal([]byte(body), &apiErr) == nil && apiErr.Error != "" {
+			return fmt.Errorf("%s: the admin API at %s refused (HTTP %d): %s", doing, adminAddr, status, apiErr.Error)
 		}
-		err = writeSessionTable(stdout, list, filter, now())
-	}
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return caddy.ExitCodeSuccess, nil
-}
-
-// maxCellRunes keeps a justification from stretching the table past the terminal.
-const maxCellRunes = 40
-
-// writeSessionTable prints sessions as an aligned table, times in UTC.
-func writeSessionTable(w io.Writer, list sessionList, f session.Filter, at time.Time) error {
-	if len(list.Sessions) == 0 {
-		what := "No active sessions"
-		if f.User != "" {
-			what += " of " + strconv.Quote(f.User)
+		body = strings.TrimSpace(body)
+		if status == http.StatusNotFound {
+			return fmt.Errorf("%s: the admin API at %s has no /jit/ endpoint (HTTP 404: %s): is the running caddy built with caddy-jit?", doing, adminAddr, body)
 		}
-		if f.Role != "" {
-			what += " in role " + strconv.Quote(f.Role)
-		}
-		_, err := fmt.Fprintln(w, what+".")
-		return err
+		return fmt.Errorf("%s: the admin API at %s refused (HTTP %d): %s", doing, adminAddr, status, body)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSER\tROLE\tSTARTED\tEXPIRES\tLEFT\tJUSTIFICATION\tTICKET")
-	for _, s := range list.Sessions {
-		if s.Record == nil {
-			continue
-		}
-		left := "revoked"
-		if !s.Revoked {
-			left = timeLeft(s.Expires.Sub(at))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			cell(s.ID), cell(s.User), cell(s.Role), clock(s.Start), clock(s.Expires), left, cell(s.Justification), cell(s.Ticket))
-	}
-	return tw.Flush()
-}
-
-// clock formats a time as the pages do.
-func clock(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
-
-func timeLeft(d time.Duration) string {
-	if d <= 0 {
-		return "expired"
-	}
-	return policy.FormatDuration(d.Truncate(time.Second))
-}
-
-// cell makes a user-supplied string fit one table cell: printable (see
-// printable), bounded, and "-" when empty.
-func cell(s string) string {
-	s = printable(s)
-	if s == "" {
-		return "-"
-	}
-	if t := truncateRunes(s, maxCellRunes); t != s {
-		return strings.TrimRight(t, " ") + "…"
-	}
-	return s
-}
-
-// printable replaces control and bidi characters, which could rewrite what the
-// operator's terminal shows, in a string that users or the admin API chose.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if isControl(r) || unicode.Is(unicode.Bidi_Control, r) {
-			return '?'
-		}
-		return r
-	}, s)
+	return fmt.Errorf("%s: %v", doing, err)
 }

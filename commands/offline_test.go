@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"bytes"
@@ -18,6 +18,11 @@ import (
 	"github.com/pquerna/otp/totp"
 	"go.uber.org/zap"
 
+	// Caddy's standard modules, as cmd/caddy has them: the test configs of this
+	// package name the file_system storage.
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -236,6 +241,24 @@ func checkNote(t *testing.T, f *offlineFixture, stderr, verb string) {
 	}
 }
 
+// openTestControl opens the control that the operator commands get from
+// --config with config, as `caddy jit enroll --config config` does; what it notes
+// and audits goes to stderr. It is closed when the test ends.
+func openTestControl(t *testing.T, config string) (jitControl, *bytes.Buffer) {
+	t.Helper()
+	cmd := enrollCommand()
+	if err := cmd.ParseFlags([]string{"--config", config}); err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(bytes.Buffer)
+	ctl, err := openControl(caddycmd.Flags{FlagSet: cmd.Flags()}, stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctl.close)
+	return ctl, stderr
+}
+
 func TestOfflineCommands(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -263,7 +286,7 @@ func TestOfflineCommands(t *testing.T) {
 			name: "sessions json filtered",
 			args: func(*offlineFixture) []string { return []string{"sessions", "--json", "--user", "bob"} },
 			check: func(t *testing.T, f *offlineFixture, stdout, stderr string) {
-				var list sessionList
+				var list adminapi.SessionList
 				if err := json.Unmarshal([]byte(stdout), &list); err != nil {
 					t.Fatalf("--json printed no session list: %v\n%s", err, stdout)
 				}
@@ -420,16 +443,7 @@ func TestOfflineRevokeUnrecordedID(t *testing.T) {
 // Enrolling offline gives a secret whose codes the running instance accepts.
 func TestOfflineEnroll(t *testing.T) {
 	f := newOfflineFixture(t)
-	cmd := enrollCommand()
-	if err := cmd.ParseFlags([]string{"--config", f.caddyfile}); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	ctl, err := openControl(caddycmd.Flags{FlagSet: cmd.Flags()}, &stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.close()
+	ctl, stderr := openTestControl(t, f.caddyfile)
 	enrollment, err := ctl.enroll("dave", operatorLogin())
 	if err != nil {
 		t.Fatal(err)
@@ -457,5 +471,39 @@ func TestOfflineConfigWithoutJitApp(t *testing.T) {
 	_, _, err := runJitStreams(t, "sessions", "--config", config)
 	if err == nil || !strings.Contains(err.Error(), "has no jit app") {
 		t.Errorf("error %v, want one saying the config has no jit app", err)
+	}
+}
+
+// With the admin API off, the CLI works on storage directly: its user arguments take
+// the config's canonical form all the same.
+func TestOfflineUserArgumentsAreCanonical(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(t.TempDir(), "Caddyfile")
+	src := "{\n\tadmin off\n\tstorage file_system \"" + dir + "\"\n\tjit {\n\t\tuser_names case_insensitive\n" +
+		"\t\trole r {\n\t\t\tmax_duration 1h\n\t\t\teligible dave\n\t\t}\n\t}\n}\n"
+	if err := os.WriteFile(config, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctl, stderr := openTestControl(t, config)
+	enrollment, err := ctl.enroll("DAVE", "op")
+	if err != nil || enrollment.User != "dave" {
+		t.Fatalf("offline enroll DAVE = %+v, %v; want user dave", enrollment, err)
+	}
+	key, err := otp.NewKeyFromURL(enrollment.OTPAuthURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := session.NewAuthenticator(&certmagic.FileStorage{Path: dir}, "caddy-jit", 5, time.Hour, time.Now)
+	if err := running.Check(context.Background(), "dave", totpCode(t, key.Secret(), time.Now())); err != nil {
+		t.Errorf("the gate's dave has no enrollment after `caddy jit enroll DAVE`: %v", err)
+	}
+	if err := ctl.unlock("Dave", "op", "test"); err != nil {
+		t.Errorf("offline unlock Dave: %v", err)
+	}
+	if !strings.Contains(stderr.String(), `"user":"dave"`) || strings.Contains(stderr.String(), `"user":"Dave"`) || strings.Contains(stderr.String(), `"user":"DAVE"`) {
+		t.Errorf("the audit events should name dave only: %s", stderr.String())
+	}
+	if _, err := ctl.revokeUser("da/ve", "op", "test"); err == nil {
+		t.Error("offline revoke of a user name with a slash: want an error")
 	}
 }

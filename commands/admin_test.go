@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -75,9 +76,9 @@ func runJitStreams(t *testing.T, args ...string) (stdout, stderr string, err err
 }
 
 // listJSON is a session list as the admin API answers it.
-func listJSON(t *testing.T, infos ...SessionInfo) string {
+func listJSON(t *testing.T, infos ...adminapi.Session) string {
 	t.Helper()
-	b, err := json.Marshal(sessionList{Sessions: infos})
+	b, err := json.Marshal(adminapi.SessionList{Sessions: infos})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestSessionsAndChangesRequestTheAdminAPI(t *testing.T) {
 	}
 	ended := cliTestRecord("AAAAAAAAAAAAAAAAAAAAAA", "alice")
 	ended.Ended = cliTestStart.Add(time.Minute)
-	revoked := listJSON(t, SessionInfo{Record: ended, Revoked: true})
+	revoked := listJSON(t, adminapi.Session{Record: ended, Revoked: true})
 	tests := []struct {
 		name        string
 		args        []string
@@ -181,7 +182,7 @@ func TestSessionsTableAndJSON(t *testing.T) {
 	second := cliTestRecord("BBBBBBBBBBBBBBBBBBBBBB", "Jürgen")
 	second.Justification = "evil\x1b[2J\u202eecnetnes a naht regnol hcum si taht noitacifitsuj a"
 	second.Ticket = ""
-	body := listJSON(t, SessionInfo{Record: first}, SessionInfo{Record: second, Revoked: true})
+	body := listJSON(t, adminapi.Session{Record: first}, adminapi.Session{Record: second, Revoked: true})
 
 	tests := []struct {
 		name  string
@@ -246,10 +247,10 @@ func runeIndex(s, substr string) int {
 }
 
 func TestRevokeCommandOutput(t *testing.T) {
-	ended := func(id, user string) SessionInfo {
+	ended := func(id, user string) adminapi.Session {
 		r := cliTestRecord(id, user)
 		r.Ended, r.EndedBy, r.EndReason = cliTestStart.Add(time.Minute), "root via admin API (127.0.0.1:1)", "why"
-		return SessionInfo{Record: r, Revoked: true}
+		return adminapi.Session{Record: r, Revoked: true}
 	}
 	tests := []struct {
 		name string
@@ -269,7 +270,7 @@ func TestRevokeCommandOutput(t *testing.T) {
 		},
 		{
 			name: "expired before", args: []string{"revoke", "CCCCCCCCCCCCCCCCCCCCCC"},
-			body: listJSON(t, SessionInfo{Record: cliTestRecord("CCCCCCCCCCCCCCCCCCCCCC", "alice")}),
+			body: listJSON(t, adminapi.Session{Record: cliTestRecord("CCCCCCCCCCCCCCCCCCCCCC", "alice")}),
 			want: "Session CCCCCCCCCCCCCCCCCCCCCC of alice (role console-admin) had already expired at 2026-03-01 10:00 UTC: nothing to revoke.\n",
 		},
 	}

@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"bytes"
@@ -16,7 +16,12 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/caddy-jit/caddy-jit/internal/qrcode"
 )
+
+// testOTPAuthURI is an enrollment's URI, as the admin API answers it.
+const testOTPAuthURI = "otpauth://totp/caddy-jit:alice?algorithm=SHA1&digits=6&issuer=caddy-jit&period=30&secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 // fakeAdmin stands in for Caddy's admin API: it records the requests and answers
 // with a fixed status, content type and body.
@@ -84,6 +89,47 @@ func qrLines(out string) []string {
 		}
 	}
 	return lines
+}
+
+// checkTerminalQR checks that lines are the terminal QR code of content, exactly as
+// package qrcode draws it (its tests check that drawing module by module).
+func checkTerminalQR(t *testing.T, lines []string, content string) {
+	t.Helper()
+	var want bytes.Buffer
+	if err := qrcode.WriteTerminal(&want, content); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(lines, "\n") + "\n"; got != want.String() {
+		t.Errorf("the QR code printed is not the one of %q:\n%s\nwant\n%s", content, got, want.String())
+	}
+}
+
+// checkPNGQR checks that path holds the PNG image of the QR code of content, byte for
+// byte as package qrcode writes it (its tests check the image module by module), and
+// that only its owner may read it.
+func checkPNGQR(t *testing.T, path, content string) {
+	t.Helper()
+	if fi, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	} else if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", path, perm)
+	}
+	want := filepath.Join(t.TempDir(), "want.png")
+	if err := qrcode.WritePNG(want, content); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readFile(t, path), readFile(t, want); !bytes.Equal(got, want) {
+		t.Errorf("%s is not the PNG image of the QR code of %q", path, content)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func TestEnrollCommand(t *testing.T) {

@@ -1,4 +1,4 @@
-package caddymodule
+package commands
 
 import (
 	"context"
@@ -17,8 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/caddymodule"
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/internal/words"
-	"github.com/caddy-jit/caddy-jit/policy"
 )
 
 func init() {
@@ -170,31 +171,11 @@ func auditInputs(files []string) ([]audit.Input, error) {
 	for _, f := range files {
 		clean := filepath.Clean(f)
 		if seen[clean] {
-			return nil, fmt.Errorf("the file %s is given twice: give each audit log file once, oldest first", printable(f))
+			return nil, fmt.Errorf("the file %s is given twice: give each audit log file once, oldest first", printable.String(f))
 		}
 		seen[clean] = true
 	}
 	return audit.Files(files...), nil
-}
-
-// loadAuditConfig loads a config file, adapted, for the audit commands.
-func loadAuditConfig(fl caddycmd.Flags) (*caddy.Config, string, error) {
-	configFile, adapter := fl.String("config"), fl.String("adapter")
-	if configFile == "" {
-		if adapter != "" {
-			return nil, "", errors.New("--adapter needs --config")
-		}
-		return nil, "", nil
-	}
-	raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
-	if err != nil {
-		return nil, "", fmt.Errorf("loading %s: %v", configFile, err)
-	}
-	var cfg caddy.Config
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return nil, "", fmt.Errorf("reading the config in %s: %v", configFile, err)
-	}
-	return &cfg, configFile, nil
 }
 
 // savedChainHeads reads the chain heads saved in the config's storage, and names
@@ -208,31 +189,9 @@ func savedChainHeads(cfg *caddy.Config, configFile string) ([]audit.ChainHead, s
 	}
 	heads, err := audit.LoadChainHeads(ctx, st)
 	if err != nil {
-		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", sharedStateKey(st), err)
+		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", caddymodule.StorageName(st), err)
 	}
-	return heads, sharedStateKey(st), nil
-}
-
-// configuredRoles builds the roles of the config's jit app, as Provision does.
-func configuredRoles(cfg *caddy.Config, configFile string) (map[string]*policy.Role, error) {
-	raw, ok := cfg.AppsRaw["jit"]
-	if !ok {
-		return nil, fmt.Errorf("%s has no jit app (global `jit` option): no roles to report on", configFile)
-	}
-	var app App
-	if err := json.Unmarshal(raw, &app); err != nil {
-		return nil, fmt.Errorf("reading the jit app in %s: %v", configFile, err)
-	}
-	app.setDefaults()
-	// Canonical subjects, as the session records' users are.
-	if err := app.canonicalizeNames(); err != nil {
-		return nil, fmt.Errorf("in %s: %v", configFile, err)
-	}
-	roles, err := buildRoles(app.Roles)
-	if err != nil {
-		return nil, fmt.Errorf("in %s: %v", configFile, err)
-	}
-	return roles, nil
+	return heads, caddymodule.StorageName(st), nil
 }
 
 func writeAuditJSON(w io.Writer, v any) error {
@@ -255,7 +214,7 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if len(files) == 0 {
 		return auditExitError, errors.New("no audit log file: caddy jit audit verify <file>… (rotated files first)")
 	}
-	cfg, configFile, err := loadAuditConfig(fl)
+	cfg, configFile, err := flaggedConfig(fl)
 	if err != nil {
 		return auditExitError, err
 	}
@@ -284,7 +243,7 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return auditExitError, err
 	}
 	if !res.Intact {
-		return auditExitFinding, fmt.Errorf("the audit chain is broken: %s", printable(res.FirstBreak().String()))
+		return auditExitFinding, fmt.Errorf("the audit chain is broken: %s", printable.String(res.FirstBreak().String()))
 	}
 	return auditExitOK, nil
 }
@@ -301,8 +260,8 @@ func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, 
 			if in.SavedHeadSeq != nil {
 				head = strconv.FormatInt(*in.SavedHeadSeq, 10)
 			}
-			fmt.Fprintf(tw, "  %s\t%d…%d\t%d\t%s\t%s\t%s\n", printable(in.Instance), in.FirstSeq, in.LastSeq, in.Events,
-				printable(in.First), printable(in.Last), head)
+			fmt.Fprintf(tw, "  %s\t%d…%d\t%d\t%s\t%s\t%s\n", printable.String(in.Instance), in.FirstSeq, in.LastSeq, in.Events,
+				printable.String(in.First), printable.String(in.Last), head)
 		}
 		tw.Flush()
 	}
@@ -311,12 +270,12 @@ func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, 
 		b.WriteString("Not checked for events missing at the end: give --config to compare with the chain heads saved in storage.\n")
 	case res.SavedHeads == 0:
 		fmt.Fprintf(&b, "Not checked for events missing at the end: %s (the storage of %s) holds no saved chain head. Is it the storage of the instances that wrote the log?\n",
-			printable(storage), printable(configFile))
+			printable.String(storage), printable.String(configFile))
 	default:
-		fmt.Fprintf(&b, "Compared with the %s saved in %s (the storage of %s).\n", words.Plural(res.SavedHeads, "chain head"), printable(storage), printable(configFile))
+		fmt.Fprintf(&b, "Compared with the %s saved in %s (the storage of %s).\n", words.Plural(res.SavedHeads, "chain head"), printable.String(storage), printable.String(configFile))
 		for _, h := range res.HeadsNotInFiles {
 			fmt.Fprintf(&b, "Note: instance %s has a saved chain head (seq %d) but no event in these files: its log is elsewhere (another instance of a cluster), or gone.\n",
-				printable(h.Instance), h.Seq)
+				printable.String(h.Instance), h.Seq)
 		}
 	}
 	if res.Intact {
@@ -331,9 +290,9 @@ func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, 
 			if i == 1 {
 				b.WriteString("Then:\n")
 			}
-			fmt.Fprintf(&b, "  %s\n", printable(br.String()))
+			fmt.Fprintf(&b, "  %s\n", printable.String(br.String()))
 			if br.Suspect != "" {
-				fmt.Fprintf(&b, "  %s: the line to look at first\n", printable(br.Suspect))
+				fmt.Fprintf(&b, "  %s: the line to look at first\n", printable.String(br.Suspect))
 			}
 		}
 	}

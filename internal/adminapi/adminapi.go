@@ -1,0 +1,61 @@
+// Package adminapi owns the JSON of caddy-jit's admin API routes (/jit/… on Caddy's
+// admin endpoint): what the routes in package caddymodule answer, what the `caddy jit`
+// commands read, and what those commands answer themselves when they work on storage
+// directly. One definition keeps the two ends of the wire from drifting apart. It
+// holds types and no behaviour beyond filling them in.
+package adminapi
+
+import (
+	"time"
+
+	"github.com/caddy-jit/caddy-jit/session"
+)
+
+// Enrollment is the answer to POST /jit/enrollments/{user}. The URI holds the
+// secret: it is shown to the operator once and never logged.
+type Enrollment struct {
+	User       string `json:"user"`
+	OTPAuthURI string `json:"otpauth_uri"`
+}
+
+// EnrollLink is the answer to POST /jit/enrollments/{user}?link=1. The path holds the
+// link's token: it goes to the user alone and is never logged.
+type EnrollLink struct {
+	User     string `json:"user"`
+	LinkPath string `json:"link_path"`
+	// Expires is RFC 3339, UTC.
+	Expires string `json:"expires"`
+}
+
+// NewEnrollLink is the answer for a link to linkPath that works until expires.
+func NewEnrollLink(user, linkPath string, expires time.Time) *EnrollLink {
+	return &EnrollLink{User: user, LinkPath: linkPath, Expires: expires.UTC().Format(time.RFC3339)}
+}
+
+// Session is a session as the admin API and the commands show it.
+type Session struct {
+	*session.Record
+	Revoked bool `json:"revoked"`
+}
+
+// SessionList is the answer to GET /jit/sessions and to revocations.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// ListSessions shows recs as the admin API does: a session is revoked when it ended
+// or a's revocation set holds it.
+func ListSessions(a *session.Authority, recs []*session.Record) SessionList {
+	out := SessionList{Sessions: make([]Session, 0, len(recs))}
+	for _, rec := range recs {
+		out.Sessions = append(out.Sessions, Session{Record: rec, Revoked: !rec.Ended.IsZero() || a.Revocations.Revoked(rec.ID)})
+	}
+	return out
+}
+
+// KeyRotation is the answer to POST /jit/keys/rotate: the new key's id and the ids
+// of the keys in use, oldest first.
+type KeyRotation struct {
+	KeyID string   `json:"kid"`
+	Keys  []string `json:"keys"`
+}
