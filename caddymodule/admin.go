@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 func init() {
@@ -75,7 +76,7 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	}
 	// An operator's direct enrollment replaces any earlier one at once, and cancels
 	// the user's outstanding link (Enroll).
-	uri, err := app.authority.Enroll(r.Context(), user, operator(r))
+	uri, err := app.authority.StepUp.Enroll(r.Context(), user, operator(r))
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("enrolling %s: %v", user, err)}
 	}
@@ -138,7 +139,7 @@ func handleEnrollLink(w http.ResponseWriter, r *http.Request, app *App, user str
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
-	token, expires, err := app.authority.IssueEnrollmentLink(r.Context(), session.EnrollLinkRequest{User: user, TTL: ttl, By: operator(r), Replace: replace})
+	token, expires, err := app.authority.StepUp.IssueEnrollmentLink(r.Context(), stepup.EnrollLinkRequest{User: user, TTL: ttl, By: operator(r), Replace: replace})
 	if err != nil {
 		return storageError("making an enrollment link for "+user, err)
 	}
@@ -220,7 +221,7 @@ func handleLockout(w http.ResponseWriter, r *http.Request) error {
 	if user, err = app.CanonicalUser(user); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
-	if err := app.authority.Unlock(r.Context(), user, operator(r), r.URL.Query().Get("reason")); err != nil {
+	if err := app.authority.StepUp.Unlock(r.Context(), user, operator(r), r.URL.Query().Get("reason")); err != nil {
 		return storageError("clearing the lockout", err)
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"user": user, "result": "unlocked"})

@@ -144,6 +144,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering caddy-jit's metrics: %w", err)
 	}
 	a.authority.Metrics = authorityMetrics{}
+	a.authority.StepUp.Metrics = authorityMetrics{}
 	shared := a.shared
 	a.authority.SessionsChanged = func() { shared.sessionsChanged.Store(true) }
 	if notifier := a.buildNotifier(a.shared.dispatcher); notifier.targets() > 0 {

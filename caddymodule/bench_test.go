@@ -96,7 +96,7 @@ func newGate(tb testing.TB, opt gateOptions) *benchGate {
 			return nil
 		}),
 	}
-	uri, err := app.authority.Enroll(ctx, "alice", "bench")
+	uri, err := app.authority.StepUp.Enroll(ctx, "alice", "bench")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func BenchmarkActivation(b *testing.B) {
 		// a fresh user each round, as the code of a step is single-use.
 		user := "user" + itoa(i)
 		g.h.app.roles["admin"].Eligibility[0].Subjects = append(g.h.app.roles["admin"].Eligibility[0].Subjects, user)
-		uri, err := g.h.app.authority.Enroll(ctx, user, "bench")
+		uri, err := g.h.app.authority.StepUp.Enroll(ctx, user, "bench")
 		if err != nil {
 			b.Fatal(err)
 		}

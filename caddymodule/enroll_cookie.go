@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // The enrollment cookie binds a link's latest opening to the browser that opened it:
@@ -53,7 +53,7 @@ func enrollCookie(r *http.Request) string {
 		return ""
 	}
 	v := strings.Trim(c.Value, `"`)
-	if len(v) > session.EnrollBindingLength {
+	if len(v) > stepup.EnrollBindingLength {
 		return ""
 	}
 	return v

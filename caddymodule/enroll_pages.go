@@ -19,7 +19,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/internal/qrcode"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // Self-service enrollment by link: `caddy jit enroll USER --link` (or POST
@@ -114,7 +114,7 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request, caller pol
 // openEnroll shows a new pending secret, which this opening binds to this browser.
 func (h *Handler) openEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller, token string) error {
 	ctx := r.Context()
-	pending, err := h.app.authority.OpenEnrollmentLink(ctx, token, caller.User, clientIP(r))
+	pending, err := h.app.authority.StepUp.OpenEnrollmentLink(ctx, token, caller.User, clientIP(r))
 	if err != nil {
 		return h.enrollLinkRefused(w, r, caller, err)
 	}
@@ -141,7 +141,7 @@ func (h *Handler) openEnroll(w http.ResponseWriter, r *http.Request, caller poli
 // showConfirmForm renders the link's form without a key, with an error when a
 // confirmation failed.
 func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller policy.Caller, token, opening string, status int, errMsg, errField string) error {
-	info, err := h.app.authority.InspectEnrollmentLink(r.Context(), token, caller.User, clientIP(r))
+	info, err := h.app.authority.StepUp.InspectEnrollmentLink(r.Context(), token, caller.User, clientIP(r))
 	if err != nil {
 		return h.enrollLinkRefused(w, r, caller, err)
 	}
@@ -177,11 +177,11 @@ func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller p
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusForbidden,
 			"This form has expired or did not come from this site. Enter the current code and confirm again.", "")
 	}
-	err = h.app.authority.ConfirmEnrollment(r.Context(), session.EnrollConfirmation{
+	err = h.app.authority.StepUp.ConfirmEnrollment(r.Context(), stepup.EnrollConfirmation{
 		Token: token, User: caller.User, Browser: enrollCookie(r), Opening: opening,
 		Code: strings.TrimSpace(form["code"]), CurrentCode: strings.TrimSpace(form["current_code"]), ClientIP: clientIP(r),
 	})
-	var locked *session.LockedOutError
+	var locked *stepup.LockedOutError
 	switch {
 	case err == nil:
 		http.SetCookie(w, enrollCookieFor(r, "", time.Time{}))
@@ -190,25 +190,25 @@ func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller p
 	case errors.As(err, &locked):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusTooManyRequests,
 			"Too many wrong codes: you are locked out until "+locked.Until.UTC().Format("15:04 UTC")+". This link still works after that, until it expires.", "code")
-	case errors.Is(err, session.ErrCodeInvalid):
+	case errors.Is(err, stepup.ErrCodeInvalid):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"The code is wrong: enter the code your app shows now for the key you scanned from this link.", "code")
-	case errors.Is(err, session.ErrCodeReplayed):
+	case errors.Is(err, stepup.ErrCodeReplayed):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"This code was already used: wait for the next one.", "code")
-	case errors.Is(err, session.ErrCurrentCodeRequired):
+	case errors.Is(err, stepup.ErrCurrentCodeRequired):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"Enter a code of your current authenticator as well: this link replaces it only with one. Lost it? Ask an operator for a link that replaces it.", "current_code")
-	case errors.Is(err, session.ErrCurrentCodeInvalid):
+	case errors.Is(err, stepup.ErrCurrentCodeInvalid):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"The code of your current authenticator is wrong: enter the code it shows now.", "current_code")
-	case errors.Is(err, session.ErrCurrentCodeReplayed):
+	case errors.Is(err, stepup.ErrCurrentCodeReplayed):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"The code of your current authenticator was already used: wait for its next one.", "current_code")
-	case errors.Is(err, session.ErrEnrollLinkOtherBrowser):
+	case errors.Is(err, stepup.ErrEnrollLinkOtherBrowser):
 		return h.renderMessage(w, r, http.StatusConflict, "This page can no longer confirm",
 			"The key on this page is no longer the link's: the link was opened since in another browser (or this browser lost its cookies), which made a new key. Open the link again for a new one. If you did not open it anywhere else, someone else may have your link and your password: tell the operators at once.", caller.User)
-	case errors.Is(err, session.ErrEnrollLinkReopened):
+	case errors.Is(err, stepup.ErrEnrollLinkReopened):
 		return h.renderMessage(w, r, http.StatusConflict, "This page is out of date",
 			"The link was opened again in this browser since this page was shown, which made a new key. Use the latest page, or open the link again, and scan the key it shows.", caller.User)
 	}
@@ -218,29 +218,29 @@ func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller p
 // enrollLinkRefused explains a link that cannot be used, in plain words, and has the
 // browser forget its binding to it.
 func (h *Handler) enrollLinkRefused(w http.ResponseWriter, r *http.Request, caller policy.Caller, err error) error {
-	var linkErr *session.EnrollLinkError
+	var linkErr *stepup.EnrollLinkError
 	errors.As(err, &linkErr)
-	if (linkErr != nil || errors.Is(err, session.ErrEnrollLinkUnknown)) && enrollCookie(r) != "" {
+	if (linkErr != nil || errors.Is(err, stepup.ErrEnrollLinkUnknown)) && enrollCookie(r) != "" {
 		http.SetCookie(w, enrollCookieFor(r, "", time.Time{}))
 	}
 	switch {
-	case errors.Is(err, session.ErrEnrollLinkUnknown):
+	case errors.Is(err, stepup.ErrEnrollLinkUnknown):
 		return h.renderMessage(w, r, http.StatusNotFound, "Unknown enrollment link",
 			"This enrollment link does not exist: check that you opened the whole link, or ask an operator for a new one.", caller.User)
-	case errors.Is(err, session.ErrEnrollLinkNotYours):
+	case errors.Is(err, stepup.ErrEnrollLinkNotYours):
 		return h.renderMessage(w, r, http.StatusForbidden, "Not your enrollment link",
 			"This enrollment link was made for another user, and you are signed in as "+caller.User+". Sign in as the user it was made for, or ask an operator for a link of your own.", caller.User)
-	case errors.Is(err, session.ErrEnrollLinkUsed) && linkErr != nil:
+	case errors.Is(err, stepup.ErrEnrollLinkUsed) && linkErr != nil:
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link already used",
 			"This enrollment link was already used, at "+words.Time(linkErr.At)+", and works only once. If that was not you, tell the operators at once; for another authenticator, ask them for a new link.", caller.User)
-	case errors.Is(err, session.ErrEnrollLinkCancelled) && linkErr != nil:
+	case errors.Is(err, stepup.ErrEnrollLinkCancelled) && linkErr != nil:
 		when := ""
 		if !linkErr.At.IsZero() {
 			when = ", at " + words.Time(linkErr.At)
 		}
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link cancelled",
 			"This enrollment link was cancelled"+when+": a newer link was made for you, or you were enrolled since. Use the newest link you were sent, or ask an operator for a new one.", caller.User)
-	case errors.Is(err, session.ErrEnrollLinkExpired) && linkErr != nil:
+	case errors.Is(err, stepup.ErrEnrollLinkExpired) && linkErr != nil:
 		return h.renderMessage(w, r, http.StatusGone, "Enrollment link expired",
 			"This enrollment link expired at "+words.Time(linkErr.At)+". Ask an operator for a new one.", caller.User)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/internal/qrcode"
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 func TestEnrollLinkCaddyfileOption(t *testing.T) {
@@ -176,7 +176,7 @@ func TestEnrollPageWithoutTheKey(t *testing.T) {
 // enrollment page only over HTTP; read by its scheme's name only, bounded.
 func TestEnrollCookie(t *testing.T) {
 	expires := time.Now().Add(2 * time.Hour)
-	value := strings.Repeat("A", session.EnrollBindingLength)
+	value := strings.Repeat("A", stepup.EnrollBindingLength)
 	for _, tt := range []struct {
 		name     string
 		https    bool

@@ -127,9 +127,9 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			}
 			continue
 		}
-		if t.Sub(lastPrune) >= pruneInterval {
+		if settings.authority != nil && t.Sub(lastPrune) >= pruneInterval {
 			lastPrune = t
-			if err := s.state.Prune(ctx, t, keepEnded); err != nil && ctx.Err() == nil {
+			if err := settings.authority.Prune(ctx, t, keepEnded); err != nil && ctx.Err() == nil {
 				logger.Warn("pruning expired records from storage", zap.Error(err))
 			}
 		}

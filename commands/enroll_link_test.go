@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // `caddy jit enroll <user> --link`: through a stand-in admin API, and offline on the
@@ -127,11 +128,11 @@ func TestEnrollLinkOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pending, err := running.OpenEnrollmentLink(context.Background(), token, "dave", "")
+	pending, err := running.StepUp.OpenEnrollmentLink(context.Background(), token, "dave", "")
 	if err != nil {
 		t.Fatalf("the running instance cannot open the link: %v", err)
 	}
-	if err := running.ConfirmEnrollment(context.Background(), session.EnrollConfirmation{Token: token, User: "dave",
+	if err := running.StepUp.ConfirmEnrollment(context.Background(), stepup.EnrollConfirmation{Token: token, User: "dave",
 		Browser: pending.Browser, Opening: pending.Opening, Code: totpCode(t, pending.Secret, time.Now())}); err != nil {
 		t.Fatalf("confirming: %v", err)
 	}
@@ -153,21 +154,21 @@ func TestEnrollLinkOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	replacingToken := strings.TrimPrefix(replacing.LinkPath, "/.jit/enroll?token=")
-	if p, err := running.OpenEnrollmentLink(context.Background(), replacingToken, "dave", ""); err != nil || !p.Enrolled || p.NeedsCurrentCode {
+	if p, err := running.StepUp.OpenEnrollmentLink(context.Background(), replacingToken, "dave", ""); err != nil || !p.Enrolled || p.NeedsCurrentCode {
 		t.Fatalf("the replacing link: %+v, %v; want one that replaces without a current code", p, err)
 	}
 	newer, err := ctl.enrollLink("dave", operatorLogin(), 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := running.OpenEnrollmentLink(context.Background(), replacingToken, "dave", ""); !errors.Is(err, session.ErrEnrollLinkCancelled) {
+	if _, err := running.StepUp.OpenEnrollmentLink(context.Background(), replacingToken, "dave", ""); !errors.Is(err, stepup.ErrEnrollLinkCancelled) {
 		t.Errorf("the replacing link after a newer one: %v, want it cancelled", err)
 	}
 	if _, err := ctl.enroll("dave", operatorLogin()); err != nil {
 		t.Fatal(err)
 	}
 	newerToken := strings.TrimPrefix(newer.LinkPath, "/.jit/enroll?token=")
-	if _, err := running.OpenEnrollmentLink(context.Background(), newerToken, "dave", ""); !errors.Is(err, session.ErrEnrollLinkCancelled) {
+	if _, err := running.StepUp.OpenEnrollmentLink(context.Background(), newerToken, "dave", ""); !errors.Is(err, stepup.ErrEnrollLinkCancelled) {
 		t.Errorf("the newer link after a direct enrollment's cancellation: %v, want it cancelled", err)
 	}
 	checkAudit(t, stderr.String(),

@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/caddymodule"
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // offlineControl works on the storage of a config whose admin API is off, with the
@@ -148,7 +149,7 @@ func (c *offlineControl) unlock(user, by, reason string) error {
 	if user, err = c.app.CanonicalUser(user); err != nil {
 		return err
 	}
-	if err := c.authority.Unlock(c.ctx, user, c.by(by), reason); err != nil {
+	if err := c.authority.StepUp.Unlock(c.ctx, user, c.by(by), reason); err != nil {
 		return c.fail("clearing the lockout", err)
 	}
 	c.noteChange()
@@ -169,7 +170,7 @@ func (c *offlineControl) enroll(user, by string) (*adminapi.Enrollment, error) {
 	if user, err = c.app.CanonicalUser(user); err != nil {
 		return nil, err
 	}
-	uri, err := c.authority.Enroll(c.ctx, user, c.by(by))
+	uri, err := c.authority.StepUp.Enroll(c.ctx, user, c.by(by))
 	if err != nil {
 		return nil, c.fail("enrolling "+user, err)
 	}
@@ -187,7 +188,7 @@ func (c *offlineControl) enrollLink(user, by string, ttl time.Duration, replace 
 	if err != nil {
 		return nil, err
 	}
-	token, expires, err := c.authority.IssueEnrollmentLink(c.ctx, session.EnrollLinkRequest{User: user, TTL: ttl, By: c.by(by), Replace: replace})
+	token, expires, err := c.authority.StepUp.IssueEnrollmentLink(c.ctx, stepup.EnrollLinkRequest{User: user, TTL: ttl, By: c.by(by), Replace: replace})
 	if err != nil {
 		return nil, c.fail("making an enrollment link for "+user, err)
 	}

@@ -22,9 +22,11 @@ import (
 	// package name the file_system storage.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // offlineFixture is a Caddyfile with the admin API off and a file storage in which a
@@ -84,7 +86,7 @@ func newOfflineFixture(t *testing.T) *offlineFixture {
 		Eligibility: []policy.Eligibility{{Subjects: []string{"alice", "bob", "carol", "dave"}}},
 	}
 	for _, user := range []string{"alice", "bob", "carol"} {
-		uri, err := a.Enroll(ctx, user, "test setup")
+		uri, err := a.StepUp.Enroll(ctx, user, "test setup")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +166,7 @@ func (f *offlineFixture) freshState(t *testing.T) *session.State {
 
 func (f *offlineFixture) lockedUntil(t *testing.T, user string) time.Time {
 	t.Helper()
-	until, err := session.NewAuthenticator(f.storage, "offline test", 2, time.Hour, time.Now).LockedUntil(context.Background(), user)
+	until, err := stepup.New(f.storage, audit.NewWriter(zap.NewNop(), nil, time.Now), stepup.Config{Issuer: "offline test", MaxFailures: 2, LockoutDuration: time.Hour, Now: time.Now}).LockedUntil(context.Background(), user)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +454,7 @@ func TestOfflineEnroll(t *testing.T) {
 	if err != nil || enrollment.User != "dave" || key.Issuer() != "offline test" || key.AccountName() != "dave" {
 		t.Fatalf("enrollment %+v: %v", enrollment, err)
 	}
-	running := session.NewAuthenticator(f.storage, "offline test", 2, time.Hour, time.Now)
+	running := stepup.New(f.storage, audit.NewWriter(zap.NewNop(), nil, time.Now), stepup.Config{Issuer: "offline test", MaxFailures: 2, LockoutDuration: time.Hour, Now: time.Now})
 	if err := running.Check(context.Background(), "dave", totpCode(t, key.Secret(), time.Now())); err != nil {
 		t.Errorf("the running instance refuses a code of the offline enrollment: %v", err)
 	}
@@ -493,7 +495,7 @@ func TestOfflineUserArgumentsAreCanonical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	running := session.NewAuthenticator(&certmagic.FileStorage{Path: dir}, "caddy-jit", 5, time.Hour, time.Now)
+	running := stepup.New(&certmagic.FileStorage{Path: dir}, audit.NewWriter(zap.NewNop(), nil, time.Now), stepup.Config{Issuer: "caddy-jit", MaxFailures: 5, LockoutDuration: time.Hour, Now: time.Now})
 	if err := running.Check(context.Background(), "dave", totpCode(t, key.Secret(), time.Now())); err != nil {
 		t.Errorf("the gate's dave has no enrollment after `caddy jit enroll DAVE`: %v", err)
 	}

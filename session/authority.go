@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/state"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // sessionIDLength is the length of a session id: 16 random bytes in base64url.
@@ -76,29 +77,33 @@ func (s *State) Sync(ctx context.Context, now time.Time) error {
 func (s *State) LastSync() time.Time { return time.Unix(0, s.lastSync.Load()) }
 
 // Prune deletes what storage no longer needs: records of sessions that ended more
-// than keep ago, and lockouts that are over. One instance of a cluster prunes at a
-// time.
-func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
-	return state.Locked(ctx, s.Records.storage, pruneLock, func() error {
-		if _, err := s.Records.Prune(ctx, now, keep); err != nil {
+// than keep ago, settled requests, revocations of expired sessions, and what the
+// step-up no longer needs. One instance of a cluster prunes at a time.
+func (a *Authority) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
+	return state.Locked(ctx, a.Records.storage, pruneLock, func() error {
+		if err := a.State.prune(ctx, now, keep); err != nil {
 			return err
 		}
-		if err := s.Records.pruneRequests(ctx, now); err != nil {
-			return err
-		}
-		if err := s.Records.pruneRevocations(ctx, now); err != nil {
-			return err
-		}
-		// A full pass now and then, in case a revocation was stored by an instance whose
-		// clock was off by more than the overlap of the incremental syncs.
-		if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
-			return err
-		}
-		if err := pruneEnrollLinks(ctx, s.Records.storage, now, keep); err != nil {
-			return err
-		}
-		return pruneLockouts(ctx, s.Records.storage, now, keep)
+		return a.StepUp.Prune(ctx, now, keep)
 	})
+}
+
+func (s *State) prune(ctx context.Context, now time.Time, keep time.Duration) error {
+	if _, err := s.Records.Prune(ctx, now, keep); err != nil {
+		return err
+	}
+	if err := s.Records.pruneRequests(ctx, now); err != nil {
+		return err
+	}
+	if err := s.Records.pruneRevocations(ctx, now); err != nil {
+		return err
+	}
+	// A full pass now and then, in case a revocation was stored by an instance whose
+	// clock was off by more than the overlap of the incremental syncs.
+	if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Authority turns eligibility into sessions and ends them: it checks an activation
@@ -106,8 +111,8 @@ func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 // audits every outcome.
 type Authority struct {
 	*State
-	Authenticator *Authenticator
-	Audit         *audit.Writer
+	StepUp *stepup.Authenticator
+	Audit  *audit.Writer
 	// Issuer goes into the iss claim.
 	Issuer string
 	Now    Clock
@@ -144,12 +149,13 @@ func NewAuthority(ctx context.Context, st state.Store, cfg Config) (*Authority, 
 			return nil, err
 		}
 	}
+	log := audit.NewWriter(cfg.Audit, state.Chain, cfg.Now)
 	return &Authority{
-		State:         state,
-		Authenticator: NewAuthenticator(st, cfg.Issuer, cfg.MaxFailures, cfg.LockoutDuration, cfg.Now),
-		Audit:         audit.NewWriter(cfg.Audit, state.Chain, cfg.Now),
-		Issuer:        cfg.Issuer,
-		Now:           cfg.Now,
+		State:  state,
+		StepUp: stepup.New(st, log, stepup.Config{Issuer: cfg.Issuer, MaxFailures: cfg.MaxFailures, LockoutDuration: cfg.LockoutDuration, Now: cfg.Now}),
+		Audit:  log,
+		Issuer: cfg.Issuer,
+		Now:    cfg.Now,
 	}, nil
 }
 
@@ -292,15 +298,6 @@ func (a *Authority) endLocked(ctx context.Context, rec *Record, how, by, reason 
 	return nil
 }
 
-// Unlock ends a user's TOTP lockout and audits who did it and why.
-func (a *Authority) Unlock(ctx context.Context, user, by, reason string) error {
-	if err := a.Authenticator.ClearLockout(ctx, user); err != nil {
-		return err
-	}
-	a.Audit.Event(audit.EventUnlocked, zap.String("user", user), zap.String("by", by), zap.String("reason", reason))
-	return nil
-}
-
 // RotateKeys makes a new signing key and audits it.
 func (a *Authority) RotateKeys(ctx context.Context, by string) (string, error) {
 	return a.rotateKeys(ctx, by, 0)
@@ -319,25 +316,6 @@ func (a *Authority) rotateKeys(ctx context.Context, by string, ifOlder time.Dura
 	}
 	a.Audit.Event(audit.EventKeysRotated, zap.String("kid", id), zap.String("by", by))
 	return id, nil
-}
-
-// Enroll makes a new TOTP secret for the user, replacing any earlier one, and audits it.
-// It first cancels the user's outstanding enrollment link, so that no link made before
-// can replace what the operator sets up; if that fails, nothing is enrolled.
-func (a *Authority) Enroll(ctx context.Context, user, by string) (string, error) {
-	if err := a.CancelEnrollmentLinks(ctx, user, by, CancelEnrolled); err != nil {
-		return "", fmt.Errorf("cancelling the enrollment link of %s (nothing was enrolled): %w", user, err)
-	}
-	replaced, err := a.Authenticator.Enrolled(ctx, user)
-	if err != nil {
-		return "", err
-	}
-	key, err := a.Authenticator.Enroll(ctx, user)
-	if err != nil {
-		return "", err
-	}
-	a.Audit.Event(audit.EventEnrolled, zap.String("user", user), zap.String("by", by), zap.Bool("replaced", replaced))
-	return key.URL(), nil
 }
 
 func newSessionID() string {

@@ -2,12 +2,8 @@ package session
 
 import (
 	"context"
-	"encoding/base32"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,7 +15,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 type authorityFixture struct {
@@ -52,7 +50,7 @@ func newAuthorityFixture(t *testing.T) *authorityFixture {
 		t.Fatal(err)
 	}
 	f.a = a
-	f.uri, err = a.Enroll(ctx, "alice", "admin")
+	f.uri, err = a.StepUp.Enroll(ctx, "alice", "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,64 +106,11 @@ func (f *authorityFixture) wrongCode(t *testing.T) string {
 	return code
 }
 
-// events returns the audit entries with the given event field.
-func events(logs *observer.ObservedLogs, event string) []observer.LoggedEntry {
-	var out []observer.LoggedEntry
-	for _, e := range logs.All() {
-		if e.ContextMap()["event"] == event {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// secretForms are the ways a base32 TOTP secret could end up in a log.
-func secretForms(t *testing.T, secret string) []string {
-	t.Helper()
-	raw, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ToUpper(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []string{
-		secret, strings.ToLower(secret),
-		hex.EncodeToString(raw),
-		base64.StdEncoding.EncodeToString(raw), base64.RawURLEncoding.EncodeToString(raw),
-		string(raw),
-	}
-}
-
 // assertNoSecretsLogged fails if any audit entry mentions a code, a token or the secret
 // in its message or any field.
 func (f *authorityFixture) assertNoSecretsLogged(t *testing.T) {
 	t.Helper()
-	forbidden := append([]string{}, f.used...)
-	forbidden = append(forbidden, secretForms(t, f.secret)...)
-	entries := f.logs.All()
-	if len(entries) == 0 {
-		t.Fatal("no audit entries to scan")
-	}
-	for _, e := range entries {
-		// Every key and value as text (a duration prints as 15m0s, not in nanoseconds,
-		// so a number cannot pass for a code).
-		texts := []string{e.Message, e.LoggerName}
-		for k, v := range e.ContextMap() {
-			texts = append(texts, k, fmt.Sprint(v))
-		}
-		raw, err := json.Marshal(e.ContextMap())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range forbidden {
-			if s == "" {
-				continue
-			}
-			for _, text := range texts {
-				if strings.Contains(text, s) {
-					t.Errorf("audit event %q contains the secret or code %q: %s", e.Message, s, raw)
-				}
-			}
-		}
-	}
+	testkit.AssertNoSecretsLogged(t, f.logs, f.secret, f.used)
 }
 
 func TestActivate(t *testing.T) {
@@ -288,7 +233,7 @@ func TestActivateFailures(t *testing.T) {
 			codeSpent: true,
 			setup: func(t *testing.T, f *authorityFixture) {
 				for range 5 {
-					_ = f.a.Authenticator.Check(context.Background(), "alice", f.wrongCode(t))
+					_ = f.a.StepUp.Check(context.Background(), "alice", f.wrongCode(t))
 				}
 			},
 		},
@@ -365,7 +310,7 @@ func TestActivateFailures(t *testing.T) {
 			// A refusal by the policy spends neither the code nor a failure: the same
 			// code, with the request put right, still works.
 			if !tt.codeSpent {
-				if _, found := storedLockout(t, f.st, "alice"); found {
+				if f.st.Exists(context.Background(), "jit/lockouts/"+state.Name("alice")+".json") {
 					t.Fatal("a policy refusal counted as a TOTP failure")
 				}
 				fixed := f.activation(t)
@@ -416,7 +361,7 @@ func TestAuditNeverContainsSecretsOrCodes(t *testing.T) {
 	if _, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
-	uri, err := f.a.Enroll(ctx, "alice", "admin")
+	uri, err := f.a.StepUp.Enroll(ctx, "alice", "admin")
 	if err != nil {
 		t.Fatal(err)
 	}

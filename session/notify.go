@@ -74,17 +74,11 @@ type Metrics interface {
 	// Activation counts an activation by its result: "succeeded", "requested" (waits
 	// for approval) or the reason it was refused.
 	Activation(role, result string)
-	// CodeFailure counts a refused TOTP code: totp_invalid, totp_replayed, locked_out.
-	CodeFailure(reason string)
-	// Lockout counts a lockout that began.
-	Lockout()
 }
 
 type noMetrics struct{}
 
 func (noMetrics) Activation(string, string) {}
-func (noMetrics) CodeFailure(string)        {}
-func (noMetrics) Lockout()                  {}
 
 func (a *Authority) metrics() Metrics {
 	if a.Metrics == nil {

@@ -125,7 +125,7 @@ func TestOneOpenRequestPerUserAndRole(t *testing.T) {
 		t.Fatalf("a second request while one is open = %v, want %s", err, ReasonRequestOpen)
 	}
 	// Refused before the code was checked: the same code still works elsewhere.
-	if err := w.a.Authenticator.Check(ctx, "alice", second.Code); err != nil {
+	if err := w.a.StepUp.Check(ctx, "alice", second.Code); err != nil {
 		t.Fatalf("the refused second request spent the code: %v", err)
 	}
 	open, err := w.a.OpenRequest(ctx, "alice", w.approval.Name)

@@ -164,30 +164,6 @@ func TestPruneRemovesOnlyLongEndedSessions(t *testing.T) {
 	}
 }
 
-func TestPruneForgetsFinishedLockouts(t *testing.T) {
-	f := newAuthorityFixture(t)
-	ctx := context.Background()
-	for range 5 {
-		_ = f.a.Authenticator.Check(ctx, "alice", "000000")
-	}
-	if !f.st.Exists(ctx, lockoutKey("alice")) {
-		t.Fatal("no lockout record after 5 failures")
-	}
-	if err := f.a.Prune(ctx, f.clock.Now(), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if !f.st.Exists(ctx, lockoutKey("alice")) {
-		t.Fatal("pruned a lockout that is still running")
-	}
-	f.clock.Add(lockoutDuration + time.Second)
-	if err := f.a.Prune(ctx, f.clock.Now(), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if f.st.Exists(ctx, lockoutKey("alice")) {
-		t.Error("a finished lockout is still in storage")
-	}
-}
-
 func TestRotationKeepsOldTokensAndReachesOtherInstances(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()

@@ -8,8 +8,6 @@ const (
 	keyPrefix        = state.Prefix
 	keyringKey       = keyPrefix + "keys/signing.json"
 	keyringLock      = keyPrefix + "keys"
-	enrollmentFolder = keyPrefix + "enrollments/"
-	lockoutFolder    = keyPrefix + "lockouts/"
 	sessionFolder    = keyPrefix + "sessions/"
 	ownerFolder      = keyPrefix + "session-owners/"
 	pruneLock        = keyPrefix + "prune"

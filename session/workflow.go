@@ -10,6 +10,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/state"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // Activated is the outcome of a submitted activation: a session and its token, or a
@@ -140,27 +141,19 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 // checkCode checks a user's TOTP code: a refusal comes back as a reason and a message
 // for the user, a storage failure as err.
 func (a *Authority) checkCode(ctx context.Context, user, code string) (reason, message string, lockedUntil time.Time, err error) {
-	err = a.Authenticator.Check(ctx, user, code)
-	var locked *LockedOutError
-	if errors.As(err, &locked) && locked.Began {
-		a.Audit.Event(audit.EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
-		a.metrics().Lockout()
-	}
+	err = a.StepUp.Check(ctx, user, code)
+	var locked *stepup.LockedOutError
 	switch {
 	case err == nil:
 		return "", "", time.Time{}, nil
-	case errors.Is(err, ErrCodeInvalid), errors.Is(err, ErrCodeReplayed), errors.As(err, &locked):
-		a.metrics().CodeFailure(err.Error())
-	}
-	switch {
 	case errors.As(err, &locked):
 		return "locked_out", "too many wrong codes: activation is locked until " + locked.Until.UTC().Format("15:04 UTC"), locked.Until, nil
-	case errors.Is(err, ErrCodeInvalid):
-		return ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{}, nil
-	case errors.Is(err, ErrCodeReplayed):
-		return ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{}, nil
-	case errors.Is(err, ErrNotEnrolled):
-		return ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll " + user + "` or to send you an enrollment link (`caddy jit enroll " + user + " --link`; see caddy-jit's docs/troubleshooting.md)", time.Time{}, nil
+	case errors.Is(err, stepup.ErrCodeInvalid):
+		return stepup.ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{}, nil
+	case errors.Is(err, stepup.ErrCodeReplayed):
+		return stepup.ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{}, nil
+	case errors.Is(err, stepup.ErrNotEnrolled):
+		return stepup.ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll " + user + "` or to send you an enrollment link (`caddy jit enroll " + user + " --link`; see caddy-jit's docs/troubleshooting.md)", time.Time{}, nil
 	default:
 		return "", "", time.Time{}, err
 	}

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/pquerna/otp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -95,10 +95,15 @@ func newWorkflowFixture(t *testing.T) *workflowFixture {
 	}
 	f.a.Notifier = w.notes
 	for _, user := range []string{"bob", "carol", "dave", "erin"} {
-		raw := []byte(fmt.Sprintf("%-20s", "secret of "+user))
-		secret := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw)
-		enrollSecret(t, f.st, user, secret)
-		w.secrets[user] = secret
+		uri, err := f.a.StepUp.Enroll(context.Background(), user, "admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := otp.NewKeyFromURL(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.secrets[user] = key.Secret()
 	}
 	w.approval = w.roleWith(func(r *policy.Role) {
 		r.Name = "prod-db"
@@ -362,7 +367,7 @@ func TestDecideRefusals(t *testing.T) {
 		}, "totp_invalid"},
 		{"replayed code", func(t *testing.T, w *workflowFixture, id string) Approval {
 			ap := w.decision(t, id, "carol", w.approval, true, "")
-			if err := w.a.Authenticator.Check(context.Background(), "carol", ap.Code); err != nil {
+			if err := w.a.StepUp.Check(context.Background(), "carol", ap.Code); err != nil {
 				t.Fatal(err)
 			}
 			return ap

@@ -1,4 +1,4 @@
-package session
+package stepup
 
 import (
 	"context"
@@ -131,7 +131,7 @@ func TestOathtoolAgrees(t *testing.T) {
 	ctx := context.Background()
 
 	// A secret made by our own enrollment, as an operator's authenticator app sees it.
-	enrolled, err := NewAuthenticator(newStorage(t), "caddy-jit test", 5, lockoutDuration, newFakeClock(epoch).Now).Enroll(ctx, "alice")
+	enrolled, err := testAuthenticator(newStorage(t), "caddy-jit test", newFakeClock(epoch).Now).newSecret(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestOathtoolAgrees(t *testing.T) {
 			// End to end: the authenticator accepts oathtool's code once.
 			st := newStorage(t)
 			enrollSecret(t, st, "alice", secret)
-			a := NewAuthenticator(st, "test", 5, lockoutDuration, newFakeClock(at).Now)
+			a := testAuthenticator(st, "test", newFakeClock(at).Now)
 			if err := a.Check(ctx, "alice", code); err != nil {
 				t.Errorf("secret %s… at %s: Check(oathtool's code) = %v", secret[:4], ts, err)
 			}
@@ -195,7 +195,7 @@ func newTOTPFixture(t *testing.T) *totpFixture {
 	st := newStorage(t)
 	clock := newFakeClock(epoch.Add(10 * time.Second))
 	enrollSecret(t, st, "alice", rfcSecret)
-	return &totpFixture{st: st, clock: clock, a: NewAuthenticator(st, "test", 5, lockoutDuration, clock.Now)}
+	return &totpFixture{st: st, clock: clock, a: testAuthenticator(st, "test", clock.Now)}
 }
 
 func (f *totpFixture) check(t *testing.T, code string) error {
@@ -267,7 +267,7 @@ func TestCheckAcceptsACodeOnceAndOnlyLaterSteps(t *testing.T) {
 	}
 
 	// A restart (a new Authenticator over the same storage) remembers the last step.
-	again := NewAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", 5, lockoutDuration, f.clock.Now)
+	again := testAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", f.clock.Now)
 	if err := again.Check(context.Background(), "alice", codeAt(t, rfcSecret, now.Add(60*time.Second))); !errors.Is(err, ErrCodeReplayed) {
 		t.Fatalf("after a restart, a used code: Check = %v, want %v", err, ErrCodeReplayed)
 	}
@@ -333,7 +333,7 @@ func TestLockout(t *testing.T) {
 	}
 
 	// A restart keeps the lockout.
-	restarted := NewAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", 5, lockoutDuration, f.clock.Now)
+	restarted := testAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", f.clock.Now)
 	wantLocked(t, restarted.Check(ctx, "alice", f.right(t)), until)
 
 	// Still locked one nanosecond before the end.
@@ -456,7 +456,7 @@ func TestClearLockout(t *testing.T) {
 	wantLocked(t, f.check(t, f.right(t)), f.clock.Now().Add(lockoutDuration))
 
 	// An operator on another instance clears it.
-	other := NewAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", 5, lockoutDuration, f.clock.Now)
+	other := testAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", f.clock.Now)
 	if err := other.ClearLockout(ctx, "alice"); err != nil {
 		t.Fatalf("ClearLockout = %v", err)
 	}
@@ -479,7 +479,7 @@ func TestClearLockout(t *testing.T) {
 func TestConcurrentChecksAcceptACodeOnce(t *testing.T) {
 	f := newTOTPFixture(t)
 	code := f.right(t)
-	instances := []*Authenticator{f.a, NewAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", 5, lockoutDuration, f.clock.Now)}
+	instances := []*Authenticator{f.a, testAuthenticator(&certmagic.FileStorage{Path: f.st.Path}, "test", f.clock.Now)}
 	// At most four replays, so that they do not lock the user out.
 	const n = 5
 	errs := make([]error, n)
@@ -511,8 +511,8 @@ func TestEnroll(t *testing.T) {
 	ctx := context.Background()
 	st := newStorage(t)
 	clock := newFakeClock(epoch.Add(10 * time.Second))
-	a := NewAuthenticator(st, "caddy-jit demo", 5, lockoutDuration, clock.Now)
-	key, err := a.Enroll(ctx, "alice@example.com")
+	a := testAuthenticator(st, "caddy-jit demo", clock.Now)
+	key, err := a.newSecret(ctx, "alice@example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +528,7 @@ func TestEnroll(t *testing.T) {
 	}
 
 	// Enrolling again replaces the secret: the old one's next code is refused.
-	again, err := a.Enroll(ctx, "alice@example.com")
+	again, err := a.newSecret(ctx, "alice@example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,5 +541,28 @@ func TestEnroll(t *testing.T) {
 	}
 	if err := a.Check(ctx, "alice@example.com", codeAt(t, again.Secret(), clock.Now())); err != nil {
 		t.Fatalf("new secret: Check = %v", err)
+	}
+}
+func TestPruneForgetsFinishedLockouts(t *testing.T) {
+	f := newAuthorityFixture(t)
+	ctx := context.Background()
+	for range 5 {
+		_ = f.a.Check(ctx, "alice", "000000")
+	}
+	if !f.st.Exists(ctx, lockoutKey("alice")) {
+		t.Fatal("no lockout record after 5 failures")
+	}
+	if err := f.a.Prune(ctx, f.clock.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if !f.st.Exists(ctx, lockoutKey("alice")) {
+		t.Fatal("pruned a lockout that is still running")
+	}
+	f.clock.Add(lockoutDuration + time.Second)
+	if err := f.a.Prune(ctx, f.clock.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if f.st.Exists(ctx, lockoutKey("alice")) {
+		t.Error("a finished lockout is still in storage")
 	}
 }

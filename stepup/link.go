@@ -1,4 +1,4 @@
-package session
+package stepup
 
 import (
 	"context"
@@ -49,8 +49,8 @@ const (
 )
 
 const (
-	enrollLinkFolder      = keyPrefix + "enroll-links/"
-	enrollLinkOwnerFolder = keyPrefix + "enroll-link-users/"
+	enrollLinkFolder      = state.Prefix + "enroll-links/"
+	enrollLinkOwnerFolder = state.Prefix + "enroll-link-users/"
 	// enrollLinkTokenBytes random bytes make a token: 43 characters of base64url.
 	enrollLinkTokenBytes  = 32
 	enrollLinkTokenLength = 43
@@ -129,7 +129,9 @@ func enrollLinkOwnerKey(user string) string {
 
 // enrollLinksLockName is the lock of all of a user's links: issuing, opening,
 // confirming and cancelling take turns under it, on any instance.
-func enrollLinksLockName(user string) string { return keyPrefix + "enroll-links-" + state.Name(user) }
+func enrollLinksLockName(user string) string {
+	return state.Prefix + "enroll-links-" + state.Name(user)
+}
 
 // wellFormedEnrollToken reports whether token could be one of ours (a link's token or
 // a browser's binding): 43 characters of base64url that decode to 32 bytes. Anything
@@ -160,7 +162,7 @@ type EnrollLinkRequest struct {
 
 // CreateEnrollmentLink makes a link for user that lasts ttl, without Replace: see
 // IssueEnrollmentLink.
-func (a *Authority) CreateEnrollmentLink(ctx context.Context, user string, ttl time.Duration, by string) (string, time.Time, error) {
+func (a *Authenticator) CreateEnrollmentLink(ctx context.Context, user string, ttl time.Duration, by string) (string, time.Time, error) {
 	return a.IssueEnrollmentLink(ctx, EnrollLinkRequest{User: user, TTL: ttl, By: by})
 }
 
@@ -168,7 +170,7 @@ func (a *Authority) CreateEnrollmentLink(ctx context.Context, user string, ttl t
 // audits both. It returns the token (the link's only copy: storage keeps its SHA-256)
 // and when the link expires. The user's current enrollment, if any, is untouched until
 // the link is confirmed. The link holds no secret yet: each opening makes one.
-func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkRequest) (string, time.Time, error) {
+func (a *Authenticator) IssueEnrollmentLink(ctx context.Context, req EnrollLinkRequest) (string, time.Time, error) {
 	if req.TTL <= 0 {
 		return "", time.Time{}, fmt.Errorf("an enrollment link must last a positive time, not %s", req.TTL)
 	}
@@ -177,20 +179,20 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 	}
 	token := newEnrollToken()
 	hash := enrollLinkHash(token)
-	now := a.Now().UTC()
+	now := a.now().UTC()
 	link := enrollLink{User: req.User, Created: now, Expires: now.Add(req.TTL), By: req.By, Replace: req.Replace}
 	var earlier string
-	err := a.locks.With(ctx, a.Records.storage, enrollLinksLockName(req.User), func() error {
+	err := a.locks.With(ctx, a.storage, enrollLinksLockName(req.User), func() error {
 		var owner enrollLinkOwner
-		if _, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), &owner); err != nil {
+		if _, err := state.LoadJSON(ctx, a.storage, enrollLinkOwnerKey(req.User), &owner); err != nil {
 			return err
 		}
-		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(hash), link); err != nil {
+		if err := state.StoreJSON(ctx, a.storage, enrollLinkKey(hash), link); err != nil {
 			return err
 		}
 		// The owner record is what makes a link valid: once it names the new link, the
 		// earlier one is refused, whether or not marking it below succeeds.
-		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkOwnerKey(req.User), enrollLinkOwner{Link: hash}); err != nil {
+		if err := state.StoreJSON(ctx, a.storage, enrollLinkOwnerKey(req.User), enrollLinkOwner{Link: hash}); err != nil {
 			return err
 		}
 		if owner.Link != "" && a.markCancelled(ctx, owner.Link, req.User, now, CancelNewerLink) {
@@ -201,7 +203,7 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	a.Audit.Event(audit.EventEnrollLinkCreated, zap.String("user", req.User), zap.String("by", req.By),
+	a.audit.Event(audit.EventEnrollLinkCreated, zap.String("user", req.User), zap.String("by", req.By),
 		zap.String("expires", link.Expires.Format(time.RFC3339)), zap.String("link", linkID(hash)), zap.Bool("replace", req.Replace))
 	if earlier != "" {
 		a.linkCancelled(req.User, earlier, CancelNewerLink, req.By)
@@ -212,18 +214,18 @@ func (a *Authority) IssueEnrollmentLink(ctx context.Context, req EnrollLinkReque
 // CancelEnrollmentLinks cancels the user's outstanding link, if any, and audits it
 // with reason. An operator's direct enrollment calls it first, so that no link made
 // before can replace what the operator set up.
-func (a *Authority) CancelEnrollmentLinks(ctx context.Context, user, by, reason string) error {
+func (a *Authenticator) CancelEnrollmentLinks(ctx context.Context, user, by, reason string) error {
 	var cancelled string
-	err := a.locks.With(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
+	err := a.locks.With(ctx, a.storage, enrollLinksLockName(user), func() error {
 		var owner enrollLinkOwner
-		found, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner)
+		found, err := state.LoadJSON(ctx, a.storage, enrollLinkOwnerKey(user), &owner)
 		if err != nil || !found {
 			return err
 		}
-		if err := a.Records.storage.Delete(ctx, enrollLinkOwnerKey(user)); err != nil {
+		if err := a.storage.Delete(ctx, enrollLinkOwnerKey(user)); err != nil {
 			return fmt.Errorf("cancelling %s's enrollment link: %w", user, err)
 		}
-		if a.markCancelled(ctx, owner.Link, user, a.Now().UTC(), reason) {
+		if a.markCancelled(ctx, owner.Link, user, a.now().UTC(), reason) {
 			cancelled = owner.Link
 		}
 		return nil
@@ -238,32 +240,32 @@ func (a *Authority) CancelEnrollmentLinks(ctx context.Context, user, by, reason 
 // pending secret, under the user's links lock. It reports whether the link was still
 // usable. The owner record has already stopped honouring the link, so a failure here
 // costs only the clearer message.
-func (a *Authority) markCancelled(ctx context.Context, hash, user string, now time.Time, reason string) bool {
+func (a *Authenticator) markCancelled(ctx context.Context, hash, user string, now time.Time, reason string) bool {
 	var link enrollLink
-	found, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkKey(hash), &link)
+	found, err := state.LoadJSON(ctx, a.storage, enrollLinkKey(hash), &link)
 	if err != nil || !found || link.User != user || !link.Used.IsZero() || !link.Cancelled.IsZero() || !now.Before(link.Expires) {
 		return false
 	}
 	link.Cancelled, link.CancelReason, link.Opening = now, reason, nil
-	_ = state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(hash), link)
+	_ = state.StoreJSON(ctx, a.storage, enrollLinkKey(hash), link)
 	return true
 }
 
-func (a *Authority) linkCancelled(user, hash, reason, by string) {
-	a.Audit.Event(audit.EventEnrollLinkCancelled, zap.String("user", user), zap.String("link", linkID(hash)),
+func (a *Authenticator) linkCancelled(user, hash, reason, by string) {
+	a.audit.Event(audit.EventEnrollLinkCancelled, zap.String("user", user), zap.String("link", linkID(hash)),
 		zap.String("reason", reason), zap.String("by", by))
 }
 
 // loadUsableLink reads the link of token for user, under the user's links lock, and
 // refuses it as check does; it says whether it is the user's outstanding link.
-func (a *Authority) loadUsableLink(ctx context.Context, token, user string, now time.Time) (enrollLink, error) {
+func (a *Authenticator) loadUsableLink(ctx context.Context, token, user string, now time.Time) (enrollLink, error) {
 	link, err := a.loadEnrollLink(ctx, token)
 	if err != nil {
 		return link, err
 	}
 	var owner enrollLinkOwner
 	if link.User == user {
-		if _, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkOwnerKey(user), &owner); err != nil {
+		if _, err := state.LoadJSON(ctx, a.storage, enrollLinkOwnerKey(user), &owner); err != nil {
 			return link, err
 		}
 	}
@@ -271,12 +273,12 @@ func (a *Authority) loadUsableLink(ctx context.Context, token, user string, now 
 }
 
 // loadEnrollLink reads the link of token; ErrEnrollLinkUnknown if there is none.
-func (a *Authority) loadEnrollLink(ctx context.Context, token string) (enrollLink, error) {
+func (a *Authenticator) loadEnrollLink(ctx context.Context, token string) (enrollLink, error) {
 	var link enrollLink
 	if !wellFormedEnrollToken(token) {
 		return link, ErrEnrollLinkUnknown
 	}
-	found, err := state.LoadJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), &link)
+	found, err := state.LoadJSON(ctx, a.storage, enrollLinkKey(enrollLinkHash(token)), &link)
 	if err != nil {
 		return link, err
 	}
@@ -306,7 +308,7 @@ func (l enrollLink) check(user string, now time.Time, outstanding bool) error {
 
 // enrollLinkFailed audits a refusal, and counts and audits a lockout that began, as
 // an activation does. Storage errors are not refusals and are left to the caller.
-func (a *Authority) enrollLinkFailed(user, token, clientIP string, link enrollLink, err error) {
+func (a *Authenticator) enrollLinkFailed(user, token, clientIP string, link enrollLink, err error) {
 	var (
 		reason string
 		locked *LockedOutError
@@ -314,10 +316,7 @@ func (a *Authority) enrollLinkFailed(user, token, clientIP string, link enrollLi
 	switch {
 	case errors.As(err, &locked):
 		reason = locked.Error()
-		if locked.Began {
-			a.Audit.Event(audit.EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
-			a.metrics().Lockout()
-		}
+		a.lockoutBegan(user, locked)
 		a.metrics().CodeFailure(reason)
 	case errors.Is(err, ErrCodeInvalid), errors.Is(err, ErrCodeReplayed), errors.Is(err, ErrCurrentCodeInvalid), errors.Is(err, ErrCurrentCodeReplayed):
 		reason = refusalReason(err)
@@ -337,7 +336,7 @@ func (a *Authority) enrollLinkFailed(user, token, clientIP string, link enrollLi
 	if clientIP != "" {
 		fields = append(fields, zap.String("client_ip", clientIP))
 	}
-	a.Audit.Event(audit.EventEnrollLinkFailed, fields...)
+	a.audit.Event(audit.EventEnrollLinkFailed, fields...)
 }
 
 // refusalReason is the stable name of a refusal, or "" for an error that is none.

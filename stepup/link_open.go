@@ -1,4 +1,4 @@
-package session
+package stepup
 
 import (
 	"context"
@@ -85,7 +85,7 @@ type PendingEnrollment struct {
 // browser value, and discards the one of any earlier opening; user must be the link's.
 // A link that is not user's, used, cancelled or expired is refused as by
 // InspectEnrollmentLink. Openings and refusals are audited, with clientIP.
-func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientIP string) (*PendingEnrollment, error) {
+func (a *Authenticator) OpenEnrollmentLink(ctx context.Context, token, user, clientIP string) (*PendingEnrollment, error) {
 	var (
 		p          *PendingEnrollment
 		link       enrollLink
@@ -93,14 +93,14 @@ func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientI
 		superseded bool
 	)
 	err := a.withUsableLink(ctx, token, user, func(l *enrollLink, info EnrollLinkInfo, now time.Time) error {
-		key, err := a.Authenticator.generate(user, nil)
+		key, err := a.generate(user, nil)
 		if err != nil {
 			return err
 		}
 		browser := newEnrollToken()
 		superseded = l.Opening != nil
 		l.Opening = &enrollOpening{ID: random.Hex(openingIDBytes), Secret: key.Secret(), BrowserHash: enrollLinkHash(browser), At: now.UTC()}
-		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(enrollLinkHash(token)), *l); err != nil {
+		if err := state.StoreJSON(ctx, a.storage, enrollLinkKey(enrollLinkHash(token)), *l); err != nil {
 			return err
 		}
 		p = &PendingEnrollment{EnrollLinkInfo: info, URI: key.URL(), Secret: key.Secret(), Opening: l.Opening.ID, Browser: browser}
@@ -113,7 +113,7 @@ func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientI
 		a.enrollLinkFailed(user, token, clientIP, link, refused)
 		return nil, refused
 	}
-	a.Audit.Event(audit.EventEnrollLinkOpened, zap.String("user", user), zap.String("link", LinkID(token)),
+	a.audit.Event(audit.EventEnrollLinkOpened, zap.String("user", user), zap.String("link", LinkID(token)),
 		zap.Bool("superseded", superseded), zap.String("client_ip", clientIP))
 	return p, nil
 }
@@ -122,7 +122,7 @@ func (a *Authority) OpenEnrollmentLink(ctx context.Context, token, user, clientI
 // nothing: another user gets ErrEnrollLinkNotYours, a used, cancelled or expired link
 // an *EnrollLinkError saying when, a token that is not a link ErrEnrollLinkUnknown.
 // Refusals are audited.
-func (a *Authority) InspectEnrollmentLink(ctx context.Context, token, user, clientIP string) (*EnrollLinkInfo, error) {
+func (a *Authenticator) InspectEnrollmentLink(ctx context.Context, token, user, clientIP string) (*EnrollLinkInfo, error) {
 	var (
 		out     *EnrollLinkInfo
 		link    enrollLink
@@ -146,15 +146,15 @@ func (a *Authority) InspectEnrollmentLink(ctx context.Context, token, user, clie
 // link is usable by user; otherwise it sets *refused. A link older than the user's
 // current enrollment (an operator enrolled them since) is cancelled on the way. The
 // link as read is left in *link for the audit of a refusal.
-func (a *Authority) withUsableLink(ctx context.Context, token, user string, fn func(*enrollLink, EnrollLinkInfo, time.Time) error,
+func (a *Authenticator) withUsableLink(ctx context.Context, token, user string, fn func(*enrollLink, EnrollLinkInfo, time.Time) error,
 	link *enrollLink, refused *error) error {
 	if !wellFormedEnrollToken(token) {
 		*refused = ErrEnrollLinkUnknown
 		return nil
 	}
 	var cancelled bool
-	err := a.locks.With(ctx, a.Records.storage, enrollLinksLockName(user), func() error {
-		now := a.Now()
+	err := a.locks.With(ctx, a.storage, enrollLinksLockName(user), func() error {
+		now := a.now()
 		var err error
 		*link, err = a.loadUsableLink(ctx, token, user, now)
 		if err != nil {
@@ -164,7 +164,7 @@ func (a *Authority) withUsableLink(ctx context.Context, token, user string, fn f
 			*refused = err
 			return nil
 		}
-		current, enrolled, err := a.Authenticator.current(ctx, user)
+		current, enrolled, err := a.current(ctx, user)
 		if err != nil {
 			return err
 		}

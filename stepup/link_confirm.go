@@ -1,4 +1,4 @@
-package session
+package stepup
 
 import (
 	"context"
@@ -58,7 +58,7 @@ type EnrollConfirmation struct {
 // (ErrCurrentCodeRequired); a wrong or replayed current code, then a wrong code, which
 // count towards the user's lockout as at activation (ErrCurrentCodeInvalid,
 // ErrCurrentCodeReplayed, ErrCodeInvalid, ErrCodeReplayed). Every outcome is audited.
-func (a *Authority) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation) error {
+func (a *Authenticator) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation) error {
 	var (
 		link      enrollLink
 		refused   error
@@ -76,7 +76,7 @@ func (a *Authority) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation)
 			return nil
 		}
 		var err error
-		replaced, err = a.Authenticator.confirm(ctx, c.User, l.Opening.Secret, c.Code, replaceRule{
+		replaced, err = a.confirm(ctx, c.User, l.Opening.Secret, c.Code, replaceRule{
 			linkCreated: l.Created, needCurrent: !l.Replace, currentCode: c.CurrentCode,
 		})
 		switch {
@@ -92,11 +92,11 @@ func (a *Authority) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation)
 			return err
 		}
 		l.Used, l.Opening = now.UTC(), nil
-		if err := state.StoreJSON(ctx, a.Records.storage, enrollLinkKey(hash), *l); err != nil {
+		if err := state.StoreJSON(ctx, a.storage, enrollLinkKey(hash), *l); err != nil {
 			return err
 		}
 		// Spent: no owner record names it any longer, so nothing of it is honoured.
-		return a.Records.storage.Delete(ctx, enrollLinkOwnerKey(c.User))
+		return a.storage.Delete(ctx, enrollLinkOwnerKey(c.User))
 	}, &link, &refused)
 	if err != nil {
 		return err
@@ -115,7 +115,7 @@ func (a *Authority) ConfirmEnrollment(ctx context.Context, c EnrollConfirmation)
 	case replaced:
 		authorized = "current_code"
 	}
-	a.Audit.Event(audit.EventEnrolled, zap.String("user", c.User), zap.String("by", EnrolledByLink), zap.Bool("replaced", replaced),
+	a.audit.Event(audit.EventEnrolled, zap.String("user", c.User), zap.String("by", EnrolledByLink), zap.Bool("replaced", replaced),
 		zap.String("via", "link"), zap.String("link", linkID(hash)), zap.String("authorized_by", authorized),
 		zap.String("client_ip", c.ClientIP))
 	return nil

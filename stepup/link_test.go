@@ -1,4 +1,4 @@
-package session
+package stepup
 
 import (
 	"context"
@@ -73,24 +73,6 @@ func storedEnrollment(t *testing.T, f *authorityFixture, user string) (enrollmen
 		t.Fatal(err)
 	}
 	return e, found
-}
-
-// activationWith is the fixture's activation with another code.
-func (f *authorityFixture) activationWith(t *testing.T, code string) Activation {
-	t.Helper()
-	act := f.activation(t)
-	act.Code = code
-	f.used = append(f.used, code)
-	return act
-}
-
-func wantActivationReason(t *testing.T, f *authorityFixture, act Activation, want string) {
-	t.Helper()
-	_, _, err := f.a.Activate(context.Background(), act)
-	var refused *ActivationError
-	if !errors.As(err, &refused) || refused.Reason != want {
-		t.Fatalf("Activate = %v, want the reason %s", err, want)
-	}
 }
 
 func wantLinkError(t *testing.T, err, want error, at time.Time) {
@@ -220,7 +202,7 @@ func TestEnrollLinkAttackerOpensFirst(t *testing.T) {
 		t.Fatalf("the victim's confirmation = %v", err)
 	}
 	f.clock.Add(30 * time.Second)
-	if err := f.a.Authenticator.Check(ctx, "bob", codeAt(t, attacker.Secret, f.clock.Now())); !errors.Is(err, ErrCodeInvalid) {
+	if err := f.a.Check(ctx, "bob", codeAt(t, attacker.Secret, f.clock.Now())); !errors.Is(err, ErrCodeInvalid) {
 		t.Errorf("the attacker's secret checks: %v", err)
 	}
 	reasons := map[string]int{}
@@ -363,7 +345,7 @@ func TestEnrollLinkCancellation(t *testing.T) {
 			}
 		}, CancelEnrolled, "op", true},
 		{"an enrollment that did not cancel links (an older instance's)", func(t *testing.T, f *authorityFixture) {
-			if _, err := f.a.Authenticator.Enroll(context.Background(), "alice"); err != nil {
+			if _, err := f.a.newSecret(context.Background(), "alice"); err != nil {
 				t.Fatal(err)
 			}
 		}, CancelEnrolled, "", false},
@@ -545,7 +527,7 @@ func TestEnrollLinkFirstEnrollment(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
 	token, _ := f.createLink(t, "bob", time.Hour)
-	if ok, _ := f.a.Authenticator.Enrolled(ctx, "bob"); ok {
+	if ok, _ := f.a.Enrolled(ctx, "bob"); ok {
 		t.Fatal("a link enrolled bob before confirmation")
 	}
 	p := f.pending(t, token, "bob")
@@ -556,11 +538,11 @@ func TestEnrollLinkFirstEnrollment(t *testing.T) {
 	if err := f.a.ConfirmEnrollment(ctx, confirmation(token, p, code, "")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.a.Authenticator.Check(ctx, "bob", code); !errors.Is(err, ErrCodeReplayed) {
+	if err := f.a.Check(ctx, "bob", code); !errors.Is(err, ErrCodeReplayed) {
 		t.Errorf("the confirming code checked again = %v, want ErrCodeReplayed", err)
 	}
 	f.clock.Add(30 * time.Second)
-	if err := f.a.Authenticator.Check(ctx, "bob", codeAt(t, p.Secret, f.clock.Now())); err != nil {
+	if err := f.a.Check(ctx, "bob", codeAt(t, p.Secret, f.clock.Now())); err != nil {
 		t.Errorf("the next code = %v", err)
 	}
 	evs := events(f.logs, audit.EventEnrolled)
@@ -682,17 +664,13 @@ func TestEnrollLinkLockout(t *testing.T) {
 func TestEnrollLinkConfirmedOnce(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
-	other, err := NewAuthority(ctx, f.st, Config{Issuer: "caddy-jit test", MaxFailures: 5, LockoutDuration: lockoutDuration,
-		Audit: zap.NewNop(), Now: f.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := New(f.st, audit.NewWriter(zap.NewNop(), nil, f.clock.Now), Config{Issuer: "caddy-jit test", MaxFailures: 5, LockoutDuration: lockoutDuration, Now: f.clock.Now})
 	token, _ := f.issueLink(t, EnrollLinkRequest{User: "bob", TTL: time.Hour, By: "ops"})
 	p := f.pending(t, token, "bob")
 	codes := []string{codeAt(t, p.Secret, f.clock.Now()), codeAt(t, p.Secret, f.clock.Now().Add(30*time.Second))}
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
-	for i, a := range []*Authority{f.a, other} {
+	for i, a := range []*Authenticator{f.a, other} {
 		wg.Go(func() { errs[i] = a.ConfirmEnrollment(ctx, confirmation(token, p, codes[i], "")) })
 	}
 	wg.Wait()

@@ -1,4 +1,4 @@
-package session
+package stepup
 
 import (
 	"context"
@@ -9,10 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/hotp"
 	"github.com/pquerna/otp/totp"
+	"go.uber.org/zap"
 )
 
 // TOTP parameters: RFC 6238 defaults, which every authenticator app understands.
@@ -46,16 +48,51 @@ func (e *LockedOutError) Error() string { return "locked_out" }
 type Authenticator struct {
 	storage state.Store
 	issuer  string
-	now     Clock
+	now     func() time.Time
+	audit   *audit.Writer
+	// Metrics counts refused codes and lockouts; nil counts nothing.
+	Metrics Metrics
 	// MaxFailures wrong codes in a row lock the user for LockoutDuration.
 	maxFailures     int
 	lockoutDuration time.Duration
 	locks           state.Locks
 }
 
-// NewAuthenticator makes an authenticator. Issuer is the name authenticator apps show.
-func NewAuthenticator(st state.Store, issuer string, maxFailures int, lockoutDuration time.Duration, now Clock) *Authenticator {
-	return &Authenticator{storage: st, issuer: issuer, now: now, maxFailures: maxFailures, lockoutDuration: lockoutDuration}
+// Config is what New needs beyond the store.
+type Config struct {
+	// Issuer is the name authenticator apps show.
+	Issuer string
+	// MaxFailures wrong codes in a row lock the user for LockoutDuration.
+	MaxFailures     int
+	LockoutDuration time.Duration
+	Now             func() time.Time
+}
+
+// New makes the step-up over the store, auditing enrollments, links and lockouts to
+// log.
+func New(st state.Store, log *audit.Writer, cfg Config) *Authenticator {
+	return &Authenticator{storage: st, issuer: cfg.Issuer, now: cfg.Now, audit: log, maxFailures: cfg.MaxFailures, lockoutDuration: cfg.LockoutDuration}
+}
+
+// Metrics counts refused codes and lockouts, for monitoring. Implementations must be
+// cheap and must not block.
+type Metrics interface {
+	// CodeFailure counts a refused TOTP code: totp_invalid, totp_replayed, locked_out.
+	CodeFailure(reason string)
+	// Lockout counts a lockout that began.
+	Lockout()
+}
+
+type noMetrics struct{}
+
+func (noMetrics) CodeFailure(string) {}
+func (noMetrics) Lockout()           {}
+
+func (a *Authenticator) metrics() Metrics {
+	if a.Metrics == nil {
+		return noMetrics{}
+	}
+	return a.Metrics
 }
 
 // enrollment is a user's TOTP secret as stored.
@@ -76,12 +113,12 @@ type lockout struct {
 
 func enrollmentKey(user string) string { return enrollmentFolder + state.Name(user) + ".json" }
 func lockoutKey(user string) string    { return lockoutFolder + state.Name(user) + ".json" }
-func totpLockName(user string) string  { return keyPrefix + "totp-" + state.Name(user) }
+func totpLockName(user string) string  { return state.Prefix + "totp-" + state.Name(user) }
 
-// Enroll makes a new secret for the user and stores it, replacing any earlier one. It
-// returns the key, whose URL is the otpauth URI for authenticator apps. The caller shows
-// it to the user once; it is never logged.
-func (a *Authenticator) Enroll(ctx context.Context, user string) (*otp.Key, error) {
+// newSecret makes a new secret for the user and stores it, replacing any earlier one.
+// It returns the key, whose URL is the otpauth URI for authenticator apps. The caller
+// shows it to the user once; it is never logged.
+func (a *Authenticator) newSecret(ctx context.Context, user string) (*otp.Key, error) {
 	key, err := totp.Generate(totp.GenerateOpts{
 		Issuer:      a.issuer,
 		AccountName: user,
@@ -120,10 +157,33 @@ func (a *Authenticator) LockedUntil(ctx context.Context, user string) (time.Time
 	return time.Time{}, nil
 }
 
-// Check accepts the code if it is right for the current, previous or next time step,
+// Check checks a user's code, as check does, and audits and counts what it refused:
+// every refused code, and a lockout that began.
+func (a *Authenticator) Check(ctx context.Context, user, code string) error {
+	err := a.check(ctx, user, code)
+	var locked *LockedOutError
+	switch {
+	case errors.As(err, &locked):
+		a.lockoutBegan(user, locked)
+		a.metrics().CodeFailure(locked.Error())
+	case errors.Is(err, ErrCodeInvalid), errors.Is(err, ErrCodeReplayed):
+		a.metrics().CodeFailure(err.Error())
+	}
+	return err
+}
+
+// lockoutBegan audits and counts a lockout that this very failure started.
+func (a *Authenticator) lockoutBegan(user string, locked *LockedOutError) {
+	if locked.Began {
+		a.audit.Event(audit.EventLockedOut, zap.String("user", user), zap.String("until", locked.Until.UTC().Format(time.RFC3339)))
+		a.metrics().Lockout()
+	}
+}
+
+// check accepts the code if it is right for the current, previous or next time step,
 // later than any step accepted before, and the user is not locked out. A wrong or
 // replayed code counts towards the lockout.
-func (a *Authenticator) Check(ctx context.Context, user, code string) error {
+func (a *Authenticator) check(ctx context.Context, user, code string) error {
 	return a.locks.With(ctx, a.storage, totpLockName(user), func() error {
 		now := a.now()
 		var l lockout
@@ -227,7 +287,7 @@ func pruneLockouts(ctx context.Context, st state.Store, now time.Time, keep time
 		}
 		// Decide again under the user's TOTP lock, so that a failure recorded
 		// meanwhile is not deleted with the record.
-		lock := keyPrefix + "totp-" + strings.TrimSuffix(path.Base(key), ".json")
+		lock := state.Prefix + "totp-" + strings.TrimSuffix(path.Base(key), ".json")
 		if err := st.Lock(ctx, lock); err != nil {
 			return err
 		}
@@ -242,4 +302,18 @@ func pruneLockouts(ctx context.Context, st state.Store, now time.Time, keep time
 // lockoutOver reports whether a lockout record no longer changes any decision.
 func lockoutOver(l lockout, now time.Time, keep time.Duration) bool {
 	return now.After(l.LockedUntil) && now.Sub(l.FirstFailure) > keep
+}
+
+const (
+	enrollmentFolder = state.Prefix + "enrollments/"
+	lockoutFolder    = state.Prefix + "lockouts/"
+)
+
+// Prune deletes what the step-up no longer needs: the pending secrets of links that
+// expired unused, and lockouts that are over. The caller holds the prune lock.
+func (a *Authenticator) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
+	if err := pruneEnrollLinks(ctx, a.storage, now, keep); err != nil {
+		return err
+	}
+	return pruneLockouts(ctx, a.storage, now, keep)
 }
