@@ -12,7 +12,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // activationForm is what the activation page shows and what its POST carries.
@@ -129,7 +129,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	if v := form["break_glass"]; v != "" && v != "on" {
 		return fail(http.StatusBadRequest, "break_glass", "The break-glass box must be sent as on, or not at all.")
 	}
-	res, err := h.app.authority.Submit(r.Context(), session.Activation{
+	res, err := h.app.authority.Submit(r.Context(), workflow.Activation{
 		Caller:        caller,
 		Role:          role,
 		Audience:      h.audiences.of(r),
@@ -143,8 +143,8 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		BreakGlass:    f.BreakGlass,
 		Return:        f.Return,
 	})
-	var refused *session.ActivationError
-	if errors.As(err, &refused) && refused.Reason == session.ReasonRequestOpen {
+	var refused *workflow.ActivationError
+	if errors.As(err, &refused) && refused.Reason == workflow.ReasonRequestOpen {
 		if shown, err := h.showOpenRequest(w, r, caller, role.Name, http.StatusConflict); shown || err != nil {
 			return err
 		}
@@ -193,7 +193,7 @@ func activationFailure(reason string) (int, string) {
 		return http.StatusBadRequest, "break_glass"
 	case string(policy.ReasonOutsideHours), string(policy.ReasonMaxActive):
 		return http.StatusForbidden, ""
-	case session.ReasonRequestOpen:
+	case workflow.ReasonRequestOpen:
 		return http.StatusConflict, ""
 	default:
 		return http.StatusBadRequest, "code"

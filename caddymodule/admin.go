@@ -164,7 +164,7 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return storageError("listing sessions", err)
 		}
-		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority, recs))
+		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority.Revocations, recs))
 	case http.MethodDelete:
 		user, err := app.CanonicalUser(q.Get("user"))
 		if err != nil {
@@ -174,7 +174,7 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return storageError("revoking sessions", err)
 		}
-		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority, ended))
+		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority.Revocations, ended))
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET or DELETE", r.Method)}
 }
@@ -200,7 +200,7 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storageError("revoking the session", err)
 	}
-	return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority, []*session.Record{rec}))
+	return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority.Revocations, []*session.Record{rec}))
 }
 
 func handleLockout(w http.ResponseWriter, r *http.Request) error {

@@ -11,8 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 func init() {
@@ -88,7 +88,7 @@ type App struct {
 	Refusals *RefusalsConfig `json:"refusals,omitempty"`
 
 	roles     map[string]*policy.Role
-	authority *session.Authority
+	authority *authority.Authority
 	// names is the canonical form of user and group names that UserNames selects.
 	names policy.UserNames
 	// identityKey is the placeholder's key when Identity is exactly one placeholder.
@@ -136,7 +136,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	cfg := a.AuthorityConfig(ctx.Logger(Handler{}).Named("audit").WithOptions(zap.ErrorOutput(&auditErrorSink{logger: a.logger})), now)
 	cfg.State = a.shared.state
-	a.authority, err = session.NewAuthority(ctx, storage, cfg)
+	a.authority, err = authority.New(ctx, storage, cfg)
 	if err != nil {
 		return err
 	}
@@ -182,8 +182,8 @@ func (a *App) build() error {
 // AuthorityConfig is what the app's settings make of a session authority: its
 // issuer and lockout. The audit logger and the clock are the caller's; Provision adds
 // the shared state, and `caddy jit` on storage (admin API off) its own audit logger.
-func (a *App) AuthorityConfig(audit *zap.Logger, now func() time.Time) session.Config {
-	return session.Config{
+func (a *App) AuthorityConfig(audit *zap.Logger, now func() time.Time) authority.Config {
+	return authority.Config{
 		Issuer:          a.Issuer,
 		MaxFailures:     a.Lockout.MaxFailures,
 		LockoutDuration: time.Duration(a.Lockout.Duration),

@@ -2,7 +2,7 @@ package caddymodule
 
 import (
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // approvesSomeRole reports whether the caller is an approver of any configured role:
@@ -10,7 +10,7 @@ import (
 // configuration, never storage.
 func (a *App) approvesSomeRole(caller policy.Caller) bool {
 	for _, role := range a.roles {
-		if session.ApprovesRole(role, caller) {
+		if workflow.ApprovesRole(role, caller) {
 			return true
 		}
 	}

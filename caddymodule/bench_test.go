@@ -20,8 +20,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // benchGate is a provisioned handler over file storage, without a Caddy around it, so
@@ -76,7 +78,7 @@ func newGate(tb testing.TB, opt gateOptions) *benchGate {
 		app.shared = newTestSharedState(tb, st)
 		state = app.shared.state
 	}
-	app.authority, err = session.NewAuthority(ctx, st, session.Config{
+	app.authority, err = authority.New(ctx, st, authority.Config{
 		Issuer: "bench", MaxFailures: 5, LockoutDuration: time.Minute, Audit: opt.audit, Now: time.Now, State: state,
 	})
 	if err != nil {
@@ -115,7 +117,7 @@ func (g *benchGate) activate(b testing.TB, uri string, at time.Time) string {
 		b.Fatal(err)
 	}
 	role, _ := g.h.app.role("admin")
-	token, _, err := g.h.app.authority.Activate(context.Background(), session.Activation{
+	token, _, err := g.h.app.authority.Activate(context.Background(), workflow.Activation{
 		Caller: callerOf("alice"), Role: role, Audience: "http://console.example", Duration: time.Hour,
 		Justification: "benchmarking the gate", Code: code,
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // collectAction is where the status page's "collect" button posts: a browser that
@@ -52,7 +53,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 				"Not extended: this browser does not hold that session. Extend it in the browser that holds it.")
 		}
 	}
-	out, err := h.app.authority.SubmitExtension(r.Context(), session.Extension{
+	out, err := h.app.authority.SubmitExtension(r.Context(), workflow.Extension{
 		Caller:        caller,
 		SessionID:     form["session"],
 		Role:          role,
@@ -61,13 +62,13 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 		Code:          strings.TrimSpace(form["code"]),
 		ClientIP:      clientIP(r),
 	})
-	var refused *session.ActivationError
+	var refused *workflow.ActivationError
 	if errors.As(err, &refused) {
 		status, _ := activationFailure(refused.Reason)
 		switch refused.Reason {
 		case string(policy.ReasonMaxTotal), string(policy.ReasonExtensionNotPermitted):
 			status = http.StatusForbidden
-		case session.ReasonExtensionOpen:
+		case workflow.ReasonExtensionOpen:
 			status = http.StatusConflict
 		}
 		return h.renderStatus(w, r, caller, status, "", "Not extended: "+strings.TrimSuffix(refused.Message, ".")+".")
@@ -94,9 +95,9 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 func (h *Handler) collectExtension(w http.ResponseWriter, r *http.Request, caller policy.Caller, sessionID string) error {
 	token, rec, err := h.app.authority.RenewToken(r.Context(), caller.User, h.audiences.of(r), sessionID, sessionCookie(r), clientIP(r))
 	switch {
-	case errors.Is(err, session.ErrNothingToCollect) && rec != nil:
+	case errors.Is(err, workflow.ErrNothingToCollect) && rec != nil:
 		return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" already runs until "+rec.Expires.UTC().Format("2006-01-02 15:04 UTC")+".", "")
-	case errors.Is(err, session.ErrNothingToCollect):
+	case errors.Is(err, workflow.ErrNothingToCollect):
 		return h.renderStatus(w, r, caller, http.StatusForbidden, "",
 			"Nothing collected: this browser does not hold that session. An extension goes only to the browser that holds the session it extends.")
 	case err != nil:
@@ -109,7 +110,7 @@ func (h *Handler) collectExtension(w http.ResponseWriter, r *http.Request, calle
 
 // extensionView is what the status page says of a session's latest extension request.
 type extensionView struct {
-	Request *session.Request
+	Request *workflow.Request
 	// Waiting, Collect and Refused are exclusive: the request waits for approvers (or
 	// for a free place), was applied and can be collected, or was not applied.
 	Waiting, Collect bool
@@ -126,11 +127,11 @@ func (p statusPage) Extension(rec *session.Record) *extensionView {
 	}
 	v := &extensionView{Request: req, Action: collectAction}
 	switch {
-	case req.State == session.RequestPending && p.at.Before(req.Deadline):
+	case req.State == workflow.RequestPending && p.at.Before(req.Deadline):
 		v.Waiting = true
-	case req.State == session.RequestApproved && req.SessionID == "":
+	case req.State == workflow.RequestApproved && req.SessionID == "":
 		v.Waiting = true
-	case req.State == session.RequestApproved:
+	case req.State == workflow.RequestApproved:
 		v.Collect = true
 	case req.Refused != "":
 		v.Refused = req.Refused

@@ -82,7 +82,7 @@ func registerMetrics(registry *prometheus.Registry, state *session.State) error 
 	return nil
 }
 
-// authorityMetrics is the session.Metrics of the authority.
+// authorityMetrics is the workflow.Metrics of the authority.
 type authorityMetrics struct{}
 
 func (authorityMetrics) Activation(role, result string) {

@@ -15,9 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/workflow"
 	"go.uber.org/zap"
-
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // Delivery of notifications: a queue and workers that live with the shared state, so a
@@ -39,13 +38,13 @@ var notifyBackoff = func(n int) time.Duration {
 
 // notifyTarget is one place notifications go.
 type notifyTarget interface {
-	deliver(ctx context.Context, n session.Notification) error
+	deliver(ctx context.Context, n workflow.Notification) error
 	String() string
 }
 
 type delivery struct {
 	target  notifyTarget
-	n       session.Notification
+	n       workflow.Notification
 	attempt int
 }
 
@@ -134,7 +133,7 @@ type appNotifier struct {
 }
 
 // Notify enqueues the notification for the global targets and its role's.
-func (a *appNotifier) Notify(n session.Notification) {
+func (a *appNotifier) Notify(n workflow.Notification) {
 	for _, t := range a.global {
 		a.d.enqueue(delivery{target: t, n: n})
 	}
@@ -205,7 +204,7 @@ func redactURL(raw string) string {
 	return scheme + "://" + host + "/…"
 }
 
-func (w *webhookTarget) deliver(ctx context.Context, n session.Notification) error {
+func (w *webhookTarget) deliver(ctx context.Context, n workflow.Notification) error {
 	var body []byte
 	var err error
 	if w.slack {
@@ -241,7 +240,7 @@ func (w *webhookTarget) deliver(ctx context.Context, n session.Notification) err
 
 // deliveryID is stable across retries of one notification, so a receiver can drop
 // duplicates.
-func deliveryID(n session.Notification) string {
+func deliveryID(n workflow.Notification) string {
 	sum := sha256.Sum256([]byte(n.Event + "\x00" + n.RequestID + "\x00" + n.SessionID + "\x00" + n.Time.Format(time.RFC3339Nano)))
 	return hex.EncodeToString(sum[:12])
 }
@@ -261,40 +260,40 @@ func SignWebhook(secret []byte, t time.Time, body []byte) string {
 // slackEscape keeps user text from forming Slack mentions or links (<!channel>).
 var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
-func slackText(n session.Notification) string {
+func slackText(n workflow.Notification) string {
 	return slackEscape.Replace(summary(n))
 }
 
 // summary is a notification in one line of plain words.
-func summary(n session.Notification) string {
+func summary(n workflow.Notification) string {
 	var b strings.Builder
 	prefix := "caddy-jit: "
-	if n.BreakGlass || n.Event == session.NotifyBreakGlass {
+	if n.BreakGlass || n.Event == workflow.NotifyBreakGlass {
 		prefix = "caddy-jit BREAK-GLASS: "
 	}
 	b.WriteString(prefix)
 	switch n.Event {
-	case session.NotifyRequested:
+	case workflow.NotifyRequested:
 		fmt.Fprintf(&b, "%s asks for the role %s", n.User, n.Role)
-	case session.NotifyApproved:
+	case workflow.NotifyApproved:
 		fmt.Fprintf(&b, "%s's request for the role %s was approved by %s", n.User, n.Role, strings.Join(n.Approvers, ", "))
-	case session.NotifyDenied:
+	case workflow.NotifyDenied:
 		fmt.Fprintf(&b, "%s's request for the role %s was denied by %s", n.User, n.Role, n.By)
-	case session.NotifyExpired:
+	case workflow.NotifyExpired:
 		fmt.Fprintf(&b, "%s's request for the role %s expired undecided", n.User, n.Role)
-	case session.NotifyActivated:
+	case workflow.NotifyActivated:
 		fmt.Fprintf(&b, "%s activated the role %s", n.User, n.Role)
-	case session.NotifyExtended:
+	case workflow.NotifyExtended:
 		fmt.Fprintf(&b, "%s extended the role %s", n.User, n.Role)
-	case session.NotifyExtensionRequested:
+	case workflow.NotifyExtensionRequested:
 		fmt.Fprintf(&b, "%s asks for more time on the role %s", n.User, n.Role)
-	case session.NotifyDeactivated:
+	case workflow.NotifyDeactivated:
 		fmt.Fprintf(&b, "%s ended their session of the role %s", n.User, n.Role)
-	case session.NotifyRevoked:
+	case workflow.NotifyRevoked:
 		fmt.Fprintf(&b, "%s's session of the role %s was revoked by %s", n.User, n.Role, n.By)
-	case session.NotifyExpiring:
+	case workflow.NotifyExpiring:
 		fmt.Fprintf(&b, "%s's session of the role %s ends soon", n.User, n.Role)
-	case session.NotifyBreakGlass:
+	case workflow.NotifyBreakGlass:
 		fmt.Fprintf(&b, "%s used break-glass to activate the role %s", n.User, n.Role)
 	default:
 		fmt.Fprintf(&b, "%s: %s, role %s", n.Event, n.User, n.Role)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/internal/random"
-	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // Notifications by e-mail: one message per event, over SMTP with STARTTLS (or implicit
@@ -37,7 +37,7 @@ func headerSafe(s string) string {
 	}, s)
 }
 
-func (e *emailTarget) message(n session.Notification, now time.Time) []byte {
+func (e *emailTarget) message(n workflow.Notification, now time.Time) []byte {
 	var b bytes.Buffer
 	subject := summaryHeadline(n)
 	id := random.Hex(12)
@@ -60,15 +60,15 @@ func (e *emailTarget) message(n session.Notification, now time.Time) []byte {
 	return b.Bytes()
 }
 
-func summaryHeadline(n session.Notification) string {
+func summaryHeadline(n workflow.Notification) string {
 	tag := "[caddy-jit]"
-	if n.BreakGlass || n.Event == session.NotifyBreakGlass {
+	if n.BreakGlass || n.Event == workflow.NotifyBreakGlass {
 		tag = "[caddy-jit BREAK-GLASS]"
 	}
 	return fmt.Sprintf("%s %s: %s, role %s", tag, n.Event, n.User, n.Role)
 }
 
-func (e *emailTarget) deliver(ctx context.Context, n session.Notification) error {
+func (e *emailTarget) deliver(ctx context.Context, n workflow.Notification) error {
 	cfg := e.smtp
 	host, _, _ := net.SplitHostPort(cfg.Address)
 	dialer := &net.Dialer{Timeout: notifyTimeout}

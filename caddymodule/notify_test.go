@@ -16,11 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/workflow"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // fastRetries makes the dispatcher retry at once, for the test's duration.
@@ -81,9 +80,9 @@ func (h *hookReceiver) wait(t *testing.T, n int) []hookCall {
 	}
 }
 
-func sampleNotification() session.Notification {
-	return session.Notification{
-		Event: session.NotifyRequested, Time: time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC), RequestID: "req-1",
+func sampleNotification() workflow.Notification {
+	return workflow.Notification{
+		Event: workflow.NotifyRequested, Time: time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC), RequestID: "req-1",
 		User: "alice", Role: "db-admin", Justification: "restore the <!channel> & the backup", Alert: []string{"carol", "dave"},
 	}
 }
@@ -135,7 +134,7 @@ func TestWebhookIsSignedAndRetriedUntilDelivered(t *testing.T) {
 			t.Errorf("delivery %d body differs", i)
 		}
 	}
-	var got session.Notification
+	var got workflow.Notification
 	if err := json.Unmarshal(calls[0].body, &got); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +202,7 @@ func TestSlackBodyCannotMentionEveryone(t *testing.T) {
 		t.Errorf("slack text = %s", text)
 	}
 	bg := sampleNotification()
-	bg.Event, bg.BreakGlass = session.NotifyBreakGlass, true
+	bg.Event, bg.BreakGlass = workflow.NotifyBreakGlass, true
 	if !strings.HasPrefix(slackText(bg), "caddy-jit BREAK-GLASS: alice used break-glass") {
 		t.Errorf("break-glass text = %s", slackText(bg))
 	}
@@ -282,7 +281,7 @@ func TestEmailIsDeliveredOverSMTP(t *testing.T) {
 	sink, addr := startSMTPSink(t)
 	target := &emailTarget{smtp: &SMTPConfig{Address: addr, From: "caddy-jit <jit@example.test>"}, to: []string{"sec@example.test", "Ops <ops@example.test>"}}
 	n := sampleNotification()
-	n.Event, n.BreakGlass = session.NotifyBreakGlass, true
+	n.Event, n.BreakGlass = workflow.NotifyBreakGlass, true
 	n.Justification = "line one\r\nBcc: evil@example.test\r\n.\r\nline after a lone dot"
 	d := newDispatcher(zap.NewNop())
 	defer d.stop()

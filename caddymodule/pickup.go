@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // A request that waits for approvers hands its session only to the browser that asked
@@ -40,7 +41,7 @@ func pickups(r *http.Request) []pickup {
 	var out []pickup
 	for _, c := range r.Cookies() {
 		id, ok := strings.CutPrefix(c.Name, prefix)
-		if !ok || !session.ValidPickupSecret(c.Value) {
+		if !ok || !workflow.ValidPickupSecret(c.Value) {
 			continue
 		}
 		out = append(out, pickup{id: id, secret: c.Value})
@@ -54,7 +55,7 @@ func pickups(r *http.Request) []pickup {
 // pickupSecret returns the secret this browser holds for one request, or "".
 func pickupSecret(r *http.Request, id string) string {
 	c, err := r.Cookie(pickupPrefix(r) + id)
-	if err != nil || !session.ValidPickupSecret(c.Value) {
+	if err != nil || !workflow.ValidPickupSecret(c.Value) {
 		return ""
 	}
 	return c.Value
@@ -89,19 +90,19 @@ func pickupCookieFor(r *http.Request, id, secret string, expires time.Time) *htt
 
 // ready reports whether a request's session may be handed over now. An extension's
 // new end goes to the browser holding its session instead (extension_pages.go).
-func ready(req *session.Request) bool {
-	return req.State == session.RequestApproved && req.SessionID != "" && req.PickedUp.IsZero() && !req.IsExtension()
+func ready(req *workflow.Request) bool {
+	return req.State == workflow.RequestApproved && req.SessionID != "" && req.PickedUp.IsZero() && !req.IsExtension()
 }
 
 // pickUp hands over the session of the first request, among those this browser asked
 // for, that want accepts and that is ready: it sets the session cookie and returns
 // the pickup. Secrets with nothing left to pick up are forgotten on the way. Any
 // failure hands over nothing.
-func (h *Handler) pickUp(w http.ResponseWriter, r *http.Request, user string, want func(*session.Request) bool) *session.PickedUp {
+func (h *Handler) pickUp(w http.ResponseWriter, r *http.Request, user string, want func(*workflow.Request) bool) *workflow.PickedUp {
 	audience := h.audiences.of(r)
 	for _, p := range pickups(r) {
-		req, err := h.app.authority.Records.LoadRequest(r.Context(), p.id)
-		if errors.Is(err, session.ErrRequestNotFound) {
+		req, err := h.app.authority.Requests.LoadRequest(r.Context(), p.id)
+		if errors.Is(err, workflow.ErrRequestNotFound) {
 			http.SetCookie(w, pickupCookieFor(r, p.id, "", time.Time{}))
 			continue
 		}
@@ -123,13 +124,13 @@ func (h *Handler) pickUp(w http.ResponseWriter, r *http.Request, user string, wa
 
 // collect asks for one request's session with this browser's secret, setting the
 // session cookie when it is handed over and forgetting a secret that is spent.
-func (h *Handler) collect(w http.ResponseWriter, r *http.Request, user string, p pickup, audience string) *session.PickedUp {
+func (h *Handler) collect(w http.ResponseWriter, r *http.Request, user string, p pickup, audience string) *workflow.PickedUp {
 	got, err := h.app.authority.Pickup(r.Context(), user, p.id, p.secret, audience, clientIP(r))
 	switch {
-	case errors.Is(err, session.ErrPickupRefused):
+	case errors.Is(err, workflow.ErrPickupRefused):
 		http.SetCookie(w, pickupCookieFor(r, p.id, "", time.Time{}))
 		return nil
-	case errors.Is(err, session.ErrRequestNotFound):
+	case errors.Is(err, workflow.ErrRequestNotFound):
 		return nil
 	case err != nil:
 		h.logger.Error("handing over an approved session", zap.String("user", user), zap.Error(err))
@@ -151,7 +152,7 @@ func (h *Handler) pickUpAtGate(w http.ResponseWriter, r *http.Request, user stri
 	if !hasPickupCookie(r) {
 		return nil
 	}
-	got := h.pickUp(w, r, user, func(req *session.Request) bool {
+	got := h.pickUp(w, r, user, func(req *workflow.Request) bool {
 		// A session that starts later is handed over on its request's page, which
 		// says when it starts.
 		return ready(req) && !req.Start.After(t) && h.guards(req.Role)

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
-	"github.com/caddy-jit/caddy-jit/session"
 )
 
 func testRefusalLimit(t *testing.T, burst int, refill time.Duration, users int) *refusalLimit {
@@ -227,7 +227,7 @@ func refusalHandler(t *testing.T, burst int) (*Handler, *observer.ObservedLogs) 
 	}
 	app.roles, app.identityKey = roles, singlePlaceholder(app.Identity)
 	core, logs := observer.New(zapcore.InfoLevel)
-	app.authority, err = session.NewAuthority(context.Background(), &certmagic.FileStorage{Path: t.TempDir()}, session.Config{
+	app.authority, err = authority.New(context.Background(), &certmagic.FileStorage{Path: t.TempDir()}, authority.Config{
 		Issuer: "test", MaxFailures: 5, LockoutDuration: time.Minute, Audit: zap.New(core), Now: time.Now,
 	})
 	if err != nil {

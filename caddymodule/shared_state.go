@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -61,7 +62,7 @@ type syncSettings struct {
 	interval     time.Duration
 	maxStaleness time.Duration
 	keyRotation  time.Duration
-	authority    *session.Authority
+	authority    *authority.Authority
 	role         func(name string) *policy.Role
 }
 
@@ -134,7 +135,9 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			}
 		}
 		if settings.keyRotation > 0 && settings.authority != nil {
-			s.rotateIfDue(ctx, t, settings, logger)
+			if _, err := settings.authority.RotateKeysIfOlder(ctx, "key_rotation", settings.keyRotation); err != nil && ctx.Err() == nil {
+				logger.Error("rotating the signing key", zap.Error(err))
+			}
 		}
 		if settings.authority != nil && t.Sub(lastRequestSweep) >= requestSweepInterval {
 			lastRequestSweep = t
@@ -157,17 +160,6 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 				logger.Warn("counting active sessions for the metrics", zap.Error(err))
 			}
 		}
-	}
-}
-
-func (s *sharedState) rotateIfDue(ctx context.Context, t time.Time, settings *syncSettings, logger *zap.Logger) {
-	created, err := session.NewestKeyCreated(ctx, s.storage)
-	if err != nil || created.IsZero() || t.Sub(created) < settings.keyRotation {
-		return
-	}
-	// Due by an unlocked look; RotateKeysIfOlder decides again under the lock.
-	if _, err := settings.authority.RotateKeysIfOlder(ctx, "key_rotation", settings.keyRotation); err != nil && ctx.Err() == nil {
-		logger.Error("rotating the signing key", zap.Error(err))
 	}
 }
 

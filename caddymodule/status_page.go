@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // statusPage lists the caller's roles and active sessions.
@@ -51,7 +52,7 @@ func (h *Handler) serveStatusPage(w http.ResponseWriter, r *http.Request, caller
 		// pickup is made where its role's pages are opened.
 		return h.serveStatus(w, r, caller, "")
 	}
-	got := h.pickUp(w, r, caller.User, func(req *session.Request) bool { return ready(req) })
+	got := h.pickUp(w, r, caller.User, func(req *workflow.Request) bool { return ready(req) })
 	if got == nil {
 		return h.serveStatus(w, r, caller, "")
 	}
@@ -76,7 +77,7 @@ func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, caller po
 		if d := role.Eligible(caller, t); d.Allowed {
 			page.Roles = append(page.Roles, eligibleRole{Role: role, Until: d.EligibleUntil, Activate: activationURL(name, "/")})
 		}
-		if session.ApprovesRole(role, caller) {
+		if workflow.ApprovesRole(role, caller) {
 			page.Approver = true
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 func requestURL(id string) string { return pagePrefix + "requests/" + url.PathEscape(id) }
@@ -37,7 +38,7 @@ type requestPage struct {
 	// Note introduces the page when it answers something else: the activation page
 	// shows an open request instead of its form.
 	Note    string
-	Request *session.Request
+	Request *workflow.Request
 	// Waiting makes the page reload itself.
 	Waiting bool
 	// CSRF is set when the request may be withdrawn: the page then offers it.
@@ -49,7 +50,7 @@ type requestPage struct {
 // cookie without another code and goes on to where it was going.
 func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller policy.Caller, id string, status int, note string) error {
 	req, err := h.app.authority.RequestFor(r.Context(), caller.User, id)
-	if errors.Is(err, session.ErrRequestNotFound) {
+	if errors.Is(err, workflow.ErrRequestNotFound) {
 		return h.renderMessage(w, r, http.StatusNotFound, "No such request", "You have no request with that id.", caller.User)
 	}
 	if err != nil {
@@ -59,7 +60,7 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 	// Cookies ignore ports: a pickup secret of a request made on another site of this
 	// host is left for that site.
 	sameSite := req.Audience == h.audiences.of(r)
-	if secret := pickupSecret(r, id); secret != "" && sameSite && (ready(req) || !req.PickedUp.IsZero() || req.State == session.RequestDenied || req.State == session.RequestExpired) {
+	if secret := pickupSecret(r, id); secret != "" && sameSite && (ready(req) || !req.PickedUp.IsZero() || req.State == workflow.RequestDenied || req.State == workflow.RequestExpired) {
 		got := h.collect(w, r, caller.User, pickup{id: id, secret: secret}, h.audiences.of(r))
 		if got != nil {
 			req = got.Request
@@ -96,7 +97,7 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 	return render(w, status, "request.html", page)
 }
 
-func scheduledPage(caller policy.Caller, req *session.Request, rec *session.Record, note string) requestPage {
+func scheduledPage(caller policy.Caller, req *workflow.Request, rec *session.Record, note string) requestPage {
 	return requestPage{User: caller.User, Request: req, Note: note, Waiting: true, Title: "Approved and scheduled",
 		Message: "Your request was approved. The session starts at " + rec.Start.UTC().Format("2006-01-02 15:04 UTC") +
 			", and this browser holds it."}
@@ -104,20 +105,20 @@ func scheduledPage(caller policy.Caller, req *session.Request, rec *session.Reco
 
 // requestState describes a request as it stands, handing nothing over; for a request
 // whose session is still running, it returns the session's record too.
-func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *session.Request) (requestPage, *session.Record, error) {
+func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *workflow.Request) (requestPage, *session.Record, error) {
 	page := requestPage{User: caller.User, Request: req}
 	switch req.State {
-	case session.RequestPending:
+	case workflow.RequestPending:
 		page.Title, page.Waiting = "Waiting for approval", true
 		page.Message = "Your request waits for " + words.Plural(req.Needed-req.Approvals(), "more approval") + ". It expires at " + req.Deadline.UTC().Format("2006-01-02 15:04 UTC") + " unless decided."
-	case session.RequestDenied:
+	case workflow.RequestDenied:
 		page.Title = "Request denied"
 		d, _ := req.Denial()
 		page.Message = "Your request was denied by " + d.By + ": " + d.Comment
-	case session.RequestExpired:
+	case workflow.RequestExpired:
 		page.Title = "Request expired"
 		page.Message = "Your request was not decided in time, so it expired. Activate the role again if you still need it."
-	case session.RequestApproved:
+	case workflow.RequestApproved:
 		if req.IsExtension() {
 			page.Title = "Extension approved"
 			page.Message = "Your request for more time was approved. Collect the new end on your status page, in the browser that holds the session."
@@ -156,7 +157,7 @@ func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *sessi
 // approvalsPage lists the requests an approver may decide.
 type approvalsPage struct {
 	User     string
-	Requests []*session.Request
+	Requests []*workflow.Request
 	CSRF     string
 	Notice   string
 	Error    string
@@ -198,7 +199,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 	default:
 		return h.showApprovals(w, r, caller, "", "The decision must be approve or deny.", http.StatusBadRequest)
 	}
-	req, err := h.app.authority.Decide(r.Context(), session.Approval{
+	req, err := h.app.authority.Decide(r.Context(), workflow.Approval{
 		RequestID: form["request"],
 		Approver:  caller,
 		Role:      h.roleOfRequest(r, form["request"]),
@@ -207,7 +208,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		Code:      strings.TrimSpace(form["code"]),
 		ClientIP:  clientIP(r),
 	})
-	var refused *session.ActivationError
+	var refused *workflow.ActivationError
 	if errors.As(err, &refused) {
 		status := http.StatusBadRequest
 		switch refused.Reason {
@@ -236,7 +237,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 // roleOfRequest finds the configured role a request is for, or nil; Decide refuses a
 // nil role.
 func (h *Handler) roleOfRequest(r *http.Request, id string) *policy.Role {
-	req, err := h.app.authority.Records.LoadRequest(r.Context(), id)
+	req, err := h.app.authority.Requests.LoadRequest(r.Context(), id)
 	if err != nil {
 		return nil
 	}
@@ -255,9 +256,9 @@ func (h *Handler) withdraw(w http.ResponseWriter, r *http.Request, caller policy
 	}
 	req, err := h.app.authority.Withdraw(r.Context(), caller.User, form["request"], clientIP(r))
 	switch {
-	case errors.Is(err, session.ErrRequestNotFound):
+	case errors.Is(err, workflow.ErrRequestNotFound):
 		return h.renderMessage(w, r, http.StatusNotFound, "No such request", "You have no request with that id.", caller.User)
-	case errors.Is(err, session.ErrNotWithdrawable):
+	case errors.Is(err, workflow.ErrNotWithdrawable):
 		return h.showRequest(w, r, caller, req.ID, http.StatusConflict, "This request is no longer open, so there is nothing to withdraw.")
 	case err != nil:
 		h.logger.Error("withdrawing a request", zap.String("user", caller.User), zap.Error(err))

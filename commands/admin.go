@@ -33,7 +33,7 @@ instances pick up a change made that way on their next sync with storage
 
 // jitControl is what the operator commands act through: the admin API of a running
 // Caddy, or the storage itself when the admin API is off. Both run the same
-// session.Authority methods and answer with the admin API's types.
+// authority.Authority methods and answer with the admin API's types.
 type jitControl interface {
 	// sessions returns the admin API's JSON of the active sessions that pass f.
 	sessions(f session.Filter) ([]byte, error)

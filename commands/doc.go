@@ -7,7 +7,7 @@
 // The operator commands talk to the admin API of a running Caddy (the routes of
 // package caddymodule, in the JSON of internal/adminapi). When the config given with
 // --config turns the admin API off, they work on its storage directly, with the same
-// session.Authority methods the admin API runs, on the jit app that
+// authority.Authority methods the admin API runs, on the jit app that
 // caddymodule.LoadApp reads from the config; explain and report read their roles
 // through LoadApp too. The commands never build the jit app any other way. Only the
 // root package imports this one: caddymodule must never, or the two would import

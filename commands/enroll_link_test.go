@@ -12,8 +12,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
-	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
@@ -122,7 +122,7 @@ func TestEnrollLinkOffline(t *testing.T) {
 	if err != nil || expires.Sub(time.Now()) < 23*time.Hour || expires.Sub(time.Now()) > 24*time.Hour {
 		t.Errorf("expires %q (%v), want in 24h", link.Expires, err)
 	}
-	running, err := session.NewAuthority(context.Background(), f.storage, session.Config{
+	running, err := authority.New(context.Background(), f.storage, authority.Config{
 		Issuer: "offline test", MaxFailures: 2, LockoutDuration: time.Hour, Audit: zap.NewNop(), Now: time.Now,
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/caddymodule"
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/session"
@@ -18,12 +19,12 @@ import (
 )
 
 // offlineControl works on the storage of a config whose admin API is off, with the
-// same session.Authority methods the admin API runs. Running instances learn of its
+// same authority.Authority methods the admin API runs. Running instances learn of its
 // changes on their next sync with storage, as they learn of another instance's.
 type offlineControl struct {
 	ctx        caddy.Context
 	cancel     context.CancelFunc
-	authority  *session.Authority
+	authority  *authority.Authority
 	configFile string
 	storage    string
 	// app is the config's jit app, as caddymodule.LoadApp reads it: user arguments
@@ -56,7 +57,7 @@ func openOffline(cfg *caddy.Config, configFile string, stderr io.Writer) (*offli
 		app:        app,
 		stderr:     stderr,
 	}
-	c.authority, err = session.NewAuthority(ctx, storage, app.AuthorityConfig(offlineAuditLogger(stderr), now))
+	c.authority, err = authority.New(ctx, storage, app.AuthorityConfig(offlineAuditLogger(stderr), now))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("the admin API is off in %s; loading caddy-jit's state from its storage %s failed: %v", configFile, c.storage, err)
@@ -106,7 +107,7 @@ func (c *offlineControl) sessions(f session.Filter) ([]byte, error) {
 	if err != nil {
 		return nil, c.fail("listing sessions", err)
 	}
-	raw, err := json.Marshal(adminapi.ListSessions(c.authority, recs))
+	raw, err := json.Marshal(adminapi.ListSessions(c.authority.Revocations, recs))
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +127,7 @@ func (c *offlineControl) revokeSession(id, by, reason string) (adminapi.SessionL
 	if !rec.Ended.IsZero() {
 		c.noteChange()
 	}
-	return adminapi.ListSessions(c.authority, []*session.Record{rec}), nil
+	return adminapi.ListSessions(c.authority.Revocations, []*session.Record{rec}), nil
 }
 
 func (c *offlineControl) revokeUser(user, by, reason string) (adminapi.SessionList, error) {
@@ -141,7 +142,7 @@ func (c *offlineControl) revokeUser(user, by, reason string) (adminapi.SessionLi
 	if len(ended) > 0 {
 		c.noteChange()
 	}
-	return adminapi.ListSessions(c.authority, ended), nil
+	return adminapi.ListSessions(c.authority.Revocations, ended), nil
 }
 
 func (c *offlineControl) unlock(user, by, reason string) error {

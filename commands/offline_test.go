@@ -23,10 +23,12 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/stepup"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // offlineFixture is a Caddyfile with the admin API off and a file storage in which a
@@ -75,7 +77,7 @@ func newOfflineFixture(t *testing.T) *offlineFixture {
 	var shift time.Duration
 	clock := func() time.Time { return time.Now().Add(shift) }
 	ctx := context.Background()
-	a, err := session.NewAuthority(ctx, f.storage, session.Config{
+	a, err := authority.New(ctx, f.storage, authority.Config{
 		Issuer: "offline test", MaxFailures: 2, LockoutDuration: time.Hour, Audit: zap.NewNop(), Now: clock,
 	})
 	if err != nil {
@@ -97,7 +99,7 @@ func newOfflineFixture(t *testing.T) *offlineFixture {
 		f.secrets[user] = key.Secret()
 	}
 	activate := func(user, code string) (*session.Record, error) {
-		_, rec, err := a.Activate(ctx, session.Activation{
+		_, rec, err := a.Activate(ctx, workflow.Activation{
 			Caller: policy.Caller{User: user}, Role: role, Audience: "http://localhost:8080",
 			Duration: 30 * time.Minute, Justification: "offline test of " + user, Code: code, ClientIP: "192.0.2.1",
 		})
@@ -117,7 +119,7 @@ func newOfflineFixture(t *testing.T) *offlineFixture {
 	f.bob2 = mustActivate("bob")
 	for range 2 {
 		_, err := activate("carol", wrongTOTPCode(t, f.secrets["carol"], clock()))
-		var refused *session.ActivationError
+		var refused *workflow.ActivationError
 		if !errors.As(err, &refused) {
 			t.Fatalf("a wrong code for carol: %v", err)
 		}

@@ -1,15 +1,15 @@
-// Package session owns the life of an elevated session: the signing keys and the
-// tokens made with them, the verified-token cache and the revocation set, TOTP step-up
-// with replay prevention and lockout, the records kept in storage, and the audit events
-// that tell the story.
+// Package session owns the life of an elevated session once the workflow has said yes:
+// the signing keys and the tokens made with them, the verified-token cache and the
+// revocation set, the requests in flight (so an end cuts them off), the records kept
+// in the store, the recorded request bodies, and starting, extending and ending
+// sessions (Sessions), each end audited and stored so that every instance refuses it.
 //
-// It never serves HTTP and never reads the clock itself: every type takes a Clock, so
-// expiry, lockout and TOTP time steps are tested without sleeping. Durable state lives
-// in a state.Store under the "jit/" prefix, which is how several Caddy instances
-// sharing one storage become one cluster.
+// Whether a session may start (policy, step-up, approval) is not its question: package
+// workflow decides and drives it. It never serves HTTP and never reads the clock
+// itself: every type takes a Clock, so expiry is tested without sleeping.
 package session
 
 import "time"
 
 // Clock tells the time. Production code passes time.Now; tests pass a fake.
-type Clock func() time.Time
+type Clock = func() time.Time

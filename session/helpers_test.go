@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/testkit"
+	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // The helpers every domain package's tests share, under the names these tests use.
@@ -77,4 +81,62 @@ func revocationStored(t *testing.T, st state.Store, id string) bool {
 		}
 	}
 	return false
+}
+
+// sessionsFixture is the sessions over a fresh store, with one role; its "activation"
+// is the part of one that is this package's: a session of alice, started as the
+// workflow starts one once it has said yes.
+type sessionsFixture struct {
+	st    *certmagic.FileStorage
+	clock *fakeClock
+	logs  *observer.ObservedLogs
+	log   *zap.Logger // writes to logs
+	a     *Sessions
+	role  *policy.Role
+}
+
+func newAuthorityFixture(t *testing.T) *sessionsFixture {
+	t.Helper()
+	f := &sessionsFixture{st: newStorage(t), clock: newFakeClock(epoch.Add(10 * time.Second))}
+	core, logs := observer.New(zap.InfoLevel)
+	f.logs, f.log = logs, zap.New(core)
+	f.a = newTestSessions(t, f.st, f.log, f.clock.Now)
+	f.role = &policy.Role{
+		Name:            "console-admin",
+		MaxDuration:     time.Hour,
+		DefaultDuration: 15 * time.Minute,
+		Eligibility:     []policy.Eligibility{{Subjects: []string{"alice"}}},
+	}
+	return f
+}
+
+// newTestSessions loads the state of st and makes sessions over it.
+func newTestSessions(t *testing.T, st state.Store, log *zap.Logger, now Clock) *Sessions {
+	t.Helper()
+	loaded, err := LoadState(context.Background(), st, 0, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(loaded, audit.NewWriter(log, loaded.Chain, now), "caddy-jit test", now)
+}
+
+// activation is a session of alice for the console, 15 minutes from now.
+func (f *sessionsFixture) activation(t *testing.T) Spec {
+	now := f.clock.Now()
+	return Spec{User: "alice", Role: f.role.Name, Audience: audience, Justification: "checking the backups",
+		ClientIP: "192.0.2.1", Start: now, Expires: now.Add(15 * time.Minute)}
+}
+
+// activate starts the session of spec: recorded, then signed.
+func (f *sessionsFixture) activate(t *testing.T, spec Spec) (string, *Record) {
+	t.Helper()
+	rec := NewRecord(spec)
+	if err := f.a.Records.SaveIndexed(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	token, err := f.a.SignRecord(rec, f.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, rec
 }

@@ -217,8 +217,8 @@ func (k *Keyring) rotate(ctx context.Context, st state.Store, now Clock, ifOlder
 	return fresh.Keys[0].ID, nil
 }
 
-// NewestKeyCreated returns when the signing key was made, from storage.
-func NewestKeyCreated(ctx context.Context, st state.Store) (time.Time, error) {
+// newestKeyCreated returns when the signing key was made, from storage.
+func newestKeyCreated(ctx context.Context, st state.Store) (time.Time, error) {
 	var rec keyringRecord
 	if _, err := state.LoadJSON(ctx, st, keyringKey, &rec); err != nil || len(rec.Keys) == 0 {
 		return time.Time{}, err

@@ -3,13 +3,12 @@ package session
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"path"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
@@ -44,6 +43,17 @@ type Record struct {
 	ExpiringNoticed bool `json:"expiring_noticed,omitempty"`
 }
 
+// Extended is one extension of a session, as kept in its record. RequestID and
+// Approvers are set for an extension that approvers let through.
+type Extended struct {
+	At            time.Time `json:"at"`
+	Justification string    `json:"justification"`
+	From          time.Time `json:"from"`
+	To            time.Time `json:"to"`
+	RequestID     string    `json:"request_id,omitempty"`
+	Approvers     []string  `json:"approvers,omitempty"`
+}
+
 // Started reports whether a scheduled session has begun.
 func (r *Record) Started(now time.Time) bool { return !now.Before(r.Start) }
 
@@ -67,17 +77,7 @@ func sessionKey(user, id string) string {
 // validSessionID accepts only the ids this package makes, so an id from a form or an
 // API call can never name another storage key.
 func validSessionID(id string) bool {
-	return len(id) == sessionIDLength && wellFormedBase64URL(id)
-}
-
-func wellFormedBase64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return random.IsToken(id, sessionIDBytes)
 }
 
 // Save writes a session record.
@@ -94,17 +94,10 @@ type sessionOwner struct {
 	Expires time.Time `json:"expires"`
 }
 
-// create writes a new session's index entry, then its record: a session without a
-// record is nothing, a record without an index entry could not be revoked by id.
-func (s *Records) create(ctx context.Context, r *Record) error {
-	if err := state.StoreJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
-		return err
-	}
-	return s.Save(ctx, r)
-}
-
-// extend saves a record whose expiry moved, and its index entry, which pruning reads.
-func (s *Records) extend(ctx context.Context, r *Record) error {
+// SaveIndexed writes a session's index entry, then its record: for a new session (a
+// session without a record is nothing, a record without an index entry could not be
+// revoked by id) and for one whose expiry moved (pruning reads the entry's).
+func (s *Records) SaveIndexed(ctx context.Context, r *Record) error {
 	if err := state.StoreJSON(ctx, s.storage, ownerKey(r.ID), sessionOwner{User: r.User, Expires: r.Expires}); err != nil {
 		return err
 	}
@@ -116,13 +109,9 @@ func (s *Records) ByID(ctx context.Context, id string) (*Record, error) {
 	if !validSessionID(id) {
 		return nil, ErrSessionNotFound
 	}
-	var owner sessionOwner
-	found, err := state.LoadJSON(ctx, s.storage, ownerKey(id), &owner)
+	owner, err := state.Load[sessionOwner](ctx, s.storage, ownerKey(id), ErrSessionNotFound)
 	if err != nil {
 		return nil, err
-	}
-	if !found {
-		return nil, ErrSessionNotFound
 	}
 	return s.Load(ctx, owner.User, id)
 }
@@ -141,20 +130,11 @@ func (s *Records) Active(ctx context.Context, f Filter, now time.Time) ([]*Recor
 	if f.User != "" {
 		folder = sessionFolder + state.Name(f.User)
 	}
-	keys, err := state.RecordKeys(ctx, s.storage, folder, true, "sessions")
+	active, err := state.LoadAll(ctx, s.storage, folder, true, "sessions", func(r *Record) bool {
+		return r.Active(now) && (f.Role == "" || r.Role == f.Role) && (f.User == "" || r.User == f.User)
+	})
 	if err != nil {
 		return nil, err
-	}
-	var active []*Record
-	for _, key := range keys {
-		var r Record
-		found, err := state.LoadJSON(ctx, s.storage, key, &r)
-		if err != nil {
-			return nil, err
-		}
-		if found && r.Active(now) && (f.Role == "" || r.Role == f.Role) && (f.User == "" || r.User == f.User) {
-			active = append(active, &r)
-		}
 	}
 	slices.SortFunc(active, func(a, b *Record) int { return a.Expires.Compare(b.Expires) })
 	return active, nil
@@ -163,18 +143,12 @@ func (s *Records) Active(ctx context.Context, f Filter, now time.Time) ([]*Recor
 // Prune deletes session records and index entries of sessions that ended more than
 // keep ago, so storage does not grow without bound. The audit log keeps their story.
 func (s *Records) Prune(ctx context.Context, now time.Time, keep time.Duration) (int, error) {
-	keys, err := s.storage.List(ctx, strings.TrimSuffix(ownerFolder, "/"), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
+	keys, err := state.RecordKeys(ctx, s.storage, ownerFolder, false, "sessions to prune")
 	if err != nil {
-		return 0, fmt.Errorf("listing sessions to prune: %w", err)
+		return 0, err
 	}
 	pruned := 0
 	for _, key := range keys {
-		if !state.IsRecordKey(key) {
-			continue
-		}
 		var owner sessionOwner
 		found, err := state.LoadJSON(ctx, s.storage, key, &owner)
 		if err != nil || !found || now.Sub(owner.Expires) < keep {
@@ -201,15 +175,7 @@ func (s *Records) Load(ctx context.Context, user, id string) (*Record, error) {
 	if !validSessionID(id) {
 		return nil, ErrSessionNotFound
 	}
-	var r Record
-	found, err := state.LoadJSON(ctx, s.storage, sessionKey(user, id), &r)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, ErrSessionNotFound
-	}
-	return &r, nil
+	return state.Load[Record](ctx, s.storage, sessionKey(user, id), ErrSessionNotFound)
 }
 
 // OfUser lists a user's sessions that are active at the given time, soonest expiry first.
@@ -217,8 +183,8 @@ func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Re
 	return s.Active(ctx, Filter{User: user}, now)
 }
 
-// recordFields are the fields that describe a session in every event about it.
-func recordFields(r *Record) []zap.Field {
+// AuditFields are the fields that describe a session in every event about it.
+func (r *Record) AuditFields() []zap.Field {
 	fields := []zap.Field{
 		zap.String("user", r.User),
 		zap.String("role", r.Role),

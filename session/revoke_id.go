@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -21,7 +22,7 @@ func CheckSessionID(id string) error {
 		return errors.New("no session id: " + shape)
 	case len(id) != sessionIDLength:
 		return fmt.Errorf("the session id has %d characters: %s", len(id), shape)
-	case !wellFormedBase64URL(id):
+	case !random.IsToken(id, sessionIDBytes):
 		return errors.New("the session id holds a character outside base64url: " + shape)
 	}
 	return nil
@@ -49,7 +50,7 @@ func UnrecordedRevocationKeep(roles map[string]*policy.Role) time.Duration {
 // same. keep is how long such a revocation lasts (see UnrecordedRevocationKeep). For
 // an id without a record the returned record carries only the id, the revocation's
 // end (Expires) and who ended it; user and role are unknown, so empty.
-func (a *Authority) RevokeByID(ctx context.Context, sessionID, by, reason string, keep time.Duration) (*Record, error) {
+func (a *Sessions) RevokeByID(ctx context.Context, sessionID, by, reason string, keep time.Duration) (*Record, error) {
 	if err := CheckSessionID(sessionID); err != nil {
 		return nil, err
 	}

@@ -234,10 +234,7 @@ func TestLastSyncAdvancesOnlyOnSuccess(t *testing.T) {
 func TestScheduledRotationRotatesOnceWhenDue(t *testing.T) {
 	f := newAuthorityFixture(t)
 	ctx := context.Background()
-	other, err := NewAuthority(ctx, f.st, Config{Issuer: "x", MaxFailures: 5, LockoutDuration: time.Minute, Audit: f.log, Now: f.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := newTestSessions(t, f.st, f.log, f.clock.Now)
 	if id, err := f.a.RotateKeysIfOlder(ctx, "key_rotation", time.Hour); err != nil || id != "" {
 		t.Fatalf("rotated a key that is not due: %q, %v", id, err)
 	}

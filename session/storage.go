@@ -10,6 +10,5 @@ const (
 	keyringLock      = keyPrefix + "keys"
 	sessionFolder    = keyPrefix + "sessions/"
 	ownerFolder      = keyPrefix + "session-owners/"
-	pruneLock        = keyPrefix + "prune"
 	revocationFolder = keyPrefix + "revocations/"
 )

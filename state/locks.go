@@ -57,3 +57,35 @@ func Locked(ctx context.Context, st Store, name string, fn func() error) error {
 	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), name) }()
 	return fn()
 }
+
+// Revisit goes through the records of type T under folder, for jobs such as pruning:
+// each record that stale selects is read again under the store's lock lockOf names,
+// and settle decides with that fresh copy (delete it, rewrite it, or leave it), so that
+// a change another instance made meanwhile is never lost. Records that vanish or do not
+// decode are passed over; a lock that cannot be taken, or an error of settle, stops the
+// walk. what names the records in an error.
+func Revisit[T any](ctx context.Context, st Store, folder, what string, stale func(key string, v *T) bool,
+	lockOf func(key string, v *T) string, settle func(key string, fresh *T) error) error {
+	keys, err := RecordKeys(ctx, st, folder, false, what)
+	if err != nil {
+		return err
+	}
+	for _, key := range keys {
+		var v T
+		if found, err := LoadJSON(ctx, st, key, &v); err != nil || !found || !stale(key, &v) {
+			continue
+		}
+		err := Locked(ctx, st, lockOf(key, &v), func() error {
+			// A fresh value: JSON leaves the fields it does not find untouched.
+			var fresh T
+			if found, err := LoadJSON(ctx, st, key, &fresh); err != nil || !found {
+				return nil
+			}
+			return settle(key, &fresh)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -57,6 +57,20 @@ func LoadJSON(ctx context.Context, st Store, key string, v any) (found bool, err
 	return true, nil
 }
 
+// Load reads the record at key as a new T; a missing record is the error missing,
+// which names what the caller looked for.
+func Load[T any](ctx context.Context, st Store, key string, missing error) (*T, error) {
+	var v T
+	found, err := LoadJSON(ctx, st, key, &v)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, missing
+	}
+	return &v, nil
+}
+
 // StoreJSON writes v as the record at key.
 func StoreJSON(ctx context.Context, st Store, key string, v any) error {
 	raw, err := json.Marshal(v)
@@ -86,6 +100,28 @@ func RecordKeys(ctx context.Context, st Store, folder string, recursive bool, wh
 		return nil, fmt.Errorf("listing %s: %w", what, err)
 	}
 	return slices.DeleteFunc(keys, func(k string) bool { return !IsRecordKey(k) }), nil
+}
+
+// LoadAll reads every record of type T under folder that keep accepts (nil keeps
+// all); a record that vanished after the listing is passed over, one that does not
+// decode fails the read. what names the records in an error.
+func LoadAll[T any](ctx context.Context, st Store, folder string, recursive bool, what string, keep func(*T) bool) ([]*T, error) {
+	keys, err := RecordKeys(ctx, st, folder, recursive, what)
+	if err != nil {
+		return nil, err
+	}
+	var out []*T
+	for _, key := range keys {
+		v := new(T)
+		found, err := LoadJSON(ctx, st, key, v)
+		if err != nil {
+			return nil, err
+		}
+		if found && (keep == nil || keep(v)) {
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 // DeleteGone deletes key and reports an error only if the record is still there: a

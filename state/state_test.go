@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
@@ -75,5 +76,26 @@ func TestLocksSerialiseOneName(t *testing.T) {
 	}
 	if len(l.locks) != 0 {
 		t.Errorf("%d in-process locks left after everyone let go", len(l.locks))
+	}
+}
+
+func TestLoadNamesWhatIsMissing(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	errGone := errors.New("no such thing")
+	if v, err := Load[struct{ N int }](ctx, st, Prefix+"missing.json", errGone); v != nil || !errors.Is(err, errGone) {
+		t.Fatalf("a missing record: %v, %v; want nil and the caller's error", v, err)
+	}
+	if err := StoreJSON(ctx, st, Prefix+"here.json", struct{ N int }{7}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := Load[struct{ N int }](ctx, st, Prefix+"here.json", errGone); err != nil || v.N != 7 {
+		t.Fatalf("a stored record: %+v, %v", v, err)
+	}
+	if err := st.Store(ctx, Prefix+"bad.json", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load[struct{ N int }](ctx, st, Prefix+"bad.json", errGone); err == nil || errors.Is(err, errGone) {
+		t.Fatalf("a corrupt record: %v; want a decoding error, not the missing one", err)
 	}
 }

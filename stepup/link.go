@@ -362,46 +362,29 @@ func isCodeRefusal(err error) bool {
 // deletes links that expired more than keep ago, with the owner record that names
 // them; until then a used or expired link still says so when opened.
 func pruneEnrollLinks(ctx context.Context, st state.Store, now time.Time, keep time.Duration) error {
-	keys, err := state.RecordKeys(ctx, st, enrollLinkFolder, false, "enrollment links to prune")
-	if err != nil {
-		return err
-	}
-	for _, key := range keys {
-		var l enrollLink
-		found, err := state.LoadJSON(ctx, st, key, &l)
-		if err != nil || !found {
-			continue
-		}
+	stale := func(_ string, l *enrollLink) bool {
 		expired := !now.Before(l.Expires)
-		if l.LegacySecret == "" && (!expired || now.Sub(l.Expires) <= keep && l.Opening == nil) {
-			continue
-		}
-		// Decided again under the user's links lock, so that a confirmation made
-		// meanwhile is not overwritten.
-		hash := strings.TrimSuffix(key[strings.LastIndex(key, "/")+1:], ".json")
-		lock := enrollLinksLockName(l.User)
-		if err := st.Lock(ctx, lock); err != nil {
-			return err
-		}
-		// Read into a fresh value: JSON leaves the fields it does not find untouched.
-		var cur enrollLink
-		if found, err := state.LoadJSON(ctx, st, key, &cur); err == nil && found {
-			switch expired = !now.Before(cur.Expires); {
-			case expired && now.Sub(cur.Expires) > keep:
-				var owner enrollLinkOwner
-				if ok, err := state.LoadJSON(ctx, st, enrollLinkOwnerKey(cur.User), &owner); err == nil && ok && owner.Link == hash {
-					_ = st.Delete(ctx, enrollLinkOwnerKey(cur.User))
-				}
-				_ = st.Delete(ctx, key)
-			case expired && cur.Opening != nil, cur.LegacySecret != "":
-				if expired {
-					cur.Opening = nil
-				}
-				cur.LegacySecret = ""
-				_ = state.StoreJSON(ctx, st, key, cur)
-			}
-		}
-		_ = st.Unlock(context.WithoutCancel(ctx), lock)
+		return l.LegacySecret != "" || expired && (now.Sub(l.Expires) > keep || l.Opening != nil)
 	}
-	return nil
+	// Decided again under the user's links lock, so that a confirmation made meanwhile
+	// is not overwritten.
+	linksLock := func(_ string, l *enrollLink) string { return enrollLinksLockName(l.User) }
+	return state.Revisit(ctx, st, enrollLinkFolder, "enrollment links to prune", stale, linksLock, func(key string, cur *enrollLink) error {
+		hash := strings.TrimSuffix(key[strings.LastIndex(key, "/")+1:], ".json")
+		switch expired := !now.Before(cur.Expires); {
+		case expired && now.Sub(cur.Expires) > keep:
+			var owner enrollLinkOwner
+			if ok, err := state.LoadJSON(ctx, st, enrollLinkOwnerKey(cur.User), &owner); err == nil && ok && owner.Link == hash {
+				_ = st.Delete(ctx, enrollLinkOwnerKey(cur.User))
+			}
+			_ = st.Delete(ctx, key)
+		case expired && cur.Opening != nil, cur.LegacySecret != "":
+			if expired {
+				cur.Opening = nil
+			}
+			cur.LegacySecret = ""
+			_ = state.StoreJSON(ctx, st, key, *cur)
+		}
+		return nil
+	})
 }

@@ -98,15 +98,11 @@ func (a *Authenticator) ConfirmEnrollment(ctx context.Context, c EnrollConfirmat
 		// Spent: no owner record names it any longer, so nothing of it is honoured.
 		return a.storage.Delete(ctx, enrollLinkOwnerKey(c.User))
 	}, &link, &refused)
-	if err != nil {
-		return err
-	}
-	if refused != nil {
-		a.enrollLinkFailed(c.User, c.Token, c.ClientIP, link, refused)
-		if cancelled {
+	if err := a.auditRefusal(err, c.User, c.Token, c.ClientIP, link, refused); err != nil {
+		if err == refused && cancelled {
 			a.linkCancelled(c.User, hash, CancelEnrolled, "")
 		}
-		return refused
+		return err
 	}
 	authorized := "first_enrollment"
 	switch {
@@ -148,12 +144,9 @@ func (a *Authenticator) current(ctx context.Context, user string) (enrollment, b
 func (a *Authenticator) confirm(ctx context.Context, user, secret, code string, rule replaceRule) (replaced bool, err error) {
 	err = a.locks.With(ctx, a.storage, totpLockName(user), func() error {
 		now := a.now()
-		var l lockout
-		if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+		l, err := a.notLockedOut(ctx, user, now)
+		if err != nil {
 			return err
-		}
-		if now.Before(l.LockedUntil) {
-			return &LockedOutError{Until: l.LockedUntil}
 		}
 		current, found, err := a.current(ctx, user)
 		if err != nil {

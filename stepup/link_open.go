@@ -106,12 +106,8 @@ func (a *Authenticator) OpenEnrollmentLink(ctx context.Context, token, user, cli
 		p = &PendingEnrollment{EnrollLinkInfo: info, URI: key.URL(), Secret: key.Secret(), Opening: l.Opening.ID, Browser: browser}
 		return nil
 	}, &link, &refused)
-	if err != nil {
+	if err := a.auditRefusal(err, user, token, clientIP, link, refused); err != nil {
 		return nil, err
-	}
-	if refused != nil {
-		a.enrollLinkFailed(user, token, clientIP, link, refused)
-		return nil, refused
 	}
 	a.audit.Event(audit.EventEnrollLinkOpened, zap.String("user", user), zap.String("link", LinkID(token)),
 		zap.Bool("superseded", superseded), zap.String("client_ip", clientIP))
@@ -132,14 +128,22 @@ func (a *Authenticator) InspectEnrollmentLink(ctx context.Context, token, user, 
 		out = &info
 		return nil
 	}, &link, &refused)
-	if err != nil {
+	if err := a.auditRefusal(err, user, token, clientIP, link, refused); err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// auditRefusal is what a use of withUsableLink returns: its error, else the refusal
+// it reported (audited here), else nil.
+func (a *Authenticator) auditRefusal(err error, user, token, clientIP string, link enrollLink, refused error) error {
+	if err != nil {
+		return err
 	}
 	if refused != nil {
 		a.enrollLinkFailed(user, token, clientIP, link, refused)
-		return nil, refused
 	}
-	return out, nil
+	return refused
 }
 
 // withUsableLink runs fn on the link of token under the user's links lock, when the

@@ -180,18 +180,28 @@ func (a *Authenticator) lockoutBegan(user string, locked *LockedOutError) {
 	}
 }
 
+// notLockedOut reads the user's failures, and refuses with *LockedOutError while a
+// lockout runs. The caller holds the user's TOTP lock.
+func (a *Authenticator) notLockedOut(ctx context.Context, user string, now time.Time) (lockout, error) {
+	var l lockout
+	if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+		return l, err
+	}
+	if now.Before(l.LockedUntil) {
+		return l, &LockedOutError{Until: l.LockedUntil}
+	}
+	return l, nil
+}
+
 // check accepts the code if it is right for the current, previous or next time step,
 // later than any step accepted before, and the user is not locked out. A wrong or
 // replayed code counts towards the lockout.
 func (a *Authenticator) check(ctx context.Context, user, code string) error {
 	return a.locks.With(ctx, a.storage, totpLockName(user), func() error {
 		now := a.now()
-		var l lockout
-		if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
+		l, err := a.notLockedOut(ctx, user, now)
+		if err != nil {
 			return err
-		}
-		if now.Before(l.LockedUntil) {
-			return &LockedOutError{Until: l.LockedUntil}
 		}
 		var e enrollment
 		found, err := state.LoadJSON(ctx, a.storage, enrollmentKey(user), &e)
@@ -275,28 +285,18 @@ func matchingStep(secret, code string, now time.Time) (int64, bool) {
 // pruneLockouts deletes lockout records whose lockout is over and whose failures are
 // older than keep: they no longer change any decision.
 func pruneLockouts(ctx context.Context, st state.Store, now time.Time, keep time.Duration) error {
-	keys, err := state.RecordKeys(ctx, st, lockoutFolder, false, "lockouts to prune")
-	if err != nil {
-		return err
+	over := func(_ string, l *lockout) bool { return lockoutOver(*l, now, keep) }
+	// Decided again under the user's TOTP lock, so that a failure recorded meanwhile
+	// is not deleted with the record.
+	totpLock := func(key string, _ *lockout) string {
+		return state.Prefix + "totp-" + strings.TrimSuffix(path.Base(key), ".json")
 	}
-	for _, key := range keys {
-		var l lockout
-		found, err := state.LoadJSON(ctx, st, key, &l)
-		if err != nil || !found || !lockoutOver(l, now, keep) {
-			continue
-		}
-		// Decide again under the user's TOTP lock, so that a failure recorded
-		// meanwhile is not deleted with the record.
-		lock := state.Prefix + "totp-" + strings.TrimSuffix(path.Base(key), ".json")
-		if err := st.Lock(ctx, lock); err != nil {
-			return err
-		}
-		if found, err := state.LoadJSON(ctx, st, key, &l); err == nil && found && lockoutOver(l, now, keep) {
+	return state.Revisit(ctx, st, lockoutFolder, "lockouts to prune", over, totpLock, func(key string, l *lockout) error {
+		if over(key, l) {
 			_ = st.Delete(ctx, key)
 		}
-		_ = st.Unlock(context.WithoutCancel(ctx), lock)
-	}
-	return nil
+		return nil
+	})
 }
 
 // lockoutOver reports whether a lockout record no longer changes any decision.

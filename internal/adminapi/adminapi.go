@@ -44,11 +44,11 @@ type SessionList struct {
 }
 
 // ListSessions shows recs as the admin API does: a session is revoked when it ended
-// or a's revocation set holds it.
-func ListSessions(a *session.Authority, recs []*session.Record) SessionList {
+// or the revocation set holds it.
+func ListSessions(revocations *session.Revocations, recs []*session.Record) SessionList {
 	out := SessionList{Sessions: make([]Session, 0, len(recs))}
 	for _, rec := range recs {
-		out.Sessions = append(out.Sessions, Session{Record: rec, Revoked: !rec.Ended.IsZero() || a.Revocations.Revoked(rec.ID)})
+		out.Sessions = append(out.Sessions, Session{Record: rec, Revoked: !rec.Ended.IsZero() || revocations.Revoked(rec.ID)})
 	}
 	return out
 }

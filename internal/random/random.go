@@ -25,3 +25,18 @@ func bytes(n int) []byte {
 	_, _ = rand.Read(b)
 	return b
 }
+
+// IsToken reports whether s has the shape of Token(n): the right length, and only
+// base64url characters. It is how an id or a secret from a cookie, a form or a URL is
+// refused before it names a storage key.
+func IsToken(s string, n int) bool {
+	if len(s) != base64.RawURLEncoding.EncodedLen(n) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -31,3 +31,25 @@ func TestShapesAndUniqueness(t *testing.T) {
 		}
 	}
 }
+
+func TestIsToken(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		n    int
+		want bool
+	}{
+		{Token(16), 16, true},
+		{Token(32), 32, true},
+		{Token(16), 32, false},
+		{"AAAAAAAAAAAAAAAAAAAAAA", 16, true},
+		{"AAAAAAAAAAAAAAAAAAAAA", 16, false},
+		{"AAAAAAAAAAAAAAAAAAAAA/", 16, false},
+		{"AAAAAAAAAAAAAAAAAAAA.=", 16, false},
+		{"../../../../../etc/pwd", 16, false},
+		{"", 0, true},
+	} {
+		if got := IsToken(tc.s, tc.n); got != tc.want {
+			t.Errorf("IsToken(%q, %d) = %v, want %v", tc.s, tc.n, got, tc.want)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // Deciding requests: approvers' answers, the start of approved sessions, the sweep of
@@ -31,9 +32,9 @@ type Approval struct {
 
 // Decide records an approver's answer after their own code. A denial ends the
 // request; the last approval needed starts the session. Every outcome is audited.
-func (a *Authority) Decide(ctx context.Context, ap Approval) (*Request, error) {
+func (a *Workflow) Decide(ctx context.Context, ap Approval) (*Request, error) {
 	var req *Request
-	err := a.locks.With(ctx, a.Records.storage, requestLock(ap.RequestID), func() error {
+	err := a.locks.With(ctx, a.store, requestLock(ap.RequestID), func() error {
 		var err error
 		req, err = a.decide(ctx, ap)
 		return err
@@ -41,7 +42,7 @@ func (a *Authority) Decide(ctx context.Context, ap Approval) (*Request, error) {
 	return req, err
 }
 
-func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
+func (a *Workflow) decide(ctx context.Context, ap Approval) (*Request, error) {
 	now := a.Now()
 	fail := func(req *Request, reason, message string, lockedUntil ...time.Time) (*Request, error) {
 		var until time.Time
@@ -56,7 +57,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 		a.Audit.Event(audit.EventApprovalFailed, fields...)
 		return req, &ActivationError{Reason: reason, Message: message, LockedUntil: until}
 	}
-	req, err := a.Records.LoadRequest(ctx, ap.RequestID)
+	req, err := a.Requests.LoadRequest(ctx, ap.RequestID)
 	if errors.Is(err, ErrRequestNotFound) {
 		return fail(nil, "request_not_found", "there is no such request")
 	}
@@ -98,7 +99,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 	decided := []zap.Field{zap.String("by", ap.Approver.User), zap.String("comment", comment), zap.String("client_ip", ap.ClientIP)}
 	if !ap.Approve {
 		req.State, req.Decided = RequestDenied, now.UTC()
-		if err := a.Records.saveRequest(ctx, req); err != nil {
+		if err := a.Requests.saveRequest(ctx, req); err != nil {
 			return nil, err
 		}
 		a.Audit.Event(audit.EventRequestDenied, append(requestFields(req), decided...)...)
@@ -110,7 +111,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 	if req.Approvals() >= req.Needed {
 		req.State, req.Decided = RequestApproved, now.UTC()
 	}
-	if err := a.Records.saveRequest(ctx, req); err != nil {
+	if err := a.Requests.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
 	a.Audit.Event(audit.EventRequestApproved, append(requestFields(req), append(decided,
@@ -128,7 +129,7 @@ func (a *Authority) decide(ctx context.Context, ap Approval) (*Request, error) {
 
 // startApproved starts the session of an approved request, unless the role is at its
 // max_active limit: then the request stays approved and a later sweep starts it.
-func (a *Authority) startApproved(ctx context.Context, req *Request, role *policy.Role, now time.Time) error {
+func (a *Workflow) startApproved(ctx context.Context, req *Request, role *policy.Role, now time.Time) error {
 	if req.State != RequestApproved || req.SessionID != "" {
 		return nil
 	}
@@ -145,13 +146,13 @@ func (a *Authority) startApproved(ctx context.Context, req *Request, role *polic
 		req.State, req.Decided = RequestExpired, now.UTC()
 		a.Audit.Event(audit.EventRequestExpired, append(requestFields(req), zap.String("reason", string(eligible.Reason)))...)
 		a.notify(requestNotification(NotifyExpired, req, now))
-		return a.Records.saveRequest(ctx, req)
+		return a.Requests.saveRequest(ctx, req)
 	}
-	rec, _, err := a.startSession(ctx, sessionSpec{
-		user: req.User, role: role, audience: req.Audience, justification: req.Justification, ticket: req.Ticket,
-		clientIP: req.ClientIP, userAgent: req.UserAgent, start: start,
-		expires: capAt(start.Add(req.Duration), eligible.EligibleUntil), requestID: req.ID, approvers: req.Approvers(),
-	}, now)
+	rec, _, err := a.startSession(ctx, session.Spec{
+		User: req.User, Role: role.Name, Audience: req.Audience, Justification: req.Justification, Ticket: req.Ticket,
+		ClientIP: req.ClientIP, UserAgent: req.UserAgent, Start: start,
+		Expires: capAt(start.Add(req.Duration), eligible.EligibleUntil), RequestID: req.ID, Approvers: req.Approvers(),
+	}, role, now)
 	var refused *ActivationError
 	if errors.As(err, &refused) {
 		if req.WaitingForPlace {
@@ -161,19 +162,19 @@ func (a *Authority) startApproved(ctx context.Context, req *Request, role *polic
 		req.WaitingForPlace = true
 		a.Audit.Event(audit.EventActivationFailed, append(requestFields(req), zap.String("reason", refused.Reason),
 			zap.String("client_ip", req.ClientIP), zap.Bool("retried", true))...)
-		return a.Records.saveRequest(ctx, req)
+		return a.Requests.saveRequest(ctx, req)
 	}
 	if err != nil {
 		return err
 	}
 	req.SessionID, req.WaitingForPlace = rec.ID, false
-	return a.Records.saveRequest(ctx, req)
+	return a.Requests.saveRequest(ctx, req)
 }
 
 // expire ends a pending request whose deadline has passed.
-func (a *Authority) expire(ctx context.Context, req *Request, now time.Time) error {
+func (a *Workflow) expire(ctx context.Context, req *Request, now time.Time) error {
 	req.State, req.Decided = RequestExpired, now.UTC()
-	if err := a.Records.saveRequest(ctx, req); err != nil {
+	if err := a.Requests.saveRequest(ctx, req); err != nil {
 		return err
 	}
 	a.Audit.Event(audit.EventRequestExpired, append(requestFields(req), zap.String("reason", "deadline_passed"))...)
@@ -185,12 +186,12 @@ func (a *Authority) expire(ctx context.Context, req *Request, now time.Time) err
 // place under max_active. role returns a role as configured now, or nil. It reads
 // only the open requests, through the request index: every instance runs it every
 // few seconds, and decided requests stay in storage for days.
-func (a *Authority) SweepRequests(ctx context.Context, role func(name string) *policy.Role) error {
+func (a *Workflow) SweepRequests(ctx context.Context, role func(name string) *policy.Role) error {
 	if err := a.ensureRequestIndex(ctx); err != nil {
 		return err
 	}
 	// Oldest first: of the approved requests waiting for a place, the oldest gets it.
-	all, err := a.Records.openRequests(ctx, indexStates, nil)
+	all, err := a.Requests.openRequests(ctx, indexStates, nil)
 	if err != nil {
 		return err
 	}
@@ -200,8 +201,8 @@ func (a *Authority) SweepRequests(ctx context.Context, role func(name string) *p
 		if !r.overdue(now) && !waiting {
 			continue
 		}
-		err := a.locks.With(ctx, a.Records.storage, requestLock(r.ID), func() error {
-			req, err := a.Records.LoadRequest(ctx, r.ID)
+		err := a.locks.With(ctx, a.store, requestLock(r.ID), func() error {
+			req, err := a.Requests.LoadRequest(ctx, r.ID)
 			if err != nil {
 				return err
 			}
@@ -223,8 +224,8 @@ func (a *Authority) SweepRequests(ctx context.Context, role func(name string) *p
 }
 
 // RequestFor returns a user's own request, settling it first if its deadline passed.
-func (a *Authority) RequestFor(ctx context.Context, user, id string) (*Request, error) {
-	req, err := a.Records.LoadRequest(ctx, id)
+func (a *Workflow) RequestFor(ctx context.Context, user, id string) (*Request, error) {
+	req, err := a.Requests.LoadRequest(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -233,8 +234,8 @@ func (a *Authority) RequestFor(ctx context.Context, user, id string) (*Request, 
 		return nil, ErrRequestNotFound
 	}
 	if now := a.Now(); req.overdue(now) {
-		err := a.locks.With(ctx, a.Records.storage, requestLock(id), func() error {
-			if req, err = a.Records.LoadRequest(ctx, id); err != nil {
+		err := a.locks.With(ctx, a.store, requestLock(id), func() error {
+			if req, err = a.Requests.LoadRequest(ctx, id); err != nil {
 				return err
 			}
 			if req.overdue(now) {
@@ -253,12 +254,12 @@ func (a *Authority) RequestFor(ctx context.Context, user, id string) (*Request, 
 // a role as configured now, or nil. Through the request index it reads only the
 // pending requests of the roles approver approves: no request at all for someone who
 // approves no role.
-func (a *Authority) Pending(ctx context.Context, approver policy.Caller, role func(name string) *policy.Role) ([]*Request, error) {
+func (a *Workflow) Pending(ctx context.Context, approver policy.Caller, role func(name string) *policy.Role) ([]*Request, error) {
 	if err := a.ensureRequestIndex(ctx); err != nil {
 		return nil, err
 	}
 	approves := func(name string) bool { return ApprovesRole(role(name), approver) }
-	all, err := a.Records.openRequests(ctx, []string{indexPending}, approves)
+	all, err := a.Requests.openRequests(ctx, []string{indexPending}, approves)
 	if err != nil {
 		return nil, err
 	}

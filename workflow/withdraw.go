@@ -1,10 +1,11 @@
-package session
+package workflow
 
 import (
 	"context"
 	"errors"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/session"
 	"go.uber.org/zap"
 )
 
@@ -21,12 +22,12 @@ var ErrNotWithdrawable = errors.New("the request is no longer open: there is not
 
 // Withdraw ends the user's open request id: a waiting one is closed, and an approved
 // one's session, which no browser holds yet, is ended.
-func (a *Authority) Withdraw(ctx context.Context, user, id, clientIP string) (*Request, error) {
+func (a *Workflow) Withdraw(ctx context.Context, user, id, clientIP string) (*Request, error) {
 	if _, err := a.RequestFor(ctx, user, id); err != nil {
 		return nil, err
 	}
 	var req *Request
-	err := a.locks.With(ctx, a.Records.storage, requestLock(id), func() error {
+	err := a.locks.With(ctx, a.store, requestLock(id), func() error {
 		var err error
 		req, err = a.withdrawLocked(ctx, user, id, clientIP)
 		return err
@@ -34,8 +35,8 @@ func (a *Authority) Withdraw(ctx context.Context, user, id, clientIP string) (*R
 	return req, err
 }
 
-func (a *Authority) withdrawLocked(ctx context.Context, user, id, clientIP string) (*Request, error) {
-	req, err := a.Records.LoadRequest(ctx, id)
+func (a *Workflow) withdrawLocked(ctx context.Context, user, id, clientIP string) (*Request, error) {
+	req, err := a.Requests.LoadRequest(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -51,12 +52,12 @@ func (a *Authority) withdrawLocked(ctx context.Context, user, id, clientIP strin
 	}
 	now := a.Now()
 	if req.SessionID != "" {
-		if _, err := a.End(ctx, user, req.SessionID, Deactivated, user, "request withdrawn: no browser picked the session up"); err != nil {
+		if _, err := a.End(ctx, user, req.SessionID, session.Deactivated, user, "request withdrawn: no browser picked the session up"); err != nil {
 			return nil, err
 		}
 	}
 	req.State, req.Decided, req.WaitingForPlace = RequestWithdrawn, now.UTC(), false
-	if err := a.Records.saveRequest(ctx, req); err != nil {
+	if err := a.Requests.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
 	fields := append(requestFields(req), zap.String("client_ip", clientIP))
@@ -68,7 +69,7 @@ func (a *Authority) withdrawLocked(ctx context.Context, user, id, clientIP strin
 }
 
 // Withdrawable reports whether the requester may withdraw req now (see Withdraw).
-func (a *Authority) Withdrawable(ctx context.Context, req *Request) bool {
+func (a *Workflow) Withdrawable(ctx context.Context, req *Request) bool {
 	if req.IsExtension() {
 		return false
 	}

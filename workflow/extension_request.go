@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // An extension that needs approval: filed as a request, decided on the approvals page
@@ -19,13 +20,13 @@ import (
 // ExtensionRequestOf returns the latest extension request of a session, or nil when
 // there is none. The session's record names it, so it needs no index of its own and
 // goes when the record is pruned.
-func (a *Authority) ExtensionRequestOf(ctx context.Context, rec *Record) (*Request, error) {
+func (a *Workflow) ExtensionRequestOf(ctx context.Context, rec *session.Record) (*Request, error) {
 	if rec.ExtensionRequest == "" {
 		return nil, nil
 	}
 	// Read without settling an overdue request: callers may hold the session's lock,
 	// and settling takes the request's, which the approval path takes first.
-	req, err := a.Records.LoadRequest(ctx, rec.ExtensionRequest)
+	req, err := a.Requests.LoadRequest(ctx, rec.ExtensionRequest)
 	if errors.Is(err, ErrRequestNotFound) {
 		return nil, nil // pruned
 	}
@@ -40,7 +41,7 @@ func (a *Authority) ExtensionRequestOf(ctx context.Context, rec *Record) (*Reque
 
 // openExtension returns the session's extension request that still waits for
 // approvers, or nil.
-func (a *Authority) openExtension(ctx context.Context, rec *Record, now time.Time) (*Request, error) {
+func (a *Workflow) openExtension(ctx context.Context, rec *session.Record, now time.Time) (*Request, error) {
 	req, err := a.ExtensionRequestOf(ctx, rec)
 	if err != nil || req == nil {
 		return nil, err
@@ -53,8 +54,8 @@ func (a *Authority) openExtension(ctx context.Context, rec *Record, now time.Tim
 
 // requestExtension stores a pending extension request and tells the approvers. It
 // waits no longer than the session runs: after that there is nothing to extend.
-func (a *Authority) requestExtension(ctx context.Context, ext Extension, rec *Record, end, now time.Time) (*Request, error) {
-	id := newSessionID()
+func (a *Workflow) requestExtension(ctx context.Context, ext Extension, rec *session.Record, end, now time.Time) (*Request, error) {
+	id := newRequestID()
 	deadline := now.Add(ext.Role.Approval.Expires)
 	if rec.Expires.Before(deadline) {
 		deadline = rec.Expires
@@ -77,7 +78,7 @@ func (a *Authority) requestExtension(ctx context.Context, ext Extension, rec *Re
 		Needed:         ext.Role.Approval.Count,
 		State:          RequestPending,
 	}
-	if err := a.Records.saveRequest(ctx, req); err != nil {
+	if err := a.Requests.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
 	// The caller holds the session's lock: the record is as stored.
@@ -100,7 +101,7 @@ func (a *Authority) requestExtension(ctx context.Context, ext Extension, rec *Re
 // at max_active waits, and the request sweep retries it while the session runs; any
 // other refusal (the session ended, the role or eligibility changed) ends the request
 // as expired, with the reason kept in Refused.
-func (a *Authority) extendApproved(ctx context.Context, req *Request, role *policy.Role, now time.Time) error {
+func (a *Workflow) extendApproved(ctx context.Context, req *Request, role *policy.Role, now time.Time) error {
 	now = now.Truncate(time.Second)
 	lapse := func(reason, message string) error {
 		req.State, req.Decided, req.Refused, req.WaitingForPlace = RequestExpired, now.UTC(), message, false
@@ -109,18 +110,18 @@ func (a *Authority) extendApproved(ctx context.Context, req *Request, role *poli
 		n := requestNotification(NotifyExpired, req, now)
 		n.SessionID, n.Reason = req.ExtendsSession, reason
 		a.notify(n)
-		return a.Records.saveRequest(ctx, req)
+		return a.Requests.saveRequest(ctx, req)
 	}
 	var refused *ActivationError
-	err := a.withSession(ctx, req.ExtendsSession, func() error {
+	err := a.WithSession(ctx, req.ExtendsSession, func() error {
 		rec, err := a.Records.Load(ctx, req.User, req.ExtendsSession)
-		if errors.Is(err, ErrSessionNotFound) {
+		if errors.Is(err, session.ErrSessionNotFound) {
 			return &ActivationError{Reason: "session_not_active", Message: "the session ended before the extension was approved"}
 		}
 		if err != nil {
 			return err
 		}
-		if slices.ContainsFunc(rec.Extensions, func(x Extended) bool { return x.RequestID == req.ID }) {
+		if slices.ContainsFunc(rec.Extensions, func(x session.Extended) bool { return x.RequestID == req.ID }) {
 			// Applied already, before a storage failure kept the request from saying so.
 			req.SessionID = rec.ID
 			return nil
@@ -144,7 +145,7 @@ func (a *Authority) extendApproved(ctx context.Context, req *Request, role *poli
 		if !end.After(rec.Expires) {
 			return &ActivationError{Reason: string(policy.ReasonMaxTotal), Message: "the session has reached the role's limit in total (max_total)"}
 		}
-		x := Extended{At: now.UTC(), Justification: req.Justification, From: rec.Expires, To: end, RequestID: req.ID, Approvers: req.Approvers()}
+		x := session.Extended{At: now.UTC(), Justification: req.Justification, From: rec.Expires, To: end, RequestID: req.ID, Approvers: req.Approvers()}
 		if err := a.lengthen(ctx, rec, role, end, x, req.ClientIP, now); err != nil {
 			return err
 		}
@@ -159,16 +160,16 @@ func (a *Authority) extendApproved(ctx context.Context, req *Request, role *poli
 		req.WaitingForPlace, req.Refused = true, refused.Message
 		a.Audit.Event(audit.EventExtensionFailed, append(requestFields(req), zap.String("session_id", req.ExtendsSession),
 			zap.String("reason", refused.Reason), zap.String("client_ip", req.ClientIP), zap.Bool("retried", true))...)
-		return a.Records.saveRequest(ctx, req)
+		return a.Requests.saveRequest(ctx, req)
 	case errors.As(err, &refused):
 		return lapse(refused.Reason, refused.Message)
-	case errors.Is(err, ErrSessionNotFound):
+	case errors.Is(err, session.ErrSessionNotFound):
 		return lapse("session_not_active", "the session ended before the extension was approved")
 	case err != nil:
 		return err
 	}
 	req.WaitingForPlace, req.Refused = false, ""
-	return a.Records.saveRequest(ctx, req)
+	return a.Requests.saveRequest(ctx, req)
 }
 
 // ErrNothingToCollect answers a browser whose session token already carries the
@@ -180,21 +181,21 @@ var ErrNothingToCollect = errors.New("this browser holds no running session with
 // session token: it must be valid now, for user at audience, of exactly that session.
 // Another browser of the same user, knowing the password and the request's id but not
 // holding the session, gets nothing.
-func (a *Authority) RenewToken(ctx context.Context, user, audience, sessionID, presented, clientIP string) (string, *Record, error) {
+func (a *Workflow) RenewToken(ctx context.Context, user, audience, sessionID, presented, clientIP string) (string, *session.Record, error) {
 	now := a.Now()
-	refuse := func(reason string) (string, *Record, error) {
+	refuse := func(reason string) (string, *session.Record, error) {
 		a.Audit.Event(audit.EventExtensionFailed, zap.String("user", user), zap.String("session_id", sessionID),
 			zap.String("reason", reason), zap.String("client_ip", clientIP))
 		return "", nil, ErrNothingToCollect
 	}
 	rec, err := a.Records.Load(ctx, user, sessionID)
-	if errors.Is(err, ErrSessionNotFound) {
+	if errors.Is(err, session.ErrSessionNotFound) {
 		return refuse("session_not_found")
 	}
 	if err != nil {
 		return "", nil, err
 	}
-	claims, err := a.Verifier.Verify(presented, Want{Subject: user, Audience: audience, Roles: []string{rec.Role}}, now)
+	claims, err := a.Verifier.Verify(presented, session.Want{Subject: user, Audience: audience, Roles: []string{rec.Role}}, now)
 	if err != nil || claims.SessionID != rec.ID {
 		return refuse("session_not_held")
 	}

@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // approvedRequest is alice's request for a role that one approval starts, approved by
@@ -61,7 +62,7 @@ func TestPickupHandsTheSessionOverOnceToTheAskingBrowser(t *testing.T) {
 	if err != nil || got.Token == "" || got.Record == nil || got.Record.ID != req.SessionID || !got.Done {
 		t.Fatalf("Pickup by the asking browser = %+v, %v; want the session's token", got, err)
 	}
-	if c, err := w.a.Verifier.Verify(got.Token, Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}, w.clock.Now()); err != nil || c.SessionID != req.SessionID {
+	if c, err := w.a.Verifier.Verify(got.Token, session.Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}, w.clock.Now()); err != nil || c.SessionID != req.SessionID {
 		t.Fatalf("the handed-over token does not verify: %v", err)
 	}
 	if w.stored(t, req.ID).PickedUp.IsZero() {

@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -17,7 +17,7 @@ func markers(t *testing.T, w *workflowFixture) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, state := range indexStates {
-		entries, err := w.a.Records.indexed(context.Background(), state)
+		entries, err := w.a.Requests.indexed(context.Background(), state)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestIndexHeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As if it stopped between writing a new request's marker and the request.
-	orphanID := newSessionID()
+	orphanID := newRequestID()
 	orphanKey := indexKey(indexPending, w.approval.Name, orphanID)
 	if err := state.StoreJSON(ctx, w.st, orphanKey, indexMarker{ID: orphanID, Created: w.clock.Now().UTC()}); err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func TestIndexHeals(t *testing.T) {
 		after time.Duration
 		kept  bool
 	}{{orphanMarkerAge, true}, {orphanMarkerAge + time.Second, false}} {
-		if err := w.a.Prune(ctx, w.clock.Now().Add(tt.after), time.Hour); err != nil {
+		if err := w.a.Prune(ctx, w.clock.Now().Add(tt.after)); err != nil {
 			t.Fatal(err)
 		}
 		if kept := w.st.Exists(ctx, orphanKey); kept != tt.kept {
@@ -215,7 +215,7 @@ func TestApprovesRole(t *testing.T) {
 }
 
 func TestParseIndexKey(t *testing.T) {
-	id := strings.Repeat("A", sessionIDLength)
+	id := strings.Repeat("A", 22)
 	tests := []struct {
 		key  string
 		want indexEntry

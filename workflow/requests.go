@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 )
 
@@ -110,20 +111,34 @@ func (r *Request) overdue(now time.Time) bool {
 var ErrRequestNotFound = errors.New("no such request")
 
 const (
-	requestFolder = keyPrefix + "requests/"
+	requestFolder = state.Prefix + "requests/"
 	// requestKeep is how long a decided request stays in storage.
 	requestKeep = 7 * 24 * time.Hour
 )
 
+// Requests keeps approval and extension requests in the store, with their index.
+type Requests struct {
+	storage state.Store
+}
+
+// A request's id has the shape of a session's: 16 random bytes in base64url.
+const requestIDBytes = 16
+
+func newRequestID() string { return random.Token(requestIDBytes) }
+
+// validRequestID accepts only the ids this package makes, so an id from a form or a
+// URL can never name another storage key.
+func validRequestID(id string) bool { return random.IsToken(id, requestIDBytes) }
+
 func requestKey(id string) string { return requestFolder + id + ".json" }
 
-func requestLock(id string) string { return keyPrefix + "request-locks/" + id }
+func requestLock(id string) string { return state.Prefix + "request-locks/" + id }
 
 // saveRequest writes a request and keeps the request index right (request_index.go):
 // every save of a request goes through here. The marker of an open state is written
 // before the request, so that a crash leaves at worst a marker without its request
 // (prune drops it), never an open request that the index misses.
-func (s *Records) saveRequest(ctx context.Context, r *Request) error {
+func (s *Requests) saveRequest(ctx context.Context, r *Request) error {
 	if err := s.writeIndex(ctx, r); err != nil {
 		return err
 	}
@@ -139,37 +154,18 @@ func (s *Records) saveRequest(ctx context.Context, r *Request) error {
 }
 
 // LoadRequest reads one request.
-func (s *Records) LoadRequest(ctx context.Context, id string) (*Request, error) {
-	if !validSessionID(id) {
+func (s *Requests) LoadRequest(ctx context.Context, id string) (*Request, error) {
+	if !validRequestID(id) {
 		return nil, ErrRequestNotFound
 	}
-	var r Request
-	found, err := state.LoadJSON(ctx, s.storage, requestKey(id), &r)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, ErrRequestNotFound
-	}
-	return &r, nil
+	return state.Load[Request](ctx, s.storage, requestKey(id), ErrRequestNotFound)
 }
 
 // Requests lists every request in storage, oldest first.
-func (s *Records) Requests(ctx context.Context) ([]*Request, error) {
-	keys, err := state.RecordKeys(ctx, s.storage, requestFolder, false, "requests")
+func (s *Requests) All(ctx context.Context) ([]*Request, error) {
+	out, err := state.LoadAll[Request](ctx, s.storage, requestFolder, false, "requests", nil)
 	if err != nil {
 		return nil, err
-	}
-	var out []*Request
-	for _, key := range keys {
-		var r Request
-		found, err := state.LoadJSON(ctx, s.storage, key, &r)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			out = append(out, &r)
-		}
 	}
 	slices.SortFunc(out, func(a, b *Request) int { return a.Created.Compare(b.Created) })
 	return out, nil
@@ -178,8 +174,8 @@ func (s *Records) Requests(ctx context.Context) ([]*Request, error) {
 // pruneRequests deletes requests decided (or expired) more than requestKeep ago, and
 // the index markers that name no open request. It reads every request: it runs on one
 // instance at a time, every few minutes, unlike the readers of the index.
-func (s *Records) pruneRequests(ctx context.Context, now time.Time) error {
-	all, err := s.Requests(ctx)
+func (s *Requests) prune(ctx context.Context, now time.Time) error {
+	all, err := s.All(ctx)
 	if err != nil {
 		return err
 	}

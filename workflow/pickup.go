@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/random"
+	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
 )
@@ -44,7 +45,7 @@ func pickupHash(secret string) string {
 // ValidPickupSecret reports whether s has the shape of a pickup secret, so that a
 // malformed cookie is refused before any storage read.
 func ValidPickupSecret(s string) bool {
-	return len(s) == PickupSecretLength && wellFormedBase64URL(s)
+	return random.IsToken(s, pickupSecretBytes)
 }
 
 // holdsPickup reports whether secret is the one the request's browser was given.
@@ -59,7 +60,7 @@ func (r *Request) holdsPickup(secret string) bool {
 // was handed over now, the session and its token.
 type PickedUp struct {
 	Request *Request
-	Record  *Record
+	Record  *session.Record
 	Token   string
 	// Done is set when the browser's secret has nothing left to pick up (handed over,
 	// denied, expired, or the session is over): the browser may forget it.
@@ -69,8 +70,8 @@ type PickedUp struct {
 // Pickup hands the session of an approved request to the browser that asked for it,
 // once. audience is the site asking: a request is picked up only where it was made.
 // A request that still waits comes back without a token.
-func (a *Authority) Pickup(ctx context.Context, user, id, secret, audience, clientIP string) (*PickedUp, error) {
-	if !validSessionID(id) || !ValidPickupSecret(secret) {
+func (a *Workflow) Pickup(ctx context.Context, user, id, secret, audience, clientIP string) (*PickedUp, error) {
+	if !validRequestID(id) || !ValidPickupSecret(secret) {
 		return nil, ErrRequestNotFound
 	}
 	req, err := a.RequestFor(ctx, user, id)
@@ -85,7 +86,7 @@ func (a *Authority) Pickup(ctx context.Context, user, id, secret, audience, clie
 		return nil, a.refusePickup(req, "wrong_secret", clientIP)
 	}
 	var out *PickedUp
-	err = a.locks.With(ctx, a.Records.storage, requestLock(id), func() error {
+	err = a.locks.With(ctx, a.store, requestLock(id), func() error {
 		var err error
 		out, err = a.pickupLocked(ctx, user, id, secret, audience, clientIP)
 		return err
@@ -93,8 +94,8 @@ func (a *Authority) Pickup(ctx context.Context, user, id, secret, audience, clie
 	return out, err
 }
 
-func (a *Authority) pickupLocked(ctx context.Context, user, id, secret, audience, clientIP string) (*PickedUp, error) {
-	req, err := a.Records.LoadRequest(ctx, id)
+func (a *Workflow) pickupLocked(ctx context.Context, user, id, secret, audience, clientIP string) (*PickedUp, error) {
+	req, err := a.Requests.LoadRequest(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func (a *Authority) pickupLocked(ctx context.Context, user, id, secret, audience
 	}
 	now := a.Now()
 	rec, err := a.Records.Load(ctx, req.User, req.SessionID)
-	if errors.Is(err, ErrSessionNotFound) {
+	if errors.Is(err, session.ErrSessionNotFound) {
 		out.Done = true
 		return out, nil
 	}
@@ -133,7 +134,7 @@ func (a *Authority) pickupLocked(ctx context.Context, user, id, secret, audience
 		return nil, err
 	}
 	req.PickedUp = now.UTC()
-	if err := a.Records.saveRequest(ctx, req); err != nil {
+	if err := a.Requests.saveRequest(ctx, req); err != nil {
 		return nil, err
 	}
 	a.Audit.Event(audit.EventPickedUp, append(requestFields(req), zap.String("session_id", rec.ID), zap.String("client_ip", clientIP))...)
@@ -141,7 +142,7 @@ func (a *Authority) pickupLocked(ctx context.Context, user, id, secret, audience
 	return out, nil
 }
 
-func (a *Authority) refusePickup(req *Request, reason, clientIP string) error {
+func (a *Workflow) refusePickup(req *Request, reason, clientIP string) error {
 	a.Audit.Event(audit.EventPickupRefused, zap.String("request_id", req.ID), zap.String("user", req.User),
 		zap.String("role", req.Role), zap.String("reason", reason), zap.String("client_ip", clientIP))
 	return ErrPickupRefused
@@ -163,11 +164,11 @@ func (r *Request) PickupExpiry() time.Time {
 // itself, so nothing has to clear it when a request is decided or picked up.
 
 func openRequestKey(user, role string) string {
-	return keyPrefix + "open-requests/" + state.Name(user) + "/" + state.Name(role) + ".json"
+	return state.Prefix + "open-requests/" + state.Name(user) + "/" + state.Name(role) + ".json"
 }
 
 func openRequestLock(user, role string) string {
-	return keyPrefix + "open-request-locks/" + state.Name(user) + "/" + state.Name(role)
+	return state.Prefix + "open-request-locks/" + state.Name(user) + "/" + state.Name(role)
 }
 
 type openRequestRef struct {
@@ -179,9 +180,9 @@ const ReasonRequestOpen = "request_open"
 
 // OpenRequest returns the user's open request for a role, or nil: one that waits for
 // approvers or for a free place, or whose session waits for the asking browser.
-func (a *Authority) OpenRequest(ctx context.Context, user, role string) (*Request, error) {
+func (a *Workflow) OpenRequest(ctx context.Context, user, role string) (*Request, error) {
 	var ref openRequestRef
-	found, err := state.LoadJSON(ctx, a.Records.storage, openRequestKey(user, role), &ref)
+	found, err := state.LoadJSON(ctx, a.store, openRequestKey(user, role), &ref)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -199,7 +200,7 @@ func (a *Authority) OpenRequest(ctx context.Context, user, role string) (*Reques
 	return req, nil
 }
 
-func (a *Authority) stillOpen(ctx context.Context, req *Request) (bool, error) {
+func (a *Workflow) stillOpen(ctx context.Context, req *Request) (bool, error) {
 	now := a.Now()
 	switch {
 	case req.State == RequestPending:
@@ -212,7 +213,7 @@ func (a *Authority) stillOpen(ctx context.Context, req *Request) (bool, error) {
 		return false, nil
 	}
 	rec, err := a.Records.Load(ctx, req.User, req.SessionID)
-	if errors.Is(err, ErrSessionNotFound) {
+	if errors.Is(err, session.ErrSessionNotFound) {
 		return false, nil
 	}
 	if err != nil {

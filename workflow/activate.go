@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddy-jit/caddy-jit/stepup"
 )
@@ -18,7 +19,7 @@ import (
 type Activated struct {
 	// Token is the signed session token; empty while a request waits.
 	Token   string
-	Record  *Record
+	Record  *session.Record
 	Request *Request
 	// PickupSecret is set with Request: the asking browser keeps it, and only a
 	// browser presenting it receives the session once approved (see pickup.go).
@@ -31,7 +32,7 @@ var ErrNeedsApproval = errors.New("the role needs approval: submit the activatio
 
 // Activate checks an activation and, if every rule holds, starts the session. It
 // returns the signed token for the cookie and the record. Every outcome is audited.
-func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Record, error) {
+func (a *Workflow) Activate(ctx context.Context, act Activation) (string, *session.Record, error) {
 	if act.Role.NeedsApproval() && !act.BreakGlass {
 		return "", nil, ErrNeedsApproval
 	}
@@ -48,7 +49,7 @@ func (a *Authority) Activate(ctx context.Context, act Activation) (string, *Reco
 // Submit checks an activation and the user's code. A role that needs approval gets a
 // pending request (unless break-glass); any other starts its session, now or at the
 // scheduled start. Every outcome is audited and notified.
-func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, error) {
+func (a *Workflow) Submit(ctx context.Context, act Activation) (*Activated, error) {
 	now := a.Now()
 	fail := func(reason, message string, lockedUntil time.Time) (*Activated, error) {
 		fields := []zap.Field{
@@ -116,12 +117,12 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 		return &Activated{Request: req, PickupSecret: secret}, nil
 	}
 
-	spec := sessionSpec{
-		user: act.Caller.User, role: act.Role, audience: act.Audience, justification: act.Justification,
-		ticket: act.Ticket, clientIP: act.ClientIP, userAgent: act.UserAgent, start: start,
-		expires: capAt(start.Add(act.Duration), decision.EligibleUntil), breakGlass: act.BreakGlass,
+	spec := session.Spec{
+		User: act.Caller.User, Role: act.Role.Name, Audience: act.Audience, Justification: act.Justification,
+		Ticket: act.Ticket, ClientIP: act.ClientIP, UserAgent: act.UserAgent, Start: start,
+		Expires: capAt(start.Add(act.Duration), decision.EligibleUntil), BreakGlass: act.BreakGlass,
 	}
-	rec, token, err := a.startSession(ctx, spec, now)
+	rec, token, err := a.startSession(ctx, spec, act.Role, now)
 	var refused *ActivationError
 	if errors.As(err, &refused) {
 		return fail(refused.Reason, refused.Message, time.Time{})
@@ -130,7 +131,7 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 		return nil, err
 	}
 	if act.BreakGlass {
-		a.Audit.Event(audit.EventBreakGlass, recordFields(rec)...)
+		a.Audit.Event(audit.EventBreakGlass, rec.AuditFields()...)
 		n := recordNotification(NotifyBreakGlass, rec, now)
 		n.Alert = approversOf(act.Role)
 		a.notify(n)
@@ -140,7 +141,7 @@ func (a *Authority) Submit(ctx context.Context, act Activation) (*Activated, err
 
 // checkCode checks a user's TOTP code: a refusal comes back as a reason and a message
 // for the user, a storage failure as err.
-func (a *Authority) checkCode(ctx context.Context, user, code string) (reason, message string, lockedUntil time.Time, err error) {
+func (a *Workflow) checkCode(ctx context.Context, user, code string) (reason, message string, lockedUntil time.Time, err error) {
 	err = a.StepUp.Check(ctx, user, code)
 	var locked *stepup.LockedOutError
 	switch {
@@ -176,13 +177,13 @@ func approversOf(role *policy.Role) []string {
 
 // request stores a pending request and tells the approvers. It returns the pickup
 // secret for the asking browser; storage keeps only its hash.
-func (a *Authority) request(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
+func (a *Workflow) request(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
 	var (
 		req    *Request
 		secret string
 	)
 	user, role := act.Caller.User, act.Role.Name
-	err := a.locks.With(ctx, a.Records.storage, openRequestLock(user, role), func() error {
+	err := a.locks.With(ctx, a.store, openRequestLock(user, role), func() error {
 		open, err := a.OpenRequest(ctx, user, role)
 		if err != nil {
 			return err
@@ -193,7 +194,7 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 		if req, secret, err = a.newRequest(ctx, act, start, now); err != nil {
 			return err
 		}
-		return state.StoreJSON(ctx, a.Records.storage, openRequestKey(user, role), openRequestRef{ID: req.ID})
+		return state.StoreJSON(ctx, a.store, openRequestKey(user, role), openRequestRef{ID: req.ID})
 	})
 	if err != nil {
 		return nil, "", err
@@ -207,8 +208,8 @@ func (a *Authority) request(ctx context.Context, act Activation, start, now time
 	return req, secret, nil
 }
 
-func (a *Authority) newRequest(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
-	id := newSessionID()
+func (a *Workflow) newRequest(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
+	id := newRequestID()
 	secret, hash := newPickupSecret()
 	req := &Request{
 		ID:            id,
@@ -231,86 +232,41 @@ func (a *Authority) newRequest(ctx context.Context, act Activation, start, now t
 	if start.After(now) {
 		req.Start = start.UTC()
 	}
-	if err := a.Records.saveRequest(ctx, req); err != nil {
+	if err := a.Requests.saveRequest(ctx, req); err != nil {
 		return nil, "", err
 	}
 	return req, secret, nil
 }
 
-// sessionSpec is a session about to start.
-type sessionSpec struct {
-	user, audience, justification, ticket, clientIP, userAgent string
-	role                                                       *policy.Role
-	start, expires                                             time.Time
-	breakGlass                                                 bool
-	requestID                                                  string
-	approvers                                                  []string
-}
-
 // startSession records a session and signs its token, within the role's max_active.
-func (a *Authority) startSession(ctx context.Context, s sessionSpec, now time.Time) (*Record, string, error) {
-	id := newSessionID()
-	rec := &Record{
-		ID:            id,
-		User:          s.user,
-		Role:          s.role.Name,
-		Audience:      s.audience,
-		Justification: s.justification,
-		Ticket:        s.ticket,
-		ClientIP:      s.clientIP,
-		UserAgent:     s.userAgent,
-		Methods:       []string{"otp"},
-		// Whole seconds, as in the token: limits computed from the start (max_total)
-		// then land on whole seconds too.
-		Start:      s.start.UTC().Truncate(time.Second),
-		Expires:    s.expires.UTC().Truncate(time.Second),
-		RequestID:  s.requestID,
-		Approvers:  s.approvers,
-		BreakGlass: s.breakGlass,
-	}
+func (a *Workflow) startSession(ctx context.Context, s session.Spec, role *policy.Role, now time.Time) (*session.Record, string, error) {
+	rec := session.NewRecord(s)
 	// Counted the same way as an extension's added time (place.go).
-	if err := a.withPlace(ctx, s.role, rec.Start, rec.Expires, "", now, func() error { return a.Records.create(ctx, rec) }); err != nil {
+	if err := a.withPlace(ctx, role, rec.Start, rec.Expires, "", now, func() error { return a.Records.SaveIndexed(ctx, rec) }); err != nil {
 		return nil, "", err
 	}
 	token, err := a.SignRecord(rec, now)
 	if err != nil {
 		return nil, "", err
 	}
-	a.Audit.Event(audit.EventActivationSucceeded, append(recordFields(rec),
+	a.Audit.Event(audit.EventActivationSucceeded, append(rec.AuditFields(),
 		zap.String("duration", policy.FormatDuration(rec.Expires.Sub(rec.Start))), zap.String("start", rec.Start.Format(time.RFC3339)))...)
 	a.notify(recordNotification(NotifyActivated, rec, now))
 	a.metrics().Activation(rec.Role, "succeeded")
-	a.sessionsChanged()
+	a.Changed()
 	return rec, token, nil
 }
 
-func roleLock(role string) string { return keyPrefix + "role-locks/" + state.Name(role) }
-
-// SignRecord signs a token for a session in storage: a new session, an extended one,
-// or one that an approval started while its user waited.
-func (a *Authority) SignRecord(rec *Record, now time.Time) (string, error) {
-	return a.Keyring.Sign(Claims{
-		Issuer:     a.Issuer,
-		Subject:    rec.User,
-		Audience:   rec.Audience,
-		Role:       rec.Role,
-		SessionID:  rec.ID,
-		IssuedAt:   now.Unix(),
-		NotBefore:  rec.Start.Unix(),
-		Expiry:     rec.Expires.Unix(),
-		Methods:    rec.Methods,
-		BreakGlass: rec.BreakGlass,
-	})
-}
+func roleLock(role string) string { return state.Prefix + "role-locks/" + state.Name(role) }
 
 // NotifyExpiring tells the notify targets about sessions that end within the given
 // time, once per session across the cluster.
-func (a *Authority) NotifyExpiring(ctx context.Context, within time.Duration) error {
+func (a *Workflow) NotifyExpiring(ctx context.Context, within time.Duration) error {
 	if a.Notifier == nil {
 		return nil
 	}
 	now := a.Now()
-	active, err := a.Records.Active(ctx, Filter{}, now)
+	active, err := a.Records.Active(ctx, session.Filter{}, now)
 	if err != nil {
 		return err
 	}
@@ -318,7 +274,7 @@ func (a *Authority) NotifyExpiring(ctx context.Context, within time.Duration) er
 		if r.ExpiringNoticed || r.Expires.Sub(now) > within || r.Start.After(now) {
 			continue
 		}
-		err := a.withSession(ctx, r.ID, func() error {
+		err := a.WithSession(ctx, r.ID, func() error {
 			rec, err := a.Records.Load(ctx, r.User, r.ID)
 			if err != nil || rec.ExpiringNoticed || !rec.Active(now) || rec.Expires.Sub(now) > within {
 				return err
@@ -356,19 +312,32 @@ func requestFields(r *Request) []zap.Field {
 	return fields
 }
 
-// ActiveByRole counts the sessions running now (started, not ended, not revoked), by
-// role, for the metrics.
-func (a *Authority) ActiveByRole(ctx context.Context) (map[string]int, error) {
-	now := a.Now()
-	active, err := a.Records.Active(ctx, Filter{}, now)
-	if err != nil {
-		return nil, err
-	}
-	counts := map[string]int{}
-	for _, r := range active {
-		if r.Started(now) && !a.Revocations.Revoked(r.ID) {
-			counts[r.Role]++
-		}
-	}
-	return counts, nil
+// Activation is a user's request for a session, as submitted.
+type Activation struct {
+	Caller        policy.Caller
+	Role          *policy.Role
+	Audience      string
+	Duration      time.Duration
+	Justification string
+	Ticket        string
+	Code          string
+	ClientIP      string
+	UserAgent     string
+	// Start schedules the session; zero starts it now (or on approval).
+	Start time.Time
+	// BreakGlass skips approval and allowed hours, loudly.
+	BreakGlass bool
+	// Return is where the requester goes once a waiting request starts its session.
+	Return string
 }
+
+// ActivationError says why an activation was refused, in a stable reason for the audit
+// log and in words for the user.
+type ActivationError struct {
+	Reason  string
+	Message string
+	// LockedUntil is set when the reason is a lockout.
+	LockedUntil time.Time
+}
+
+func (e *ActivationError) Error() string { return e.Reason + ": " + e.Message }

@@ -1,6 +1,10 @@
-package session
+package workflow
 
-import "time"
+import (
+	"time"
+
+	"github.com/caddy-jit/caddy-jit/session"
+)
 
 // Notification events: what the people who must know are told.
 const (
@@ -46,13 +50,13 @@ type Notifier interface {
 	Notify(Notification)
 }
 
-func (a *Authority) notify(n Notification) {
+func (a *Workflow) notify(n Notification) {
 	if a.Notifier != nil {
 		a.Notifier.Notify(n)
 	}
 }
 
-func recordNotification(event string, r *Record, now time.Time) Notification {
+func recordNotification(event string, r *session.Record, now time.Time) Notification {
 	return Notification{
 		Event: event, Time: now.UTC(), RequestID: r.RequestID, SessionID: r.ID, User: r.User, Role: r.Role,
 		Justification: r.Justification, Ticket: r.Ticket, Start: r.Start, Expires: r.Expires,
@@ -80,7 +84,7 @@ type noMetrics struct{}
 
 func (noMetrics) Activation(string, string) {}
 
-func (a *Authority) metrics() Metrics {
+func (a *Workflow) metrics() Metrics {
 	if a.Metrics == nil {
 		return noMetrics{}
 	}

@@ -1,10 +1,11 @@
-package session
+package workflow
 
 import (
 	"context"
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // withPlace runs fn, which stores a session's claim on the role over [start, end),
@@ -14,12 +15,12 @@ import (
 // instance, cannot both take the last place. New sessions, scheduled starts, approved
 // requests and extensions all claim their time through here. A refusal is an
 // *ActivationError.
-func (a *Authority) withPlace(ctx context.Context, role *policy.Role, start, end time.Time, except string, now time.Time, fn func() error) error {
+func (a *Workflow) withPlace(ctx context.Context, role *policy.Role, start, end time.Time, except string, now time.Time, fn func() error) error {
 	if role.MaxActive <= 0 {
 		return fn()
 	}
-	return a.locks.With(ctx, a.Records.storage, roleLock(role.Name), func() error {
-		held, err := a.Records.Active(ctx, Filter{Role: role.Name}, now)
+	return a.locks.With(ctx, a.store, roleLock(role.Name), func() error {
+		held, err := a.Records.Active(ctx, session.Filter{Role: role.Name}, now)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/testkit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/state"
 )
 
@@ -90,7 +91,7 @@ func (f *authorityFixture) activation(t *testing.T) Activation {
 	}
 }
 
-func (f *authorityFixture) activate(t *testing.T, act Activation) (string, *Record) {
+func (f *authorityFixture) activate(t *testing.T, act Activation) (string, *session.Record) {
 	t.Helper()
 	token, rec, err := f.a.Activate(context.Background(), act)
 	if err != nil {
@@ -120,10 +121,10 @@ func TestActivate(t *testing.T) {
 	act := f.activation(t)
 	token, rec := f.activate(t, act)
 
-	if !validSessionID(rec.ID) {
+	if session.CheckSessionID(rec.ID) != nil {
 		t.Fatalf("session id %q", rec.ID)
 	}
-	want := &Record{
+	want := &session.Record{
 		ID: rec.ID, User: "alice", Role: "console-admin", Audience: audience,
 		Justification: act.Justification, Ticket: "INC-42", ClientIP: "192.0.2.1", UserAgent: "test-agent/1.0",
 		Methods: []string{"otp"}, Start: now, Expires: now.Add(15 * time.Minute),
@@ -147,7 +148,7 @@ func TestActivate(t *testing.T) {
 	}
 
 	// The token verifies, for this user, site and role only.
-	c, err := f.a.Verifier.Verify(token, Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}, now)
+	c, err := f.a.Verifier.Verify(token, session.Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}, now)
 	if err != nil {
 		t.Fatalf("Verify = %v", err)
 	}
@@ -155,7 +156,7 @@ func TestActivate(t *testing.T) {
 		c.Expiry != rec.Expires.Unix() || len(c.Methods) != 1 || c.Methods[0] != "otp" {
 		t.Fatalf("claims = %+v", c)
 	}
-	if _, err := f.a.Verifier.Verify(token, Want{Subject: "bob", Audience: audience, Roles: []string{"console-admin"}}, now); !errors.Is(err, ErrTokenSubject) {
+	if _, err := f.a.Verifier.Verify(token, session.Want{Subject: "bob", Audience: audience, Roles: []string{"console-admin"}}, now); !errors.Is(err, session.ErrTokenSubject) {
 		t.Fatalf("Verify for bob = %v", err)
 	}
 
@@ -358,7 +359,7 @@ func TestAuditNeverContainsSecretsOrCodes(t *testing.T) {
 	if _, _, err := f.a.Activate(ctx, f.activation(t)); err == nil {
 		t.Fatal("locked out, yet accepted")
 	}
-	if _, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
+	if _, err := f.a.End(ctx, "alice", rec.ID, session.Deactivated, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
 	uri, err := f.a.StepUp.Enroll(ctx, "alice", "admin")
@@ -405,7 +406,7 @@ func TestSessionExpiry(t *testing.T) {
 			if !rec.Expires.Equal(tt.want) {
 				t.Fatalf("Expires = %v, want %v", rec.Expires, tt.want)
 			}
-			c, err := f.a.Verifier.Verify(token, Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}, now)
+			c, err := f.a.Verifier.Verify(token, session.Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -416,128 +417,5 @@ func TestSessionExpiry(t *testing.T) {
 				t.Fatalf("the token outlives the eligibility: exp %d > %d", c.Expiry, tt.until.Unix())
 			}
 		})
-	}
-}
-
-func TestEnd(t *testing.T) {
-	ctx := context.Background()
-	f := newAuthorityFixture(t)
-	token, rec := f.activate(t, f.activation(t))
-	want := Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}
-	// Cached before the end.
-	if _, err := f.a.Verifier.Verify(token, want, f.clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-
-	// Another instance over the same storage, loaded before the end.
-	core, _ := observer.New(zap.InfoLevel)
-	other, err := NewAuthority(ctx, &certmagic.FileStorage{Path: f.st.Path}, Config{Issuer: "caddy-jit test", MaxFailures: 5, LockoutDuration: lockoutDuration, Audit: zap.New(core), Now: f.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Verifier.Verify(token, want, f.clock.Now()); err != nil {
-		t.Fatalf("the other instance refuses a live session: %v", err)
-	}
-
-	// Someone else cannot end it, nor can a malformed id.
-	for _, tt := range []struct{ user, id string }{{"bob", rec.ID}, {"alice", "../x"}, {"alice", ""}, {"alice", strings.Repeat("A", 22)}} {
-		if _, err := f.a.End(ctx, tt.user, tt.id, Deactivated, "x", "x"); !errors.Is(err, ErrSessionNotFound) {
-			t.Fatalf("End(%q, %q) = %v, want %v", tt.user, tt.id, err, ErrSessionNotFound)
-		}
-	}
-	if f.a.Revocations.Revoked(rec.ID) {
-		t.Fatal("revoked by a refused End")
-	}
-
-	f.clock.Add(time.Minute)
-	ended, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ended.Ended.Equal(f.clock.Now()) || ended.EndedBy != "alice" || ended.EndReason != "done" {
-		t.Fatalf("ended record = %+v", ended)
-	}
-	if !f.a.Revocations.Revoked(rec.ID) {
-		t.Fatal("not revoked in this instance")
-	}
-	if _, err := f.a.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
-		t.Fatalf("Verify of the ended, cached session = %v, want %v", err, ErrTokenRevoked)
-	}
-	stored, err := f.a.Records.Load(ctx, "alice", rec.ID)
-	if err != nil || stored.Ended.IsZero() || stored.Active(f.clock.Now()) {
-		t.Fatalf("stored record = %+v, %v", stored, err)
-	}
-	if active, err := f.a.Records.OfUser(ctx, "alice", f.clock.Now()); err != nil || len(active) != 0 {
-		t.Fatalf("OfUser after End = %v, %v", active, err)
-	}
-	deactivated := events(f.logs, audit.EventDeactivated)
-	if len(deactivated) != 1 {
-		t.Fatalf("deactivated events: %d", len(deactivated))
-	}
-	if m := deactivated[0].ContextMap(); m["session_id"] != rec.ID || m["user"] != "alice" || m["by"] != "alice" || m["reason"] != "done" {
-		t.Fatalf("deactivated fields = %v", m)
-	}
-
-	// Ending it again changes nothing and audits nothing.
-	if again, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "admin", "again"); err != nil || again.EndedBy != "alice" {
-		t.Fatalf("second End = %+v, %v", again, err)
-	}
-	if n := len(events(f.logs, audit.EventDeactivated)); n != 1 {
-		t.Fatalf("deactivated events after a second End: %d", n)
-	}
-
-	// The other instance learns of it on its next sync, cache or not.
-	if err := other.Sync(ctx, f.clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
-		t.Fatalf("other instance after Sync: %v, want %v", err, ErrTokenRevoked)
-	}
-
-	// A new instance (a restart) sees it at once.
-	restarted, err := NewAuthority(ctx, &certmagic.FileStorage{Path: f.st.Path}, Config{Issuer: "caddy-jit test", MaxFailures: 5, LockoutDuration: lockoutDuration, Audit: zap.NewNop(), Now: f.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !restarted.Revocations.Revoked(rec.ID) {
-		t.Fatal("a restarted instance forgot the revocation")
-	}
-	if _, err := restarted.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
-		t.Fatalf("restarted instance: %v, want %v", err, ErrTokenRevoked)
-	}
-	set := NewRevocations()
-	if err := f.a.Records.LoadRevocations(ctx, set, f.clock.Now(), time.Time{}); err != nil || !set.Revoked(rec.ID) || set.Len() != 1 {
-		t.Fatalf("LoadRevocations: %v, revoked %v, Len %d", err, set.Revoked(rec.ID), set.Len())
-	}
-
-	// Once the session would have expired anyway, the revocation is dropped from
-	// storage and memory; the token is refused as expired.
-	after := rec.Expires
-	set = NewRevocations()
-	if err := f.a.Records.LoadRevocations(ctx, set, after, time.Time{}); err != nil || set.Len() != 0 {
-		t.Fatalf("LoadRevocations after expiry: %v, Len %d", err, set.Len())
-	}
-	if err := f.a.Records.pruneRevocations(ctx, after); err != nil {
-		t.Fatal(err)
-	}
-	if revocationStored(t, f.st, rec.ID) {
-		t.Fatal("an expired revocation stayed in storage")
-	}
-	if _, err := restarted.Verifier.Verify(token, want, after); !errors.Is(err, ErrTokenExpired) {
-		t.Fatalf("after expiry: %v, want %v", err, ErrTokenExpired)
-	}
-}
-
-func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
-	ctx := context.Background()
-	f := newAuthorityFixture(t)
-	_, rec := f.activate(t, f.activation(t))
-	f.clock.Set(rec.Expires)
-	got, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "late")
-	if err != nil || !got.Ended.IsZero() {
-		t.Fatalf("End = %+v, %v", got, err)
-	}
-	if f.a.Revocations.Revoked(rec.ID) || revocationStored(t, f.st, rec.ID) || len(events(f.logs, audit.EventDeactivated)) != 0 {
-		t.Fatal("an expired session was revoked")
 	}
 }

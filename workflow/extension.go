@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // An extension gives a running session more time, within the role's max_total. A role
@@ -41,17 +42,6 @@ type Extension struct {
 	ClientIP      string
 }
 
-// Extended is one extension of a session, as kept in its record. RequestID and
-// Approvers are set for an extension that approvers let through.
-type Extended struct {
-	At            time.Time `json:"at"`
-	Justification string    `json:"justification"`
-	From          time.Time `json:"from"`
-	To            time.Time `json:"to"`
-	RequestID     string    `json:"request_id,omitempty"`
-	Approvers     []string  `json:"approvers,omitempty"`
-}
-
 // IsExtension reports whether the request asks for more time on a running session.
 func (r *Request) IsExtension() bool { return r.Kind == RequestExtension }
 
@@ -59,7 +49,7 @@ func (r *Request) IsExtension() bool { return r.Kind == RequestExtension }
 // its new token, or the request that waits for approvers (Record then unchanged).
 type ExtensionOutcome struct {
 	Token   string
-	Record  *Record
+	Record  *session.Record
 	Request *Request
 }
 
@@ -67,7 +57,7 @@ type ExtensionOutcome struct {
 // extensions need no approval. It returns a new token for the session. For a role
 // whose extensions need approval it returns ErrNeedsApproval and changes nothing:
 // SubmitExtension files those.
-func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record, error) {
+func (a *Workflow) Extend(ctx context.Context, ext Extension) (string, *session.Record, error) {
 	out, err := a.submitExtension(ctx, ext, true)
 	if err != nil {
 		return "", nil, err
@@ -78,22 +68,22 @@ func (a *Authority) Extend(ctx context.Context, ext Extension) (string, *Record,
 // SubmitExtension checks an extension and the user's code. A role whose extensions
 // need approval gets a pending request of kind RequestExtension; any other has its
 // session extended at once. Every outcome is audited and notified.
-func (a *Authority) SubmitExtension(ctx context.Context, ext Extension) (*ExtensionOutcome, error) {
+func (a *Workflow) SubmitExtension(ctx context.Context, ext Extension) (*ExtensionOutcome, error) {
 	return a.submitExtension(ctx, ext, false)
 }
 
 // submitExtension is SubmitExtension; solo refuses, with ErrNeedsApproval, an
 // extension that would need approval, before the code is spent.
-func (a *Authority) submitExtension(ctx context.Context, ext Extension, solo bool) (*ExtensionOutcome, error) {
+func (a *Workflow) submitExtension(ctx context.Context, ext Extension, solo bool) (*ExtensionOutcome, error) {
 	var (
 		out *ExtensionOutcome
 		err error
 	)
-	lockErr := a.withSession(ctx, ext.SessionID, func() error {
+	lockErr := a.WithSession(ctx, ext.SessionID, func() error {
 		out, err = a.extendLocked(ctx, ext, solo)
 		return nil
 	})
-	if errors.Is(lockErr, ErrSessionNotFound) {
+	if errors.Is(lockErr, session.ErrSessionNotFound) {
 		return a.extendLocked(ctx, ext, solo) // refuses it, audited, without touching storage
 	}
 	if lockErr != nil {
@@ -102,7 +92,7 @@ func (a *Authority) submitExtension(ctx context.Context, ext Extension, solo boo
 	return out, err
 }
 
-func (a *Authority) extendLocked(ctx context.Context, ext Extension, solo bool) (*ExtensionOutcome, error) {
+func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (*ExtensionOutcome, error) {
 	// Whole seconds, as records and tokens keep them, so that the policy's limit and
 	// the stored end agree.
 	now := a.Now().Truncate(time.Second)
@@ -113,7 +103,7 @@ func (a *Authority) extendLocked(ctx context.Context, ext Extension, solo bool) 
 		return nil, &ActivationError{Reason: reason, Message: message, LockedUntil: lockedUntil}
 	}
 	rec, err := a.Records.Load(ctx, user, ext.SessionID)
-	if errors.Is(err, ErrSessionNotFound) {
+	if errors.Is(err, session.ErrSessionNotFound) {
 		return fail("session_not_found", "you have no such session", time.Time{})
 	}
 	if err != nil {
@@ -168,7 +158,7 @@ func (a *Authority) extendLocked(ctx context.Context, ext Extension, solo bool) 
 		}
 		return &ExtensionOutcome{Record: rec, Request: req}, nil
 	}
-	err = a.lengthen(ctx, rec, ext.Role, end, Extended{At: now.UTC(), Justification: ext.Justification, From: rec.Expires, To: end}, ext.ClientIP, now)
+	err = a.lengthen(ctx, rec, ext.Role, end, session.Extended{At: now.UTC(), Justification: ext.Justification, From: rec.Expires, To: end}, ext.ClientIP, now)
 	var refused *ActivationError
 	if errors.As(err, &refused) {
 		return fail(refused.Reason, refused.Message, time.Time{})
@@ -187,15 +177,15 @@ func (a *Authority) extendLocked(ctx context.Context, ext Extension, solo bool) 
 // caller) and within the role's max_active: the time it adds must not put the
 // session beside more others than the role allows, scheduled ones included. A
 // refusal is an *ActivationError and changes nothing.
-func (a *Authority) lengthen(ctx context.Context, rec *Record, role *policy.Role, end time.Time, x Extended, clientIP string, now time.Time) error {
+func (a *Workflow) lengthen(ctx context.Context, rec *session.Record, role *policy.Role, end time.Time, x session.Extended, clientIP string, now time.Time) error {
 	from := rec.Expires
 	err := a.withPlace(ctx, role, from, end, rec.ID, now, func() error {
 		moved := *rec
-		moved.Extensions = append(append([]Extended(nil), rec.Extensions...), x)
+		moved.Extensions = append(append([]session.Extended(nil), rec.Extensions...), x)
 		moved.Expires = end
 		// The new end deserves its own notice, 5 minutes before it.
 		moved.ExpiringNoticed = false
-		if err := a.Records.extend(ctx, &moved); err != nil {
+		if err := a.Records.SaveIndexed(ctx, &moved); err != nil {
 			return err
 		}
 		*rec = moved
@@ -204,7 +194,7 @@ func (a *Authority) lengthen(ctx context.Context, rec *Record, role *policy.Role
 	if err != nil {
 		return err
 	}
-	fields := append(recordFields(rec), zap.String("extension_justification", x.Justification),
+	fields := append(rec.AuditFields(), zap.String("extension_justification", x.Justification),
 		zap.String("from", from.Format(time.RFC3339)), zap.String("extension_client_ip", clientIP))
 	if x.RequestID != "" {
 		fields = append(fields, zap.String("extension_request_id", x.RequestID), zap.Strings("extension_approvers", x.Approvers))

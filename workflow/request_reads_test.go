@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -56,7 +56,7 @@ func (c *countingStorage) requestReads() (loads, lists int) {
 	}
 	for _, p := range c.lists {
 		// The requests' folder and the index's (jit/request-index/) alike.
-		if strings.HasPrefix(p, keyPrefix+"request") {
+		if strings.HasPrefix(p, state.Prefix+"request") {
 			lists++
 		}
 	}
@@ -82,7 +82,7 @@ func otherInstance(t *testing.T, w *workflowFixture) (*Authority, *countingStora
 // with oldLayout, a version without the index) would store it.
 func storedRequest(t *testing.T, w *workflowFixture, user, role, inState string, oldLayout bool) *Request {
 	t.Helper()
-	id := newSessionID()
+	id := newRequestID()
 	now := w.clock.Now()
 	r := &Request{
 		ID: id, User: user, Role: role, Audience: audience, Justification: "restart the stuck queue",
@@ -101,7 +101,7 @@ func storedRequest(t *testing.T, w *workflowFixture, user, role, inState string,
 	if oldLayout {
 		err = state.StoreJSON(ctx, w.st, requestKey(r.ID), r)
 	} else {
-		err = w.a.Records.saveRequest(ctx, r)
+		err = w.a.Requests.saveRequest(ctx, r)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestRequestReadsAreOpenOnly(t *testing.T) {
 	billing := storedRequest(t, w, "bob", other.Name, RequestPending, false)
 	waiting := storedRequest(t, w, "hank", w.approval.Name, RequestApproved, false)
 	waiting.SessionID, waiting.WaitingForPlace = "", true
-	if err := w.a.Records.saveRequest(ctx, waiting); err != nil {
+	if err := w.a.Requests.saveRequest(ctx, waiting); err != nil {
 		t.Fatal(err)
 	}
 

@@ -11,13 +11,14 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/random"
-	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/state"
-	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
-// sessionIDLength is the length of a session id: 16 random bytes in base64url.
-const sessionIDLength = 22
+// A session id is 16 random bytes in base64url: 22 characters.
+const (
+	sessionIDBytes  = 16
+	sessionIDLength = 22
+)
 
 // State is what an instance keeps in memory across config reloads: the keyring, the
 // revocation set, the verified-token cache and the requests in flight, over the
@@ -76,118 +77,43 @@ func (s *State) Sync(ctx context.Context, now time.Time) error {
 // LastSync returns when revocations were last read from storage successfully.
 func (s *State) LastSync() time.Time { return time.Unix(0, s.lastSync.Load()) }
 
-// Prune deletes what storage no longer needs: records of sessions that ended more
-// than keep ago, settled requests, revocations of expired sessions, and what the
-// step-up no longer needs. One instance of a cluster prunes at a time.
-func (a *Authority) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
-	return state.Locked(ctx, a.Records.storage, pruneLock, func() error {
-		if err := a.State.prune(ctx, now, keep); err != nil {
-			return err
-		}
-		return a.StepUp.Prune(ctx, now, keep)
-	})
-}
-
-func (s *State) prune(ctx context.Context, now time.Time, keep time.Duration) error {
+// Prune deletes what storage no longer needs of sessions: records of sessions that
+// ended more than keep ago and revocations of expired sessions; it also reloads every
+// revocation, in case one was stored by an instance whose clock was off by more than
+// the overlap of the incremental syncs. The caller holds the prune lock.
+func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
 	if _, err := s.Records.Prune(ctx, now, keep); err != nil {
-		return err
-	}
-	if err := s.Records.pruneRequests(ctx, now); err != nil {
 		return err
 	}
 	if err := s.Records.pruneRevocations(ctx, now); err != nil {
 		return err
 	}
-	// A full pass now and then, in case a revocation was stored by an instance whose
-	// clock was off by more than the overlap of the incremental syncs.
-	if err := s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{}); err != nil {
-		return err
-	}
-	return nil
+	return s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{})
 }
 
-// Authority turns eligibility into sessions and ends them: it checks an activation
-// against the policy and the TOTP step-up, records the session, signs its token, and
-// audits every outcome.
-type Authority struct {
+// Sessions starts, extends and ends sessions over the state: it records them, signs
+// their tokens, stores revocations so that every instance refuses an ended session, and
+// audits every end. Whether a session may start is not its question (see package
+// workflow).
+type Sessions struct {
 	*State
-	StepUp *stepup.Authenticator
-	Audit  *audit.Writer
+	Audit *audit.Writer
 	// Issuer goes into the iss claim.
 	Issuer string
 	Now    Clock
-	// Notifier is told about every step of the workflow; nil tells no one.
-	Notifier Notifier
-	// Metrics counts activations, code failures and lockouts; nil counts nothing.
-	Metrics Metrics
 	// SessionsChanged, when set, is called after a session starts, ends or is
 	// extended here, so that views of the active sessions refresh early.
 	SessionsChanged func()
-	locks           state.Locks
+	// Ended, when set, hears of every session ended here, once it is stored and
+	// audited: how is Deactivated or Revoked. The workflow tells people.
+	Ended func(rec *Record, how, by, reason string, now time.Time)
+	locks state.Locks
 }
 
-// Config is what NewAuthority needs beyond the storage.
-type Config struct {
-	Issuer          string
-	MaxFailures     int
-	LockoutDuration time.Duration
-	CacheSize       int
-	Audit           *zap.Logger
-	Now             Clock
-	// State, when set, is reused instead of loaded: it is how a config reload keeps
-	// the caches and the revocation set.
-	State *State
+// New makes the sessions over a loaded state, auditing to log.
+func New(st *State, log *audit.Writer, issuer string, now Clock) *Sessions {
+	return &Sessions{State: st, Audit: log, Issuer: issuer, Now: now}
 }
-
-// NewAuthority makes an authority over the storage, loading the state unless cfg
-// carries one.
-func NewAuthority(ctx context.Context, st state.Store, cfg Config) (*Authority, error) {
-	state := cfg.State
-	if state == nil {
-		var err error
-		if state, err = LoadState(ctx, st, cfg.CacheSize, cfg.Now); err != nil {
-			return nil, err
-		}
-	}
-	log := audit.NewWriter(cfg.Audit, state.Chain, cfg.Now)
-	return &Authority{
-		State:  state,
-		StepUp: stepup.New(st, log, stepup.Config{Issuer: cfg.Issuer, MaxFailures: cfg.MaxFailures, LockoutDuration: cfg.LockoutDuration, Now: cfg.Now}),
-		Audit:  log,
-		Issuer: cfg.Issuer,
-		Now:    cfg.Now,
-	}, nil
-}
-
-// Activation is a user's request for a session, as submitted.
-type Activation struct {
-	Caller        policy.Caller
-	Role          *policy.Role
-	Audience      string
-	Duration      time.Duration
-	Justification string
-	Ticket        string
-	Code          string
-	ClientIP      string
-	UserAgent     string
-	// Start schedules the session; zero starts it now (or on approval).
-	Start time.Time
-	// BreakGlass skips approval and allowed hours, loudly.
-	BreakGlass bool
-	// Return is where the requester goes once a waiting request starts its session.
-	Return string
-}
-
-// ActivationError says why an activation was refused, in a stable reason for the audit
-// log and in words for the user.
-type ActivationError struct {
-	Reason  string
-	Message string
-	// LockedUntil is set when the reason is a lockout.
-	LockedUntil time.Time
-}
-
-func (e *ActivationError) Error() string { return e.Reason + ": " + e.Message }
 
 // How a session ended early; each is its own audit event.
 const (
@@ -200,7 +126,7 @@ const (
 // End ends one of a user's sessions at once: the revocation is stored for the other
 // instances, and this instance refuses the session before End returns. how is
 // Deactivated or Revoked; by names who ended it.
-func (a *Authority) End(ctx context.Context, user, sessionID, how, by, reason string) (*Record, error) {
+func (a *Sessions) End(ctx context.Context, user, sessionID, how, by, reason string) (*Record, error) {
 	rec, err := a.Records.Load(ctx, user, sessionID)
 	if err != nil {
 		return nil, err
@@ -209,7 +135,7 @@ func (a *Authority) End(ctx context.Context, user, sessionID, how, by, reason st
 }
 
 // EndByID ends a session named by id alone, as operators do.
-func (a *Authority) EndByID(ctx context.Context, sessionID, by, reason string) (*Record, error) {
+func (a *Sessions) EndByID(ctx context.Context, sessionID, by, reason string) (*Record, error) {
 	rec, err := a.Records.ByID(ctx, sessionID)
 	if err != nil && !errors.Is(err, ErrSessionNotFound) {
 		// Storage is failing, which is when an operator may need this most: refuse
@@ -235,7 +161,7 @@ var ErrRevokedLocallyOnly = errors.New("storage unreachable: the session is refu
 const localRevocationTTL = 7 * 24 * time.Hour
 
 // EndUser ends every active session of a user and returns them.
-func (a *Authority) EndUser(ctx context.Context, user, by, reason string) ([]*Record, error) {
+func (a *Sessions) EndUser(ctx context.Context, user, by, reason string) ([]*Record, error) {
 	active, err := a.Records.OfUser(ctx, user, a.Now())
 	if err != nil {
 		return nil, err
@@ -253,8 +179,8 @@ func (a *Authority) EndUser(ctx context.Context, user, by, reason string) ([]*Re
 	return ended, nil
 }
 
-func (a *Authority) end(ctx context.Context, rec *Record, how, by, reason string) error {
-	return a.withSession(ctx, rec.ID, func() error {
+func (a *Sessions) end(ctx context.Context, rec *Record, how, by, reason string) error {
+	return a.WithSession(ctx, rec.ID, func() error {
 		// Decided on the record as stored now: an extension may have moved its end.
 		fresh, err := a.Records.Load(ctx, rec.User, rec.ID)
 		if err != nil {
@@ -265,10 +191,10 @@ func (a *Authority) end(ctx context.Context, rec *Record, how, by, reason string
 	})
 }
 
-// withSession runs fn under the session's lock: every change to a stored session
+// WithSession runs fn under the session's lock: every change to a stored session
 // record (ending, extending, noting the expiring notice) reads and writes it under
 // this lock, so none of them overwrites another made meanwhile on any instance.
-func (a *Authority) withSession(ctx context.Context, id string, fn func() error) error {
+func (a *Sessions) WithSession(ctx context.Context, id string, fn func() error) error {
 	if !validSessionID(id) {
 		// Never a storage key made from an id that is not ours.
 		return ErrSessionNotFound
@@ -276,7 +202,7 @@ func (a *Authority) withSession(ctx context.Context, id string, fn func() error)
 	return a.locks.With(ctx, a.Records.storage, keyPrefix+"session-locks/"+id, fn)
 }
 
-func (a *Authority) endLocked(ctx context.Context, rec *Record, how, by, reason string) error {
+func (a *Sessions) endLocked(ctx context.Context, rec *Record, how, by, reason string) error {
 	now := a.Now()
 	if !rec.Active(now) {
 		return nil
@@ -290,26 +216,32 @@ func (a *Authority) endLocked(ctx context.Context, rec *Record, how, by, reason 
 	if err := a.Records.Save(ctx, rec); err != nil {
 		return err
 	}
-	a.Audit.Event(how, append(recordFields(rec), zap.String("by", by), zap.String("reason", reason))...)
-	a.sessionsChanged()
-	n := recordNotification(how, rec, now)
-	n.By, n.Reason = by, reason
-	a.notify(n)
+	a.Audit.Event(how, append(rec.AuditFields(), zap.String("by", by), zap.String("reason", reason))...)
+	a.Changed()
+	if a.Ended != nil {
+		a.Ended(rec, how, by, reason, now)
+	}
 	return nil
 }
 
 // RotateKeys makes a new signing key and audits it.
-func (a *Authority) RotateKeys(ctx context.Context, by string) (string, error) {
+func (a *Sessions) RotateKeys(ctx context.Context, by string) (string, error) {
 	return a.rotateKeys(ctx, by, 0)
 }
 
 // RotateKeysIfOlder rotates when the newest key is at least age old, as a scheduled
 // rotation does; it returns "" when none was due.
-func (a *Authority) RotateKeysIfOlder(ctx context.Context, by string, age time.Duration) (string, error) {
+func (a *Sessions) RotateKeysIfOlder(ctx context.Context, by string, age time.Duration) (string, error) {
+	// An unlocked look first: on most ticks none is due, and the store's lock costs
+	// more than a read. Under the lock, rotateKeys decides again.
+	created, err := newestKeyCreated(ctx, a.Records.storage)
+	if err != nil || created.IsZero() || a.Now().Sub(created) < age {
+		return "", err
+	}
 	return a.rotateKeys(ctx, by, age)
 }
 
-func (a *Authority) rotateKeys(ctx context.Context, by string, ifOlder time.Duration) (string, error) {
+func (a *Sessions) rotateKeys(ctx context.Context, by string, ifOlder time.Duration) (string, error) {
 	id, err := a.Keyring.rotate(ctx, a.Records.storage, a.Now, ifOlder)
 	if err != nil || id == "" {
 		return "", err
@@ -319,11 +251,77 @@ func (a *Authority) rotateKeys(ctx context.Context, by string, ifOlder time.Dura
 }
 
 func newSessionID() string {
-	return random.Token(16)
+	return random.Token(sessionIDBytes)
 }
 
-func (a *Authority) sessionsChanged() {
+// Changed tells the views of the active sessions to refresh early.
+func (a *Sessions) Changed() {
 	if a.SessionsChanged != nil {
 		a.SessionsChanged()
 	}
+}
+
+// Spec is a session about to start, as the workflow decided it.
+type Spec struct {
+	User, Role, Audience, Justification, Ticket, ClientIP, UserAgent string
+	Start, Expires                                                   time.Time
+	BreakGlass                                                       bool
+	RequestID                                                        string
+	Approvers                                                        []string
+}
+
+// NewRecord is the record of a new session of spec, under a new id; nothing is stored.
+func NewRecord(s Spec) *Record {
+	return &Record{
+		ID:            newSessionID(),
+		User:          s.User,
+		Role:          s.Role,
+		Audience:      s.Audience,
+		Justification: s.Justification,
+		Ticket:        s.Ticket,
+		ClientIP:      s.ClientIP,
+		UserAgent:     s.UserAgent,
+		Methods:       []string{"otp"},
+		// Whole seconds, as in the token: limits computed from the start (max_total)
+		// then land on whole seconds too.
+		Start:      s.Start.UTC().Truncate(time.Second),
+		Expires:    s.Expires.UTC().Truncate(time.Second),
+		RequestID:  s.RequestID,
+		Approvers:  s.Approvers,
+		BreakGlass: s.BreakGlass,
+	}
+}
+
+// SignRecord signs a token for a session in storage: a new session, an extended one,
+// or one that an approval started while its user waited.
+func (a *Sessions) SignRecord(rec *Record, now time.Time) (string, error) {
+	return a.Keyring.Sign(Claims{
+		Issuer:     a.Issuer,
+		Subject:    rec.User,
+		Audience:   rec.Audience,
+		Role:       rec.Role,
+		SessionID:  rec.ID,
+		IssuedAt:   now.Unix(),
+		NotBefore:  rec.Start.Unix(),
+		Expiry:     rec.Expires.Unix(),
+		Methods:    rec.Methods,
+		BreakGlass: rec.BreakGlass,
+	})
+}
+
+// ActiveByRole counts the sessions running now (started, not ended, not revoked), by
+// role, for the metrics.
+func (a *Sessions) ActiveByRole(ctx context.Context) (map[string]int, error) {
+	now := a.Now()
+	active, err := a.Records.Active(ctx, Filter{}, now)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{}
+	for _, r := range active {
+		if r.Started(now) && !a.Revocations.Revoked(r.ID) {
+			counts[r.Role]++
+		}
+	}
+	return counts, nil
 }

@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // Finding 3 of issue 12: with max_active 1, bob schedules a start after alice's
@@ -64,7 +65,7 @@ func TestExtensionCountsScheduledSessions(t *testing.T) {
 	}
 
 	// Once bob's session is over, the place is free again.
-	if _, err := w.a.End(ctx, "bob", bob.ID, Deactivated, "bob", "not needed"); err != nil {
+	if _, err := w.a.End(ctx, "bob", bob.ID, session.Deactivated, "bob", "not needed"); err != nil {
 		t.Fatal(err)
 	}
 	if _, got, err := w.a.Extend(ctx, w.extension(t, alice, role, 45*time.Minute)); err != nil || !got.Expires.After(bob.Start) {
@@ -90,7 +91,7 @@ func TestScheduledStartCountsExtendedSessions(t *testing.T) {
 
 // extensionFixture is a running session of a role whose activations and extensions
 // need one approval (approvers: alice, carol, dave, group:sec).
-func extensionFixture(t *testing.T, change func(r *policy.Role)) (*workflowFixture, *policy.Role, *Record, string) {
+func extensionFixture(t *testing.T, change func(r *policy.Role)) (*workflowFixture, *policy.Role, *session.Record, string) {
 	t.Helper()
 	w := newWorkflowFixture(t)
 	role := w.roleWith(func(r *policy.Role) {
@@ -172,9 +173,9 @@ func TestExtensionOfApprovalRoleWaitsForApprovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantExt := Extended{At: w.clock.Now().UTC().Truncate(time.Second), Justification: ext.Justification, From: rec.Expires,
+	wantExt := session.Extended{At: w.clock.Now().UTC().Truncate(time.Second), Justification: ext.Justification, From: rec.Expires,
 		To: req.NewEnd, RequestID: req.ID, Approvers: []string{"dave"}}
-	if !stored.Expires.Equal(req.NewEnd) || asJSON(t, stored.Extensions) != asJSON(t, []Extended{wantExt}) {
+	if !stored.Expires.Equal(req.NewEnd) || asJSON(t, stored.Extensions) != asJSON(t, []session.Extended{wantExt}) {
 		t.Fatalf("stored = %+v, want the end %s and %+v", stored, req.NewEnd, wantExt)
 	}
 	wantFields(t, audit.EventExtended, only(t, w.logs, audit.EventExtended), map[string]any{
@@ -206,7 +207,7 @@ func TestExtensionOfApprovalRoleWaitsForApprovers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		claims, err := w.a.Verifier.Verify(got, Want{Subject: "alice", Audience: audience, Roles: []string{role.Name}}, w.clock.Now())
+		claims, err := w.a.Verifier.Verify(got, session.Want{Subject: "alice", Audience: audience, Roles: []string{role.Name}}, w.clock.Now())
 		if err != nil || claims.SessionID != rec.ID || claims.Expiry != req.NewEnd.Unix() || !r.Expires.Equal(req.NewEnd) {
 			t.Fatalf("renewed token %+v, %v", claims, err)
 		}
@@ -227,7 +228,7 @@ func TestApprovedExtensionThatCannotApply(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done early"); err != nil {
+		if _, err := w.a.End(ctx, "alice", rec.ID, session.Deactivated, "alice", "done early"); err != nil {
 			t.Fatal(err)
 		}
 		got := w.decide(t, w.decision(t, out.Request.ID, "carol", role, true, ""))
@@ -258,7 +259,7 @@ func TestApprovedExtensionThatCannotApply(t *testing.T) {
 			t.Fatalf("extended past bob's start: %+v", stored)
 		}
 		// bob's session ends: the sweep applies the extension.
-		if _, err := w.a.End(ctx, "bob", bob.ID, Deactivated, "bob", "not needed"); err != nil {
+		if _, err := w.a.End(ctx, "bob", bob.ID, session.Deactivated, "bob", "not needed"); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.a.SweepRequests(ctx, w.roles(role)); err != nil {

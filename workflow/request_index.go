@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -26,11 +26,11 @@ import (
 // "requests-…": storages that list by string prefix would then show the markers
 // among the requests.
 const (
-	requestIndexFolder = keyPrefix + "request-index/"
+	requestIndexFolder = state.Prefix + "request-index/"
 	// requestIndexBuilt marks a storage whose open requests all have markers, built
 	// once from the requests an older version stored without any.
 	requestIndexBuilt = requestIndexFolder + "built.json"
-	requestIndexLock  = keyPrefix + "request-index-build"
+	requestIndexLock  = state.Prefix + "request-index-build"
 	// orphanMarkerAge is how old a marker whose request is missing must be before
 	// prune deletes it: a marker is written just before its new request, so a younger
 	// one may belong to a request being saved at this moment.
@@ -84,7 +84,7 @@ func parseIndexKey(reqState, key string) (indexEntry, bool) {
 	}
 	enc, file, ok := strings.Cut(rest, "/")
 	id, isJSON := strings.CutSuffix(file, ".json")
-	if !ok || !isJSON || !validSessionID(id) {
+	if !ok || !isJSON || !validRequestID(id) {
 		return indexEntry{}, false
 	}
 	role, err := base64.RawURLEncoding.DecodeString(enc)
@@ -95,7 +95,7 @@ func parseIndexKey(reqState, key string) (indexEntry, bool) {
 }
 
 // indexed lists the markers of one state, every role.
-func (s *Records) indexed(ctx context.Context, reqState string) ([]indexEntry, error) {
+func (s *Requests) indexed(ctx context.Context, reqState string) ([]indexEntry, error) {
 	keys, err := state.RecordKeys(ctx, s.storage, indexFolder(reqState), true, "the "+reqState+" request index")
 	if err != nil {
 		return nil, err
@@ -111,7 +111,7 @@ func (s *Records) indexed(ctx context.Context, reqState string) ([]indexEntry, e
 
 // writeIndex makes the stored markers of r agree with its state. The marker of an open
 // state is written before the request (see saveRequest); the others are deleted.
-func (s *Records) writeIndex(ctx context.Context, r *Request) error {
+func (s *Requests) writeIndex(ctx context.Context, r *Request) error {
 	if reqState := indexState(r); reqState != "" {
 		return state.StoreJSON(ctx, s.storage, indexKey(reqState, r.Role, r.ID), indexMarker{ID: r.ID, Created: r.Created})
 	}
@@ -119,7 +119,7 @@ func (s *Records) writeIndex(ctx context.Context, r *Request) error {
 }
 
 // dropStaleMarkers deletes the markers of r in every state but its own.
-func (s *Records) dropStaleMarkers(ctx context.Context, r *Request) error {
+func (s *Requests) dropStaleMarkers(ctx context.Context, r *Request) error {
 	keep := indexState(r)
 	for _, reqState := range indexStates {
 		if reqState == keep {
@@ -132,7 +132,7 @@ func (s *Records) dropStaleMarkers(ctx context.Context, r *Request) error {
 	return nil
 }
 
-func (s *Records) deleteMarker(ctx context.Context, key string) error {
+func (s *Requests) deleteMarker(ctx context.Context, key string) error {
 	if err := s.storage.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -144,7 +144,7 @@ func (s *Records) deleteMarker(ctx context.Context, key string) error {
 // whose request is closed (a crash between saving it and dropping the marker) is
 // dropped here; one whose request is missing is left to prune, as its request may be
 // being written right now.
-func (s *Records) openRequests(ctx context.Context, states []string, want func(role string) bool) ([]*Request, error) {
+func (s *Requests) openRequests(ctx context.Context, states []string, want func(role string) bool) ([]*Request, error) {
 	seen := map[string]bool{}
 	var out []*Request
 	for _, reqState := range states {
@@ -186,8 +186,8 @@ func (s *Records) openRequests(ctx context.Context, states []string, want func(r
 // version without it stored: without this, an upgrade would hide their open requests
 // from approvers and the sweep. One instance of a cluster builds it, under a storage
 // lock; the others wait for it, then find it built.
-func (a *Authority) ensureRequestIndex(ctx context.Context) error {
-	s := a.Records
+func (a *Workflow) ensureRequestIndex(ctx context.Context) error {
+	s := a.Requests
 	if s.storage.Exists(ctx, requestIndexBuilt) {
 		return nil
 	}
@@ -197,7 +197,7 @@ func (a *Authority) ensureRequestIndex(ctx context.Context) error {
 		if err != nil || found {
 			return err
 		}
-		all, err := s.Requests(ctx)
+		all, err := s.All(ctx)
 		if err != nil {
 			return err
 		}
@@ -215,7 +215,7 @@ func (a *Authority) ensureRequestIndex(ctx context.Context) error {
 // pruneIndex deletes the markers that name no open request: those of closed requests,
 // and those whose request has been missing for longer than orphanMarkerAge. all is
 // every stored request, as prune has just read them.
-func (s *Records) pruneIndex(ctx context.Context, all []*Request, now time.Time) error {
+func (s *Requests) pruneIndex(ctx context.Context, all []*Request, now time.Time) error {
 	byID := make(map[string]*Request, len(all))
 	for _, r := range all {
 		byID[r.ID] = r

@@ -1,4 +1,4 @@
-package session
+package workflow
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // recordingNotifier is a Notifier that keeps every notification, in order.
@@ -204,7 +205,7 @@ func (w *workflowFixture) decide(t *testing.T, ap Approval) *Request {
 
 func (w *workflowFixture) stored(t *testing.T, id string) *Request {
 	t.Helper()
-	req, err := w.a.Records.LoadRequest(context.Background(), id)
+	req, err := w.a.Requests.LoadRequest(context.Background(), id)
 	if err != nil {
 		t.Fatalf("LoadRequest(%s) = %v", id, err)
 	}
@@ -287,7 +288,7 @@ func TestSubmitWithApprovalMakesAPendingRequest(t *testing.T) {
 	if got, wantJSON := asJSON(t, req), asJSON(t, want); got != wantJSON {
 		t.Fatalf("request = %s\nwant      %s", got, wantJSON)
 	}
-	if !validSessionID(req.ID) {
+	if session.CheckSessionID(req.ID) != nil {
 		t.Fatalf("request id %q", req.ID)
 	}
 	if got := asJSON(t, w.stored(t, req.ID)); got != asJSON(t, want) {
@@ -499,7 +500,7 @@ func TestDecideToApproval(t *testing.T) {
 			now := w.clock.Now()
 			wantFields(t, audit.EventRequestApproved, only(t, w.logs, audit.EventRequestApproved),
 				map[string]any{"by": "dave", "approvals": 2, "approvals_needed": 2})
-			if !validSessionID(got.SessionID) || stored.SessionID != got.SessionID || !stored.Decided.Equal(now) {
+			if session.CheckSessionID(got.SessionID) != nil || stored.SessionID != got.SessionID || !stored.Decided.Equal(now) {
 				t.Fatalf("approved request = %+v", stored)
 			}
 			rec, err := w.a.Records.Load(ctx, "alice", got.SessionID)
@@ -527,7 +528,7 @@ func TestDecideToApproval(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := w.a.Verifier.Verify(token, Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}, now)
+			c, err := w.a.Verifier.Verify(token, session.Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}, now)
 			if err != nil || c.SessionID != rec.ID || c.Expiry != rec.Expires.Unix() {
 				t.Fatalf("Verify = %+v, %v", c, err)
 			}
@@ -716,16 +717,16 @@ func TestScheduledStartWithApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := w.a.Keyring.verifySignature(token)
+	c, err := claimsOf(t, token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.NotBefore != start.Unix() || c.IssuedAt != now.Unix() || c.Expiry != start.Add(15*time.Minute).Unix() {
 		t.Fatalf("claims nbf %d iat %d exp %d, want nbf %d", c.NotBefore, c.IssuedAt, c.Expiry, start.Unix())
 	}
-	want := Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}
-	if _, err := w.a.Verifier.Verify(token, want, now); !errors.Is(err, ErrTokenNotYet) {
-		t.Fatalf("Verify before the start = %v, want %v", err, ErrTokenNotYet)
+	want := session.Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}
+	if _, err := w.a.Verifier.Verify(token, want, now); !errors.Is(err, session.ErrTokenNotYet) {
+		t.Fatalf("Verify before the start = %v, want %v", err, session.ErrTokenNotYet)
 	}
 	if _, err := w.a.Verifier.Verify(token, want, start); err != nil {
 		t.Fatalf("Verify at the start = %v", err)
@@ -768,7 +769,7 @@ func TestMaxActive(t *testing.T) {
 		}
 
 		// Once the session ends, the place is free.
-		if _, err := w.a.End(ctx, "alice", first.Record.ID, Deactivated, "alice", "done"); err != nil {
+		if _, err := w.a.End(ctx, "alice", first.Record.ID, session.Deactivated, "alice", "done"); err != nil {
 			t.Fatal(err)
 		}
 		if res := w.submit(t, w.activation(t, "bob", role)); res.Record == nil {
@@ -825,7 +826,7 @@ func TestMaxActive(t *testing.T) {
 		if got := w.stored(t, second.ID); got.State != RequestApproved || got.SessionID != "" {
 			t.Fatalf("after the deadline, still full: %+v", got)
 		}
-		if _, err := w.a.End(ctx, "alice", first.SessionID, Deactivated, "alice", "done"); err != nil {
+		if _, err := w.a.End(ctx, "alice", first.SessionID, session.Deactivated, "alice", "done"); err != nil {
 			t.Fatal(err)
 		}
 		w.notes.reset()
@@ -835,7 +836,7 @@ func TestMaxActive(t *testing.T) {
 		}
 		now := w.clock.Now()
 		got := w.stored(t, second.ID)
-		if got.State != RequestApproved || !validSessionID(got.SessionID) {
+		if got.State != RequestApproved || session.CheckSessionID(got.SessionID) != nil {
 			t.Fatalf("after the sweep: %+v", got)
 		}
 		rec, err := w.a.Records.Load(ctx, "bob", got.SessionID)
@@ -906,7 +907,7 @@ func TestBreakGlass(t *testing.T) {
 	}
 
 	now := w.clock.Now()
-	c, err := w.a.Verifier.Verify(res.Token, Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}, now)
+	c, err := w.a.Verifier.Verify(res.Token, session.Want{Subject: "alice", Audience: audience, Roles: []string{"prod-db"}}, now)
 	if err != nil || !c.BreakGlass {
 		t.Fatalf("Verify = %+v, %v; want break-glass claims", c, err)
 	}
@@ -916,7 +917,7 @@ func TestBreakGlass(t *testing.T) {
 	if normal.Record == nil || normal.Record.BreakGlass {
 		t.Fatalf("normal Submit = %+v", normal)
 	}
-	nc, err := w.a.Verifier.Verify(normal.Token, Want{Subject: "bob", Audience: audience, Roles: []string{"console-admin"}}, now)
+	nc, err := w.a.Verifier.Verify(normal.Token, session.Want{Subject: "bob", Audience: audience, Roles: []string{"console-admin"}}, now)
 	if err != nil || nc.BreakGlass {
 		t.Fatalf("Verify of the normal session = %+v, %v", nc, err)
 	}
@@ -979,24 +980,28 @@ func TestExtend(t *testing.T) {
 		role     func(w *workflowFixture) *policy.Role
 		duration time.Duration // of the session; default 15m
 		// prepare runs after the activation, before the extension, which change adjusts.
-		prepare func(t *testing.T, w *workflowFixture, rec *Record, role *policy.Role)
+		prepare func(t *testing.T, w *workflowFixture, rec *session.Record, role *policy.Role)
 		change  func(t *testing.T, w *workflowFixture, ext *Extension)
 		reason  string
 		// end is the new end when it is capped; nil: the time of the extension + its
 		// duration.
-		end func(rec *Record, role *policy.Role) time.Time
+		end func(rec *session.Record, role *policy.Role) time.Time
 	}{
 		{
-			name:    "within max_total",
-			prepare: func(_ *testing.T, w *workflowFixture, _ *Record, _ *policy.Role) { w.clock.Add(5 * time.Minute) },
+			name: "within max_total",
+			prepare: func(_ *testing.T, w *workflowFixture, _ *session.Record, _ *policy.Role) {
+				w.clock.Add(5 * time.Minute)
+			},
 		},
 		{
 			name:     "capped at max_total",
 			role:     tight,
 			duration: time.Hour,
-			prepare:  func(_ *testing.T, w *workflowFixture, _ *Record, _ *policy.Role) { w.clock.Add(50 * time.Minute) },
-			change:   func(_ *testing.T, _ *workflowFixture, ext *Extension) { ext.Duration = time.Hour },
-			end:      func(rec *Record, role *policy.Role) time.Time { return rec.Start.Add(role.MaxTotal) },
+			prepare: func(_ *testing.T, w *workflowFixture, _ *session.Record, _ *policy.Role) {
+				w.clock.Add(50 * time.Minute)
+			},
+			change: func(_ *testing.T, _ *workflowFixture, ext *Extension) { ext.Duration = time.Hour },
+			end:    func(rec *session.Record, role *policy.Role) time.Time { return rec.Start.Add(role.MaxTotal) },
 		},
 		{
 			name: "capped at the end of eligibility",
@@ -1006,7 +1011,7 @@ func TestExtend(t *testing.T) {
 					r.Eligibility = []policy.Eligibility{{Subjects: []string{"alice"}, Until: w.clock.Now().Add(20 * time.Minute)}}
 				})
 			},
-			end: func(rec *Record, _ *policy.Role) time.Time { return rec.Start.Add(20 * time.Minute) },
+			end: func(rec *session.Record, _ *policy.Role) time.Time { return rec.Start.Add(20 * time.Minute) },
 		},
 		{
 			name: "eligibility ends with the session",
@@ -1022,7 +1027,7 @@ func TestExtend(t *testing.T) {
 			name:     "beyond max_total",
 			role:     tight,
 			duration: time.Hour,
-			prepare: func(t *testing.T, w *workflowFixture, rec *Record, role *policy.Role) {
+			prepare: func(t *testing.T, w *workflowFixture, rec *session.Record, role *policy.Role) {
 				w.clock.Add(55 * time.Minute)
 				_, got, err := w.a.Extend(context.Background(), w.extension(t, rec, role, time.Hour))
 				if err != nil || !got.Expires.Equal(rec.Start.Add(90*time.Minute)) {
@@ -1060,8 +1065,8 @@ func TestExtend(t *testing.T) {
 		},
 		{
 			name: "ended session",
-			prepare: func(t *testing.T, w *workflowFixture, rec *Record, _ *policy.Role) {
-				if _, err := w.a.End(context.Background(), "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
+			prepare: func(t *testing.T, w *workflowFixture, rec *session.Record, _ *policy.Role) {
+				if _, err := w.a.End(context.Background(), "alice", rec.ID, session.Deactivated, "alice", "done"); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -1069,7 +1074,7 @@ func TestExtend(t *testing.T) {
 		},
 		{
 			name:    "expired session",
-			prepare: func(_ *testing.T, w *workflowFixture, rec *Record, _ *policy.Role) { w.clock.Set(rec.Expires) },
+			prepare: func(_ *testing.T, w *workflowFixture, rec *session.Record, _ *policy.Role) { w.clock.Set(rec.Expires) },
 			reason:  "session_not_active",
 		},
 		{
@@ -1166,15 +1171,15 @@ func TestExtend(t *testing.T) {
 			if !got.Expires.Equal(wantEnd) || !after.Expires.Equal(wantEnd) {
 				t.Fatalf("Expires = %v (stored %v), want %v", got.Expires, after.Expires, wantEnd)
 			}
-			wantExt := []Extended{{At: now, Justification: ext.Justification, From: before.Expires, To: wantEnd}}
+			wantExt := []session.Extended{{At: now, Justification: ext.Justification, From: before.Expires, To: wantEnd}}
 			if asJSON(t, after.Extensions) != asJSON(t, wantExt) || !after.Start.Equal(before.Start) {
 				t.Fatalf("stored extensions = %s, want %s", asJSON(t, after.Extensions), asJSON(t, wantExt))
 			}
-			c, err := w.a.Verifier.Verify(token, Want{Subject: "alice", Audience: audience, Roles: []string{role.Name}}, now)
+			c, err := w.a.Verifier.Verify(token, session.Want{Subject: "alice", Audience: audience, Roles: []string{role.Name}}, now)
 			if err != nil {
 				t.Fatal(err)
 			}
-			old, err := w.a.Keyring.verifySignature(res.Token)
+			old, err := claimsOf(t, res.Token)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1196,7 +1201,7 @@ func TestExtend(t *testing.T) {
 }
 
 // extension asks for more time on rec, with the user's current code.
-func (w *workflowFixture) extension(t *testing.T, rec *Record, role *policy.Role, d time.Duration) Extension {
+func (w *workflowFixture) extension(t *testing.T, rec *session.Record, role *policy.Role, d time.Duration) Extension {
 	t.Helper()
 	return Extension{
 		Caller: caller(rec.User), SessionID: rec.ID, Role: role, Duration: d,
@@ -1215,7 +1220,7 @@ func TestNotifyExpiring(t *testing.T) {
 	schedAct.Start = soon.Expires.Add(-4 * time.Minute)
 	scheduled := w.submit(t, schedAct).Record // starts within soon's window
 	ended := w.submit(t, w.activation(t, "bob", w.role)).Record
-	if _, err := w.a.End(ctx, "bob", ended.ID, Deactivated, "bob", "done"); err != nil {
+	if _, err := w.a.End(ctx, "bob", ended.ID, session.Deactivated, "bob", "done"); err != nil {
 		t.Fatal(err)
 	}
 	names := map[string]string{soon.ID: "soon", late.ID: "late", scheduled.ID: "scheduled", ended.ID: "ended"}
@@ -1312,22 +1317,22 @@ func TestNotifyExpiringRace(t *testing.T) {
 	tests := []struct {
 		name string
 		// meanwhile runs while the other instance is paused after its listing.
-		meanwhile func(t *testing.T, w *workflowFixture, rec *Record, role *policy.Role)
+		meanwhile func(t *testing.T, w *workflowFixture, rec *session.Record, role *policy.Role)
 		// want is the expiring notifications from both instances in all.
 		want int
 	}{
-		{"nothing happens", func(*testing.T, *workflowFixture, *Record, *policy.Role) {}, 1},
-		{"told by this instance", func(t *testing.T, w *workflowFixture, _ *Record, _ *policy.Role) {
+		{"nothing happens", func(*testing.T, *workflowFixture, *session.Record, *policy.Role) {}, 1},
+		{"told by this instance", func(t *testing.T, w *workflowFixture, _ *session.Record, _ *policy.Role) {
 			if err := w.a.NotifyExpiring(context.Background(), 5*time.Minute); err != nil {
 				t.Fatal(err)
 			}
 		}, 1},
-		{"ended", func(t *testing.T, w *workflowFixture, rec *Record, _ *policy.Role) {
-			if _, err := w.a.End(context.Background(), "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
+		{"ended", func(t *testing.T, w *workflowFixture, rec *session.Record, _ *policy.Role) {
+			if _, err := w.a.End(context.Background(), "alice", rec.ID, session.Deactivated, "alice", "done"); err != nil {
 				t.Fatal(err)
 			}
 		}, 0},
-		{"extended", func(t *testing.T, w *workflowFixture, rec *Record, role *policy.Role) {
+		{"extended", func(t *testing.T, w *workflowFixture, rec *session.Record, role *policy.Role) {
 			if _, _, err := w.a.Extend(context.Background(), w.extension(t, rec, role, 30*time.Minute)); err != nil {
 				t.Fatal(err)
 			}
@@ -1467,7 +1472,7 @@ func TestPruneRequests(t *testing.T) {
 	// The sweep expired both; put one back as if no instance had swept it.
 	unswept := w.stored(t, overdue.ID)
 	unswept.State, unswept.Decided = RequestPending, time.Time{}
-	if err := w.a.Records.saveRequest(ctx, unswept); err != nil {
+	if err := w.a.Requests.saveRequest(ctx, unswept); err != nil {
 		t.Fatal(err)
 	}
 	w.clock.Set(t0.Add(3 * time.Hour))
@@ -1490,10 +1495,10 @@ func TestPruneRequests(t *testing.T) {
 		{t0.Add(60 * 24 * time.Hour), []string{"pending", "overdue"}},
 	}
 	for _, c := range checks {
-		if err := w.a.Prune(ctx, c.at, time.Hour); err != nil {
+		if err := w.a.Prune(ctx, c.at); err != nil {
 			t.Fatal(err)
 		}
-		all, err := w.a.Records.Requests(ctx)
+		all, err := w.a.Requests.All(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1506,7 +1511,7 @@ func TestPruneRequests(t *testing.T) {
 		}
 	}
 	for _, id := range []string{denied.ID, approved.ID} {
-		if _, err := w.a.Records.LoadRequest(ctx, id); !errors.Is(err, ErrRequestNotFound) {
+		if _, err := w.a.Requests.LoadRequest(ctx, id); !errors.Is(err, ErrRequestNotFound) {
 			t.Fatalf("LoadRequest of a pruned request = %v", err)
 		}
 	}
@@ -1596,7 +1601,7 @@ func TestActivateOnARoleWithApprovalChangesNothing(t *testing.T) {
 	if _, _, err := w.a.Activate(ctx, act); !errors.Is(err, ErrNeedsApproval) {
 		t.Fatalf("Activate = %v, want ErrNeedsApproval", err)
 	}
-	if all, _ := w.a.Records.Requests(ctx); len(all) != 0 || len(w.logs.All()) != 0 || len(w.notes.all()) != 0 {
+	if all, _ := w.a.Requests.All(ctx); len(all) != 0 || len(w.logs.All()) != 0 || len(w.notes.all()) != 0 {
 		t.Fatalf("Activate left %d requests, %d audit events, %d notifications", len(all), len(w.logs.All()), len(w.notes.all()))
 	}
 	// The code was not used up: the same activation submits.
@@ -1628,7 +1633,7 @@ func TestApprovedRequestWaitingForAPlaceIsAuditedOnce(t *testing.T) {
 	if got := w.stored(t, req.ID); !got.WaitingForPlace || got.SessionID != "" {
 		t.Fatalf("stored request = %+v, want waiting for a place", got)
 	}
-	if _, err := w.a.End(ctx, "bob", holder.ID, Deactivated, "bob", "done"); err != nil {
+	if _, err := w.a.End(ctx, "bob", holder.ID, session.Deactivated, "bob", "done"); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.a.SweepRequests(ctx, w.roles(role)); err != nil {

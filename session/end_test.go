@@ -1,0 +1,131 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestEnd(t *testing.T) {
+	ctx := context.Background()
+	f := newAuthorityFixture(t)
+	token, rec := f.activate(t, f.activation(t))
+	want := Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}
+	// Cached before the end.
+	if _, err := f.a.Verifier.Verify(token, want, f.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another instance over the same storage, loaded before the end.
+	core, _ := observer.New(zap.InfoLevel)
+	other := newTestSessions(t, &certmagic.FileStorage{Path: f.st.Path}, zap.New(core), f.clock.Now)
+	if _, err := other.Verifier.Verify(token, want, f.clock.Now()); err != nil {
+		t.Fatalf("the other instance refuses a live session: %v", err)
+	}
+
+	// Someone else cannot end it, nor can a malformed id.
+	for _, tt := range []struct{ user, id string }{{"bob", rec.ID}, {"alice", "../x"}, {"alice", ""}, {"alice", strings.Repeat("A", 22)}} {
+		if _, err := f.a.End(ctx, tt.user, tt.id, Deactivated, "x", "x"); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("End(%q, %q) = %v, want %v", tt.user, tt.id, err, ErrSessionNotFound)
+		}
+	}
+	if f.a.Revocations.Revoked(rec.ID) {
+		t.Fatal("revoked by a refused End")
+	}
+
+	f.clock.Add(time.Minute)
+	ended, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ended.Ended.Equal(f.clock.Now()) || ended.EndedBy != "alice" || ended.EndReason != "done" {
+		t.Fatalf("ended record = %+v", ended)
+	}
+	if !f.a.Revocations.Revoked(rec.ID) {
+		t.Fatal("not revoked in this instance")
+	}
+	if _, err := f.a.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("Verify of the ended, cached session = %v, want %v", err, ErrTokenRevoked)
+	}
+	stored, err := f.a.Records.Load(ctx, "alice", rec.ID)
+	if err != nil || stored.Ended.IsZero() || stored.Active(f.clock.Now()) {
+		t.Fatalf("stored record = %+v, %v", stored, err)
+	}
+	if active, err := f.a.Records.OfUser(ctx, "alice", f.clock.Now()); err != nil || len(active) != 0 {
+		t.Fatalf("OfUser after End = %v, %v", active, err)
+	}
+	deactivated := events(f.logs, audit.EventDeactivated)
+	if len(deactivated) != 1 {
+		t.Fatalf("deactivated events: %d", len(deactivated))
+	}
+	if m := deactivated[0].ContextMap(); m["session_id"] != rec.ID || m["user"] != "alice" || m["by"] != "alice" || m["reason"] != "done" {
+		t.Fatalf("deactivated fields = %v", m)
+	}
+
+	// Ending it again changes nothing and audits nothing.
+	if again, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "admin", "again"); err != nil || again.EndedBy != "alice" {
+		t.Fatalf("second End = %+v, %v", again, err)
+	}
+	if n := len(events(f.logs, audit.EventDeactivated)); n != 1 {
+		t.Fatalf("deactivated events after a second End: %d", n)
+	}
+
+	// The other instance learns of it on its next sync, cache or not.
+	if err := other.Sync(ctx, f.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("other instance after Sync: %v, want %v", err, ErrTokenRevoked)
+	}
+
+	// A new instance (a restart) sees it at once.
+	restarted := newTestSessions(t, &certmagic.FileStorage{Path: f.st.Path}, zap.NewNop(), f.clock.Now)
+	if !restarted.Revocations.Revoked(rec.ID) {
+		t.Fatal("a restarted instance forgot the revocation")
+	}
+	if _, err := restarted.Verifier.Verify(token, want, f.clock.Now()); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("restarted instance: %v, want %v", err, ErrTokenRevoked)
+	}
+	set := NewRevocations()
+	if err := f.a.Records.LoadRevocations(ctx, set, f.clock.Now(), time.Time{}); err != nil || !set.Revoked(rec.ID) || set.Len() != 1 {
+		t.Fatalf("LoadRevocations: %v, revoked %v, Len %d", err, set.Revoked(rec.ID), set.Len())
+	}
+
+	// Once the session would have expired anyway, the revocation is dropped from
+	// storage and memory; the token is refused as expired.
+	after := rec.Expires
+	set = NewRevocations()
+	if err := f.a.Records.LoadRevocations(ctx, set, after, time.Time{}); err != nil || set.Len() != 0 {
+		t.Fatalf("LoadRevocations after expiry: %v, Len %d", err, set.Len())
+	}
+	if err := f.a.Records.pruneRevocations(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	if revocationStored(t, f.st, rec.ID) {
+		t.Fatal("an expired revocation stayed in storage")
+	}
+	if _, err := restarted.Verifier.Verify(token, want, after); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("after expiry: %v, want %v", err, ErrTokenExpired)
+	}
+}
+
+func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newAuthorityFixture(t)
+	_, rec := f.activate(t, f.activation(t))
+	f.clock.Set(rec.Expires)
+	got, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "late")
+	if err != nil || !got.Ended.IsZero() {
+		t.Fatalf("End = %+v, %v", got, err)
+	}
+	if f.a.Revocations.Revoked(rec.ID) || revocationStored(t, f.st, rec.ID) || len(events(f.logs, audit.EventDeactivated)) != 0 {
+		t.Fatal("an expired session was revoked")
+	}
+}
