@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -300,10 +301,10 @@ func summary(n session.Notification) string {
 		fmt.Fprintf(&b, "%s: %s, role %s", n.Event, n.User, n.Role)
 	}
 	if !n.Expires.IsZero() {
-		fmt.Fprintf(&b, " until %s", n.Expires.UTC().Format("2006-01-02 15:04 UTC"))
+		fmt.Fprintf(&b, " until %s", words.Time(n.Expires))
 	}
 	if n.Start.After(n.Time) {
-		fmt.Fprintf(&b, ", starting %s", n.Start.UTC().Format("2006-01-02 15:04 UTC"))
+		fmt.Fprintf(&b, ", starting %s", words.Time(n.Start))
 	}
 	if n.Justification != "" {
 		fmt.Fprintf(&b, ". Why: %q", n.Justification)
