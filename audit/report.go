@@ -200,7 +200,7 @@ func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportO
 					how = " (break-glass)"
 				}
 				alert(ReportAlert{Kind: AlertOutsideHours, At: at, Where: l.Where(), User: user, Role: role, SessionID: id,
-					Message: fmt.Sprintf("%s activated %s%s at %s, outside its allowed hours", user, role, how, s.start.UTC().Format(reportTime))})
+					Message: fmt.Sprintf("%s activated %s%s at %s, outside its allowed hours", user, role, how, words.Time(s.start))})
 			}
 		case EventBreakGlass:
 			if inWindow(at) && !breakGlass[id] {
@@ -241,7 +241,7 @@ func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportO
 			if inWindow(at) {
 				msg := fmt.Sprintf("%s was locked out after repeated wrong codes", user)
 				if until, ok := l.Time("until"); ok {
-					msg += ", until " + until.UTC().Format(reportTime)
+					msg += ", until " + words.Time(until)
 				}
 				alert(ReportAlert{Kind: AlertLockedOut, At: at, Where: l.Where(), User: user, Message: msg})
 			}
@@ -295,7 +295,7 @@ func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportO
 	for user, fs := range failures {
 		for _, b := range codeFailureBursts(fs) {
 			alert(ReportAlert{Kind: AlertCodeFailures, At: b.from, Where: b.where, User: user, Count: b.count,
-				Message: fmt.Sprintf("%d wrong or replayed codes for %s from %s to %s", b.count, user, b.from.UTC().Format(reportTime), b.to.UTC().Format(reportTime))})
+				Message: fmt.Sprintf("%d wrong or replayed codes for %s from %s to %s", b.count, user, words.Time(b.from), words.Time(b.to))})
 		}
 	}
 
@@ -333,8 +333,6 @@ func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportO
 	})
 	return rep, nil
 }
-
-const reportTime = "2006-01-02 15:04 MST"
 
 type failureBurst struct {
 	from, to time.Time
@@ -387,7 +385,7 @@ func (rep *Report) eligibilityAlerts(roles map[string]*policy.Role, now time.Tim
 				if strings.HasPrefix(subject, policy.GroupPrefix) {
 					if !e.Until.IsZero() && e.Until.After(now) && !e.Until.After(now.Add(ExpiringEligibilityNotice)) {
 						rep.Alerts = append(rep.Alerts, ReportAlert{Kind: AlertExpiringEligibility, At: e.Until, Role: name,
-							Message: fmt.Sprintf("the eligibility of %s for %s ends at %s", subject, name, e.Until.UTC().Format(reportTime))})
+							Message: fmt.Sprintf("the eligibility of %s for %s ends at %s", subject, name, words.Time(e.Until))})
 					}
 					continue
 				}
@@ -397,7 +395,7 @@ func (rep *Report) eligibilityAlerts(roles map[string]*policy.Role, now time.Tim
 				}
 				if !d.EligibleUntil.IsZero() && !d.EligibleUntil.After(now.Add(ExpiringEligibilityNotice)) {
 					rep.Alerts = append(rep.Alerts, ReportAlert{Kind: AlertExpiringEligibility, At: d.EligibleUntil, User: subject, Role: name,
-						Message: fmt.Sprintf("%s's eligibility for %s ends at %s", subject, name, d.EligibleUntil.UTC().Format(reportTime))})
+						Message: fmt.Sprintf("%s's eligibility for %s ends at %s", subject, name, words.Time(d.EligibleUntil))})
 				}
 				since := now.Add(-UnusedEligibilityPeriod)
 				if !r.Eligible(policy.Caller{User: subject}, since).Allowed {
@@ -406,7 +404,7 @@ func (rep *Report) eligibilityAlerts(roles map[string]*policy.Role, now time.Tim
 				if last := lastActivation[roleUser{name, subject}]; last.Before(since) {
 					msg := fmt.Sprintf("%s is eligible for %s but has not activated it in 30 days", subject, name)
 					if !last.IsZero() {
-						msg += " (last at " + last.UTC().Format(reportTime) + ")"
+						msg += " (last at " + words.Time(last) + ")"
 					}
 					rep.Alerts = append(rep.Alerts, ReportAlert{Kind: AlertUnusedEligibility, User: subject, Role: name, Message: msg})
 				}

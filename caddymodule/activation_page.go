@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/workflow"
 )
@@ -168,7 +169,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 	}
 	http.SetCookie(w, sessionCookieFor(r, res.Token, res.Record.Expires))
 	if !res.Record.Started(now()) {
-		return h.serveStatus(w, r, caller, "Your session of "+role.Name+" is scheduled: it starts at "+res.Record.Start.UTC().Format("2006-01-02 15:04 UTC")+".")
+		return h.serveStatus(w, r, caller, "Your session of "+role.Name+" is scheduled: it starts at "+words.Time(res.Record.Start)+".")
 	}
 	http.Redirect(w, r, f.Return, http.StatusSeeOther)
 	return nil

@@ -58,16 +58,9 @@ func handleEnrollment(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use POST /jit/enrollments/{user}", r.Method)}
 	}
-	user := strings.TrimPrefix(r.URL.Path, "/jit/enrollments/")
-	if err := checkUserName(user); err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
-	}
-	app, err := runningApp()
+	app, user, err := runningAppAndUser(strings.TrimPrefix(r.URL.Path, "/jit/enrollments/"))
 	if err != nil {
 		return err
-	}
-	if user, err = app.CanonicalUser(user); err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	if link, err := wantsEnrollLink(r.URL.Query()); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
@@ -211,15 +204,9 @@ func handleLockout(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use POST", r.Method)}
 	}
-	if err := checkUserName(user); err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
-	}
-	app, err := runningApp()
+	app, user, err := runningAppAndUser(user)
 	if err != nil {
 		return err
-	}
-	if user, err = app.CanonicalUser(user); err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	if err := app.authority.StepUp.Unlock(r.Context(), user, operator(r), r.URL.Query().Get("reason")); err != nil {
 		return storageError("clearing the lockout", err)
@@ -267,6 +254,23 @@ func runningApp() (*App, error) {
 		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("caddy-jit is not configured: the running config has no jit app (global `jit` option)")}
 	}
 	return app, nil
+}
+
+// runningAppAndUser is the jit app of the running config and the canonical name of
+// the user an admin route names in its path, or the API error that says what is
+// wrong: the name (400), no jit app (404), or a name the app refuses (400).
+func runningAppAndUser(user string) (*App, string, error) {
+	if err := checkUserName(user); err != nil {
+		return nil, "", caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return nil, "", err
+	}
+	if user, err = app.CanonicalUser(user); err != nil {
+		return nil, "", caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	return app, user, nil
 }
 
 // checkUserName accepts the names that can be identities: printable, bounded.

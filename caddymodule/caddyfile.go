@@ -192,15 +192,9 @@ func parseLockout(d *caddyfile.Dispenser, l *LockoutConfig) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "max_failures":
-			var s string
-			if err := oneArg(d, &s); err != nil {
+			if err := countArg(d, "lockout max_failures", 100, &l.MaxFailures); err != nil {
 				return err
 			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > 100 {
-				return d.Errf("lockout max_failures %q: want a whole number from 1 to 100", s)
-			}
-			l.MaxFailures = n
 		case "duration":
 			if err := durationArg(d, &l.Duration); err != nil {
 				return err
@@ -337,6 +331,23 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 		return d.ArgErr()
 	}
 	return nil
+}
+
+// countArg reads the one argument of a setting that counts something (what, in
+// errors): a whole number from 1 to most, or of at least 1 where most is 0.
+func countArg(d *caddyfile.Dispenser, what string, most int, dst *int) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(s); err == nil && n >= 1 && (most == 0 || n <= most) {
+		*dst = n
+		return nil
+	}
+	if most == 0 {
+		return d.Errf("%s %q: want a whole number of at least 1", what, s)
+	}
+	return d.Errf("%s %q: want a whole number from 1 to %d", what, s, most)
 }
 
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {

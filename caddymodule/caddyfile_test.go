@@ -2,10 +2,12 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
@@ -194,5 +196,42 @@ func TestCaddyfileAssertion(t *testing.T) {
 		if !strings.Contains(s, `"assertion":`+want[0]) || (want[1] != "" && !strings.Contains(s, `"assertion_audience":"`+want[1]+`"`)) {
 			t.Errorf("%s adapts to %s", src, s)
 		}
+	}
+}
+
+func TestCountArgTakesOneWholeNumberInItsRange(t *testing.T) {
+	for _, tt := range []struct {
+		line    string
+		most    int
+		want    int
+		wantErr string
+	}{
+		{"count 1", 10, 1, ""},
+		{"count 10", 10, 10, ""},
+		{"count 11", 10, 0, `count "11": want a whole number from 1 to 10`},
+		{"count 0", 10, 0, `count "0": want a whole number from 1 to 10`},
+		{"count -3", 10, 0, `count "-3": want a whole number from 1 to 10`},
+		{"count two", 10, 0, `count "two": want a whole number from 1 to 10`},
+		{"count 1000000", 0, 1000000, ""},
+		{"count 0", 0, 0, `count "0": want a whole number of at least 1`},
+		{"count 2.5", 0, 0, `count "2.5": want a whole number of at least 1`},
+		{"count", 10, 0, "wrong argument count"},
+		{"count 1 2", 10, 0, "wrong argument count"},
+	} {
+		t.Run(fmt.Sprintf("%s, at most %d", tt.line, tt.most), func(t *testing.T) {
+			d := caddyfile.NewTestDispenser(tt.line)
+			d.Next()
+			got := 0
+			err := countArg(d, "count", tt.most, &got)
+			if tt.wantErr == "" {
+				if err != nil || got != tt.want {
+					t.Errorf("got %d, %v; want %d", got, err, tt.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || got != 0 {
+				t.Errorf("got %d, %v; want an error saying %q and nothing set", got, err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"strconv"
 	"strings"
 
 	// Time zones for allowed_hours, wherever Caddy runs (a scratch container has no
@@ -35,15 +34,9 @@ func parseApproval(d *caddyfile.Dispenser) (*ApprovalConfig, error) {
 			}
 			ac.Approvers = append(ac.Approvers, args...)
 		case "count":
-			var s string
-			if err := oneArg(d, &s); err != nil {
+			if err := countArg(d, "approval count", maxApprovalCount, &ac.Count); err != nil {
 				return nil, err
 			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > maxApprovalCount {
-				return nil, d.Errf("approval count %q: want a whole number from 1 to %d", s, maxApprovalCount)
-			}
-			ac.Count = n
 		case "expires":
 			if err := durationArg(d, &ac.Expires); err != nil {
 				return nil, err
@@ -156,15 +149,9 @@ func parseRoleWorkflow(d *caddyfile.Dispenser, rc *RoleConfig) (bool, error) {
 		}
 		rc.AllowedHours = append(rc.AllowedHours, strings.Join(args, " "))
 	case "max_active":
-		var s string
-		if err := oneArg(d, &s); err != nil {
+		if err := countArg(d, "max_active", 0, &rc.MaxActive); err != nil {
 			return true, err
 		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return true, d.Errf("max_active %q: want a whole number of at least 1", s)
-		}
-		rc.MaxActive = n
 	case "notify":
 		n, err := parseNotify(d)
 		if err != nil {

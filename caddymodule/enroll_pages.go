@@ -189,7 +189,7 @@ func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller p
 			"From now on, use the codes of this authenticator to activate your roles. The code you just entered has been used; the next one activates.", caller.User)
 	case errors.As(err, &locked):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusTooManyRequests,
-			"Too many wrong codes: you are locked out until "+locked.Until.UTC().Format("15:04 UTC")+". This link still works after that, until it expires.", "code")
+			"Too many wrong codes: you are locked out until "+words.Clock(locked.Until)+". This link still works after that, until it expires.", "code")
 	case errors.Is(err, stepup.ErrCodeInvalid):
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusBadRequest,
 			"The code is wrong: enter the code your app shows now for the key you scanned from this link.", "code")

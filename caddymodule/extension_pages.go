@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
@@ -74,20 +73,19 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 		return h.renderStatus(w, r, caller, status, "", "Not extended: "+strings.TrimSuffix(refused.Message, ".")+".")
 	}
 	if err != nil {
-		h.logger.Error("extending a session", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("extending a session", caller.User, err)
 	}
 	if req := out.Request; req != nil {
 		// Nothing changed yet: the session keeps its end, and this browser its cookie.
 		return h.renderStatus(w, r, caller, http.StatusAccepted, "Your request for more time on "+req.Role+", until "+
-			req.NewEnd.UTC().Format("2006-01-02 15:04 UTC")+", waits for "+words.Plural(req.Needed, "approval")+
+			words.Time(req.NewEnd)+", waits for "+words.Plural(req.Needed, "approval")+
 			". Once approved, collect it on this page, in this browser: only the browser that holds the session receives its new end.", "")
 	}
 	rec := out.Record
 	if rec.Audience == h.audiences.of(r) {
 		http.SetCookie(w, sessionCookieFor(r, out.Token, rec.Expires))
 	}
-	return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" now lasts until "+rec.Expires.UTC().Format("2006-01-02 15:04 UTC")+".", "")
+	return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" now lasts until "+words.Time(rec.Expires)+".", "")
 }
 
 // collectExtension renews the browser's session cookie to the session's current end.
@@ -96,16 +94,15 @@ func (h *Handler) collectExtension(w http.ResponseWriter, r *http.Request, calle
 	token, rec, err := h.app.authority.RenewToken(r.Context(), caller.User, h.audiences.of(r), sessionID, sessionCookie(r), clientIP(r))
 	switch {
 	case errors.Is(err, workflow.ErrNothingToCollect) && rec != nil:
-		return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" already runs until "+rec.Expires.UTC().Format("2006-01-02 15:04 UTC")+".", "")
+		return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" already runs until "+words.Time(rec.Expires)+".", "")
 	case errors.Is(err, workflow.ErrNothingToCollect):
 		return h.renderStatus(w, r, caller, http.StatusForbidden, "",
 			"Nothing collected: this browser does not hold that session. An extension goes only to the browser that holds the session it extends.")
 	case err != nil:
-		h.logger.Error("collecting an extension", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("collecting an extension", caller.User, err)
 	}
 	http.SetCookie(w, sessionCookieFor(r, token, rec.Expires))
-	return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" now lasts until "+rec.Expires.UTC().Format("2006-01-02 15:04 UTC")+".", "")
+	return h.renderStatus(w, r, caller, http.StatusOK, "Your session of "+rec.Role+" now lasts until "+words.Time(rec.Expires)+".", "")
 }
 
 // extensionView is what the status page says of a session's latest extension request.

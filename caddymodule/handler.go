@@ -195,10 +195,7 @@ func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user stri
 	msg := "caddy-jit cannot reach its storage, so it cannot be sure which sessions were revoked; privileged access is paused until storage is back (last successful check " +
 		h.app.authority.LastSync().UTC().Format(time.RFC3339) + ")."
 	w.Header().Set("Retry-After", "5")
-	if wantsJSON(r) {
-		return writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "storage_unavailable", "message": msg})
-	}
-	return h.renderMessage(w, r, http.StatusServiceUnavailable, "Access paused", msg, user)
+	return h.turnAway(w, r, gateRefusal{status: http.StatusServiceUnavailable, code: "storage_unavailable", title: "Access paused", message: msg, user: user})
 }
 
 // pass forwards a request made under a session and audits it.
@@ -327,29 +324,18 @@ func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
 	msg := "no authenticated user: caddy-jit needs an identity from an authentication handler placed before it " +
 		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity +
 		" (see \"no authenticated user\" in caddy-jit's docs/troubleshooting.md)"
-	if wantsJSON(r) {
-		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthenticated", "message": msg})
-	}
-	return h.renderMessage(w, r, http.StatusUnauthorized, "Sign-in required", msg, "")
+	return h.turnAway(w, r, gateRefusal{status: http.StatusUnauthorized, code: "unauthenticated", title: "Sign-in required", message: msg})
 }
 
 func (h *Handler) forbidden(w http.ResponseWriter, r *http.Request, user string) error {
 	msg := user + " is not eligible for any role that this page requires (" + strings.Join(h.Roles, ", ") + "). " +
 		"If you should be, ask an operator (see \"is not eligible for any role\" in caddy-jit's docs/troubleshooting.md)."
-	if wantsJSON(r) {
-		return writeJSON(w, http.StatusForbidden, map[string]string{"error": "not_eligible", "message": msg})
-	}
-	return h.renderMessage(w, r, http.StatusForbidden, "Access denied", msg, user)
+	return h.turnAway(w, r, gateRefusal{status: http.StatusForbidden, code: "not_eligible", title: "Access denied", message: msg, user: user})
 }
 
 // activationURL is the activation page for a role, returning to uri afterwards.
 func activationURL(role, uri string) string {
 	return pagePrefix + "activate?role=" + url.QueryEscape(role) + "&return=" + url.QueryEscape(uri)
-}
-
-func wantsJSON(r *http.Request) bool {
-	accept := r.Header.Get("Accept")
-	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
 }
 
 func clientIP(r *http.Request) string {

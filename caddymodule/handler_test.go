@@ -126,23 +126,6 @@ func TestSiteAudienceIsTheOriginWithTheListenersPort(t *testing.T) {
 	}
 }
 
-func TestWantsJSON(t *testing.T) {
-	for accept, want := range map[string]bool{
-		"application/json":                  true,
-		"application/json, text/plain":      true,
-		"text/html,application/xhtml+xml":   false,
-		"text/html, application/json;q=0.9": false,
-		"":                                  false,
-		"*/*":                               false,
-	} {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.Header.Set("Accept", accept)
-		if got := wantsJSON(r); got != want {
-			t.Errorf("Accept %q: got %v, want %v", accept, got, want)
-		}
-	}
-}
-
 func TestSessionCookieLastsToTheSessionsLastSecond(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	for _, tt := range []struct {

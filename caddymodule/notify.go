@@ -15,8 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddy-jit/caddy-jit/workflow"
 	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/internal/words"
+	"github.com/caddy-jit/caddy-jit/workflow"
 )
 
 // Delivery of notifications: a queue and workers that live with the shared state, so a
@@ -299,10 +301,10 @@ func summary(n workflow.Notification) string {
 		fmt.Fprintf(&b, "%s: %s, role %s", n.Event, n.User, n.Role)
 	}
 	if !n.Expires.IsZero() {
-		fmt.Fprintf(&b, " until %s", n.Expires.UTC().Format("2006-01-02 15:04 UTC"))
+		fmt.Fprintf(&b, " until %s", words.Time(n.Expires))
 	}
 	if n.Start.After(n.Time) {
-		fmt.Fprintf(&b, ", starting %s", n.Start.UTC().Format("2006-01-02 15:04 UTC"))
+		fmt.Fprintf(&b, ", starting %s", words.Time(n.Start))
 	}
 	if n.Justification != "" {
 		fmt.Fprintf(&b, ". Why: %q", n.Justification)

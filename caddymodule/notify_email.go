@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/workflow"
 )
@@ -30,7 +31,7 @@ func (e *emailTarget) String() string { return "email " + strings.Join(e.to, ","
 // headerSafe keeps CR and LF (and every other control character) out of a header.
 func headerSafe(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if printable.IsControl(r) {
 			return ' '
 		}
 		return r

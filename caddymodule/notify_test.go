@@ -337,3 +337,18 @@ func TestNotifierRoutesGlobalAndRoleTargets(t *testing.T) {
 		t.Errorf("slack body = %s", calls[0].body)
 	}
 }
+
+func TestHeaderSafeKeepsEveryControlCharacterOutOfAHeader(t *testing.T) {
+	for in, want := range map[string]string{
+		"break-glass: alice":          "break-glass: alice",
+		"a\r\nBcc: evil@example.test": "a  Bcc: evil@example.test",
+		"tab\there":                   "tab here",
+		"del\x7fnel\u0085end":         "del nel end",
+		"line\u2028para\u2029end":     "line para end",
+		"Jürgen Müller":               "Jürgen Müller",
+	} {
+		if got := headerSafe(in); got != want {
+			t.Errorf("headerSafe(%+q) = %+q, want %+q", in, got, want)
+		}
+	}
+}

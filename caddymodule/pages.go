@@ -2,11 +2,11 @@ package caddymodule
 
 import (
 	"embed"
-	"encoding/json"
 	"errors"
 	"html/template"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -73,29 +73,11 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 	sub := strings.TrimPrefix(r.URL.Path, pagePrefix)
 	switch sub {
 	case "jwks.json":
-		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
-			return nil
-		}
-		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.Header().Set("Cache-Control", "public, max-age=300")
-		_, err := w.Write(h.app.authority.Keyring.JWKS())
-		return err
+		return servePublic(w, r, "application/jwk-set+json", 300, h.app.authority.Keyring.JWKS())
 	case "style.css":
-		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
-			return nil
-		}
-		w.Header().Set("Content-Type", "text/css; charset=utf-8")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		_, err := w.Write(styleCSS)
-		return err
+		return servePublic(w, r, "text/css; charset=utf-8", 3600, styleCSS)
 	case "app.js":
-		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
-			return nil
-		}
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		_, err := w.Write(appJS)
-		return err
+		return servePublic(w, r, "text/javascript; charset=utf-8", 3600, appJS)
 	}
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -171,6 +153,19 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 	return h.renderMessage(w, r, http.StatusNotFound, "Not found", "There is no caddy-jit page at "+r.URL.Path+".", user)
 }
 
+// servePublic answers a GET or HEAD for a file that is the same for everyone (the
+// signing keys, the style sheet, the script), which caches may keep for maxAge
+// seconds.
+func servePublic(w http.ResponseWriter, r *http.Request, contentType string, maxAge int, body []byte) error {
+	if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
+		return nil
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(maxAge))
+	_, err := w.Write(body)
+	return err
+}
+
 func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 	for _, m := range methods {
 		if r.Method == m {
@@ -204,6 +199,20 @@ func readForm(w http.ResponseWriter, r *http.Request, fields ...string) (map[str
 		}
 	}
 	return out, nil
+}
+
+// postedForm reads the fields of a form posted from one of our pages, then checks
+// that it came from there (checkPost). Where either fails it answers with a page
+// that says so and sends the user back to page, and the form is nil.
+func (h *Handler) postedForm(w http.ResponseWriter, r *http.Request, caller policy.Caller, page string, fields ...string) (map[string]string, error) {
+	form, err := readForm(w, r, append(fields, "csrf")...)
+	if err != nil {
+		return nil, h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+".", caller.User)
+	}
+	if !h.checkPost(r, caller.User, form["csrf"]) {
+		return nil, h.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Open "+page+" and try again.", caller.User)
+	}
+	return form, nil
 }
 
 // checkPost applies both CSRF defences to a state-changing request.
@@ -253,16 +262,6 @@ func render(w http.ResponseWriter, status int, name string, data any) error {
 	w.WriteHeader(status)
 	_, err := w.Write([]byte(buf.String()))
 	return err
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
 }
 
 // sentence makes a refusal's message, written to be embedded ("the code is wrong: …"),

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/policy"
@@ -182,8 +181,7 @@ func (h *Handler) guards(role string) bool {
 func (h *Handler) showOpenRequest(w http.ResponseWriter, r *http.Request, caller policy.Caller, role string, status int) (bool, error) {
 	open, err := h.app.authority.OpenRequest(r.Context(), caller.User, role)
 	if err != nil {
-		h.logger.Error("looking for an open request", zap.String("user", caller.User), zap.Error(err))
-		return true, caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return true, h.storeUnreachable("looking for an open request", caller.User, err)
 	}
 	if open == nil {
 		return false, nil

@@ -240,12 +240,10 @@ func (h *Handler) limitedPost(w http.ResponseWriter, r *http.Request, user strin
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	msg := fmt.Sprintf("%s of yours were refused recently, so no more are accepted from you for now. Try again at %s (in %s).",
 		words.Plural(refused, "request"), until.UTC().Format("15:04:05 UTC"), words.Plural(secs, "second"))
-	if wantsJSON(r) {
-		return true, writeJSON(w, http.StatusTooManyRequests, map[string]any{
-			"error": "too_many_refusals", "message": msg, "retry_after": secs, "retry_at": until.UTC().Format(time.RFC3339),
-		})
-	}
-	return true, h.renderMessage(w, r, http.StatusTooManyRequests, "Too many refused requests", msg, user)
+	return true, h.turnAway(w, r, gateRefusal{
+		status: http.StatusTooManyRequests, code: "too_many_refusals", title: "Too many refused requests", message: msg, user: user,
+		jsonFields: map[string]any{"retry_after": secs, "retry_at": until.UTC().Format(time.RFC3339)},
+	})
 }
 
 // countRefusal settles the place a POST reserved: kept when it was answered with a
@@ -304,15 +302,9 @@ func parseRefusals(d *caddyfile.Dispenser) (*RefusalsConfig, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "burst":
-			var s string
-			if err := oneArg(d, &s); err != nil {
+			if err := countArg(d, "refusals burst", maxRefusalBurst, &c.Burst); err != nil {
 				return nil, err
 			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > maxRefusalBurst {
-				return nil, d.Errf("refusals burst %q: want a whole number from 1 to %d", s, maxRefusalBurst)
-			}
-			c.Burst = n
 		case "refill":
 			if err := durationArg(d, &c.Refill); err != nil {
 				return nil, err

@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
-
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/workflow"
@@ -61,7 +59,7 @@ func (h *Handler) serveStatusPage(w http.ResponseWriter, r *http.Request, caller
 		return nil
 	}
 	return h.serveStatus(w, r, caller, "Your request for "+got.Record.Role+" was approved: the session starts at "+
-		got.Record.Start.UTC().Format("2006-01-02 15:04 UTC")+", and this browser holds it.")
+		words.Time(got.Record.Start)+", and this browser holds it.")
 }
 
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, caller policy.Caller, notice string) error {
@@ -83,8 +81,7 @@ func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, caller po
 	}
 	sessions, err := h.app.authority.Records.OfUser(r.Context(), caller.User, t)
 	if err != nil {
-		h.logger.Error("listing sessions", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("listing sessions", caller.User, err)
 	}
 	for _, s := range sessions {
 		if !h.app.authority.Revocations.Revoked(s.ID) {
@@ -95,20 +92,16 @@ func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, caller po
 }
 
 func (h *Handler) deactivate(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "session", "csrf")
-	if err != nil {
-		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+".", caller.User)
-	}
-	if !h.checkPost(r, caller.User, form["csrf"]) {
-		return h.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Open the status page and try again.", caller.User)
+	form, err := h.postedForm(w, r, caller, "the status page", "session")
+	if form == nil {
+		return err
 	}
 	_, err = h.app.authority.End(r.Context(), caller.User, form["session"], session.Deactivated, caller.User, "deactivated by the user")
 	switch {
 	case errors.Is(err, session.ErrSessionNotFound):
 		return h.renderMessage(w, r, http.StatusNotFound, "No such session", "You have no session with that id.", caller.User)
 	case err != nil:
-		h.logger.Error("deactivating a session", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("deactivating a session", caller.User, err)
 	}
 	if token := sessionCookie(r); token != "" {
 		h.app.authority.Verifier.Forget(token)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
@@ -215,7 +216,7 @@ func (n NotifyConfig) validate() error {
 		}
 	case len(n.Email) > 0:
 		for _, addr := range n.Email {
-			if _, err := mail.ParseAddress(addr); err != nil || strings.ContainsAny(addr, "\r\n") {
+			if _, err := mail.ParseAddress(addr); err != nil || strings.ContainsFunc(addr, printable.IsControl) {
 				return fmt.Errorf("notify email %q is not an e-mail address", addr)
 			}
 		}
@@ -232,7 +233,7 @@ func (s *SMTPConfig) validate() error {
 	if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
 		return fmt.Errorf("smtp address %q: want host:port, e.g. smtp.example.com:587", s.Address)
 	}
-	if _, err := mail.ParseAddress(s.From); err != nil || strings.ContainsAny(s.From, "\r\n") {
+	if _, err := mail.ParseAddress(s.From); err != nil || strings.ContainsFunc(s.From, printable.IsControl) {
 		return fmt.Errorf("smtp from %q is not an e-mail address", s.From)
 	}
 	switch s.TLS {

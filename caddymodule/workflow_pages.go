@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
@@ -54,8 +53,7 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 		return h.renderMessage(w, r, http.StatusNotFound, "No such request", "You have no request with that id.", caller.User)
 	}
 	if err != nil {
-		h.logger.Error("reading a request", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("reading a request", caller.User, err)
 	}
 	// Cookies ignore ports: a pickup secret of a request made on another site of this
 	// host is left for that site.
@@ -99,7 +97,7 @@ func (h *Handler) showRequest(w http.ResponseWriter, r *http.Request, caller pol
 
 func scheduledPage(caller policy.Caller, req *workflow.Request, rec *session.Record, note string) requestPage {
 	return requestPage{User: caller.User, Request: req, Note: note, Waiting: true, Title: "Approved and scheduled",
-		Message: "Your request was approved. The session starts at " + rec.Start.UTC().Format("2006-01-02 15:04 UTC") +
+		Message: "Your request was approved. The session starts at " + words.Time(rec.Start) +
 			", and this browser holds it."}
 }
 
@@ -110,7 +108,7 @@ func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *workf
 	switch req.State {
 	case workflow.RequestPending:
 		page.Title, page.Waiting = "Waiting for approval", true
-		page.Message = "Your request waits for " + words.Plural(req.Needed-req.Approvals(), "more approval") + ". It expires at " + req.Deadline.UTC().Format("2006-01-02 15:04 UTC") + " unless decided."
+		page.Message = "Your request waits for " + words.Plural(req.Needed-req.Approvals(), "more approval") + ". It expires at " + words.Time(req.Deadline) + " unless decided."
 	case workflow.RequestDenied:
 		page.Title = "Request denied"
 		d, _ := req.Denial()
@@ -131,8 +129,7 @@ func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *workf
 		}
 		rec, err := h.app.authority.Records.Load(r.Context(), caller.User, req.SessionID)
 		if err != nil {
-			h.logger.Error("reading an approved request's session", zap.String("user", caller.User), zap.Error(err))
-			return page, nil, caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+			return page, nil, h.storeUnreachable("reading an approved request's session", caller.User, err)
 		}
 		switch {
 		case !rec.Active(now()) || h.app.authority.Revocations.Revoked(rec.ID):
@@ -142,7 +139,7 @@ func (h *Handler) requestState(r *http.Request, caller policy.Caller, req *workf
 		case !req.PickedUp.IsZero():
 			page.Title = "Approved"
 			page.Message = "Your request was approved, and its session was handed to the browser you made the request in, at " +
-				req.PickedUp.UTC().Format("2006-01-02 15:04 UTC") + ". Only that browser holds it."
+				words.Time(req.PickedUp) + ". Only that browser holds it."
 		default:
 			page.Title = "Approved"
 			page.Message = "Your request was approved. Its session goes only to the browser you made the request in: " +
@@ -172,8 +169,7 @@ func (h *Handler) showApprovals(w http.ResponseWriter, r *http.Request, caller p
 	}
 	pending, err := h.app.authority.Pending(r.Context(), caller, h.app.roleOf)
 	if err != nil {
-		h.logger.Error("listing requests", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("listing requests", caller.User, err)
 	}
 	return render(w, status, "approvals.html", approvalsPage{
 		User: caller.User, Requests: pending, Notice: notice, Error: errMsg,
@@ -224,8 +220,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		return h.showApprovals(w, r, caller, "", sentence(refused.Message), status)
 	}
 	if err != nil {
-		h.logger.Error("deciding a request", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("deciding a request", caller.User, err)
 	}
 	notice := "You denied " + req.User + "'s request for " + req.Role + "."
 	if approve {
@@ -247,12 +242,9 @@ func (h *Handler) roleOfRequest(r *http.Request, id string) *policy.Role {
 // withdraw answers POST /.jit/withdraw: the requester closes an open request (its
 // unpicked session, if approved, ends) and may ask again.
 func (h *Handler) withdraw(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "request", "csrf")
-	if err != nil {
-		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+".", caller.User)
-	}
-	if !h.checkPost(r, caller.User, form["csrf"]) {
-		return h.renderMessage(w, r, http.StatusForbidden, "Form expired", "This form has expired or did not come from this site. Open the request's page and try again.", caller.User)
+	form, err := h.postedForm(w, r, caller, "the request's page", "request")
+	if form == nil {
+		return err
 	}
 	req, err := h.app.authority.Withdraw(r.Context(), caller.User, form["request"], clientIP(r))
 	switch {
@@ -261,8 +253,7 @@ func (h *Handler) withdraw(w http.ResponseWriter, r *http.Request, caller policy
 	case errors.Is(err, workflow.ErrNotWithdrawable):
 		return h.showRequest(w, r, caller, req.ID, http.StatusConflict, "This request is no longer open, so there is nothing to withdraw.")
 	case err != nil:
-		h.logger.Error("withdrawing a request", zap.String("user", caller.User), zap.Error(err))
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+		return h.storeUnreachable("withdrawing a request", caller.User, err)
 	}
 	http.SetCookie(w, pickupCookieFor(r, req.ID, "", time.Time{}))
 	http.Redirect(w, r, activationURL(req.Role, safeReturn(req.Return)), http.StatusSeeOther)

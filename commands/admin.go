@@ -73,6 +73,21 @@ func openControl(fl caddycmd.Flags, stderr io.Writer) (jitControl, error) {
 	return adminControl{addr: addr}, nil
 }
 
+// withControl runs an operator command's work on the jit control the admin flags
+// pick (openControl) and closes it after. Every failure, reaching caddy-jit
+// included, exits as Caddy's own commands do when they cannot do their job.
+func withControl(fl caddycmd.Flags, stderr io.Writer, work func(jitControl) error) (int, error) {
+	ctl, err := openControl(fl, stderr)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer ctl.close()
+	if err := work(ctl); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return caddy.ExitCodeSuccess, nil
+}
+
 // adminControl acts through the admin API of a running Caddy.
 type adminControl struct {
 	addr string

@@ -3,6 +3,7 @@ package commands
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 	"github.com/caddy-jit/caddy-jit/session"
@@ -459,5 +463,39 @@ func TestSessionsWithConfigUsesItsAdminAPI(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(storage); len(entries) != 0 {
 		t.Errorf("the command touched the storage although the admin API is on: %v", entries)
+	}
+}
+
+func TestWithControlExitsAsCaddyDoesWhenTheWorkFails(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-Caddyfile")
+	for _, tt := range []struct {
+		name     string
+		flags    []string
+		work     error
+		wantRun  bool
+		wantCode int
+		wantErr  string
+	}{
+		{"the work is done", []string{"--address", "localhost:2999"}, nil, true, caddy.ExitCodeSuccess, ""},
+		{"the work fails", []string{"--address", "localhost:2999"}, errors.New("HTTP 503"), true, caddy.ExitCodeFailedStartup, "HTTP 503"},
+		{"caddy-jit cannot be reached", []string{"--config", missing}, nil, false, caddy.ExitCodeFailedStartup, "no-such-Caddyfile"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := rotateKeysCommand()
+			if err := cmd.ParseFlags(tt.flags); err != nil {
+				t.Fatal(err)
+			}
+			ran := false
+			code, err := withControl(caddycmd.Flags{FlagSet: cmd.Flags()}, io.Discard, func(ctl jitControl) error {
+				ran = ctl != nil
+				return tt.work
+			})
+			if ran != tt.wantRun || code != tt.wantCode {
+				t.Errorf("ran %v, exit %d; want ran %v, exit %d", ran, code, tt.wantRun, tt.wantCode)
+			}
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("error %v, want one saying %q", err, tt.wantErr)
+			}
+		})
 	}
 }

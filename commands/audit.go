@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -194,18 +193,13 @@ func savedChainHeads(cfg *caddy.Config, configFile string) ([]audit.ChainHead, s
 	return heads, caddymodule.StorageName(st), nil
 }
 
-func writeAuditJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// auditClock formats a time to the second, in UTC.
+// auditClock shows a time of the audit story to the second, and "-" where the
+// log did not say.
 func auditClock(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+	return words.TimeToSecond(t)
 }
 
 // cmdAuditVerify runs `caddy jit audit verify`.
@@ -235,7 +229,7 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return auditExitError, err
 	}
 	if fl.Bool("json") {
-		err = writeAuditJSON(stdout, res)
+		err = printJSON(stdout, res)
 	} else {
 		err = writeAuditVerification(stdout, res, storage, configFile)
 	}

@@ -38,7 +38,7 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return auditExitError, err
 	}
 	if fl.Bool("json") {
-		err = writeAuditJSON(stdout, story)
+		err = printJSON(stdout, story)
 	} else {
 		err = writeAuditStory(stdout, story)
 	}
@@ -182,7 +182,7 @@ func cmdReport(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return auditExitError, err
 	}
 	if fl.Bool("json") {
-		err = writeAuditJSON(stdout, rep)
+		err = printJSON(stdout, rep)
 	} else {
 		err = writeAuditReport(stdout, rep, fl.String("since"))
 	}

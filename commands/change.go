@@ -70,30 +70,27 @@ func cmdRevoke(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	if id == "" && user == "" {
 		return caddy.ExitCodeFailedStartup, errors.New("no session id or user: caddy jit revoke <id> | --user <user>")
 	}
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
-
-	var list adminapi.SessionList
-	if user != "" {
-		list, err = ctl.revokeUser(user, operatorLogin(), reason)
-		if err == nil && len(list.Sessions) == 0 {
-			err = fmt.Errorf("%s has no active session: nothing was revoked", strconv.Quote(user))
+	return withControl(fl, stderr, func(ctl jitControl) error {
+		var list adminapi.SessionList
+		var err error
+		if user != "" {
+			list, err = ctl.revokeUser(user, operatorLogin(), reason)
+			if err == nil && len(list.Sessions) == 0 {
+				err = fmt.Errorf("%s has no active session: nothing was revoked", strconv.Quote(user))
+			}
+		} else {
+			list, err = ctl.revokeSession(id, operatorLogin(), reason)
 		}
-	} else {
-		list, err = ctl.revokeSession(id, operatorLogin(), reason)
-	}
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	for _, s := range list.Sessions {
-		if err := writeRevoked(stdout, s); err != nil {
-			return caddy.ExitCodeFailedStartup, err
+		if err != nil {
+			return err
 		}
-	}
-	return caddy.ExitCodeSuccess, nil
+		for _, s := range list.Sessions {
+			if err := writeRevoked(stdout, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // writeRevoked says what became of one session.
@@ -144,18 +141,13 @@ func cmdUnlock(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	if user == "" {
 		return caddy.ExitCodeFailedStartup, errors.New("no user name: caddy jit unlock <user>")
 	}
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
-	if err := ctl.unlock(user, operatorLogin(), fl.String("reason")); err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	if _, err := fmt.Fprintf(stdout, "Unlocked %s: their next correct code is accepted.\n", printable.String(user)); err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return caddy.ExitCodeSuccess, nil
+	return withControl(fl, stderr, func(ctl jitControl) error {
+		if err := ctl.unlock(user, operatorLogin(), fl.String("reason")); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(stdout, "Unlocked %s: their next correct code is accepted.\n", printable.String(user))
+		return err
+	})
 }
 
 func rotateKeysCommand() *cobra.Command {
@@ -183,18 +175,13 @@ login.
 
 // cmdRotateKeys runs `caddy jit rotate-keys`.
 func cmdRotateKeys(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
-	rot, err := ctl.rotateKeys(operatorLogin())
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	if _, err := fmt.Fprintf(stdout, "New signing key: %s\nKeys in use, oldest first (the last one signs): %s\n",
-		printable.String(rot.KeyID), printable.String(strings.Join(rot.Keys, ", "))); err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return caddy.ExitCodeSuccess, nil
+	return withControl(fl, stderr, func(ctl jitControl) error {
+		rot, err := ctl.rotateKeys(operatorLogin())
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "New signing key: %s\nKeys in use, oldest first (the last one signs): %s\n",
+			printable.String(rot.KeyID), printable.String(strings.Join(rot.Keys, ", ")))
+		return err
+	})
 }

@@ -101,44 +101,35 @@ func cmdEnroll(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 	if fl.Bool("link") || fl.String("ttl") != "" || fl.String("site") != "" || fl.Bool("replace") {
 		return cmdEnrollLink(w, stderr, fl)
 	}
+	return withControl(fl, stderr, func(ctl jitControl) error {
+		enrollment, err := ctl.enroll(user, operatorLogin())
+		if err != nil {
+			return err
+		}
+		// The URI goes to w only, never into an error: errors are logged.
+		if pngFile != "" {
+			if _, err := fmt.Fprintf(w, "Enrolled %s. Their TOTP secret, for an authenticator app:\n\n%s\n\n",
+				enrollment.User, enrollment.OTPAuthURI); err != nil {
+				return err
+			}
+			if err := qrcode.WritePNG(pngFile, enrollment.OTPAuthURI); err != nil {
+				return fmt.Errorf("%s is enrolled, but the QR code could not be saved (enter the URI printed above by hand, or fix the path and enroll again): %v",
+					enrollment.User, err)
+			}
+			_, err := fmt.Fprintf(w, "QR code written to %s (mode 0600); delete it once it has been scanned.\n", pngFile)
+			return err
+		}
 
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
-	enrollment, err := ctl.enroll(user, operatorLogin())
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-
-	// The URI goes to w only, never into an error: errors are logged.
-	if pngFile != "" {
-		if _, err := fmt.Fprintf(w, "Enrolled %s. Their TOTP secret, for an authenticator app:\n\n%s\n\n",
+		if _, err := fmt.Fprintf(w, "Enrolled %s. Scan this QR code with an authenticator app, or enter the URI:\n\n%s\n\n",
 			enrollment.User, enrollment.OTPAuthURI); err != nil {
-			return caddy.ExitCodeFailedStartup, err
+			return err
 		}
-		if err := qrcode.WritePNG(pngFile, enrollment.OTPAuthURI); err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("%s is enrolled, but the QR code could not be saved (enter the URI printed above by hand, or fix the path and enroll again): %v",
-				enrollment.User, err)
+		if err := qrcode.WriteTerminal(w, enrollment.OTPAuthURI); err != nil {
+			return fmt.Errorf("%s is enrolled, but the QR code could not be drawn (enter the URI above by hand): %v", enrollment.User, err)
 		}
-		if _, err := fmt.Fprintf(w, "QR code written to %s (mode 0600); delete it once it has been scanned.\n", pngFile); err != nil {
-			return caddy.ExitCodeFailedStartup, err
-		}
-		return caddy.ExitCodeSuccess, nil
-	}
-
-	if _, err := fmt.Fprintf(w, "Enrolled %s. Scan this QR code with an authenticator app, or enter the URI:\n\n%s\n\n",
-		enrollment.User, enrollment.OTPAuthURI); err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	if err := qrcode.WriteTerminal(w, enrollment.OTPAuthURI); err != nil {
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("%s is enrolled, but the QR code could not be drawn (enter the URI above by hand): %v", enrollment.User, err)
-	}
-	if _, err := fmt.Fprintf(w, "\nThe URI and the QR code hold %s's secret; they are not shown again. If the code does not scan (light terminal background), use --png <file>.\n", enrollment.User); err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return caddy.ExitCodeSuccess, nil
+		_, err = fmt.Fprintf(w, "\nThe URI and the QR code hold %s's secret; they are not shown again. If the code does not scan (light terminal background), use --png <file>.\n", enrollment.User)
+		return err
+	})
 }
 
 // cmdEnrollLink runs `caddy jit enroll <user> --link [--ttl D] [--site ORIGIN]`.
@@ -166,34 +157,28 @@ func cmdEnrollLink(w, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
-	link, err := ctl.enrollLink(user, operatorLogin(), ttl, fl.Bool("replace"))
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	expires := link.Expires
-	if t, err := time.Parse(time.RFC3339, link.Expires); err == nil {
-		expires = words.Time(t)
-	}
-	// The link goes to w only, never into an error: errors are logged.
-	if site != "" {
-		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s%s\n\n"+
-			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
-			printable.String(link.User), expires, site, link.LinkPath, printable.String(link.User), printable.String(link.User), replaceNote(fl.Bool("replace")))
-	} else {
-		_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s\n\n"+
-			"Put the address of a site that caddy-jit protects in front of it (e.g. https://console.example.com%s), or give that address with --site.\n"+
-			"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
-			printable.String(link.User), expires, link.LinkPath, link.LinkPath, printable.String(link.User), printable.String(link.User), replaceNote(fl.Bool("replace")))
-	}
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return caddy.ExitCodeSuccess, nil
+	return withControl(fl, stderr, func(ctl jitControl) error {
+		link, err := ctl.enrollLink(user, operatorLogin(), ttl, fl.Bool("replace"))
+		if err != nil {
+			return err
+		}
+		expires := link.Expires
+		if t, err := time.Parse(time.RFC3339, link.Expires); err == nil {
+			expires = words.Time(t)
+		}
+		// The link goes to w only, never into an error: errors are logged.
+		if site != "" {
+			_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s%s\n\n"+
+				"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
+				printable.String(link.User), expires, site, link.LinkPath, printable.String(link.User), printable.String(link.User), replaceNote(fl.Bool("replace")))
+		} else {
+			_, err = fmt.Fprintf(w, "Enrollment link for %s, single use, valid until %s:\n\n%s\n\n"+
+				"Put the address of a site that caddy-jit protects in front of it (e.g. https://console.example.com%s), or give that address with --site.\n"+
+				"Send it to %s alone. They open it signed in as %s, scan the QR code and confirm with a code; their current authenticator, if any, keeps working until then.\n%s",
+				printable.String(link.User), expires, link.LinkPath, link.LinkPath, printable.String(link.User), printable.String(link.User), replaceNote(fl.Bool("replace")))
+		}
+		return err
+	})
 }
 
 // siteOrigin checks --site: an http or https origin, which the link's path follows.

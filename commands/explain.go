@@ -114,7 +114,7 @@ func cmdExplain(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	}
 	x := role.Explain(caller, at)
 	if fl.Bool("json") {
-		err = writeAuditJSON(stdout, x)
+		err = printJSON(stdout, x)
 	} else {
 		_, err = io.WriteString(stdout, strings.Join(explainLines(x, role, app.Groups, groups != nil), "\n")+"\n")
 	}
@@ -277,8 +277,8 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 	if a := x.Approval; a == nil {
 		add("approval: not needed")
 	} else {
-		add("approval: %d distinct %s of: %s; one denial ends the request; undecided, it expires after %s",
-			a.Count, explainPlural(a.Count, "approval", "approvals"), strings.Join(a.Approvers, ", "), policy.FormatDuration(time.Duration(a.Expires)))
+		add("approval: %s of: %s; one denial ends the request; undecided, it expires after %s",
+			words.Plural(a.Count, "distinct approval"), strings.Join(a.Approvers, ", "), policy.FormatDuration(time.Duration(a.Expires)))
 		if a.SelfApprover {
 			add("approval: %s is one of the approvers, but no one approves their own request: the approvals must come from others", user)
 		} else {
@@ -330,8 +330,8 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 		add("ticket: not asked for")
 	}
 	if x.MaxActive > 0 {
-		add("max_active: at most %d %s of the role at once; how many are active now is not known offline (caddy jit sessions --role %s)",
-			x.MaxActive, explainPlural(x.MaxActive, "session", "sessions"), x.Role)
+		add("max_active: at most %s of the role at once; how many are active now is not known offline (caddy jit sessions --role %s)",
+			words.Plural(x.MaxActive, "session"), x.Role)
 	} else {
 		add("max_active: no limit")
 	}
@@ -386,10 +386,3 @@ func explainOrUTC(loc *time.Location) *time.Location {
 }
 
 func explainDays(d time.Duration) int { return int(d / (24 * time.Hour)) }
-
-func explainPlural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"encoding/json"
 	"io"
 	"time"
 
@@ -86,6 +87,14 @@ func runWithStreams(f func(stdout, stderr io.Writer, fl caddycmd.Flags) (int, er
 			return f(cmd.OutOrStdout(), cmd.ErrOrStderr(), fl)
 		})(cmd, args)
 	}
+}
+
+// printJSON prints v as indented JSON, as explain and the audit commands do with
+// --json (sessions --json passes the admin API's own JSON through).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // now is the clock; tests replace it.

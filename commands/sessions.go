@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
@@ -54,32 +53,25 @@ and ticket given at activation. --user and --role narrow the list.
 
 // cmdSessions runs `caddy jit sessions`.
 func cmdSessions(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
-	ctl, err := openControl(fl, stderr)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	defer ctl.close()
 	filter := session.Filter{User: fl.String("user"), Role: fl.String("role")}
-	raw, err := ctl.sessions(filter)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	if fl.Bool("json") {
-		if !strings.HasSuffix(string(raw), "\n") {
-			raw = append(raw, '\n')
+	return withControl(fl, stderr, func(ctl jitControl) error {
+		raw, err := ctl.sessions(filter)
+		if err != nil {
+			return err
 		}
-		_, err = stdout.Write(raw)
-	} else {
+		if fl.Bool("json") {
+			if !strings.HasSuffix(string(raw), "\n") {
+				raw = append(raw, '\n')
+			}
+			_, err = stdout.Write(raw)
+			return err
+		}
 		var list adminapi.SessionList
 		if err := json.Unmarshal(raw, &list); err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("reading the session list: %v", err)
+			return fmt.Errorf("reading the session list: %v", err)
 		}
-		err = writeSessionTable(stdout, list, filter, now())
-	}
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return caddy.ExitCodeSuccess, nil
+		return writeSessionTable(stdout, list, filter, now())
+	})
 }
 
 // maxCellRunes keeps a justification from stretching the table past the terminal.

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/internal/words"
 )
 
 // The reasons of the workflow rules: approval, break-glass, time and count rules.
@@ -200,7 +202,7 @@ func (r *Role) CheckPlace(held []Span, start, end time.Time) Decision {
 		others = fmt.Sprintf("%d other sessions", count)
 	}
 	return deny(ReasonMaxActive, "from %s the role %s is held by %s (running or scheduled), its limit (max_active %d): ask for an end before then",
-		at.UTC().Format("2006-01-02 15:04 UTC"), r.Name, others, r.MaxActive)
+		words.Time(at), r.Name, others, r.MaxActive)
 }
 
 // ExtensionNeedsApproval reports whether extending a session of the role waits for
@@ -224,7 +226,7 @@ func (r *Role) Extension(start, expires, at time.Time, duration time.Duration) (
 	limit := start.Add(r.MaxTotal)
 	end := at.Add(duration)
 	if !end.After(expires) {
-		return time.Time{}, deny(ReasonDurationInvalid, "the session already runs until %s: ask for a longer duration", expires.UTC().Format("15:04 UTC"))
+		return time.Time{}, deny(ReasonDurationInvalid, "the session already runs until %s: ask for a longer duration", words.Clock(expires))
 	}
 	if end.After(limit) {
 		end = limit

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 	"github.com/caddy-jit/caddy-jit/state"
@@ -148,7 +149,7 @@ func (a *Workflow) checkCode(ctx context.Context, user, code string) (reason, me
 	case err == nil:
 		return "", "", time.Time{}, nil
 	case errors.As(err, &locked):
-		return "locked_out", "too many wrong codes: activation is locked until " + locked.Until.UTC().Format("15:04 UTC"), locked.Until, nil
+		return "locked_out", "too many wrong codes: activation is locked until " + words.Clock(locked.Until), locked.Until, nil
 	case errors.Is(err, stepup.ErrCodeInvalid):
 		return stepup.ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{}, nil
 	case errors.Is(err, stepup.ErrCodeReplayed):

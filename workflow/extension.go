@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -138,7 +139,7 @@ func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (
 		}
 		if open != nil {
 			return fail(ReasonExtensionOpen, "you already asked for more time on this session, until "+
-				open.NewEnd.UTC().Format("15:04 UTC")+": wait for the approvers' answer", time.Time{})
+				words.Clock(open.NewEnd)+": wait for the approvers' answer", time.Time{})
 		}
 	}
 	if reason, message, lockedUntil, err := a.checkCode(ctx, user, ext.Code); err != nil || reason != "" {

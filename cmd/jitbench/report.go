@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/internal/words"
 )
 
 // report is everything the Markdown output shows.
@@ -37,22 +39,15 @@ func newConnTable(conns int, rows []summary) connTable {
 	return connTable{Conns: conns, Rows: rows, Comparisons: compare(rows)}
 }
 
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return strconv.Itoa(n) + " " + one
-	}
-	return strconv.Itoa(n) + " " + many
-}
-
 // renderMarkdown renders r; it is a pure function of r.
 func renderMarkdown(r report) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
 	p("# caddy-jit gate overhead (jitbench)\n\n")
-	p("Command: `%s` in `%s`, started %s.\n\n", r.Command, r.WorkDir, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
+	p("Command: `%s` in `%s`, started %s.\n\n", r.Command, r.WorkDir, words.TimeToSecond(r.Started))
 	p("| | |\n|---|---|\n")
-	p("| machine | %s, %s, %s |\n", plural(r.Machine.CPUs, "CPU", "CPUs"), r.Machine.OSArch, r.Machine.CPUModel)
+	p("| machine | %s, %s, %s |\n", words.Plural(r.Machine.CPUs, "CPU"), r.Machine.OSArch, r.Machine.CPUModel)
 	p("| Go | jitbench %s; caddy %s |\n", r.Machine.Go, r.Caddy)
 	p("| load average | before: %s; after: %s |\n", r.LoadBefore, r.LoadAfter)
 	keys := make([]string, len(r.Configs))
@@ -60,7 +55,7 @@ func renderMarkdown(r report) string {
 		keys[i] = c.Key
 	}
 	p("| runs | per connection count, %s of: %s warm-up (discarded) + %s measured, configs alternating run by run (%s, %s, …) |\n\n",
-		plural(r.Rounds, "round", "rounds"), r.Warmup, r.Duration, strings.Join(keys, ", "), strings.Join(keys, ", "))
+		words.Plural(r.Rounds, "round"), r.Warmup, r.Duration, strings.Join(keys, ", "), strings.Join(keys, ", "))
 
 	p("Each config is its own Caddy process of the same binary (own ports, own storage), over the same upstream:\n\n")
 	for _, c := range r.Configs {
@@ -70,7 +65,7 @@ func renderMarkdown(r report) string {
 
 	invalid := false
 	for _, t := range r.Tables {
-		p("## %s\n\n", plural(t.Conns, "connection", "connections"))
+		p("## %s\n\n", words.Plural(t.Conns, "connection"))
 		p("| config | requests/s (mean) | min–max over rounds | p50 | p99 | requests | errors |\n")
 		p("|---|---:|---:|---:|---:|---:|---:|\n")
 		var details []string

@@ -42,3 +42,26 @@ func TestTime(t *testing.T) {
 		}
 	}
 }
+
+func TestTimeToSecondAndClock(t *testing.T) {
+	paris := time.FixedZone("CET", 3600)
+	for _, tt := range []struct {
+		name       string
+		at         time.Time
+		wantSecond string
+		wantClock  string
+	}{
+		{"UTC, nanoseconds dropped", time.Date(2026, 3, 1, 9, 0, 5, 999_999_999, time.UTC), "2026-03-01 09:00:05 UTC", "09:00 UTC"},
+		{"another zone, across midnight", time.Date(2026, 3, 1, 0, 30, 7, 0, paris), "2026-02-28 23:30:07 UTC", "23:30 UTC"},
+		{"zero time", time.Time{}, "0001-01-01 00:00:00 UTC", "00:00 UTC"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := TimeToSecond(tt.at); got != tt.wantSecond {
+				t.Errorf("TimeToSecond(%v) = %q, want %q", tt.at, got, tt.wantSecond)
+			}
+			if got := Clock(tt.at); got != tt.wantClock {
+				t.Errorf("Clock(%v) = %q, want %q", tt.at, got, tt.wantClock)
+			}
+		})
+	}
+}

@@ -1,0 +1,63 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"maps"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// How the handler answers what it will not or cannot serve: in JSON to an API
+// client, with a page to a browser. The admin API answers its errors through
+// caddy.APIError (admin.go), which Caddy writes as JSON itself.
+
+// wantsJSON reports whether the client asked for JSON and not for a page.
+func wantsJSON(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
+}
+
+// writeJSON answers with v as JSON, never cached or sniffed as something else.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// gateRefusal is how the gate turns a request away: a stable code for programs, a
+// title for the page and a sentence for people, and any further fields for the
+// JSON answer.
+type gateRefusal struct {
+	status      int
+	code, title string
+	message     string
+	user        string
+	jsonFields  map[string]any
+}
+
+// turnAway answers a request the gate turns away in the form the client asked
+// for: to an API client {"error": code, "message": message} and the further
+// fields, to a browser a page with the title and the message.
+func (h *Handler) turnAway(w http.ResponseWriter, r *http.Request, g gateRefusal) error {
+	if wantsJSON(r) {
+		body := map[string]any{"error": g.code, "message": g.message}
+		maps.Copy(body, g.jsonFields)
+		return writeJSON(w, g.status, body)
+	}
+	return h.renderMessage(w, r, g.status, g.title, g.message, g.user)
+}
+
+// storeUnreachable logs why a page could not be served (doing what, for whom) and
+// answers 503 without the details, which stay in the log.
+func (h *Handler) storeUnreachable(doing, user string, err error) error {
+	h.logger.Error(doing, zap.String("user", user), zap.Error(err))
+	return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+}
