@@ -197,7 +197,7 @@ func TestBodyWriterSurvivesReloadAndDrainsOnStop(t *testing.T) {
 		return v.(*sharedState)
 	}
 	old := load()
-	claims := &session.Claims{SessionID: "AAAAAAAAAAAAAAAAAAAAAA", Subject: "alice", Role: "admin"}
+	claims := &session.Claims{Grant: session.Grant{SessionID: "AAAAAAAAAAAAAAAAAAAAAA", Subject: "alice", Role: "admin"}}
 	var keys []string
 	put := func(w *session.BodyWriter) {
 		k, queued := w.Put(claims, []byte("body"))

@@ -21,19 +21,6 @@ const (
 	assertionCacheSize = 10000
 )
 
-// AssertionClaims are the contents of an assertion.
-type AssertionClaims struct {
-	Issuer     string `json:"iss"`
-	Subject    string `json:"sub"`
-	Audience   string `json:"aud"`
-	Role       string `json:"role"`
-	SessionID  string `json:"sid"`
-	IssuedAt   int64  `json:"iat"`
-	NotBefore  int64  `json:"nbf"`
-	Expiry     int64  `json:"exp"`
-	BreakGlass bool   `json:"bg,omitempty"`
-}
-
 type assertionKey struct{ sessionID, audience, kid string }
 
 type signedAssertion struct {
@@ -64,7 +51,7 @@ func (a *Assertions) For(c *Claims, issuer, audience string, now time.Time) (str
 	if got, ok := a.cache.Get(key); ok && (got.expiry-unix > int64(AssertionLifetime/time.Second)/2 || got.expiry == c.Expiry) && unix < got.expiry {
 		return got.token, nil
 	}
-	claims := AssertionClaims{
+	claims := Grant{
 		Issuer: issuer, Subject: c.Subject, Audience: audience, Role: c.Role, SessionID: c.SessionID,
 		IssuedAt: unix, NotBefore: unix, Expiry: min(unix+int64(AssertionLifetime/time.Second), c.Expiry),
 		BreakGlass: c.BreakGlass,

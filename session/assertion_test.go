@@ -31,11 +31,11 @@ func TestAssertionsAreSignedCachedAndRenewed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the assertion does not verify with the published key: %v", err)
 	}
-	var got AssertionClaims
+	var got Grant
 	if err := json.Unmarshal(payload, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := AssertionClaims{Issuer: "caddy-jit test", Subject: c.Subject, Audience: upstream, Role: c.Role, SessionID: c.SessionID,
+	want := Grant{Issuer: "caddy-jit test", Subject: c.Subject, Audience: upstream, Role: c.Role, SessionID: c.SessionID,
 		IssuedAt: vnow.Unix(), NotBefore: vnow.Unix(), Expiry: vnow.Unix() + int64(AssertionLifetime/time.Second)}
 	if got != want {
 		t.Errorf("claims %+v, want %+v", got, want)

@@ -12,11 +12,7 @@ import (
 func BenchmarkVerify(b *testing.B) {
 	k := fuzzKeyring(b)
 	want := fuzzWant()
-	token, err := k.Sign(Claims{
-		Issuer: "caddy-jit", Subject: "alice", Audience: want.Audience, Role: "admin",
-		SessionID: "AAAAAAAAAAAAAAAAAAAAAA", IssuedAt: fuzzNow.Unix(), NotBefore: fuzzNow.Unix(),
-		Expiry: fuzzNow.Unix() + 3600, Methods: []string{"otp"},
-	})
+	token, err := k.Sign(Claims{Grant: Grant{Issuer: "caddy-jit", Subject: "alice", Audience: want.Audience, Role: "admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA", IssuedAt: fuzzNow.Unix(), NotBefore: fuzzNow.Unix(), Expiry: fuzzNow.Unix() + 3600}, Methods: []string{"otp"}})
 	if err != nil {
 		b.Fatal(err)
 	}

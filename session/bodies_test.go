@@ -59,7 +59,7 @@ func (l *dropLog) snapshot() (map[string]int, []BodyDrop) {
 	return counted, append([]BodyDrop(nil), l.reports...)
 }
 
-var bodyClaims = &Claims{SessionID: "AAAAAAAAAAAAAAAAAAAAAA", Subject: "alice", Role: "admin"}
+var bodyClaims = &Claims{Grant: Grant{SessionID: "AAAAAAAAAAAAAAAAAAAAAA", Subject: "alice", Role: "admin"}}
 
 func TestBodyWriterPutDoesNotWaitForStorage(t *testing.T) {
 	st := newBlockingStorage(t)

@@ -42,11 +42,7 @@ func fuzzWant() Want {
 // exactly the claims it returns.
 func FuzzVerify(f *testing.F) {
 	k := fuzzKeyring(f)
-	valid, err := k.Sign(Claims{
-		Issuer: "caddy-jit", Subject: "alice", Audience: "https://console.example", Role: "admin",
-		SessionID: "AAAAAAAAAAAAAAAAAAAAAA", IssuedAt: fuzzNow.Unix() - 10, NotBefore: fuzzNow.Unix() - 10,
-		Expiry: fuzzNow.Unix() + 3600, Methods: []string{"otp"},
-	})
+	valid, err := k.Sign(Claims{Grant: Grant{Issuer: "caddy-jit", Subject: "alice", Audience: "https://console.example", Role: "admin", SessionID: "AAAAAAAAAAAAAAAAAAAAAA", IssuedAt: fuzzNow.Unix() - 10, NotBefore: fuzzNow.Unix() - 10, Expiry: fuzzNow.Unix() + 3600}, Methods: []string{"otp"}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -67,8 +67,7 @@ func TestRevokeByIDWithoutARecord(t *testing.T) {
 	ctx := context.Background()
 	now := f.clock.Now()
 	// A token whose session has no record, as one made with a stolen key has.
-	token, err := f.a.Keyring.Sign(Claims{Issuer: "x", Subject: "alice", Audience: audience, Role: "console-admin", SessionID: testSID,
-		IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(30 * time.Minute).Unix(), Methods: []string{"otp"}})
+	token, err := f.a.Keyring.Sign(Claims{Grant: Grant{Issuer: "x", Subject: "alice", Audience: audience, Role: "console-admin", SessionID: testSID, IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(30 * time.Minute).Unix()}, Methods: []string{"otp"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,8 +92,7 @@ func BenchmarkScale(b *testing.B) {
 			}
 			want := Want{Subject: "alice", Audience: "https://console.example", Roles: []string{"admin"}}
 			for i := range n {
-				token, err := k.Sign(Claims{Issuer: "caddy-jit", Subject: "alice", Audience: want.Audience, Role: "admin",
-					SessionID: fmt.Sprintf("s%021d", i), IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(time.Hour).Unix(), Methods: []string{"otp"}})
+				token, err := k.Sign(Claims{Grant: Grant{Issuer: "caddy-jit", Subject: "alice", Audience: want.Audience, Role: "admin", SessionID: fmt.Sprintf("s%021d", i), IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(time.Hour).Unix()}, Methods: []string{"otp"}})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -296,16 +296,18 @@ func NewRecord(s Spec) *Record {
 // or one that an approval started while its user waited.
 func (a *Sessions) SignRecord(rec *Record, now time.Time) (string, error) {
 	return a.Keyring.Sign(Claims{
-		Issuer:     a.Issuer,
-		Subject:    rec.User,
-		Audience:   rec.Audience,
-		Role:       rec.Role,
-		SessionID:  rec.ID,
-		IssuedAt:   now.Unix(),
-		NotBefore:  rec.Start.Unix(),
-		Expiry:     rec.Expires.Unix(),
-		Methods:    rec.Methods,
-		BreakGlass: rec.BreakGlass,
+		Grant: Grant{
+			Issuer:     a.Issuer,
+			Subject:    rec.User,
+			Audience:   rec.Audience,
+			Role:       rec.Role,
+			SessionID:  rec.ID,
+			IssuedAt:   now.Unix(),
+			NotBefore:  rec.Start.Unix(),
+			Expiry:     rec.Expires.Unix(),
+			BreakGlass: rec.BreakGlass,
+		},
+		Methods: rec.Methods,
 	})
 }
 

@@ -14,7 +14,7 @@ func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
 	l := NewLive()
 	var cancelled []string
 	register := func(sid string, exp int64, name string) func() {
-		c := &Claims{SessionID: sid, Expiry: exp}
+		c := &Claims{Grant: Grant{SessionID: sid, Expiry: exp}}
 		ctx, cancel := context.WithCancel(context.Background())
 		l.Register(c, ctx, func() { cancel(); cancelled = append(cancelled, name) })
 		return func() { l.Done(c, ctx) }
@@ -46,7 +46,7 @@ func TestLiveSweepCancelsExpiredSessions(t *testing.T) {
 		exp int64
 	}{{"old", 100}, {"new", 200}} {
 		ctx, cancel := context.WithCancel(context.Background())
-		l.Register(&Claims{SessionID: s.sid, Expiry: s.exp}, ctx, func() { cancel(); cancelled = append(cancelled, s.sid) })
+		l.Register(&Claims{Grant: Grant{SessionID: s.sid, Expiry: s.exp}}, ctx, func() { cancel(); cancelled = append(cancelled, s.sid) })
 	}
 	l.Sweep(time.Unix(99, 0))
 	if len(cancelled) != 0 {
@@ -67,7 +67,7 @@ func TestRevocationSyncEndsLiveRequestsOnAnotherInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancelled := false
-	other.Live.Register(&Claims{SessionID: rec.ID, Expiry: rec.Expires.Unix()}, ctx, func() { cancelled = true })
+	other.Live.Register(&Claims{Grant: Grant{SessionID: rec.ID, Expiry: rec.Expires.Unix()}}, ctx, func() { cancelled = true })
 
 	if _, err := f.a.EndByID(ctx, rec.ID, "ops", "incident over"); err != nil {
 		t.Fatal(err)
@@ -253,7 +253,7 @@ func TestLiveEndAllCancelsEverything(t *testing.T) {
 	n := 0
 	for _, sid := range []string{"a", "b", "b"} {
 		ctx, cancel := context.WithCancel(context.Background())
-		l.Register(&Claims{SessionID: sid, Expiry: 1 << 40}, ctx, func() { cancel(); n++ })
+		l.Register(&Claims{Grant: Grant{SessionID: sid, Expiry: 1 << 40}}, ctx, func() { cancel(); n++ })
 	}
 	l.EndAll()
 	if n != 3 || l.Len() != 0 {

@@ -17,19 +17,26 @@ const TokenType = "jit-session+jwt"
 // larger is refused before it is decoded.
 const MaxTokenSize = 2048
 
-// Claims are the contents of a session token.
-type Claims struct {
-	Issuer    string   `json:"iss"`
-	Subject   string   `json:"sub"`
-	Audience  string   `json:"aud"`
-	Role      string   `json:"role"`
-	SessionID string   `json:"sid"`
-	IssuedAt  int64    `json:"iat"`
-	NotBefore int64    `json:"nbf"`
-	Expiry    int64    `json:"exp"`
-	Methods   []string `json:"amr"`
+// Grant is what a session token and an upstream's assertion both say: who holds which
+// role, in which session, for whom, issued by whom, and when it is valid.
+type Grant struct {
+	Issuer    string `json:"iss"`
+	Subject   string `json:"sub"`
+	Audience  string `json:"aud"`
+	Role      string `json:"role"`
+	SessionID string `json:"sid"`
+	IssuedAt  int64  `json:"iat"`
+	NotBefore int64  `json:"nbf"`
+	Expiry    int64  `json:"exp"`
 	// BreakGlass marks an emergency session, so that every access event says so.
 	BreakGlass bool `json:"bg,omitempty"`
+}
+
+// Claims are the contents of a session token: the grant, and how its holder proved
+// who they are (amr).
+type Claims struct {
+	Grant
+	Methods []string `json:"amr"`
 
 	// placeholders is Placeholders bound to these claims, made once when they are
 	// cached, so that a request under them binds nothing.

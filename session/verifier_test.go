@@ -28,17 +28,7 @@ const (
 var vnow = epoch.Add(time.Hour)
 
 func validClaims(now time.Time) Claims {
-	return Claims{
-		Issuer:    "caddy-jit test",
-		Subject:   "alice",
-		Audience:  audience,
-		Role:      "console-admin",
-		SessionID: testSID,
-		IssuedAt:  now.Unix() - 60,
-		NotBefore: now.Unix() - 60,
-		Expiry:    now.Unix() + 900,
-		Methods:   []string{"otp"},
-	}
+	return Claims{Grant: Grant{Issuer: "caddy-jit test", Subject: "alice", Audience: audience, Role: "console-admin", SessionID: testSID, IssuedAt: now.Unix() - 60, NotBefore: now.Unix() - 60, Expiry: now.Unix() + 900}, Methods: []string{"otp"}}
 }
 
 // testRules are the roles as configured for the verifier tests.
@@ -667,7 +657,7 @@ func TestWithinLifetime(t *testing.T) {
 		{"negative nbf cannot overflow the subtraction", 0, -1 << 62, 1 << 62, false},
 		{"exp before nbf", 1000, 2000, 1500, true},
 	} {
-		c := &Claims{IssuedAt: tt.iat, NotBefore: tt.nbf, Expiry: tt.exp}
+		c := &Claims{Grant: Grant{IssuedAt: tt.iat, NotBefore: tt.nbf, Expiry: tt.exp}}
 		if got := withinLifetime(c, role); got != tt.want {
 			t.Errorf("%s: withinLifetime = %v, want %v", tt.name, got, tt.want)
 		}
