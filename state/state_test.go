@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/certmagic"
@@ -97,5 +98,50 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 	}
 	if _, err := Load[struct{ N int }](ctx, st, Prefix+"bad.json", errGone); err == nil || errors.Is(err, errGone) {
 		t.Fatalf("a corrupt record: %v; want a decoding error, not the missing one", err)
+	}
+}
+
+// TestRevisitDecidesOnTheFreshCopy: a record that changed between the listing and the
+// lock is settled as it is now, and only records the first look selects are locked.
+func TestRevisitDecidesOnTheFreshCopy(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	type rec struct{ Old bool }
+	for key, v := range map[string]rec{"a": {Old: true}, "b": {Old: false}, "c": {Old: true}} {
+		if err := StoreJSON(ctx, st, Prefix+"r/"+key+".json", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var locked, settled []string
+	err := Revisit(ctx, st, Prefix+"r/", "test records",
+		func(key string, v *rec) bool { return v.Old },
+		func(key string, v *rec) string {
+			locked = append(locked, key)
+			if strings.HasSuffix(key, "/c.json") {
+				// Another instance renews c after the first look.
+				if err := StoreJSON(ctx, st, key, rec{Old: false}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return Prefix + "test-lock"
+		},
+		func(key string, fresh *rec) error {
+			if fresh.Old {
+				settled = append(settled, key)
+				return st.Delete(ctx, key)
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{Prefix + "r/a.json", Prefix + "r/c.json"}; !slices.Equal(locked, want) {
+		t.Errorf("locked for %q, want %q (only what the first look selects)", locked, want)
+	}
+	if want := []string{Prefix + "r/a.json"}; !slices.Equal(settled, want) {
+		t.Errorf("settled %q, want %q: c changed before the lock and must be judged as it is now", settled, want)
+	}
+	if !st.Exists(ctx, Prefix+"r/c.json") || st.Exists(ctx, Prefix+"r/a.json") {
+		t.Error("a must be gone and c kept")
 	}
 }
