@@ -15,7 +15,7 @@ import (
 
 func TestEnd(t *testing.T) {
 	ctx := context.Background()
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	token, rec := f.activate(t, f.activation(t))
 	want := Want{Subject: "alice", Audience: audience, Roles: []string{"console-admin"}}
 	// Cached before the end.
@@ -118,7 +118,7 @@ func TestEnd(t *testing.T) {
 
 func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
 	ctx := context.Background()
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	_, rec := f.activate(t, f.activation(t))
 	f.clock.Set(rec.Expires)
 	got, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "late")

@@ -95,7 +95,7 @@ type sessionsFixture struct {
 	role  *policy.Role
 }
 
-func newAuthorityFixture(t *testing.T) *sessionsFixture {
+func newSessionsFixture(t *testing.T) *sessionsFixture {
 	t.Helper()
 	f := &sessionsFixture{st: newStorage(t), clock: newFakeClock(epoch.Add(10 * time.Second))}
 	core, logs := observer.New(zap.InfoLevel)

@@ -145,7 +145,7 @@ func TestOfUserListsActiveSessionsSoonestFirst(t *testing.T) {
 // revocations after it in the listing unloaded, and the status page's OfUser fails.
 func TestStorageListingsSkipFilesBeingWritten(t *testing.T) {
 	ctx := context.Background()
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	_, rec := f.activate(t, f.activation(t))
 	if _, err := f.a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
 		t.Fatal(err)

@@ -63,7 +63,7 @@ func TestUnrecordedRevocationKeep(t *testing.T) {
 // same: refused at once here (cached or not), stored for the other instances and for
 // restarts, kept for keep, and audited.
 func TestRevokeByIDWithoutARecord(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	now := f.clock.Now()
 	// A token whose session has no record, as one made with a stolen key has.
@@ -119,7 +119,7 @@ func TestRevokeByIDWithoutARecord(t *testing.T) {
 }
 
 func TestRevokeByIDRefusesBadInput(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	for _, tt := range []struct {
 		name string
@@ -145,7 +145,7 @@ func TestRevokeByIDRefusesBadInput(t *testing.T) {
 // TestRevokeByIDOfARecordedSession: an id with a record is ended as EndByID ends it,
 // with the record's own expiry.
 func TestRevokeByIDOfARecordedSession(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	_, rec := f.activate(t, f.activation(t))
 	got, err := f.a.RevokeByID(context.Background(), rec.ID, "ops", "done", time.Hour)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestRevokeByIDOfARecordedSession(t *testing.T) {
 }
 
 func TestRevokeByIDDuringAnOutageRefusesLocally(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	f.a.Records.storage = brokenStorage(t)
 	_, err := f.a.RevokeByID(context.Background(), testSID, "ops", "", time.Hour)
 	if !errors.Is(err, ErrRevokedLocallyOnly) {

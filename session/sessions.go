@@ -31,7 +31,7 @@ type State struct {
 	Live        *Live
 	// Assertions signs the X-Jit-Assertion headers for upstreams.
 	Assertions *Assertions
-	// Chain links this instance's audit events; nil gives each Authority a chain of
+	// Chain links this instance's audit events; nil gives each audit writer a chain of
 	// its own that is not kept in storage.
 	Chain *audit.Chain
 	// lastSync is when revocations were last read from storage (Unix nanoseconds).

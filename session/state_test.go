@@ -59,7 +59,7 @@ func TestLiveSweepCancelsExpiredSessions(t *testing.T) {
 }
 
 func TestRevocationSyncEndsLiveRequestsOnAnotherInstance(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	_, rec := f.activate(t, f.activation(t))
 	other, err := LoadState(ctx, f.st, 0, f.clock.Now)
@@ -84,7 +84,7 @@ func TestRevocationSyncEndsLiveRequestsOnAnotherInstance(t *testing.T) {
 }
 
 func TestEndByIDAndEndUserAreAuditedAsRevoked(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	_, first := f.activate(t, f.activation(t))
 	f.clock.Add(30 * time.Second)
@@ -113,7 +113,7 @@ func TestEndByIDAndEndUserAreAuditedAsRevoked(t *testing.T) {
 }
 
 func TestRecordsActiveFiltersByUserAndRole(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	_, rec := f.activate(t, f.activation(t))
 	tests := []struct {
@@ -140,7 +140,7 @@ func TestRecordsActiveFiltersByUserAndRole(t *testing.T) {
 }
 
 func TestPruneRemovesOnlyLongEndedSessions(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	_, rec := f.activate(t, f.activation(t))
 	keep := 24 * time.Hour
@@ -165,7 +165,7 @@ func TestPruneRemovesOnlyLongEndedSessions(t *testing.T) {
 }
 
 func TestRotationKeepsOldTokensAndReachesOtherInstances(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	oldToken, rec := f.activate(t, f.activation(t))
 	other, err := LoadState(ctx, f.st, 0, f.clock.Now)
@@ -208,7 +208,7 @@ func TestRotationKeepsOldTokensAndReachesOtherInstances(t *testing.T) {
 }
 
 func TestLastSyncAdvancesOnlyOnSuccess(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	first := f.a.LastSync()
 	f.clock.Add(time.Minute)
@@ -232,7 +232,7 @@ func TestLastSyncAdvancesOnlyOnSuccess(t *testing.T) {
 }
 
 func TestScheduledRotationRotatesOnceWhenDue(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	other := newTestSessions(t, f.st, f.log, f.clock.Now)
 	if id, err := f.a.RotateKeysIfOlder(ctx, "key_rotation", time.Hour); err != nil || id != "" {
@@ -262,7 +262,7 @@ func TestLiveEndAllCancelsEverything(t *testing.T) {
 }
 
 func TestRevokeByIDDuringAnOutageStillRefusesLocally(t *testing.T) {
-	f := newAuthorityFixture(t)
+	f := newSessionsFixture(t)
 	ctx := context.Background()
 	token, rec := f.activate(t, f.activation(t))
 	want := Want{Subject: rec.User, Audience: rec.Audience, Roles: []string{rec.Role}}
