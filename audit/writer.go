@@ -51,6 +51,16 @@ const (
 	// EventRequestWithdrawn: the requester withdrew a request before its session
 	// reached a browser.
 	EventRequestWithdrawn = "request_withdrawn"
+
+	// Passkeys (WebAuthn): a credential registered, removed or used for a step-up, a
+	// ceremony refused (with a reason), and an assertion whose signature counter did
+	// not move forward, the sign of a cloned authenticator. They name a credential by
+	// its id only.
+	EventPasskeyRegistered       = "passkey_registered"
+	EventPasskeyRemoved          = "passkey_removed"
+	EventPasskeyVerified         = "passkey_verified"
+	EventPasskeyFailed           = "passkey_failed"
+	EventPasskeyCounterRegressed = "passkey_counter_regressed"
 )
 
 // Writer writes audit events: one JSON object per line through zap, every

@@ -310,9 +310,13 @@ const (
 )
 
 // Prune deletes what the step-up no longer needs: the pending secrets of links that
-// expired unused, and lockouts that are over. The caller holds the prune lock.
+// expired unused, passkey ceremonies that expired unfinished, and lockouts that are
+// over. The caller holds the prune lock.
 func (a *Authenticator) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
 	if err := pruneEnrollLinks(ctx, a.storage, now, keep); err != nil {
+		return err
+	}
+	if err := pruneCeremonies(ctx, a.storage, now); err != nil {
 		return err
 	}
 	return pruneLockouts(ctx, a.storage, now, keep)

@@ -1,0 +1,152 @@
+package stepup
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/webauthn"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
+	"github.com/caddy-jit/caddy-jit/state"
+)
+
+// The kinds of ceremony, as the ceremony field of passkey_failed events names them.
+const (
+	CeremonyRegistration = "registration"
+	CeremonyLogin        = "login"
+)
+
+// passkeyCeremony is a begun ceremony as stored, under its id. The session holds the
+// challenge, which is never logged.
+type passkeyCeremony struct {
+	User    string               `json:"user"`
+	Kind    string               `json:"kind"`
+	Origin  string               `json:"origin"`
+	RPID    string               `json:"rp_id"`
+	Expires time.Time            `json:"expires"`
+	Session webauthn.SessionData `json:"session"`
+}
+
+func ceremonyKey(id string) string { return passkeyCeremonyFolder + id + ".json" }
+
+// saveCeremony stores a begun ceremony under a new id and returns the browser's options.
+func (p *Passkeys) saveCeremony(ctx context.Context, user, kind string, site Site, now time.Time, options any, session *webauthn.SessionData) ([]byte, string, error) {
+	raw, err := json.Marshal(options)
+	if err != nil {
+		return nil, "", fmt.Errorf("encoding the passkey options: %w", err)
+	}
+	id := newCeremonyID()
+	c := passkeyCeremony{User: user, Kind: kind, Origin: site.Origin, RPID: site.RPID, Expires: now.Add(passkeyCeremonyTTL).UTC(), Session: *session}
+	if err := state.StoreJSON(ctx, p.a.storage, ceremonyKey(id), c); err != nil {
+		return nil, "", err
+	}
+	return raw, id, nil
+}
+
+// takeCeremony reads the user's ceremony of kind and spends it: whatever happens next,
+// its challenge is never accepted again. Another user's ceremony, or one of another
+// kind, is unknown to this user and stays as it is.
+func (p *Passkeys) takeCeremony(ctx context.Context, user, kind, id string, site Site, now time.Time) (passkeyCeremony, error) {
+	var c passkeyCeremony
+	if !random.IsToken(id, passkeyCeremonyIDBytes) {
+		return c, refuse(ErrPasskeyCeremonyUnknown, "the ceremony id is not of the right shape")
+	}
+	found, err := state.LoadJSON(ctx, p.a.storage, ceremonyKey(id), &c)
+	if err != nil {
+		return c, err
+	}
+	if !found || c.User != user || c.Kind != kind {
+		return c, refuse(ErrPasskeyCeremonyUnknown, "no such "+kind+" ceremony of the user; it may have been finished already")
+	}
+	if err := state.DeleteGone(ctx, p.a.storage, ceremonyKey(id)); err != nil {
+		return c, fmt.Errorf("spending the passkey ceremony: %w", err)
+	}
+	switch {
+	case now.After(c.Expires):
+		return c, refuse(ErrPasskeyChallengeExpired, "the ceremony expired at "+c.Expires.Format(time.RFC3339))
+	case site.Origin != c.Origin:
+		return c, refuse(ErrPasskeyWrongOrigin, "the ceremony began at another origin")
+	case site.RPID != c.RPID:
+		return c, refuse(ErrPasskeyWrongRPID, "the ceremony began for another RP ID")
+	}
+	return c, nil
+}
+
+// checkResponse gives the refusals that the library reports only as text their
+// stable reasons: the ceremony type, the challenge, the origin and RP ID the browser and
+// the authenticator vouch for, and user verification. The library checks them again,
+// with the signature.
+func checkResponse(cd protocol.CollectedClientData, want protocol.CeremonyType, c passkeyCeremony, rpIDHash []byte, flags protocol.AuthenticatorFlags) error {
+	wantRP := sha256.Sum256([]byte(c.RPID))
+	switch {
+	case cd.Type != want:
+		return refuse(ErrPasskeyInvalid, fmt.Sprintf("the client data is of type %q, not %q", cd.Type, want))
+	case subtle.ConstantTimeCompare([]byte(cd.Challenge), []byte(c.Session.Challenge)) != 1:
+		return refuse(ErrPasskeyChallengeMismatch, "the response signs another challenge")
+	case cd.Origin != c.Origin:
+		return refuse(ErrPasskeyWrongOrigin, fmt.Sprintf("the browser made the response at %q", cd.Origin))
+	case !bytes.Equal(rpIDHash, wantRP[:]):
+		return refuse(ErrPasskeyWrongRPID, "the authenticator's RP ID hash is not that of "+c.RPID)
+	case !flags.UserVerified():
+		return refuse(ErrPasskeyUserNotVerified, "the authenticator did not verify the user (PIN or biometric)")
+	}
+	return nil
+}
+
+// auditedID is the credential id a response names, for audit events: empty when it is
+// longer than WebAuthn allows (1023 bytes), so a forged response cannot flood the log.
+func auditedID(raw []byte) string {
+	if len(raw) > 1023 {
+		return ""
+	}
+	return credentialID(raw)
+}
+
+// libDetail is what the library says about a refusal, without its debug information,
+// which holds the challenges.
+func libDetail(err error) string {
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		return err.Error()
+	}
+	if pe.Err != nil {
+		return pe.Details + ": " + pe.Err.Error()
+	}
+	return pe.Details
+}
+
+// refused audits a refused ceremony: a *PasskeyError or a lockout, which may have
+// begun with this very failure. Other errors (storage, the caller's site) are not
+// refusals of the user.
+func (p *Passkeys) refused(user, kind, credID string, err error) {
+	var (
+		refusal *PasskeyError
+		locked  *LockedOutError
+		reason  string
+	)
+	switch {
+	case errors.As(err, &locked):
+		reason = locked.Error()
+	case errors.As(err, &refusal):
+		reason = refusal.Err.Error()
+	default:
+		return
+	}
+	fields := []zap.Field{zap.String("user", user), zap.String("ceremony", kind), zap.String("reason", reason)}
+	if credID != "" {
+		fields = append(fields, zap.String("credential_id", credID))
+	}
+	p.a.audit.Event(audit.EventPasskeyFailed, fields...)
+	if locked != nil {
+		p.a.lockoutBegan(user, locked)
+	}
+}
