@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -533,16 +535,36 @@ func (e *env) logTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePort finds a free TCP port: listen on :0, close, reuse the number.
+// freePort finds a free TCP port for a Caddy process to bind later. It picks from
+// below the kernel's ephemeral range (32768–60999 on Linux), so that no socket bound
+// meanwhile with port 0 — an upstream, a test server of another package running at the
+// same time — can be handed the number before Caddy binds it; and it never gives the
+// same number twice in one run.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port between 20000 and 32000")
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // syncBuffer is a bytes.Buffer safe for the process's writers and the test's readers.
 type syncBuffer struct {
