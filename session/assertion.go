@@ -51,11 +51,13 @@ func (a *Assertions) For(c *Claims, issuer, audience string, now time.Time) (str
 	if got, ok := a.cache.Get(key); ok && (got.expiry-unix > int64(AssertionLifetime/time.Second)/2 || got.expiry == c.Expiry) && unix < got.expiry {
 		return got.token, nil
 	}
-	claims := Grant{
+	// The session's grant for this audience, and how its holder proved who they are
+	// (amr, RFC 8176), so that an upstream can ask for a stronger step-up.
+	claims := Claims{Grant: Grant{
 		Issuer: issuer, Subject: c.Subject, Audience: audience, Role: c.Role, SessionID: c.SessionID,
 		IssuedAt: unix, NotBefore: unix, Expiry: min(unix+int64(AssertionLifetime/time.Second), c.Expiry),
 		BreakGlass: c.BreakGlass,
-	}
+	}, Methods: c.Methods}
 	token, err := a.keyring.sign(AssertionType, claims)
 	if err != nil {
 		return "", err

@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -31,14 +32,17 @@ func TestAssertionsAreSignedCachedAndRenewed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the assertion does not verify with the published key: %v", err)
 	}
-	var got Grant
+	var got Claims
 	if err := json.Unmarshal(payload, &got); err != nil {
 		t.Fatal(err)
 	}
 	want := Grant{Issuer: "caddy-jit test", Subject: c.Subject, Audience: upstream, Role: c.Role, SessionID: c.SessionID,
 		IssuedAt: vnow.Unix(), NotBefore: vnow.Unix(), Expiry: vnow.Unix() + int64(AssertionLifetime/time.Second)}
-	if got != want {
-		t.Errorf("claims %+v, want %+v", got, want)
+	if got.Grant != want {
+		t.Errorf("claims %+v, want %+v", got.Grant, want)
+	}
+	if !slices.Equal(got.Methods, c.Methods) || len(got.Methods) == 0 {
+		t.Errorf("amr %q, want the session's %q", got.Methods, c.Methods)
 	}
 
 	// Reused while more than half its life remains; renewed after.

@@ -17,8 +17,9 @@ const TokenType = "jit-session+jwt"
 // larger is refused before it is decoded.
 const MaxTokenSize = 2048
 
-// Grant is what a session token and an upstream's assertion both say: who holds which
-// role, in which session, for whom, issued by whom, and when it is valid.
+// Grant is who holds which role, in which session, for whom, issued by whom, and when
+// it is valid: what a session token and an upstream's assertion share, each for its own
+// audience and lifetime.
 type Grant struct {
 	Issuer    string `json:"iss"`
 	Subject   string `json:"sub"`
@@ -32,8 +33,8 @@ type Grant struct {
 	BreakGlass bool `json:"bg,omitempty"`
 }
 
-// Claims are the contents of a session token: the grant, and how its holder proved
-// who they are (amr).
+// Claims are the contents of a session token and of an assertion: the grant, and how
+// its holder proved who they are (amr, RFC 8176).
 type Claims struct {
 	Grant
 	Methods []string `json:"amr"`

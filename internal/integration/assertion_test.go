@@ -115,6 +115,9 @@ func TestAssertionVerifiedByJoseForNode(t *testing.T) {
 	if payload["sub"] != "alice" || payload["role"] != roleAdmin || payload["sid"] != sid || payload["aud"] != upstream {
 		t.Errorf("payload %v, want sub alice, role %s, sid %s, aud %s", payload, roleAdmin, sid, upstream)
 	}
+	if amr, _ := payload["amr"].([]any); len(amr) != 1 || amr[0] != "otp" {
+		t.Errorf("payload amr %v, want [otp]: the session was made with a TOTP code", payload["amr"])
+	}
 	exp, _ := payload["exp"].(float64)
 	iat, _ := payload["iat"].(float64)
 	if exp-iat <= 0 || exp-iat > 120 {
