@@ -251,7 +251,8 @@ func (a *Workflow) startSession(ctx context.Context, s session.Spec, role *polic
 		return nil, "", err
 	}
 	a.Audit.Event(audit.EventActivationSucceeded, append(rec.AuditFields(),
-		zap.String("duration", policy.FormatDuration(rec.Expires.Sub(rec.Start))), zap.String("start", rec.Start.Format(time.RFC3339)))...)
+		zap.String("duration", policy.FormatDuration(rec.Expires.Sub(rec.Start))), zap.String("start", rec.Start.Format(time.RFC3339)),
+		zap.Strings("amr", rec.Methods))...)
 	a.notify(recordNotification(NotifyActivated, rec, now))
 	a.metrics().Activation(rec.Role, "succeeded")
 	a.Changed()

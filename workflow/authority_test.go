@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -170,11 +171,18 @@ func TestActivate(t *testing.T) {
 		"event": audit.EventActivationSucceeded, "user": "alice", "role": "console-admin", "session_id": rec.ID,
 		"justification": act.Justification, "ticket": "INC-42", "client_ip": "192.0.2.1",
 		"expires": "2026-01-01T00:15:10Z", "duration": "15m", "start": "2026-01-01T00:00:10Z",
+		"amr": []string{"otp"},
 	}
 	if len(fields) != len(wantFields) {
 		t.Errorf("fields = %v, want %v", fields, wantFields)
 	}
 	for k, v := range wantFields {
+		if list, ok := v.([]string); ok {
+			if fmt.Sprint(fields[k]) != fmt.Sprint(list) {
+				t.Errorf("field %s = %v, want %v", k, fields[k], list)
+			}
+			continue
+		}
 		if fields[k] != v {
 			t.Errorf("field %s = %v (%T), want %v", k, fields[k], fields[k], v)
 		}
