@@ -37,7 +37,8 @@ const (
 	audience        = "https://console.example"
 )
 
-// Authority is what these tests drive: the workflow, with the sessions it embeds.
+// Authority is what these tests drive: the workflow, with the sessions it embeds (the
+// name the tests had when it was session.Authority).
 type Authority = Workflow
 
 // Config and NewAuthority wire a workflow as package authority does (which imports this
