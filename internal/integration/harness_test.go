@@ -270,6 +270,9 @@ type env struct {
 	logs    *syncBuffer
 	proc    *caddyProc
 	starts  int
+	// browsers are the clients made for this env: a reload or restart drops their idle
+	// connections, as a browser retries on a kept-alive connection the server closed.
+	browsers []*browser
 }
 
 type caddyProc struct {
@@ -501,6 +504,7 @@ func (e *env) restart() {
 	e.t.Helper()
 	e.stop()
 	e.start()
+	e.dropIdleConnections()
 }
 
 // reload runs `caddy reload --force` with the same Caddyfile: without --force Caddy
@@ -525,6 +529,7 @@ func (e *env) reload() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	e.dropIdleConnections()
 }
 
 func (e *env) logTail(n int) string {
@@ -874,7 +879,17 @@ func (e *env) browser(user string) *browser {
 		b.host = e.data.Sites[0].Host
 	}
 	e.t.Cleanup(b.client.CloseIdleConnections)
+	e.browsers = append(e.browsers, b)
 	return b
+}
+
+// dropIdleConnections closes the browsers' kept-alive connections to a Caddy that has
+// just reloaded or restarted: the old server closes them, and a request sent on one as
+// it closes would fail with EOF, which a real browser retries and Go's client need not.
+func (e *env) dropIdleConnections() {
+	for _, b := range e.browsers {
+		b.client.CloseIdleConnections()
+	}
 }
 
 // response is an answer with its body read.
