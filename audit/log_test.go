@@ -617,9 +617,7 @@ func TestScanAuditLongAndUnterminatedLines(t *testing.T) {
 	}
 }
 
-// Record is the part of a session's record (session.Record) that the events about it
-// carry, and recordFields the fields session writes from it: audit cannot import
-// session, whose events these tests read back.
+// Record is a session as the tests describe it: audit.Session, with its start.
 type Record struct {
 	ID, User, Role, Justification, Ticket, ClientIP, RequestID string
 	Approvers                                                  []string
@@ -627,51 +625,14 @@ type Record struct {
 	BreakGlass                                                 bool
 }
 
+// recordFields are the fields session writes of it (session.Record.AuditFields).
 func recordFields(r *Record) []zap.Field {
-	fields := []zap.Field{
-		zap.String("user", r.User),
-		zap.String("role", r.Role),
-		zap.String("session_id", r.ID),
-		zap.String("justification", r.Justification),
-		zap.String("expires", r.Expires.UTC().Format(time.RFC3339)),
-		zap.String("client_ip", r.ClientIP),
-	}
-	if r.Ticket != "" {
-		fields = append(fields, zap.String("ticket", r.Ticket))
-	}
-	if r.RequestID != "" {
-		fields = append(fields, zap.String("request_id", r.RequestID), zap.Strings("approvers", r.Approvers))
-	}
-	if r.BreakGlass {
-		fields = append(fields, zap.Bool("break_glass", true))
-	}
-	return fields
+	return Session{ID: r.ID, User: r.User, Role: r.Role, Justification: r.Justification, Ticket: r.Ticket, ClientIP: r.ClientIP,
+		Expires: r.Expires, RequestID: r.RequestID, Approvers: r.Approvers, BreakGlass: r.BreakGlass}.Fields()
 }
 
-// Request is the part of an approval request (session.Request) that the events about
-// it carry, and requestFields the fields session writes from it.
-type Request struct {
-	ID, User, Role, Justification, Ticket string
-	Duration                              time.Duration
-	Start                                 time.Time
-}
-
-func requestFields(r *Request) []zap.Field {
-	fields := []zap.Field{
-		zap.String("request_id", r.ID),
-		zap.String("user", r.User),
-		zap.String("role", r.Role),
-		zap.String("justification", r.Justification),
-		zap.String("duration", policy.FormatDuration(r.Duration)),
-	}
-	if r.Ticket != "" {
-		fields = append(fields, zap.String("ticket", r.Ticket))
-	}
-	if !r.Start.IsZero() {
-		fields = append(fields, zap.String("start", r.Start.Format(time.RFC3339)))
-	}
-	return fields
-}
+// requestFields are the fields the workflow writes of a request.
+func requestFields(r *Request) []zap.Field { return r.Fields() }
 
 // alStoryLog writes a log with known events, in order, with the clock set per event.
 type alStoryLog struct {

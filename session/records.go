@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
@@ -185,22 +186,6 @@ func (s *Records) OfUser(ctx context.Context, user string, now time.Time) ([]*Re
 
 // AuditFields are the fields that describe a session in every event about it.
 func (r *Record) AuditFields() []zap.Field {
-	fields := []zap.Field{
-		zap.String("user", r.User),
-		zap.String("role", r.Role),
-		zap.String("session_id", r.ID),
-		zap.String("justification", r.Justification),
-		zap.String("expires", r.Expires.UTC().Format(time.RFC3339)),
-		zap.String("client_ip", r.ClientIP),
-	}
-	if r.Ticket != "" {
-		fields = append(fields, zap.String("ticket", r.Ticket))
-	}
-	if r.RequestID != "" {
-		fields = append(fields, zap.String("request_id", r.RequestID), zap.Strings("approvers", r.Approvers))
-	}
-	if r.BreakGlass {
-		fields = append(fields, zap.Bool("break_glass", true))
-	}
-	return fields
+	return audit.Session{ID: r.ID, User: r.User, Role: r.Role, Justification: r.Justification, Ticket: r.Ticket,
+		ClientIP: r.ClientIP, Expires: r.Expires, RequestID: r.RequestID, Approvers: r.Approvers, BreakGlass: r.BreakGlass}.Fields()
 }

@@ -99,7 +99,7 @@ func (a *Authenticator) ConfirmEnrollment(ctx context.Context, c EnrollConfirmat
 		return a.storage.Delete(ctx, enrollLinkOwnerKey(c.User))
 	}, &link, &refused)
 	if err := a.auditRefusal(err, c.User, c.Token, c.ClientIP, link, refused); err != nil {
-		if err == refused && cancelled {
+		if refused != nil && cancelled {
 			a.linkCancelled(c.User, hash, CancelEnrolled, "")
 		}
 		return err

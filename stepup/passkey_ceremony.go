@@ -39,6 +39,38 @@ type passkeyCeremony struct {
 func ceremonyKey(id string) string { return passkeyCeremonyFolder + id + ".json" }
 
 // saveCeremony stores a begun ceremony under a new id and returns the browser's options.
+// begin is what both ceremonies start with: the site checked, the user's lock held, a
+// locked-out user refused, their passkeys read. start makes the options for the
+// browser and the library's session, saved as a new ceremony of kind; a refusal is
+// audited.
+func (p *Passkeys) begin(ctx context.Context, user, kind string, site Site,
+	start func(r *passkeyRecord, site Site) (any, *webauthn.SessionData, error)) (options []byte, ceremony string, err error) {
+	if site, err = p.site(site); err != nil {
+		return nil, "", err
+	}
+	err = p.a.locks.With(ctx, p.a.storage, totpLockName(user), func() error {
+		now := p.a.now()
+		if _, err := p.a.notLockedOut(ctx, user, now); err != nil {
+			return err
+		}
+		r, err := p.loadPasskeys(ctx, user)
+		if err != nil {
+			return err
+		}
+		opts, session, err := start(&r, site)
+		if err != nil {
+			return err
+		}
+		options, ceremony, err = p.saveCeremony(ctx, user, kind, site, now, opts, session)
+		return err
+	})
+	if err != nil {
+		p.refused(user, kind, "", err)
+		return nil, "", err
+	}
+	return options, ceremony, nil
+}
+
 func (p *Passkeys) saveCeremony(ctx context.Context, user, kind string, site Site, now time.Time, options any, session *webauthn.SessionData) ([]byte, string, error) {
 	raw, err := json.Marshal(options)
 	if err != nil {

@@ -21,35 +21,18 @@ import (
 // passkeys, and the id of the ceremony, which FinishLogin needs within
 // passkeyCeremonyTTL. A locked-out user gets no challenge.
 func (p *Passkeys) BeginLogin(ctx context.Context, user string, site Site) (options []byte, ceremony string, err error) {
-	if site, err = p.site(site); err != nil {
-		return nil, "", err
-	}
-	err = p.a.locks.With(ctx, p.a.storage, totpLockName(user), func() error {
-		now := p.a.now()
-		if _, err := p.a.notLockedOut(ctx, user, now); err != nil {
-			return err
-		}
-		r, err := p.loadPasskeys(ctx, user)
-		if err != nil {
-			return err
-		}
+	return p.begin(ctx, user, CeremonyLogin, site, func(r *passkeyRecord, site Site) (any, *webauthn.SessionData, error) {
 		u := r.webauthnUser(site.RPID)
 		if len(u.credentials) == 0 {
-			return refuse(ErrPasskeyNotRegistered, "the user has no passkey for "+site.RPID)
+			return nil, nil, refuse(ErrPasskeyNotRegistered, "the user has no passkey for "+site.RPID)
 		}
 		assertion, session, err := p.wa.BeginLogin(u, webauthn.WithLoginRelyingPartyID(site.RPID),
 			webauthn.WithLoginOrigin(site.Origin), webauthn.WithUserVerification(protocol.VerificationRequired))
 		if err != nil {
-			return fmt.Errorf("beginning the passkey step-up of %s: %w", user, err)
+			return nil, nil, fmt.Errorf("beginning the passkey step-up of %s: %w", user, err)
 		}
-		options, ceremony, err = p.saveCeremony(ctx, user, CeremonyLogin, site, now, assertion, session)
-		return err
+		return assertion, session, nil
 	})
-	if err != nil {
-		p.refused(user, CeremonyLogin, "", err)
-		return nil, "", err
-	}
-	return options, ceremony, nil
 }
 
 // FinishLogin verifies the browser's assertion (the JSON of the PublicKeyCredential

@@ -3,7 +3,6 @@ package stepup
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/random"
 	"github.com/caddy-jit/caddy-jit/state"
 )
 
@@ -23,26 +23,14 @@ import (
 // passkeyCeremonyTTL. The user's existing passkeys are excluded, so an authenticator
 // cannot register twice.
 func (p *Passkeys) BeginRegistration(ctx context.Context, user string, site Site) (options []byte, ceremony string, err error) {
-	if site, err = p.site(site); err != nil {
-		return nil, "", err
-	}
-	err = p.a.locks.With(ctx, p.a.storage, totpLockName(user), func() error {
-		now := p.a.now()
-		if _, err := p.a.notLockedOut(ctx, user, now); err != nil {
-			return err
-		}
-		r, err := p.loadPasskeys(ctx, user)
-		if err != nil {
-			return err
-		}
+	return p.begin(ctx, user, CeremonyRegistration, site, func(r *passkeyRecord, site Site) (any, *webauthn.SessionData, error) {
 		if len(r.Passkeys) >= MaxPasskeysPerUser {
-			return refuse(ErrPasskeyLimit, fmt.Sprintf("the user has %d passkeys already; remove one first", len(r.Passkeys)))
+			return nil, nil, refuse(ErrPasskeyLimit, fmt.Sprintf("the user has %d passkeys already; remove one first", len(r.Passkeys)))
 		}
 		if len(r.Handle) == 0 {
-			r.Handle = make([]byte, passkeyHandleBytes)
-			_, _ = rand.Read(r.Handle)
+			r.Handle = random.Bytes(passkeyHandleBytes)
 			if err := state.StoreJSON(ctx, p.a.storage, passkeyKey(user), r); err != nil {
-				return err
+				return nil, nil, err
 			}
 		}
 		u := r.webauthnUser(site.RPID)
@@ -53,16 +41,10 @@ func (p *Passkeys) BeginRegistration(ctx context.Context, user string, site Site
 		creation, session, err := p.wa.BeginRegistration(u, webauthn.WithRegistrationRelyingPartyID(site.RPID),
 			webauthn.WithRegistrationOrigin(site.Origin), webauthn.WithExclusions(exclude))
 		if err != nil {
-			return fmt.Errorf("beginning the passkey registration of %s: %w", user, err)
+			return nil, nil, fmt.Errorf("beginning the passkey registration of %s: %w", user, err)
 		}
-		options, ceremony, err = p.saveCeremony(ctx, user, CeremonyRegistration, site, now, creation, session)
-		return err
+		return creation, session, nil
 	})
-	if err != nil {
-		p.refused(user, CeremonyRegistration, "", err)
-		return nil, "", err
-	}
-	return options, ceremony, nil
 }
 
 // FinishRegistration verifies the browser's response (the JSON of the PublicKeyCredential

@@ -298,20 +298,8 @@ func (a *Workflow) NotifyExpiring(ctx context.Context, within time.Duration) err
 // requestFields describe a request in the events about it. The requester's address is
 // left to the caller: in a decision's event, client_ip is the approver's.
 func requestFields(r *Request) []zap.Field {
-	fields := []zap.Field{
-		zap.String("request_id", r.ID),
-		zap.String("user", r.User),
-		zap.String("role", r.Role),
-		zap.String("justification", r.Justification),
-		zap.String("duration", policy.FormatDuration(r.Duration)),
-	}
-	if r.Ticket != "" {
-		fields = append(fields, zap.String("ticket", r.Ticket))
-	}
-	if !r.Start.IsZero() {
-		fields = append(fields, zap.String("start", r.Start.Format(time.RFC3339)))
-	}
-	return fields
+	return audit.Request{ID: r.ID, User: r.User, Role: r.Role, Justification: r.Justification, Ticket: r.Ticket,
+		Duration: r.Duration, Start: r.Start}.Fields()
 }
 
 // Activation is a user's request for a session, as submitted.

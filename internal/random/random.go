@@ -10,17 +10,17 @@ import (
 
 // Token returns n random bytes in base64url without padding.
 func Token(n int) string {
-	return base64.RawURLEncoding.EncodeToString(bytes(n))
+	return base64.RawURLEncoding.EncodeToString(Bytes(n))
 }
 
 // Hex returns n random bytes in hexadecimal.
 func Hex(n int) string {
-	return hex.EncodeToString(bytes(n))
+	return hex.EncodeToString(Bytes(n))
 }
 
-// bytes returns n random bytes. crypto/rand.Read never fails (since Go 1.24 it crashes
+// Bytes returns n random bytes. crypto/rand.Read never fails (since Go 1.24 it crashes
 // the program rather than return an error), so neither does this.
-func bytes(n int) []byte {
+func Bytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return b
