@@ -513,6 +513,7 @@ func (e *env) reload() {
 	t := e.t
 	t.Helper()
 	before := strings.Count(e.logs.String(), `"load complete"`)
+	stoppedBefore := strings.Count(e.logs.String(), `"stopped previous server"`)
 	cmd := exec.Command(e.bin, "reload", "--config", e.cfgFile, "--adapter", "caddyfile",
 		"--address", fmt.Sprintf("localhost:%d", e.data.AdminPort), "--force")
 	cmd.Dir = e.dir
@@ -521,9 +522,12 @@ func (e *env) reload() {
 	if err != nil {
 		t.Fatalf("caddy reload: %v\n%s", err, out)
 	}
-	// The running Caddy logs "load complete" once the new config runs.
+	// The running Caddy logs "load complete" once the new config runs, and "stopped
+	// previous server" once the old one's listeners are closed: until then a new
+	// connection may land on a listener that is closing, and be reset.
 	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(e.logs.String(), `"load complete"`) <= before {
+	for strings.Count(e.logs.String(), `"load complete"`) <= before ||
+		strings.Count(e.logs.String(), `"stopped previous server"`) <= stoppedBefore {
 		if time.Now().After(deadline) {
 			t.Fatalf("caddy reload returned, but the running Caddy never logged \"load complete\"; reload output:\n%s", out)
 		}
