@@ -35,6 +35,9 @@ type Config struct {
 	// MaxFailures wrong codes in a row lock a user for LockoutDuration.
 	MaxFailures     int
 	LockoutDuration time.Duration
+	// RPID is the WebAuthn relying party id of every site's passkeys, for passkeys
+	// shared by the sites of one parent domain; empty: each site's own host.
+	RPID string
 	// CacheSize bounds the verified-token cache (0: session.DefaultCacheSize).
 	CacheSize int
 	Audit     *zap.Logger
@@ -56,6 +59,13 @@ func New(ctx context.Context, st state.Store, cfg Config) (*Authority, error) {
 	log := audit.NewWriter(cfg.Audit, loaded.Chain, cfg.Now)
 	sessions := session.New(loaded, log, cfg.Issuer, cfg.Now)
 	stepUp := stepup.New(st, log, stepup.Config{Issuer: cfg.Issuer, MaxFailures: cfg.MaxFailures, LockoutDuration: cfg.LockoutDuration, Now: cfg.Now})
+	name := cfg.Issuer
+	if name == "" {
+		name = "caddy-jit"
+	}
+	if _, err := stepup.NewPasskeys(stepUp, stepup.PasskeyConfig{RPID: cfg.RPID, RPDisplayName: name}); err != nil {
+		return nil, err
+	}
 	return &Authority{Workflow: workflow.New(st, sessions, stepUp), store: st}, nil
 }
 

@@ -77,6 +77,11 @@ type App struct {
 	// EnrollLinkTTL is how long an enrollment link works when its maker gives no ttl.
 	// Default: 24h; at most 30d.
 	EnrollLinkTTL caddy.Duration `json:"enroll_link_ttl,omitempty"`
+	// RPID is the WebAuthn relying party id of passkeys: a domain that every
+	// protected site's host is or ends in, so that one passkey works on all of them
+	// (e.g. example.com for grafana.example.com and jenkins.example.com). Default:
+	// each site's own host, so a passkey works on the site it was registered at.
+	RPID string `json:"rp_id,omitempty"`
 	// Roles maps role names to their rules.
 	Roles map[string]*RoleConfig `json:"roles,omitempty"`
 	// Notify lists where every role's events go.
@@ -185,6 +190,7 @@ func (a *App) build() error {
 func (a *App) AuthorityConfig(audit *zap.Logger, now func() time.Time) authority.Config {
 	return authority.Config{
 		Issuer:          a.Issuer,
+		RPID:            a.RPID,
 		MaxFailures:     a.Lockout.MaxFailures,
 		LockoutDuration: time.Duration(a.Lockout.Duration),
 		Audit:           audit,
@@ -236,6 +242,11 @@ func (a *App) Validate() error {
 	}
 	if err := CheckEnrollLinkTTL(time.Duration(a.EnrollLinkTTL)); err != nil {
 		return fmt.Errorf("jit: enroll_link_ttl: %w", err)
+	}
+	if a.RPID != "" {
+		if err := checkRPID(a.RPID); err != nil {
+			return fmt.Errorf("jit: rp_id: %w", err)
+		}
 	}
 	if err := a.validateNotify(); err != nil {
 		return fmt.Errorf("jit: %w", err)

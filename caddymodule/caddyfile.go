@@ -33,6 +33,7 @@ func init() {
 //		max_staleness DURATION
 //		key_rotation DURATION
 //		enroll_link_ttl DURATION
+//		rp_id DOMAIN
 //		lockout {
 //			max_failures N
 //			duration DURATION
@@ -59,6 +60,7 @@ func init() {
 //			max_active N
 //			notify webhook URL [SECRET] | notify email ADDRESS...
 //			record_bodies [SIZE]
+//			step_up webauthn|totp|any
 //		}
 //		notify webhook URL [SECRET] [{ secret S  format json|slack }]
 //		notify email ADDRESS...
@@ -120,6 +122,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			if err := CheckEnrollLinkTTL(time.Duration(app.EnrollLinkTTL)); err != nil {
 				return nil, d.Errf("enroll_link_ttl: %v", err)
+			}
+		case "rp_id":
+			if err := oneArg(d, &app.RPID); err != nil {
+				return nil, err
+			}
+			if err := checkRPID(app.RPID); err != nil {
+				return nil, d.Errf("rp_id: %v", err)
 			}
 		case "lockout":
 			if d.NextArg() {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -35,6 +36,13 @@ func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
 			if _, err := compileTicket(rc.Ticket); err != nil {
 				return nil, d.Err(err.Error())
 			}
+		case "step_up":
+			if err := oneArg(d, &rc.StepUp); err != nil {
+				return nil, err
+			}
+			if _, err := policy.ParseStepUp(rc.StepUp); err != nil {
+				return nil, d.Err(err.Error())
+			}
 		case "eligible":
 			e, err := parseEligible(d)
 			if err != nil {
@@ -47,7 +55,7 @@ func parseRole(d *caddyfile.Dispenser) (*RoleConfig, error) {
 				return nil, err
 			}
 			if !handled {
-				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, extend_without_approval, allowed_hours, max_active, notify or record_bodies", d.Val())
+				return nil, d.Errf("unrecognized role setting %q: expected max_duration, default_duration, justification, ticket, eligible, approval, break_glass, max_total, extend_without_approval, allowed_hours, max_active, notify, record_bodies or step_up", d.Val())
 			}
 		}
 	}

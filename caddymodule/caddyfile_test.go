@@ -31,6 +31,7 @@ func adaptForFuzz(src string) (map[string]any, error) {
 const validGlobal = `{
 	jit {
 		issuer "Example Corp"
+		rp_id example.com
 		identity {http.request.header.X-Remote-User}
 		groups {http.request.header.X-Remote-Groups}
 		sync_interval 2s
@@ -45,6 +46,7 @@ const validGlobal = `{
 			ticket "INC-[0-9]+"
 			eligible alice group:dba
 			eligible bob from 2026-01-01 until 2026-12-31
+			step_up webauthn
 		}
 		role viewer {
 			max_duration 8h
@@ -70,9 +72,9 @@ http://example.com {
 	want := `{"groups":"{http.request.header.X-Remote-Groups}","identity":"{http.request.header.X-Remote-User}","issuer":"Example Corp",` +
 		`"lockout":{"duration":1800000000000,"max_failures":3},"roles":{"db-admin":{"default_duration":1800000000000,` +
 		`"eligible":[{"subjects":["alice","group:dba"]},{"from":"2026-01-01","subjects":["bob"],"until":"2026-12-31"}],` +
-		`"justification":{"min_length":20},"max_duration":7200000000000,"ticket":"INC-[0-9]+"},` +
+		`"justification":{"min_length":20},"max_duration":7200000000000,"step_up":"webauthn","ticket":"INC-[0-9]+"},` +
 		`"viewer":{"eligible":[{"subjects":["carol"],"until":"2027-01-01T12:00:00Z"}],"justification":{"optional":true},"max_duration":28800000000000}},` +
-		`"sync_interval":2000000000}`
+		`"rp_id":"example.com","sync_interval":2000000000}`
 	if string(app) != want {
 		t.Errorf("jit app:\n got %s\nwant %s", app, want)
 	}
@@ -131,6 +133,9 @@ func TestCaddyfileMistakesFailWithFileLineAndWhatToFix(t *testing.T) {
 		{"audience not an origin", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\taudience https://example.com/admin\n\t}\n}\n", "Caddyfile:11", "is not an origin"},
 		{"assertion with two audiences", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}\nhttp://example.com {\n\tjit db-admin {\n\t\tassertion https://a.internal https://b.internal\n\t}\n}\n", "Caddyfile:11", "wrong argument count"},
 		{"bad role name", "{\n\tjit {\n\t\trole ../etc {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:3", "role name"},
+		{"bad step_up", "{\n\tjit {\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t\tstep_up passkey\n\t\t}\n\t}\n}" + site, "Caddyfile:6", `step_up "passkey": want webauthn, totp or any`},
+		{"rp_id with a scheme", "{\n\tjit {\n\t\trp_id https://example.com\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:3", "rp_id: \"https://example.com\" is not a domain name"},
+		{"rp_id an address", "{\n\tjit {\n\t\trp_id 10.0.0.1\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:3", "not an IP address"},
 		{"bad lockout count", "{\n\tjit {\n\t\tlockout {\n\t\t\tmax_failures zero\n\t\t}\n\t\trole db-admin {\n\t\t\tmax_duration 1h\n\t\t\teligible alice\n\t\t}\n\t}\n}" + site, "Caddyfile:4", "max_failures"},
 	}
 	for _, tt := range tests {
@@ -158,6 +163,7 @@ func TestRoleConfigBuildRefusesWhatTheCaddyfileWouldHave(t *testing.T) {
 		{"empty subjects", RoleConfig{MaxDuration: 60e9, Eligible: []EligibleConfig{{}}}, "names no subject"},
 		{"bad date", RoleConfig{MaxDuration: 60e9, Eligible: []EligibleConfig{{Subjects: []string{"a"}, Until: "tomorrow"}}}, "neither a date"},
 		{"bad regex", RoleConfig{MaxDuration: 60e9, Ticket: "(", Eligible: []EligibleConfig{{Subjects: []string{"a"}}}}, "not a valid regular expression"},
+		{"bad step_up", RoleConfig{MaxDuration: 60e9, StepUp: "passkey", Eligible: []EligibleConfig{{Subjects: []string{"a"}}}}, "want webauthn, totp or any"},
 		{"control char subject", RoleConfig{MaxDuration: 60e9, Eligible: []EligibleConfig{{Subjects: []string{"a\nb"}}}}, "not a user name"},
 	}
 	for _, tt := range tests {

@@ -52,6 +52,11 @@ type RoleConfig struct {
 	// storage, for session review. Every such request's size and SHA-256 are in its
 	// access event either way.
 	RecordBodies int64 `json:"record_bodies,omitempty"`
+	// StepUp is the proof of presence the role accepts at activation, and asks of
+	// the approvers of its requests: "webauthn" (a passkey or security key), "totp"
+	// (a code from an authenticator app) or "any" (whichever the user has). Default:
+	// any.
+	StepUp string `json:"step_up,omitempty"`
 }
 
 // JustificationConfig is the justification rule of a role.
@@ -140,7 +145,26 @@ func (rc *RoleConfig) build(name string) (*policy.Role, error) {
 	if err := rc.buildWorkflow(r); err != nil {
 		return nil, err
 	}
+	if rc.StepUp != "" {
+		step, err := policy.ParseStepUp(rc.StepUp)
+		if err != nil {
+			return nil, err
+		}
+		r.StepUp = step
+	}
 	return r, nil
+}
+
+// validRPID is a WebAuthn RP ID: a lower-case domain name (browsers refuse IP
+// addresses and ports there).
+var validRPID = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// checkRPID checks an rp_id setting.
+func checkRPID(id string) error {
+	if len(id) > 253 || !validRPID.MatchString(id) {
+		return fmt.Errorf("%q is not a domain name such as example.com (lower case, no scheme, port or path; not an IP address)", id)
+	}
+	return nil
 }
 
 // compileTicket compiles a ticket pattern so that it must match the whole reference.

@@ -335,7 +335,14 @@ func explainLines(x *policy.Explanation, r *policy.Role, groupsPlaceholder strin
 	} else {
 		add("max_active: no limit")
 	}
-	add("code: a TOTP code from %s's authenticator; whether %s is enrolled or locked out is not checked offline", user, user)
+	switch x.StepUp {
+	case policy.StepUpWebAuthn.String():
+		add("step-up: a passkey or security key of %s's (step_up webauthn); a TOTP code is refused; whether %s has one registered or is locked out is not checked offline", user, user)
+	case policy.StepUpTOTP.String():
+		add("step-up: a TOTP code from %s's authenticator app (step_up totp); a passkey is refused; whether %s is enrolled or locked out is not checked offline", user, user)
+	default:
+		add("step-up: a passkey of %s's or a TOTP code from their authenticator app (step_up any); whether %s is enrolled or locked out is not checked offline", user, user)
+	}
 	return lines
 }
 

@@ -108,7 +108,7 @@ func TestExplainCommand(t *testing.T) {
 				"justification: required, at least 10 characters (at most 1000)",
 				"ticket: not asked for",
 				"max_active: at most 2 sessions of the role at once; how many are active now is not known offline (caddy jit sessions --role db-admin)",
-				"code: a TOTP code from alice's authenticator; whether alice is enrolled or locked out is not checked offline",
+				"step-up: a passkey of alice's or a TOTP code from their authenticator app (step_up any); whether alice is enrolled or locked out is not checked offline",
 			},
 			not: []string{"schedule:", "groups:"},
 		},

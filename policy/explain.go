@@ -93,6 +93,8 @@ type Explanation struct {
 	// MaxActive is the role's limit of sessions at once; 0 is no limit. How many are
 	// active is not known here.
 	MaxActive int `json:"max_active"`
+	// StepUp is the proof of presence the role accepts: webauthn, totp or any.
+	StepUp string `json:"step_up"`
 	// ScheduleAt, when the ordinary way is closed now, is the earliest time within
 	// MaxStartAhead that a session could be scheduled to start at (the form's Start
 	// at) the ordinary way; zero when there is none.
@@ -227,6 +229,7 @@ func (r *Role) Explain(c Caller, at time.Time) *Explanation {
 		At:      at,
 		Reason:  ReasonAllowed,
 		Verdict: VerdictMayActivate,
+		StepUp:  r.StepUp.String(),
 	}
 	if x.Groups == nil {
 		x.Groups = []string{}

@@ -122,6 +122,8 @@ type Role struct {
 	// RecordBodies, when positive, keeps up to that many bytes of each mutating
 	// request's body for session review.
 	RecordBodies int64
+	// StepUp is the proof of presence the role accepts (and asks of its approvers).
+	StepUp StepUp
 }
 
 // TicketRequired reports whether activating the role needs a ticket reference.

@@ -16,17 +16,19 @@ import (
 
 // Record is a session as kept in storage: everything an auditor asks about it.
 type Record struct {
-	ID            string    `json:"session_id"`
-	User          string    `json:"user"`
-	Role          string    `json:"role"`
-	Audience      string    `json:"audience"`
-	Justification string    `json:"justification"`
-	Ticket        string    `json:"ticket,omitempty"`
-	ClientIP      string    `json:"client_ip,omitempty"`
-	UserAgent     string    `json:"user_agent,omitempty"`
-	Methods       []string  `json:"amr"`
-	Start         time.Time `json:"start"`
-	Expires       time.Time `json:"expires"`
+	ID            string   `json:"session_id"`
+	User          string   `json:"user"`
+	Role          string   `json:"role"`
+	Audience      string   `json:"audience"`
+	Justification string   `json:"justification"`
+	Ticket        string   `json:"ticket,omitempty"`
+	ClientIP      string   `json:"client_ip,omitempty"`
+	UserAgent     string   `json:"user_agent,omitempty"`
+	Methods       []string `json:"amr"`
+	// SteppedUp is when the user last proved presence for the session (auth_time).
+	SteppedUp time.Time `json:"stepped_up,omitzero"`
+	Start     time.Time `json:"start"`
+	Expires   time.Time `json:"expires"`
 	// Ended is set when the session was ended before it expired.
 	Ended     time.Time `json:"ended,omitzero"`
 	EndedBy   string    `json:"ended_by,omitempty"`
@@ -53,6 +55,15 @@ type Extended struct {
 	To            time.Time `json:"to"`
 	RequestID     string    `json:"request_id,omitempty"`
 	Approvers     []string  `json:"approvers,omitempty"`
+}
+
+// SteppedUpAt is when the user last proved presence for the session: records from
+// before it was kept say their start.
+func (r *Record) SteppedUpAt() time.Time {
+	if r.SteppedUp.IsZero() {
+		return r.Start
+	}
+	return r.SteppedUp
 }
 
 // Started reports whether a scheduled session has begun.

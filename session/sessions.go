@@ -268,10 +268,20 @@ type Spec struct {
 	BreakGlass                                                       bool
 	RequestID                                                        string
 	Approvers                                                        []string
+	// Methods and SteppedUp are how and when the user proved presence (amr,
+	// auth_time); no method is ["otp"], no time the start.
+	Methods   []string
+	SteppedUp time.Time
 }
 
 // NewRecord is the record of a new session of spec, under a new id; nothing is stored.
 func NewRecord(s Spec) *Record {
+	if len(s.Methods) == 0 {
+		s.Methods = []string{"otp"}
+	}
+	if s.SteppedUp.IsZero() {
+		s.SteppedUp = s.Start
+	}
 	return &Record{
 		ID:            newSessionID(),
 		User:          s.User,
@@ -281,7 +291,8 @@ func NewRecord(s Spec) *Record {
 		Ticket:        s.Ticket,
 		ClientIP:      s.ClientIP,
 		UserAgent:     s.UserAgent,
-		Methods:       []string{"otp"},
+		Methods:       s.Methods,
+		SteppedUp:     s.SteppedUp.UTC().Truncate(time.Second),
 		// Whole seconds, as in the token: limits computed from the start (max_total)
 		// then land on whole seconds too.
 		Start:      s.Start.UTC().Truncate(time.Second),
@@ -307,7 +318,8 @@ func (a *Sessions) SignRecord(rec *Record, now time.Time) (string, error) {
 			Expiry:     rec.Expires.Unix(),
 			BreakGlass: rec.BreakGlass,
 		},
-		Methods: rec.Methods,
+		Methods:  rec.Methods,
+		AuthTime: rec.SteppedUpAt().Unix(),
 	})
 }
 

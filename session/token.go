@@ -38,6 +38,9 @@ type Grant struct {
 type Claims struct {
 	Grant
 	Methods []string `json:"amr"`
+	// AuthTime is when the holder last proved presence (OpenID Connect's auth_time),
+	// in Unix seconds: a route with `fresh` asks that it be recent.
+	AuthTime int64 `json:"auth_time,omitempty"`
 
 	// placeholders is Placeholders bound to these claims, made once when they are
 	// cached, so that a request under them binds nothing.

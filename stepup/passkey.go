@@ -62,6 +62,7 @@ var (
 	ErrPasskeyChallengeMismatch = errors.New("passkey_challenge_mismatch")
 	ErrPasskeyWrongOrigin       = errors.New("passkey_wrong_origin")
 	ErrPasskeyWrongRPID         = errors.New("passkey_wrong_rp_id")
+	ErrPasskeyWrongForm         = errors.New("passkey_wrong_form")
 	ErrPasskeyUserNotVerified   = errors.New("passkey_user_not_verified")
 	ErrPasskeyUnknownCredential = errors.New("passkey_unknown_credential")
 	ErrPasskeyCounterRegressed  = errors.New("passkey_counter_regressed")
@@ -99,16 +100,21 @@ type PasskeyConfig struct {
 	RPID string
 	// RPDisplayName is the name authenticators show when a passkey is registered.
 	RPDisplayName string
-	// Origins are the only origins ceremonies may run at, e.g. https://admin.example.com.
+	// Origins, when set, are the only origins ceremonies may run at, e.g.
+	// https://admin.example.com. Without them, any origin the RP ID covers may: the
+	// caller names the origin of the site that serves the page.
 	Origins []string
 }
 
-// Site is where a ceremony runs: the origin of the page (scheme://host[:port]) and the
-// RP ID, which is the origin's host or a parent domain of it; empty is the configured
-// one. A ceremony is finished at the site it was begun at.
+// Site is where a ceremony runs: the origin of the page (scheme://host[:port]), the
+// RP ID, which is the origin's host or a parent domain of it (empty: the configured
+// one, else the origin's host), and the form the proof is for (e.g. the activation of
+// one role), so that an assertion made for one form cannot be spent on another. A
+// ceremony is finished at the site, and for the form, it was begun for.
 type Site struct {
 	Origin string
 	RPID   string
+	Form   string
 }
 
 // Passkeys is the passkey step-up of an Authenticator. It is a type of its own rather
@@ -118,7 +124,6 @@ type Site struct {
 type Passkeys struct {
 	a   *Authenticator
 	cfg PasskeyConfig
-	wa  *webauthn.WebAuthn
 }
 
 // NewPasskeys makes the passkey step-up of a. User verification (a PIN or biometric on
@@ -127,19 +132,31 @@ func NewPasskeys(a *Authenticator, cfg PasskeyConfig) (*Passkeys, error) {
 	if cfg.RPDisplayName == "" {
 		return nil, errors.New("passkeys: the RP display name is empty")
 	}
-	if len(cfg.Origins) == 0 {
-		return nil, errors.New("passkeys: no origin is allowed; name at least one, e.g. https://admin.example.com")
-	}
 	for _, o := range cfg.Origins {
 		if _, err := originHost(o); err != nil {
 			return nil, fmt.Errorf("passkeys: %w", err)
 		}
 	}
+	p := &Passkeys{a: a, cfg: cfg}
+	if len(cfg.Origins) > 0 {
+		if _, err := p.library(Site{Origin: cfg.Origins[0], RPID: cfg.RPID}); err != nil {
+			return nil, fmt.Errorf("passkeys: %w", err)
+		}
+	}
+	a.passkeys = p
+	return p, nil
+}
+
+// library is the WebAuthn library set up for one site (its RP ID and its one origin),
+// which site has checked. It is made for each ceremony, which costs a few
+// allocations: the library checks a response's origin against its configuration
+// only, and a site's origin is known only from its request.
+func (p *Passkeys) library(site Site) (*webauthn.WebAuthn, error) {
 	timeout := webauthn.TimeoutConfig{Timeout: passkeyCeremonyTTL, TimeoutUVD: passkeyCeremonyTTL}
-	wa, err := webauthn.New(&webauthn.Config{
-		RPID:                  cfg.RPID,
-		RPDisplayName:         cfg.RPDisplayName,
-		RPOrigins:             slices.Clone(cfg.Origins),
+	return webauthn.New(&webauthn.Config{
+		RPID:                  site.RPID,
+		RPDisplayName:         p.cfg.RPDisplayName,
+		RPOrigins:             []string{site.Origin},
 		AttestationPreference: protocol.PreferNoAttestation,
 		AuthenticatorSelection: protocol.AuthenticatorSelection{
 			ResidentKey:      protocol.ResidentKeyRequirementPreferred,
@@ -148,16 +165,12 @@ func NewPasskeys(a *Authenticator, cfg PasskeyConfig) (*Passkeys, error) {
 		// Expiry is enforced here, by the step-up's clock (the library reads time.Now).
 		Timeouts: webauthn.TimeoutsConfig{Login: timeout, Registration: timeout},
 	})
-	if err != nil {
-		return nil, fmt.Errorf("passkeys: %w", err)
-	}
-	return &Passkeys{a: a, cfg: cfg, wa: wa}, nil
 }
 
 // site checks that s is an allowed origin with an RP ID that covers it, and fills in
-// the configured RP ID. Its errors are the caller's configuration, not refusals.
+// the RP ID: the configured one, else the origin's host. Its errors are the caller's configuration, not refusals.
 func (p *Passkeys) site(s Site) (Site, error) {
-	if !slices.Contains(p.cfg.Origins, s.Origin) {
+	if len(p.cfg.Origins) > 0 && !slices.Contains(p.cfg.Origins, s.Origin) {
 		return s, fmt.Errorf("passkeys: the origin %q is not one of the allowed origins", s.Origin)
 	}
 	if s.RPID == "" {
@@ -167,7 +180,10 @@ func (p *Passkeys) site(s Site) (Site, error) {
 	if err != nil {
 		return s, err
 	}
-	if s.RPID == "" || (host != s.RPID && !strings.HasSuffix(host, "."+s.RPID)) {
+	if s.RPID == "" {
+		s.RPID = host
+	}
+	if host != s.RPID && !strings.HasSuffix(host, "."+s.RPID) {
 		return s, fmt.Errorf("passkeys: the RP ID %q does not cover the origin %q (it must be its host or a parent domain)", s.RPID, s.Origin)
 	}
 	return s, nil
@@ -184,6 +200,9 @@ func originHost(origin string) (string, error) {
 
 // Passkey describes one of a user's passkeys, for listing and removal.
 type Passkey struct {
+	// Synced is set when the authenticator says the passkey may be backed up (the
+	// BE flag): it can leave the device, as a synced passkey does.
+	Synced bool
 	// ID is the credential id in base64url, as navigator.credentials returns it.
 	ID   string
 	Name string
@@ -192,6 +211,15 @@ type Passkey struct {
 	RPID     string
 	Created  time.Time
 	LastUsed time.Time
+}
+
+// Method is how a proof with the passkey is named in amr: swk for a synced passkey,
+// hwk for one bound to its authenticator.
+func (pk Passkey) Method() string {
+	if pk.Synced {
+		return MethodSWK
+	}
+	return MethodHWK
 }
 
 // passkeyRecord is a user's passkeys as stored.
@@ -211,7 +239,8 @@ type storedPasskey struct {
 }
 
 func (s storedPasskey) public() Passkey {
-	pk := Passkey{ID: credentialID(s.Credential.ID), Name: s.Name, RPID: s.RPID, Created: s.Created, LastUsed: s.LastUsed}
+	pk := Passkey{ID: credentialID(s.Credential.ID), Name: s.Name, RPID: s.RPID, Created: s.Created, LastUsed: s.LastUsed,
+		Synced: s.Credential.Flags.BackupEligible}
 	if g := s.Credential.Authenticator.AAGUID; len(g) == 16 && slices.ContainsFunc(g, func(b byte) bool { return b != 0 }) {
 		h := hex.EncodeToString(g)
 		pk.AAGUID = h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
@@ -273,14 +302,22 @@ func (p *Passkeys) List(ctx context.Context, user string) ([]Passkey, error) {
 	return out, nil
 }
 
-// Registered reports whether the user has a passkey for the RP ID (empty: the
-// configured one).
-func (p *Passkeys) Registered(ctx context.Context, user, rpID string) (bool, error) {
-	if rpID == "" {
-		rpID = p.cfg.RPID
+// Registered reports whether the user has a passkey for the site's RP ID. A site
+// passkeys cannot run at (an origin the RP ID does not cover) has none.
+func (p *Passkeys) Registered(ctx context.Context, user string, site Site) (bool, error) {
+	site, err := p.site(site)
+	if err != nil {
+		return false, nil
 	}
 	r, err := p.loadPasskeys(ctx, user)
-	return len(r.webauthnUser(rpID).credentials) > 0, err
+	return len(r.webauthnUser(site.RPID).credentials) > 0, err
+}
+
+// Usable reports whether passkeys can run at the site: an allowed origin that the
+// RP ID covers.
+func (p *Passkeys) Usable(site Site) bool {
+	_, err := p.site(site)
+	return err == nil
 }
 
 // Remove deletes the user's passkey with the credential id (base64url, as List gives

@@ -32,6 +32,7 @@ type passkeyCeremony struct {
 	Kind    string               `json:"kind"`
 	Origin  string               `json:"origin"`
 	RPID    string               `json:"rp_id"`
+	Form    string               `json:"form,omitempty"`
 	Expires time.Time            `json:"expires"`
 	Session webauthn.SessionData `json:"session"`
 }
@@ -77,7 +78,7 @@ func (p *Passkeys) saveCeremony(ctx context.Context, user, kind string, site Sit
 		return nil, "", fmt.Errorf("encoding the passkey options: %w", err)
 	}
 	id := newCeremonyID()
-	c := passkeyCeremony{User: user, Kind: kind, Origin: site.Origin, RPID: site.RPID, Expires: now.Add(passkeyCeremonyTTL).UTC(), Session: *session}
+	c := passkeyCeremony{User: user, Kind: kind, Origin: site.Origin, RPID: site.RPID, Form: site.Form, Expires: now.Add(passkeyCeremonyTTL).UTC(), Session: *session}
 	if err := state.StoreJSON(ctx, p.a.storage, ceremonyKey(id), c); err != nil {
 		return nil, "", err
 	}
@@ -109,6 +110,8 @@ func (p *Passkeys) takeCeremony(ctx context.Context, user, kind, id string, site
 		return c, refuse(ErrPasskeyWrongOrigin, "the ceremony began at another origin")
 	case site.RPID != c.RPID:
 		return c, refuse(ErrPasskeyWrongRPID, "the ceremony began for another RP ID")
+	case site.Form != c.Form:
+		return c, refuse(ErrPasskeyWrongForm, "the ceremony began for another form")
 	}
 	return c, nil
 }

@@ -26,7 +26,11 @@ func (p *Passkeys) BeginLogin(ctx context.Context, user string, site Site) (opti
 		if len(u.credentials) == 0 {
 			return nil, nil, refuse(ErrPasskeyNotRegistered, "the user has no passkey for "+site.RPID)
 		}
-		assertion, session, err := p.wa.BeginLogin(u, webauthn.WithLoginRelyingPartyID(site.RPID),
+		lib, err := p.library(site)
+		if err != nil {
+			return nil, nil, err
+		}
+		assertion, session, err := lib.BeginLogin(u, webauthn.WithLoginRelyingPartyID(site.RPID),
 			webauthn.WithLoginOrigin(site.Origin), webauthn.WithUserVerification(protocol.VerificationRequired))
 		if err != nil {
 			return nil, nil, fmt.Errorf("beginning the passkey step-up of %s: %w", user, err)
@@ -109,7 +113,11 @@ func (p *Passkeys) assert(ctx context.Context, user string, site Site, id string
 	session := c.Session
 	session.AllowedCredentialIDs = [][]byte{stored.Credential.ID}
 	u := passkeyUser{name: user, handle: r.Handle, credentials: []webauthn.Credential{stored.Credential}}
-	cred, err := p.wa.ValidateLogin(u, session, parsed)
+	lib, err := p.library(Site{Origin: c.Origin, RPID: c.RPID})
+	if err != nil {
+		return storedPasskey{}, err
+	}
+	cred, err := lib.ValidateLogin(u, session, parsed)
 	if err != nil {
 		return storedPasskey{}, refuse(ErrPasskeyInvalid, libDetail(err))
 	}

@@ -38,7 +38,11 @@ func (p *Passkeys) BeginRegistration(ctx context.Context, user string, site Site
 		for _, c := range u.credentials {
 			exclude = append(exclude, c.Descriptor())
 		}
-		creation, session, err := p.wa.BeginRegistration(u, webauthn.WithRegistrationRelyingPartyID(site.RPID),
+		lib, err := p.library(site)
+		if err != nil {
+			return nil, nil, err
+		}
+		creation, session, err := lib.BeginRegistration(u, webauthn.WithRegistrationRelyingPartyID(site.RPID),
 			webauthn.WithRegistrationOrigin(site.Origin), webauthn.WithExclusions(exclude))
 		if err != nil {
 			return nil, nil, fmt.Errorf("beginning the passkey registration of %s: %w", user, err)
@@ -96,7 +100,11 @@ func (p *Passkeys) FinishRegistration(ctx context.Context, user string, site Sit
 		case slices.ContainsFunc(r.Passkeys, func(s storedPasskey) bool { return bytes.Equal(s.Credential.ID, parsed.RawID) }):
 			return refuse(ErrPasskeyDuplicate, "")
 		}
-		cred, err := p.wa.CreateCredential(r.webauthnUser(c.RPID), c.Session, parsed)
+		lib, err := p.library(Site{Origin: c.Origin, RPID: c.RPID})
+		if err != nil {
+			return err
+		}
+		cred, err := lib.CreateCredential(r.webauthnUser(c.RPID), c.Session, parsed)
 		if err != nil {
 			return refuse(ErrPasskeyInvalid, libDetail(err))
 		}

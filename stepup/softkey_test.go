@@ -41,6 +41,7 @@ type softKey struct {
 const (
 	flagUP = 0x01
 	flagUV = 0x04
+	flagBE = 0x08
 	flagAT = 0x40
 )
 

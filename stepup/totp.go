@@ -56,6 +56,8 @@ type Authenticator struct {
 	maxFailures     int
 	lockoutDuration time.Duration
 	locks           state.Locks
+	// passkeys is set by NewPasskeys.
+	passkeys *Passkeys
 }
 
 // Config is what New needs beyond the store.

@@ -95,10 +95,11 @@ func (a *Workflow) Submit(ctx context.Context, act Activation) (*Activated, erro
 			return fail(ReasonRequestOpen, requestOpenError(open).Message, time.Time{})
 		}
 	}
-	if reason, message, lockedUntil, err := a.checkCode(ctx, act.Caller.User, act.Code); err != nil || reason != "" {
-		if err != nil {
-			return nil, err
-		}
+	reason, message, lockedUntil, proved, err := a.checkProof(ctx, act.Caller.User, act.proof(), act.Role.StepUp)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
 		return fail(reason, message, lockedUntil)
 	}
 	start := now
@@ -107,7 +108,7 @@ func (a *Workflow) Submit(ctx context.Context, act Activation) (*Activated, erro
 	}
 
 	if requesting {
-		req, secret, err := a.request(ctx, act, start, now)
+		req, secret, err := a.request(ctx, act, proved, start, now)
 		var refused *ActivationError
 		if errors.As(err, &refused) {
 			return fail(refused.Reason, refused.Message, time.Time{})
@@ -122,6 +123,7 @@ func (a *Workflow) Submit(ctx context.Context, act Activation) (*Activated, erro
 		User: act.Caller.User, Role: act.Role.Name, Audience: act.Audience, Justification: act.Justification,
 		Ticket: act.Ticket, ClientIP: act.ClientIP, UserAgent: act.UserAgent, Start: start,
 		Expires: capAt(start.Add(act.Duration), decision.EligibleUntil), BreakGlass: act.BreakGlass,
+		Methods: proved.Methods, SteppedUp: now,
 	}
 	rec, token, err := a.startSession(ctx, spec, act.Role, now)
 	var refused *ActivationError
@@ -140,24 +142,51 @@ func (a *Workflow) Submit(ctx context.Context, act Activation) (*Activated, erro
 	return &Activated{Token: token, Record: rec}, nil
 }
 
-// checkCode checks a user's TOTP code: a refusal comes back as a reason and a message
-// for the user, a storage failure as err.
-func (a *Workflow) checkCode(ctx context.Context, user, code string) (reason, message string, lockedUntil time.Time, err error) {
-	err = a.StepUp.Check(ctx, user, code)
-	var locked *stepup.LockedOutError
+// checkProof checks a user's proof of presence against the step-up the role accepts:
+// a refusal comes back as a reason and a message for the user, a storage failure as
+// err. On success it says how the user proved it.
+func (a *Workflow) checkProof(ctx context.Context, user string, proof stepup.Proof, step policy.StepUp) (reason, message string, lockedUntil time.Time, proved stepup.Proved, err error) {
+	proved, err = a.StepUp.Prove(ctx, user, proof, step)
+	var (
+		locked  *stepup.LockedOutError
+		method  *stepup.StepUpRefused
+		passkey *stepup.PasskeyError
+	)
 	switch {
 	case err == nil:
-		return "", "", time.Time{}, nil
+		return "", "", time.Time{}, proved, nil
 	case errors.As(err, &locked):
-		return "locked_out", "too many wrong codes: activation is locked until " + words.Clock(locked.Until), locked.Until, nil
+		return "locked_out", "too many failed attempts: activation is locked until " + words.Clock(locked.Until), locked.Until, proved, nil
+	case errors.As(err, &method):
+		return string(method.Decision.Reason), method.Decision.Message, time.Time{}, proved, nil
+	case errors.As(err, &passkey):
+		return passkey.Err.Error(), passkeyRefusal(passkey.Err), time.Time{}, proved, nil
+	case errors.Is(err, stepup.ErrPasskeysOff):
+		return "passkeys_off", "passkeys are not set up on this server: use the code from your authenticator app", time.Time{}, proved, nil
 	case errors.Is(err, stepup.ErrCodeInvalid):
-		return stepup.ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{}, nil
+		return stepup.ErrCodeInvalid.Error(), "the code is wrong: enter the current code from your authenticator app", time.Time{}, proved, nil
 	case errors.Is(err, stepup.ErrCodeReplayed):
-		return stepup.ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{}, nil
+		return stepup.ErrCodeReplayed.Error(), "this code was already used: wait for the next one", time.Time{}, proved, nil
 	case errors.Is(err, stepup.ErrNotEnrolled):
-		return stepup.ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll " + user + "` or to send you an enrollment link (`caddy jit enroll " + user + " --link`; see caddy-jit's docs/troubleshooting.md)", time.Time{}, nil
+		return stepup.ErrNotEnrolled.Error(), "you have no authenticator enrolled: ask an operator to run `caddy jit enroll " + user + "` or to send you an enrollment link (`caddy jit enroll " + user + " --link`; see caddy-jit's docs/troubleshooting.md)", time.Time{}, proved, nil
 	default:
-		return "", "", time.Time{}, err
+		return "", "", time.Time{}, proved, err
+	}
+}
+
+// passkeyRefusal says in words what to do about a refused passkey.
+func passkeyRefusal(reason error) string {
+	switch reason {
+	case stepup.ErrPasskeyChallengeExpired, stepup.ErrPasskeyCeremonyUnknown:
+		return "the passkey prompt expired or was already used: press the passkey button again"
+	case stepup.ErrPasskeyNotRegistered, stepup.ErrPasskeyUnknownCredential:
+		return "that passkey is not registered for you on this site: register one on /.jit/enroll, or use another"
+	case stepup.ErrPasskeyUserNotVerified:
+		return "your authenticator did not verify you (PIN or biometric): try again and unlock it when asked"
+	case stepup.ErrPasskeyCounterRegressed:
+		return "this passkey's signature counter went backwards, which a cloned key does: it was refused and the operators were told"
+	default:
+		return "the passkey's answer was refused: press the passkey button again, on this page"
 	}
 }
 
@@ -178,7 +207,7 @@ func approversOf(role *policy.Role) []string {
 
 // request stores a pending request and tells the approvers. It returns the pickup
 // secret for the asking browser; storage keeps only its hash.
-func (a *Workflow) request(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
+func (a *Workflow) request(ctx context.Context, act Activation, proved stepup.Proved, start, now time.Time) (*Request, string, error) {
 	var (
 		req    *Request
 		secret string
@@ -192,7 +221,7 @@ func (a *Workflow) request(ctx context.Context, act Activation, start, now time.
 		if open != nil {
 			return requestOpenError(open)
 		}
-		if req, secret, err = a.newRequest(ctx, act, start, now); err != nil {
+		if req, secret, err = a.newRequest(ctx, act, proved, start, now); err != nil {
 			return err
 		}
 		return state.StoreJSON(ctx, a.store, openRequestKey(user, role), openRequestRef{ID: req.ID})
@@ -209,7 +238,7 @@ func (a *Workflow) request(ctx context.Context, act Activation, start, now time.
 	return req, secret, nil
 }
 
-func (a *Workflow) newRequest(ctx context.Context, act Activation, start, now time.Time) (*Request, string, error) {
+func (a *Workflow) newRequest(ctx context.Context, act Activation, proved stepup.Proved, start, now time.Time) (*Request, string, error) {
 	id := newRequestID()
 	secret, hash := newPickupSecret()
 	req := &Request{
@@ -229,6 +258,8 @@ func (a *Workflow) newRequest(ctx context.Context, act Activation, start, now ti
 		Needed:        act.Role.Approval.Count,
 		State:         RequestPending,
 		PickupHash:    hash,
+		Methods:       proved.Methods,
+		SteppedUp:     now.UTC(),
 	}
 	if start.After(now) {
 		req.Start = start.UTC()
@@ -310,9 +341,11 @@ type Activation struct {
 	Duration      time.Duration
 	Justification string
 	Ticket        string
-	Code          string
-	ClientIP      string
-	UserAgent     string
+	// Code is a TOTP code; Passkey, when set, a passkey assertion instead.
+	Code      string
+	Passkey   *stepup.PasskeyProof
+	ClientIP  string
+	UserAgent string
 	// Start schedules the session; zero starts it now (or on approval).
 	Start time.Time
 	// BreakGlass skips approval and allowed hours, loudly.
@@ -320,6 +353,8 @@ type Activation struct {
 	// Return is where the requester goes once a waiting request starts its session.
 	Return string
 }
+
+func (act Activation) proof() stepup.Proof { return stepup.Proof{Code: act.Code, Passkey: act.Passkey} }
 
 // ActivationError says why an activation was refused, in a stable reason for the audit
 // log and in words for the user.

@@ -280,7 +280,7 @@ func TestSubmitWithApprovalMakesAPendingRequest(t *testing.T) {
 		ID: req.ID, User: "alice", Role: "prod-db", Audience: audience, Justification: act.Justification,
 		Ticket: "INC-42", ClientIP: "192.0.2.1", UserAgent: "test-agent/1.0", Duration: 15 * time.Minute,
 		Return: "/admin", Created: now, Deadline: now.Add(24 * time.Hour), Needed: 2, State: RequestPending,
-		PickupHash: pickupHash(res.PickupSecret),
+		PickupHash: pickupHash(res.PickupSecret), Methods: []string{"otp"}, SteppedUp: now,
 	}
 	if !ValidPickupSecret(res.PickupSecret) {
 		t.Fatalf("pickup secret %q: want 43 characters of base64url", res.PickupSecret)

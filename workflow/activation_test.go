@@ -128,7 +128,7 @@ func TestActivate(t *testing.T) {
 	want := &session.Record{
 		ID: rec.ID, User: "alice", Role: "console-admin", Audience: audience,
 		Justification: act.Justification, Ticket: "INC-42", ClientIP: "192.0.2.1", UserAgent: "test-agent/1.0",
-		Methods: []string{"otp"}, Start: now, Expires: now.Add(15 * time.Minute),
+		Methods: []string{"otp"}, SteppedUp: now, Start: now, Expires: now.Add(15 * time.Minute),
 	}
 	wantJSON, _ := json.Marshal(want)
 	if got, _ := json.Marshal(rec); string(got) != string(wantJSON) {

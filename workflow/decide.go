@@ -12,6 +12,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // Deciding requests: approvers' answers, the start of approved sessions, the sweep of
@@ -23,10 +24,12 @@ type Approval struct {
 	RequestID string
 	Approver  policy.Caller
 	// Role is the request's role as configured now.
-	Role     *policy.Role
-	Approve  bool
-	Comment  string
+	Role    *policy.Role
+	Approve bool
+	Comment string
+	// Code is the approver's TOTP code; Passkey, when set, their passkey assertion.
 	Code     string
+	Passkey  *stepup.PasskeyProof
 	ClientIP string
 }
 
@@ -88,15 +91,19 @@ func (a *Workflow) decide(ctx context.Context, ap Approval) (*Request, error) {
 	case len([]rune(comment)) > policy.MaxJustificationLength:
 		return fail(req, "comment_too_long", fmt.Sprintf("the comment is too long: at most %d characters", policy.MaxJustificationLength))
 	}
-	if reason, message, lockedUntil, err := a.checkCode(ctx, ap.Approver.User, ap.Code); err != nil || reason != "" {
-		if err != nil {
-			return nil, err
-		}
+	// Approvers prove presence as the role's users do: a webauthn role's approvers
+	// with a passkey.
+	reason, message, lockedUntil, proved, err := a.checkProof(ctx, ap.Approver.User, stepup.Proof{Code: ap.Code, Passkey: ap.Passkey}, ap.Role.StepUp)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
 		return fail(req, reason, message, lockedUntil)
 	}
 
-	req.Decisions = append(req.Decisions, Decision{By: ap.Approver.User, Approve: ap.Approve, Comment: comment, At: now.UTC()})
-	decided := []zap.Field{zap.String("by", ap.Approver.User), zap.String("comment", comment), zap.String("client_ip", ap.ClientIP)}
+	req.Decisions = append(req.Decisions, Decision{By: ap.Approver.User, Approve: ap.Approve, Comment: comment, At: now.UTC(), Methods: proved.Methods})
+	decided := []zap.Field{zap.String("by", ap.Approver.User), zap.String("comment", comment), zap.String("client_ip", ap.ClientIP),
+		zap.Strings("amr", proved.Methods)}
 	if !ap.Approve {
 		req.State, req.Decided = RequestDenied, now.UTC()
 		if err := a.Requests.saveRequest(ctx, req); err != nil {
@@ -152,6 +159,7 @@ func (a *Workflow) startApproved(ctx context.Context, req *Request, role *policy
 		User: req.User, Role: role.Name, Audience: req.Audience, Justification: req.Justification, Ticket: req.Ticket,
 		ClientIP: req.ClientIP, UserAgent: req.UserAgent, Start: start,
 		Expires: capAt(start.Add(req.Duration), eligible.EligibleUntil), RequestID: req.ID, Approvers: req.Approvers(),
+		Methods: req.Methods, SteppedUp: req.SteppedUp,
 	}, role, now)
 	var refused *ActivationError
 	if errors.As(err, &refused) {

@@ -11,6 +11,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // An extension gives a running session more time, within the role's max_total. A role
@@ -39,8 +40,10 @@ type Extension struct {
 	Role          *policy.Role
 	Duration      time.Duration
 	Justification string
-	Code          string
-	ClientIP      string
+	// Code is a TOTP code; Passkey, when set, a passkey assertion instead.
+	Code     string
+	Passkey  *stepup.PasskeyProof
+	ClientIP string
 }
 
 // IsExtension reports whether the request asks for more time on a running session.
@@ -142,10 +145,11 @@ func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (
 				words.Clock(open.NewEnd)+": wait for the approvers' answer", time.Time{})
 		}
 	}
-	if reason, message, lockedUntil, err := a.checkCode(ctx, user, ext.Code); err != nil || reason != "" {
-		if err != nil {
-			return nil, err
-		}
+	reason, message, lockedUntil, _, err := a.checkProof(ctx, user, stepup.Proof{Code: ext.Code, Passkey: ext.Passkey}, ext.Role.StepUp)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
 		return fail(reason, message, lockedUntil)
 	}
 	end = capAt(end, d.EligibleUntil).UTC().Truncate(time.Second)

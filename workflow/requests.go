@@ -63,6 +63,10 @@ type Request struct {
 	// that browser receives the session, once (see pickup.go). PickedUp is when it did.
 	PickupHash string    `json:"pickup_sha256,omitempty"`
 	PickedUp   time.Time `json:"picked_up,omitzero"`
+	// Methods and SteppedUp are how and when the requester proved presence: the
+	// session an approval starts carries them (amr, auth_time).
+	Methods   []string  `json:"amr,omitempty"`
+	SteppedUp time.Time `json:"stepped_up,omitzero"`
 }
 
 // Decision is one approver's answer to a request.
@@ -71,6 +75,8 @@ type Decision struct {
 	Approve bool      `json:"approve"`
 	Comment string    `json:"comment,omitempty"`
 	At      time.Time `json:"at"`
+	// Methods is how the approver proved presence (amr).
+	Methods []string `json:"amr,omitempty"`
 }
 
 // Approvers lists who approved the request, in order.
