@@ -33,6 +33,7 @@ type activationForm struct {
 	Error      string
 	// ErrorField names the input the error is about, for the error summary link.
 	ErrorField string
+	StepUp     stepUpView
 }
 
 func (h *Handler) showActivation(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
@@ -61,6 +62,8 @@ func (h *Handler) showActivation(w http.ResponseWriter, r *http.Request, caller 
 func (h *Handler) renderActivation(w http.ResponseWriter, status int, f activationForm, r *http.Request) error {
 	f.Durations = durationChoices(f.Role.MaxDuration, f.Role.DefaultDuration, f.Duration)
 	f.CSRF = h.app.authority.Keyring.CSRFToken(f.User, h.audiences.of(r), now())
+	f.StepUp = h.stepUpFor(r.Context(), r, f.User, f.Role.StepUp, passkeyForm("activate", f.Role.Name))
+	f.StepUp.ErrorField = f.ErrorField
 	return render(w, status, "activate.html", f)
 }
 
@@ -86,7 +89,8 @@ func durationChoices(maxD, def, picked time.Duration) []time.Duration {
 }
 
 func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "role", "duration", "justification", "ticket", "code", "return", "csrf", "start", "break_glass")
+	form, err := readForm(w, r, "role", "duration", "justification", "ticket", "code", "return", "csrf", "start", "break_glass",
+		fieldPasskeyCeremony, fieldPasskeyResponse)
 	if err != nil {
 		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the activation page again.", caller.User)
 	}
@@ -138,6 +142,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		Justification: strings.TrimSpace(form["justification"]),
 		Ticket:        strings.TrimSpace(form["ticket"]),
 		Code:          strings.TrimSpace(form["code"]),
+		Passkey:       h.passkeyProof(r, form, passkeyForm("activate", role.Name)),
 		ClientIP:      clientIP(r),
 		UserAgent:     printable.Truncate(r.UserAgent(), 256),
 		Start:         start,

@@ -101,9 +101,20 @@ type enrollForm struct {
 // serveEnroll serves GET, HEAD and POST /.jit/enroll for the signed-in caller.
 func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
 	token := r.URL.Query().Get("token")
+	switch {
+	case r.Method == http.MethodPost:
+		form, err := readForm(w, r, "token", "opening", "code", "current_code", "csrf", "name", fieldPasskeyCeremony, fieldPasskeyResponse)
+		if err != nil {
+			return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the page again.", caller.User)
+		}
+		if form["token"] == "" && token == "" {
+			return h.registerPasskey(w, r, caller, form)
+		}
+		return h.confirmEnroll(w, r, caller, form)
+	case token == "":
+		return h.showPasskeys(w, r, caller, http.StatusOK, passkeysPage{})
+	}
 	switch r.Method {
-	case http.MethodPost:
-		return h.confirmEnroll(w, r, caller)
 	case http.MethodHead:
 		// A HEAD changes nothing: it makes no opening.
 		return h.showConfirmForm(w, r, caller, token, "", http.StatusOK, "", "")
@@ -162,11 +173,7 @@ func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller
 
 // confirmEnroll checks the codes the user typed against the secret this browser's
 // opening showed (and their current authenticator, where the link needs it).
-func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "token", "opening", "code", "current_code", "csrf")
-	if err != nil {
-		return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the enrollment link again.", caller.User)
-	}
+func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller, form map[string]string) error {
 	token, opening := form["token"], form["opening"]
 	if token == "" {
 		token = r.URL.Query().Get("token")
@@ -177,7 +184,7 @@ func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller p
 		return h.showConfirmForm(w, r, caller, token, opening, http.StatusForbidden,
 			"This form has expired or did not come from this site. Enter the current code and confirm again.", "")
 	}
-	err = h.app.authority.StepUp.ConfirmEnrollment(r.Context(), stepup.EnrollConfirmation{
+	err := h.app.authority.StepUp.ConfirmEnrollment(r.Context(), stepup.EnrollConfirmation{
 		Token: token, User: caller.User, Browser: enrollCookie(r), Opening: opening,
 		Code: strings.TrimSpace(form["code"]), CurrentCode: strings.TrimSpace(form["current_code"]), ClientIP: clientIP(r),
 	})

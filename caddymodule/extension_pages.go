@@ -25,7 +25,7 @@ const collectAction = pagePrefix + "extend?collect=1"
 // a justification, a duration), or, with collect=1, the browser's own session token
 // renewed to the end approvers granted.
 func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "session", "duration", "justification", "code", "csrf", "collect")
+	form, err := readForm(w, r, "session", "duration", "justification", "code", "csrf", "collect", fieldPasskeyCeremony, fieldPasskeyResponse)
 	if err != nil {
 		return h.renderStatus(w, r, caller, http.StatusBadRequest, "", err.Error()+".")
 	}
@@ -59,6 +59,7 @@ func (h *Handler) extend(w http.ResponseWriter, r *http.Request, caller policy.C
 		Duration:      d,
 		Justification: strings.TrimSpace(form["justification"]),
 		Code:          strings.TrimSpace(form["code"]),
+		Passkey:       h.passkeyProof(r, form, passkeyForm("extend", form["session"])),
 		ClientIP:      clientIP(r),
 	})
 	var refused *workflow.ActivationError

@@ -321,6 +321,9 @@ func summary(n workflow.Notification) string {
 	if n.RequestID != "" {
 		fmt.Fprintf(&b, " (request %s)", n.RequestID)
 	}
+	if n.ApprovalURL != "" {
+		fmt.Fprintf(&b, ". Decide: %s", n.ApprovalURL)
+	}
 	if n.SessionID != "" {
 		fmt.Fprintf(&b, " (session %s)", n.SessionID)
 	}

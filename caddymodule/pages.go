@@ -28,6 +28,9 @@ var styleCSS []byte
 //go:embed assets/app.js
 var appJS []byte
 
+//go:embed assets/passkey.js
+var passkeyJS []byte
+
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"duration": policy.FormatDuration,
 	"clock":    words.Time,
@@ -78,6 +81,8 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 		return servePublic(w, r, "text/css; charset=utf-8", 3600, styleCSS)
 	case "app.js":
 		return servePublic(w, r, "text/javascript; charset=utf-8", 3600, appJS)
+	case "passkey.js":
+		return servePublic(w, r, "text/javascript; charset=utf-8", 3600, passkeyJS)
 	}
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -138,11 +143,22 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 			return h.decide(w, r, caller)
 		}
 		return h.showApprovals(w, r, caller, "", "", http.StatusOK)
+	case passkeyPage:
+		if !allowMethods(w, r, http.MethodPost) {
+			return nil
+		}
+		return h.servePasskeyOptions(w, r, caller)
 	case enrollPage:
 		if !allowMethods(w, r, http.MethodGet, http.MethodHead, http.MethodPost) {
 			return nil
 		}
 		return h.serveEnroll(w, r, caller)
+	}
+	if id, ok := strings.CutPrefix(sub, "approvals/"); ok {
+		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
+			return nil
+		}
+		return h.showApprovalsOf(w, r, caller, id, "", "", http.StatusOK)
 	}
 	if id, ok := strings.CutPrefix(sub, "requests/"); ok {
 		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {

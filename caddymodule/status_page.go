@@ -22,8 +22,10 @@ type statusPage struct {
 	Audience string
 	// Approver is set when the user may decide someone's requests.
 	Approver bool
-	app      *App
-	at       time.Time
+	// StepUp is the proof of presence of each extendable session's form, by id.
+	StepUp map[string]stepUpView
+	app    *App
+	at     time.Time
 }
 
 // Scheduled reports whether a session has yet to start.
@@ -83,9 +85,17 @@ func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, caller po
 	if err != nil {
 		return h.storeUnreachable("listing sessions", caller.User, err)
 	}
+	page.StepUp = map[string]stepUpView{}
+	stepUp := h.stepUps(r.Context(), r, caller.User)
 	for _, s := range sessions {
-		if !h.app.authority.Revocations.Revoked(s.ID) {
-			page.Sessions = append(page.Sessions, s)
+		if h.app.authority.Revocations.Revoked(s.ID) {
+			continue
+		}
+		page.Sessions = append(page.Sessions, s)
+		if role, ok := h.app.role(s.Role); ok && page.Extendable(s) {
+			v := stepUp(role.StepUp, passkeyForm("extend", s.ID))
+			v.CodeID = "extend-code-" + s.ID
+			page.StepUp[s.ID] = v
 		}
 	}
 	return render(w, status, "status.html", page)

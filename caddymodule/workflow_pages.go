@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,9 +159,17 @@ type approvalsPage struct {
 	CSRF     string
 	Notice   string
 	Error    string
+	// StepUp is the proof of presence of each request's form, by id.
+	StepUp map[string]stepUpView
 }
 
 func (h *Handler) showApprovals(w http.ResponseWriter, r *http.Request, caller policy.Caller, notice, errMsg string, status int) error {
+	return h.showApprovalsOf(w, r, caller, "", notice, errMsg, status)
+}
+
+// showApprovalsOf shows the requests waiting for the caller, or only the one with id:
+// the page a notification links to. Opening it decides nothing.
+func (h *Handler) showApprovalsOf(w http.ResponseWriter, r *http.Request, caller policy.Caller, id, notice, errMsg string, status int) error {
 	// The page is for approvers. Whether the caller is one follows from the roles as
 	// configured, so anyone else is turned away without a read of storage.
 	if !h.app.approvesSomeRole(caller) {
@@ -171,14 +180,33 @@ func (h *Handler) showApprovals(w http.ResponseWriter, r *http.Request, caller p
 	if err != nil {
 		return h.storeUnreachable("listing requests", caller.User, err)
 	}
-	return render(w, status, "approvals.html", approvalsPage{
+	if id != "" {
+		pending = slices.DeleteFunc(pending, func(req *workflow.Request) bool { return req.ID != id })
+		if len(pending) == 0 {
+			return h.renderMessage(w, r, http.StatusNotFound, "Not waiting for you",
+				"No request "+printable.Truncate(id, 40)+" waits for your decision: it was decided, withdrawn or expired, or it is not for you to decide. See all requests waiting for you on /.jit/approvals.", caller.User)
+		}
+	}
+	page := approvalsPage{
 		User: caller.User, Requests: pending, Notice: notice, Error: errMsg,
-		CSRF: h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
-	})
+		CSRF:   h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now()),
+		StepUp: map[string]stepUpView{},
+	}
+	stepUp := h.stepUps(r.Context(), r, caller.User)
+	for _, req := range pending {
+		var step policy.StepUp
+		if role := h.app.roleOf(req.Role); role != nil {
+			step = role.StepUp
+		}
+		v := stepUp(step, passkeyForm("decide", req.ID))
+		v.CodeID, v.CodeHint = "code-"+req.ID, "The 6-digit code your own authenticator app shows for "+caller.User+"."
+		page.StepUp[req.ID] = v
+	}
+	return render(w, status, "approvals.html", page)
 }
 
 func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.Caller) error {
-	form, err := readForm(w, r, "request", "decision", "comment", "code", "csrf")
+	form, err := readForm(w, r, "request", "decision", "comment", "code", "csrf", fieldPasskeyCeremony, fieldPasskeyResponse)
 	if err != nil {
 		return h.showApprovals(w, r, caller, "", err.Error()+".", http.StatusBadRequest)
 	}
@@ -202,6 +230,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		Approve:   approve,
 		Comment:   form["comment"],
 		Code:      strings.TrimSpace(form["code"]),
+		Passkey:   h.passkeyProof(r, form, passkeyForm("decide", form["request"])),
 		ClientIP:  clientIP(r),
 	})
 	var refused *workflow.ActivationError

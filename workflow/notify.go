@@ -42,6 +42,9 @@ type Notification struct {
 	// Alert names the approvers to tell directly (requests and break-glass), beyond the
 	// configured targets.
 	Alert []string `json:"alert,omitempty"`
+	// ApprovalURL, on a request waiting for approvers, is its page on the site it was
+	// made at: opening it decides nothing, each decision needs the approver's proof.
+	ApprovalURL string `json:"approval_url,omitempty"`
 }
 
 // Notifier delivers notifications. Notify must not block: delivery happens elsewhere,
@@ -65,12 +68,19 @@ func recordNotification(event string, r *session.Record, now time.Time) Notifica
 }
 
 func requestNotification(event string, r *Request, now time.Time) Notification {
-	return Notification{
+	n := Notification{
 		Event: event, Time: now.UTC(), RequestID: r.ID, SessionID: r.SessionID, User: r.User, Role: r.Role,
 		Justification: r.Justification, Ticket: r.Ticket, Start: r.Start, Deadline: r.Deadline,
 		Approvers: r.Approvers(),
 	}
+	if r.State == RequestPending && r.Audience != "" {
+		n.ApprovalURL = r.Audience + ApprovalPath(r.ID)
+	}
+	return n
 }
+
+// ApprovalPath is the site-relative address of a request's approval page.
+func ApprovalPath(id string) string { return "/.jit/approvals/" + id }
 
 // Metrics counts what the authority decides, for monitoring. Implementations must be
 // cheap and must not block.
