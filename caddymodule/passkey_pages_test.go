@@ -1,0 +1,44 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestStepUpTemplateShowsWhatTheRoleAccepts(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		view      stepUpView
+		want, not []string
+	}{
+		{name: "any, no passkey yet", view: stepUpView{Form: "activate:db", User: "alice", Code: true, Passkey: true, CodeID: "code"},
+			want: []string{`name="code"`, ` required`, `name="passkey_ceremony"`}, not: []string{`data-passkey="login"`}},
+		{name: "any, a passkey", view: stepUpView{Form: "activate:db", User: "alice", Code: true, Passkey: true, Registered: true, CodeID: "code"},
+			want: []string{`name="code"`, `data-passkey="login"`, `data-passkey-form="activate:db"`, `(or use a passkey)`}, not: []string{` required`}},
+		{name: "webauthn, a passkey", view: stepUpView{Form: "activate:db", User: "alice", Passkey: true, Registered: true, CodeID: "code"},
+			want: []string{`data-passkey="login"`, `<noscript>`}, not: []string{`name="code"`}},
+		{name: "webauthn, none registered", view: stepUpView{Form: "activate:db", User: "alice", Passkey: true, CodeID: "code"},
+			want: []string{`href="/.jit/enroll"`, `you have none registered`}, not: []string{`name="code"`, `data-passkey="login"`}},
+		{name: "webauthn where passkeys cannot run", view: stepUpView{Form: "activate:db", User: "alice", CodeID: "code"},
+			want: []string{`rp_id`}, not: []string{`name="code"`, `data-passkey`}},
+		{name: "totp", view: stepUpView{Form: "decide:R", User: "bob", Code: true, CodeID: "code-R", CodeHint: "Your own code."},
+			want: []string{`id="code-R"`, `Your own code.`, ` required`}, not: []string{`data-passkey`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			if err := pageTemplates.ExecuteTemplate(&b, "stepup", tt.view); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("missing %q in\n%s", w, b.String())
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(b.String(), n) {
+					t.Errorf("unexpected %q in\n%s", n, b.String())
+				}
+			}
+		})
+	}
+}
