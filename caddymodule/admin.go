@@ -29,10 +29,14 @@ func init() {
 //	DELETE /jit/sessions/{id}             revoke one session
 //	DELETE /jit/sessions?user=U           revoke all of a user's sessions
 //	POST   /jit/lockouts/{user}/clear     end a user's TOTP lockout
+//	GET    /jit/credentials/{user}        list a user's passkeys ([] for none)
+//	DELETE /jit/credentials/{user}/{id}   remove one of a user's passkeys
 //	POST   /jit/keys/rotate               make a new signing key
 //
 // Changes take `by` (who asks, e.g. the operator's login) and `reason` query
-// parameters, which go into the audit event with the caller's address.
+// parameters, which go into the audit event with the caller's address. A passkey
+// removal takes `by` only: its audit event has no reason, and it refuses one rather
+// than lose it.
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -50,6 +54,7 @@ func (AdminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/jit/sessions", Handler: caddy.AdminHandlerFunc(handleSessions)},
 		{Pattern: "/jit/sessions/", Handler: caddy.AdminHandlerFunc(handleSession)},
 		{Pattern: "/jit/lockouts/", Handler: caddy.AdminHandlerFunc(handleLockout)},
+		{Pattern: credentialsRoute, Handler: caddy.AdminHandlerFunc(handleCredentials)},
 		{Pattern: "/jit/keys/rotate", Handler: caddy.AdminHandlerFunc(handleRotateKeys)},
 	}
 }

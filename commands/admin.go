@@ -46,6 +46,11 @@ type jitControl interface {
 	// takes the config's enroll_link_ttl; replace lets the link replace a confirmed
 	// enrollment without a code of it.
 	enrollLink(user, by string, ttl time.Duration, replace bool) (*adminapi.EnrollLink, error)
+	// passkeys returns the admin API's JSON of the user's passkeys (credentials.go).
+	passkeys(user string) ([]byte, error)
+	// removePasskey removes the user's passkey with the credential id and says what
+	// the user has left; an id the user has no passkey with is refused, saying so.
+	removePasskey(user, id, by, reason string) (adminapi.PasskeyRemoval, error)
 	close()
 }
 

@@ -26,7 +26,8 @@ const jitShort = "Manages caddy-jit, just-in-time access to protected sites"
 
 var jitLong = `
 Manages just-in-time access (the global 'jit' option): enrolls users for
-TOTP, lists and revokes sessions, clears lockouts and rotates signing keys.
+TOTP, lists and removes their passkeys, lists and revokes sessions, clears
+lockouts and rotates signing keys.
 The subcommands talk to the admin API of a running Caddy; when --config
 names a config with 'admin off', they work on its storage directly, and
 running instances pick the change up on their next sync.
@@ -39,7 +40,7 @@ address from your config, if not using the default.`
 // command. Add one with addJitSubcommand from an init function of this package; the
 // list is read only when Caddy builds its command tree in caddycmd.Main, after every
 // init has run, so the order of files does not matter.
-var jitSubcommands = []func() *cobra.Command{enrollCommand}
+var jitSubcommands = []func() *cobra.Command{enrollCommand, credentialsCommand}
 
 // addJitSubcommand adds a subcommand (such as sessions, revoke, unlock) to `caddy jit`.
 // Call it from an init function.

@@ -321,8 +321,9 @@ func (p *Passkeys) Usable(site Site) bool {
 }
 
 // Remove deletes the user's passkey with the credential id (base64url, as List gives
-// it) and audits who did it; an id the user does not have is ErrPasskeyUnknownCredential.
-func (p *Passkeys) Remove(ctx context.Context, user, id, by string) error {
+// it) and audits who did it, and why when reason is given; an id the user does not
+// have is ErrPasskeyUnknownCredential.
+func (p *Passkeys) Remove(ctx context.Context, user, id, by, reason string) error {
 	raw, err := base64.RawURLEncoding.DecodeString(id)
 	if err != nil || len(raw) == 0 {
 		return refuse(ErrPasskeyUnknownCredential, "the credential id is not base64url")
@@ -344,8 +345,11 @@ func (p *Passkeys) Remove(ctx context.Context, user, id, by string) error {
 	if err != nil {
 		return err
 	}
-	p.a.audit.Event(audit.EventPasskeyRemoved, zap.String("user", user), zap.String("credential_id", id),
-		zap.String("rp_id", removed.RPID), zap.String("by", by))
+	fields := []zap.Field{zap.String("user", user), zap.String("credential_id", id), zap.String("rp_id", removed.RPID), zap.String("by", by)}
+	if reason != "" {
+		fields = append(fields, zap.String("reason", reason))
+	}
+	p.a.audit.Event(audit.EventPasskeyRemoved, fields...)
 	return nil
 }
 

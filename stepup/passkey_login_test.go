@@ -93,7 +93,7 @@ func TestPasskeyLoginRefusals(t *testing.T) {
 		{name: "removed passkey", want: ErrPasskeyUnknownCredential,
 			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
 				id, resp := f.beginLogin(t, "alice", k)
-				if err := f.p.Remove(ctx, "alice", b64.EncodeToString(k.id), "operator"); err != nil {
+				if err := f.p.Remove(ctx, "alice", b64.EncodeToString(k.id), "operator", "lost"); err != nil {
 					t.Fatal(err)
 				}
 				return id, resp

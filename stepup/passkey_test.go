@@ -162,7 +162,7 @@ func TestPasskeyRegisterThenLogin(t *testing.T) {
 		t.Fatalf("%d passkey_verified events, want 2", n)
 	}
 
-	if err := f.p.Remove(ctx, "alice", reg.ID, "alice"); err != nil {
+	if err := f.p.Remove(ctx, "alice", reg.ID, "alice", ""); err != nil {
 		t.Fatal(err)
 	}
 	if list, _ := f.p.List(ctx, "alice"); len(list) != 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // Enrollment is the answer to POST /jit/enrollments/{user}. The URI holds the
@@ -58,4 +59,53 @@ func ListSessions(revocations *session.Revocations, recs []*session.Record) Sess
 type KeyRotation struct {
 	KeyID string   `json:"kid"`
 	Keys  []string `json:"keys"`
+}
+
+// Passkey is one of a user's passkeys as GET /jit/credentials/{user} lists it: what
+// describes it, never its public key.
+type Passkey struct {
+	// ID is the credential id in base64url: what DELETE /jit/credentials/{user}/{id}
+	// takes.
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// AAGUID names the authenticator's make and model; empty when it gives none.
+	AAGUID  string    `json:"aaguid"`
+	RPID    string    `json:"rp_id"`
+	Created time.Time `json:"created"`
+	// LastUsed is null for a passkey never used to step up.
+	LastUsed *time.Time `json:"last_used"`
+	// Synced: the authenticator says the passkey may be backed up, so it can leave
+	// the device, as a synced passkey does.
+	Synced bool `json:"synced"`
+}
+
+// NewPasskey shows pk as the admin API does, times in UTC.
+func NewPasskey(pk stepup.Passkey) Passkey {
+	out := Passkey{ID: pk.ID, Name: pk.Name, AAGUID: pk.AAGUID, RPID: pk.RPID, Created: pk.Created.UTC(), Synced: pk.Synced}
+	if !pk.LastUsed.IsZero() {
+		used := pk.LastUsed.UTC()
+		out.LastUsed = &used
+	}
+	return out
+}
+
+// ListPasskeys is the answer to GET /jit/credentials/{user}: a JSON array, [] for a
+// user with none.
+func ListPasskeys(pks []stepup.Passkey) []Passkey {
+	out := make([]Passkey, 0, len(pks))
+	for _, pk := range pks {
+		out = append(out, NewPasskey(pk))
+	}
+	return out
+}
+
+// PasskeyRemoval is the answer to DELETE /jit/credentials/{user}/{id}: the passkey
+// removed and what the user has left to step up with. With no passkey left and no
+// TOTP authenticator, they cannot register a new passkey themselves (that takes a
+// TOTP code): they need an enrollment link.
+type PasskeyRemoval struct {
+	User         string  `json:"user"`
+	Removed      Passkey `json:"removed"`
+	Remaining    int     `json:"remaining"`
+	TOTPEnrolled bool    `json:"totp_enrolled"`
 }

@@ -1,6 +1,7 @@
 // Package testkit holds what the domain packages' tests share: a clock that moves only
-// when a test moves it, a throwaway store, TOTP codes, and readers of audit events
-// (including the scan that no secret reached the log). Only tests import it.
+// when a test moves it, a throwaway store, TOTP codes, a software passkey authenticator
+// (SoftKey), and readers of audit events (including the scan that no secret reached
+// the log). Only tests import it.
 package testkit
 
 import (
