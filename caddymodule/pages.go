@@ -51,9 +51,10 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 }).ParseFS(templateFS, "templates/*.html"))
 
 // contentSecurityPolicy allows our own stylesheet and script and nothing else: no
-// inline script or style, no frames around our pages, forms posting only to this origin.
+// inline script or style, no frames around our pages, forms posting only to this origin,
+// and the script's requests (passkey.js asks POST /.jit/passkey for a ceremony) only to it.
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
-	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // maxFormSize bounds an activation or deactivation form.
 const maxFormSize = 16 << 10

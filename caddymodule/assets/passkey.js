@@ -2,7 +2,9 @@
 // working passkey button: the script asks POST /.jit/passkey for a ceremony bound to
 // the signed-in user, this site and the form, has the authenticator answer it, and
 // submits the form with the answer in two hidden fields, which the server checks.
-// Without this script every page still works with an authenticator code.
+// Submitting such a form without a code uses the passkey too, as the button pressed:
+// on the approvals page, Approve or Deny. Without this script every page still works
+// with an authenticator code.
 (function () {
   "use strict";
   if (!window.PublicKeyCredential || !navigator.credentials || !window.fetch) return;
@@ -47,6 +49,9 @@
     return JSON.stringify(out);
   }
   function field(form, name) { return form.querySelector("[name='" + name + "']"); }
+  function submitButtons(form) {
+    return form.querySelectorAll("button[type=submit], button:not([type]), input[type=submit]");
+  }
 
   // valid checks every field of the form except the code, which the passkey replaces.
   function valid(form, kind) {
@@ -59,7 +64,9 @@
     return ok;
   }
 
-  function start(block, button, status) {
+  // start runs the ceremony and submits the form as submitter (a submit button or
+  // null), whose name and value the form then carries, as a press of it would.
+  function start(block, button, status, submitter) {
     var form = block.closest("form"), kind = button.getAttribute("data-passkey");
     if (!valid(form, kind)) return;
     var body = new URLSearchParams();
@@ -86,6 +93,13 @@
         field(form, "passkey_response").value = encodeCredential(credential);
         var code = field(form, "code");
         if (code && kind !== "register") code.value = "";
+        if (submitter && submitter.name) {
+          var pressed = document.createElement("input");
+          pressed.type = "hidden";
+          pressed.name = submitter.name;
+          pressed.value = submitter.value;
+          form.appendChild(pressed);
+        }
         status.textContent = "Checking…";
         form.submit();
       });
@@ -103,8 +117,25 @@
       var button = block.querySelector("[data-passkey]");
       if (!button) return;
       var status = block.querySelector(".passkey-status") || document.createElement("p");
+      var form = block.closest("form"), submits = submitButtons(form);
+      if (button.getAttribute("data-passkey") === "login") {
+        // A submit without a code is a submit with the passkey.
+        form.addEventListener("submit", function (ev) {
+          var code = field(form, "code");
+          if (field(form, "passkey_response").value || (code && code.value.trim())) return;
+          ev.preventDefault();
+          if (!button.disabled) start(block, button, status, ev.submitter || null);
+        });
+      }
+      if (submits.length > 1) {
+        // The button would not say which of the form's buttons it stands for.
+        status.textContent = "Press " + Array.prototype.map.call(submits, function (b) {
+          return (b.textContent || b.value).trim();
+        }).join(" or ") + ": your browser then asks for your passkey.";
+        return;
+      }
       button.hidden = false;
-      button.addEventListener("click", function () { start(block, button, status); });
+      button.addEventListener("click", function () { start(block, button, status, submits[0] || null); });
     })(blocks[i]);
   }
 })();

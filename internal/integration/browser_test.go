@@ -142,7 +142,7 @@ func TestBrowserApprovalBySecondUserInSecondContext(t *testing.T) {
 		t.Fatalf("carol's approvals page does not list alice's request for %s with its justification: %s", role, s.Text)
 	}
 	cb.typeInto("Comment", "looks fine, go ahead")
-	cb.typeInto("Your authenticator code", carol.next(t))
+	cb.typeInto("Authenticator code", carol.next(t))
 	if st := cb.click("Approve"); st != http.StatusOK {
 		t.Errorf("carol's approval answered %d, want 200", st)
 	}
