@@ -225,7 +225,7 @@ func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportO
 				used(role, user, at)
 				sess(id).accessed = true
 			}
-		case EventActivationFailed, EventApprovalFailed, EventExtensionFailed:
+		case EventActivationFailed, EventApprovalFailed, EventExtensionFailed, EventReconfirmFailed:
 			if !inWindow(at) {
 				return nil
 			}

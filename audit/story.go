@@ -205,7 +205,7 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 			e.To, _ = l.Time("expires")
 			s.Extensions = append(s.Extensions, e)
 			setExpires(e.To, at)
-		case EventExtensionFailed:
+		case EventExtensionFailed, EventReconfirmFailed:
 			s.Failures = append(s.Failures, StoryFailure{At: at, Where: l.Where(), Event: l.Event(), Reason: l.Text("reason"), ClientIP: l.Text("client_ip")})
 		case EventAccess:
 			a := StoryAccess{At: at, Where: l.Where(), Method: l.Text("method"), URI: l.Text("uri"), ClientIP: l.Text("client_ip"),

@@ -61,6 +61,14 @@ const (
 	EventPasskeyVerified         = "passkey_verified"
 	EventPasskeyFailed           = "passkey_failed"
 	EventPasskeyCounterRegressed = "passkey_counter_regressed"
+
+	// Fresh proof inside a session (a site's `fresh DURATION`): a request refused
+	// because the session's last step-up is older than the route allows, the user
+	// proving presence again for the session (its end unchanged), and such a proof
+	// refused.
+	EventReauthRequired     = "reauth_required"
+	EventSessionReconfirmed = "session_reconfirmed"
+	EventReconfirmFailed    = "reconfirm_failed"
 )
 
 // Writer writes audit events: one JSON object per line through zap, every
@@ -94,6 +102,9 @@ func (a *Writer) Event(event string, fields ...zap.Field) {
 type Holder struct {
 	User, Role, SessionID string
 	BreakGlass            bool
+	// Fresh is the recent step-up a `fresh` route required of the request (such as
+	// "5m"), or "" where none was required.
+	Fresh string
 }
 
 // Access writes the event for one request made under a session.
@@ -127,6 +138,9 @@ func (a *Writer) Access(h Holder, clientIP, method, uri string, status int, byte
 	if h.BreakGlass {
 		fields = append(fields, zap.Bool("break_glass", true))
 	}
+	if h.Fresh != "" {
+		fields = append(fields, zap.String("fresh", h.Fresh))
+	}
 	a.chain.write(a.log, EventAccess, fields, a.now)
 	clear(f[:])
 	accessFieldsPool.Put(f)
@@ -153,6 +167,8 @@ func (a *Writer) BodyDropped(reason string, count int, h Holder, key string) {
 	a.Event(EventBodyDropped, fields...)
 }
 
+// accessFields holds as many fields as an access event can have (9, 5 of the body,
+// break_glass and fresh), so that appending to it never allocates.
 type accessFields [16]zap.Field
 
 var accessFieldsPool = sync.Pool{New: func() any { return new(accessFields) }}

@@ -262,10 +262,12 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 //	jit [<matcher>] ROLE... {
 //		audience ORIGIN
 //		assertion [AUDIENCE]
+//		fresh DURATION
 //	}
 //
-// A request passes under an active session of any listed role. With a matcher, the
-// route also matches /.jit/*, so that the activation pages stay reachable.
+// A request passes under an active session of any listed role; with fresh, only if
+// the session's last step-up is younger than DURATION. With a matcher, the route also
+// matches /.jit/*, so that the activation pages stay reachable.
 func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	h.Next() // the directive name
 	matcherSet, err := h.ExtractMatcherSet()
@@ -297,8 +299,15 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 					return nil, h.Err(err.Error())
 				}
 			}
+		case "fresh":
+			if handler.Fresh != 0 {
+				return nil, h.Err("fresh is given twice")
+			}
+			if err := durationArg(h.Dispenser, &handler.Fresh); err != nil {
+				return nil, err
+			}
 		default:
-			return nil, h.Errf("unrecognized jit subdirective %q: expected audience or assertion", h.Val())
+			return nil, h.Errf("unrecognized jit subdirective %q: expected audience, assertion or fresh", h.Val())
 		}
 	}
 	if err := checkDeclaredRoles(h, handler.Roles); err != nil {

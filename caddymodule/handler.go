@@ -61,10 +61,16 @@ type Handler struct {
 	// AssertionAudience is the aud claim of the assertions: the upstream's own origin.
 	// Default: the site's audience.
 	AssertionAudience string `json:"assertion_audience,omitempty"`
+	// Fresh, when set, admits a request only if the session's last step-up (its
+	// auth_time) is younger than this; an older one is sent to /.jit/reconfirm to
+	// prove presence again (see fresh.go). Default: 0, any step-up of the session.
+	Fresh caddy.Duration `json:"fresh,omitempty"`
 
 	app       *App
 	logger    *zap.Logger
 	audiences *audienceCache
+	// freshText is Fresh as the audit events and answers write it, made once.
+	freshText string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -87,6 +93,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.app = appIface.(*App)
 	h.audiences = &audienceCache{fixed: h.Audience}
+	h.provisionFresh()
 	return h.Validate()
 }
 
@@ -94,6 +101,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if len(h.Roles) == 0 {
 		return errors.New("jit: name at least one role, e.g. `jit console-admin`")
+	}
+	if h.Fresh < 0 {
+		return fmt.Errorf("jit: fresh %s: want a positive duration such as 5m, or none", time.Duration(h.Fresh))
 	}
 	if h.AssertionAudience != "" {
 		if err := checkAssertionAudience(h.AssertionAudience); err != nil {
@@ -130,9 +140,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if strings.HasPrefix(r.URL.Path, pagePrefix) {
 		return h.servePage(w, r)
 	}
+	if g := admittedBy(r.Context()); g != nil {
+		// An earlier jit handler of this request verified the session and will write
+		// its access event: this one adds only its own requirements. Until they hold
+		// (and after an error or a panic here), the request counts as refused, and no
+		// access event is written for it.
+		g.refused = true
+		if admitted, err := h.admitAgain(w, r, g); !admitted {
+			return err
+		}
+		g.refused = false
+		ours = false
+		return next.ServeHTTP(w, r)
+	}
 	claims, repl, t, err := h.authorize(w, r)
 	if claims == nil {
 		return err
+	}
+	if !h.freshEnough(claims, t) {
+		return h.reauth(w, r, claims, t)
 	}
 	ours = false
 	return h.pass(w, r, next, repl, claims, t)
@@ -201,20 +227,11 @@ func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user stri
 // pass forwards a request made under a session and audits it.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, c *session.Claims, start time.Time) error {
 	removeSessionCookie(r)
-	if h.Assertion {
-		aud := h.AssertionAudience
-		if aud == "" {
-			aud = h.audiences.of(r)
-		}
-		assertion, err := h.app.authority.Assertions.For(c, h.app.Issuer, aud, start)
-		if err != nil {
-			// The upstream expects a signed identity: no request goes without one.
-			h.logger.Error("signing the identity assertion; the request is refused", zap.Error(err))
-			return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: signing the assertion: %w", err))
-		}
-		r.Header[HeaderAssertion] = []string{assertion}
+	if err := h.assert(r, c, start); err != nil {
+		return err
 	}
-	g := &gatedRequest{headerValues: [...]string{c.Subject, c.Role, c.SessionID}}
+	g := &gatedRequest{headerValues: [...]string{c.Subject, c.Role, c.SessionID}, claims: c}
+	g.requireFresh(h)
 	// Each header gets its own full slice of the one array, so no later handler can
 	// change one value through another.
 	r.Header[HeaderUser] = g.headerValues[0:1:1]
@@ -234,7 +251,10 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		cancel()
 		return h.refuse(w, r, repl, c.Subject, session.ErrTokenRevoked.Error(), start)
 	}
-	r = r.WithContext(ctx)
+	// The gated request is the request's context too: later jit handlers find the
+	// verified claims in it (admittedBy) without another allocation.
+	g.Context = ctx
+	r = r.WithContext(g)
 
 	rec := &g.rec
 	rec.ResponseWriter = w
@@ -264,9 +284,17 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		if status == 0 && (err != nil || p != nil) {
 			status = http.StatusInternalServerError
 		}
-		g.body.record(h.app.shared, c)
-		h.app.authority.Audit.Access(c.Holder(), clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
-		countRequest(c.Role, status)
+		// A later jit handler that refused the request has written its own event:
+		// nothing went upstream under the session.
+		if !g.refused {
+			g.body.record(h.app.shared, c)
+			holder := c.Holder()
+			if g.freshBy != nil {
+				holder.Fresh = g.freshBy.freshText
+			}
+			h.app.authority.Audit.Access(holder, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
+			countRequest(c.Role, status)
+		}
 		if p != nil {
 			panic(p)
 		}
@@ -276,12 +304,42 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 }
 
 // gatedRequest is what a request passed under a session needs beyond Caddy's own, in
-// one allocation: the values of the identity headers and the response recorder.
+// one allocation: the values of the identity headers and the response recorder. It is
+// also the request's context from then on, so that a later jit handler of the same
+// request finds the claims (see fresh.go).
 type gatedRequest struct {
+	// Context is the request's context, cancelled when the session ends.
+	context.Context
 	headerValues [3]string
 	rec          accessRecorder
 	// body is set for a mutating request: its digest goes into the access event.
 	body *bodyDigest
+	// claims are those of the session that admitted the request.
+	claims *session.Claims
+	// freshBy is the jit handler with the shortest `fresh` that admitted the
+	// request, for the access event; nil where none required one.
+	freshBy *Handler
+	// refused is set by a later jit handler that turned the request away.
+	refused bool
+}
+
+// assert adds the signed identity for the upstream, where the handler asks for one.
+func (h *Handler) assert(r *http.Request, c *session.Claims, t time.Time) error {
+	if !h.Assertion {
+		return nil
+	}
+	aud := h.AssertionAudience
+	if aud == "" {
+		aud = h.audiences.of(r)
+	}
+	assertion, err := h.app.authority.Assertions.For(c, h.app.Issuer, aud, t)
+	if err != nil {
+		// The upstream expects a signed identity: no request goes without one.
+		h.logger.Error("signing the identity assertion; the request is refused", zap.Error(err))
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("jit: signing the assertion: %w", err))
+	}
+	r.Header[HeaderAssertion] = []string{assertion}
+	return nil
 }
 
 // refuse answers a request without an admitting session: an eligible caller is sent

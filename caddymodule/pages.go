@@ -144,6 +144,11 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 			return h.decide(w, r, caller)
 		}
 		return h.showApprovals(w, r, caller, "", "", http.StatusOK)
+	case reconfirmPage:
+		if !allowMethods(w, r, http.MethodGet, http.MethodHead, http.MethodPost) {
+			return nil
+		}
+		return h.serveReconfirm(w, r, caller)
 	case passkeyPage:
 		if !allowMethods(w, r, http.MethodPost) {
 			return nil
