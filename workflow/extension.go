@@ -145,7 +145,7 @@ func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (
 				words.Clock(open.NewEnd)+": wait for the approvers' answer", time.Time{})
 		}
 	}
-	reason, message, lockedUntil, _, err := a.checkProof(ctx, user, stepup.Proof{Code: ext.Code, Passkey: ext.Passkey}, ext.Role.StepUp)
+	reason, message, lockedUntil, proved, err := a.checkProof(ctx, user, stepup.Proof{Code: ext.Code, Passkey: ext.Passkey}, ext.Role.StepUp)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +163,11 @@ func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (
 		}
 		return &ExtensionOutcome{Record: rec, Request: req}, nil
 	}
-	err = a.lengthen(ctx, rec, ext.Role, end, session.Extended{At: now.UTC(), Justification: ext.Justification, From: rec.Expires, To: end}, ext.ClientIP, now)
+	// The extension's proof is a step-up of the session: its auth_time (which
+	// `fresh` routes read) and amr become this proof's.
+	proven := *rec
+	proven.SteppedUp, proven.Methods = now.UTC(), proved.Methods
+	err = a.lengthen(ctx, &proven, ext.Role, end, session.Extended{At: now.UTC(), Justification: ext.Justification, From: rec.Expires, To: end}, ext.ClientIP, now)
 	var refused *ActivationError
 	if errors.As(err, &refused) {
 		return fail(refused.Reason, refused.Message, time.Time{})
@@ -171,6 +175,7 @@ func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (
 	if err != nil {
 		return nil, err
 	}
+	*rec = proven
 	token, err := a.SignRecord(rec, now)
 	if err != nil {
 		return nil, err

@@ -298,3 +298,28 @@ func TestExtensionApprovalRule(t *testing.T) {
 		t.Fatalf("extending a break-glass session = %+v, %v; want a request for approval", out, err)
 	}
 }
+
+// An extension's proof renews the session's step-up: a `fresh` route reads auth_time.
+func TestExtensionRenewsTheStepUp(t *testing.T) {
+	ctx := context.Background()
+	w := newWorkflowFixture(t)
+	role := w.roleWith(func(r *policy.Role) { r.MaxTotal = 3 * time.Hour })
+	rec := w.submit(t, w.activation(t, "alice", role)).Record
+	w.clock.Add(10 * time.Minute)
+	token, got, err := w.a.Extend(ctx, w.extension(t, rec, role, 30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := w.clock.Now().UTC().Truncate(time.Second)
+	if !got.SteppedUp.Equal(now) || !slices.Equal(got.Methods, []string{"otp"}) {
+		t.Errorf("after the extension: stepped up %s (amr %v), want %s", got.SteppedUp, got.Methods, now)
+	}
+	stored, err := w.a.Records.Load(ctx, "alice", rec.ID)
+	if err != nil || !stored.SteppedUp.Equal(now) {
+		t.Fatalf("stored stepped_up %v (%v), want %s", stored.SteppedUp, err, now)
+	}
+	claims, err := w.a.Verifier.Verify(token, session.Want{Subject: "alice", Audience: audience, Roles: []string{role.Name}}, w.clock.Now())
+	if err != nil || claims.AuthTime != now.Unix() {
+		t.Errorf("the extended token's auth_time = %v (%v), want %d", claims, err, now.Unix())
+	}
+}
