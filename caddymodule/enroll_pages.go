@@ -94,6 +94,9 @@ type enrollForm struct {
 	// NeedsCurrent that the form asks for a code of it.
 	Enrolled     bool
 	NeedsCurrent bool
+	// PasskeyFirst offers a passkey instead of an authenticator app: the user has
+	// nothing enrolled, and passkeys work at this site.
+	PasskeyFirst bool
 	Error        string
 	ErrorField   string
 }
@@ -107,7 +110,10 @@ func (h *Handler) serveEnroll(w http.ResponseWriter, r *http.Request, caller pol
 		if err != nil {
 			return h.renderMessage(w, r, http.StatusBadRequest, "The form could not be read", err.Error()+". Open the page again.", caller.User)
 		}
-		if form["token"] == "" && token == "" {
+		if form["token"] == "" {
+			form["token"] = token
+		}
+		if form["token"] == "" || form[fieldPasskeyCeremony] != "" {
 			return h.registerPasskey(w, r, caller, form)
 		}
 		return h.confirmEnroll(w, r, caller, form)
@@ -146,6 +152,7 @@ func (h *Handler) openEnroll(w http.ResponseWriter, r *http.Request, caller poli
 		Secret:       groupsOfFour(pending.Secret),
 		Enrolled:     pending.Enrolled,
 		NeedsCurrent: pending.NeedsCurrentCode,
+		PasskeyFirst: h.passkeyFirst(r, caller, pending.Enrolled),
 	})
 }
 
@@ -166,6 +173,7 @@ func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller
 		Opening:      opening,
 		Enrolled:     info.Enrolled,
 		NeedsCurrent: info.NeedsCurrentCode,
+		PasskeyFirst: h.passkeyFirst(r, caller, info.Enrolled),
 		Error:        errMsg,
 		ErrorField:   errField,
 	})
@@ -175,9 +183,6 @@ func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller
 // opening showed (and their current authenticator, where the link needs it).
 func (h *Handler) confirmEnroll(w http.ResponseWriter, r *http.Request, caller policy.Caller, form map[string]string) error {
 	token, opening := form["token"], form["opening"]
-	if token == "" {
-		token = r.URL.Query().Get("token")
-	}
 	if !h.checkPost(r, caller.User, form["csrf"]) {
 		h.app.authority.Audit.Event(audit.EventEnrollLinkFailed, zap.String("user", caller.User), zap.String("reason", "csrf"),
 			zap.String("client_ip", clientIP(r)))

@@ -149,7 +149,9 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 			return nil
 		}
 		return h.serveReconfirm(w, r, caller)
-	case passkeyPage:
+	case passkeyPage, enrollPage + "/" + passkeyPage:
+		// The second path is the same, under the enrollment cookie's path: a first
+		// passkey by link is proven by that cookie.
 		if !allowMethods(w, r, http.MethodPost) {
 			return nil
 		}

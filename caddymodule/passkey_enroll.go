@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/stepup"
 )
@@ -65,6 +66,9 @@ func (h *Handler) registerPasskey(w http.ResponseWriter, r *http.Request, caller
 	if proof == nil {
 		return fail(http.StatusBadRequest, "", "The form carries no passkey: press the button to register one (it needs JavaScript).")
 	}
+	if token := form["token"]; token != "" {
+		return h.registerPasskeyByLink(w, r, caller, token, name, proof)
+	}
 	pk, err := h.app.authority.StepUp.Passkeys().FinishRegistration(r.Context(), caller.User, proof.Site, proof.Ceremony, name, proof.Response)
 	var (
 		refused *stepup.PasskeyError
@@ -81,6 +85,45 @@ func (h *Handler) registerPasskey(w http.ResponseWriter, r *http.Request, caller
 	}
 	h.logger.Error("registering a passkey", zap.String("user", caller.User), zap.Error(err))
 	return h.enrollStorageError(w, r, caller, err)
+}
+
+// passkeyFirst reports whether an enrollment link's page offers a passkey instead of
+// an authenticator app: to a user with nothing enrolled, where passkeys work.
+func (h *Handler) passkeyFirst(r *http.Request, caller policy.Caller, enrolled bool) bool {
+	passkeys := h.app.authority.StepUp.Passkeys()
+	site := h.passkeySite(r, formRegister)
+	if enrolled || !passkeys.Usable(site) {
+		return false
+	}
+	all, err := passkeys.List(r.Context(), caller.User)
+	return err == nil && len(all) == 0
+}
+
+// registerPasskeyByLink finishes a first passkey proven by an enrollment link, which
+// it uses up.
+func (h *Handler) registerPasskeyByLink(w http.ResponseWriter, r *http.Request, caller policy.Caller, token, name string, proof *stepup.PasskeyProof) error {
+	_, err := h.app.authority.StepUp.Passkeys().FinishLinkRegistration(r.Context(), h.linkRegistration(r, caller, token), proof.Ceremony, name, proof.Response)
+	var (
+		refused *stepup.PasskeyError
+		locked  *stepup.LockedOutError
+	)
+	switch {
+	case err == nil:
+		http.SetCookie(w, enrollCookieFor(r, "", time.Time{}))
+		return h.renderMessage(w, r, http.StatusOK, "Your passkey is registered",
+			"From now on, use it to activate your roles: press “Use a passkey” on the activation page. This link is used up; your passkeys are listed on /.jit/enroll.", caller.User)
+	case errors.As(err, &locked):
+		return h.showConfirmForm(w, r, caller, token, "", http.StatusTooManyRequests, "Too many failed attempts: you are locked out until "+words.Clock(locked.Until)+". This link still works after that, until it expires.", "")
+	case errors.As(err, &refused):
+		return h.showConfirmForm(w, r, caller, token, "", http.StatusBadRequest, registrationRefusal(refused.Err), "")
+	case errors.Is(err, stepup.ErrEnrollLinkHasEnrollment):
+		return h.renderMessage(w, r, http.StatusConflict, "You have an authenticator already",
+			"A link registers a passkey only for someone with nothing set up yet. Register passkeys on /.jit/enroll with a code of your authenticator app.", caller.User)
+	case errors.Is(err, stepup.ErrEnrollLinkOtherBrowser):
+		return h.renderMessage(w, r, http.StatusConflict, "This page can no longer register",
+			"The link was opened since in another browser (or this browser lost its cookies). Open the link again. If you did not open it anywhere else, someone else may have your link and your password: tell the operators at once.", caller.User)
+	}
+	return h.enrollLinkRefused(w, r, caller, err)
 }
 
 // registrationRefusal says in words what to do about a refused registration.

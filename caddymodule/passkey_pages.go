@@ -114,7 +114,7 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 		w.WriteHeader(status)
 		return json.NewEncoder(w).Encode(o)
 	}
-	form, err := readForm(w, r, "csrf", "kind", "form", "code")
+	form, err := readForm(w, r, "csrf", "kind", "form", "code", "token")
 	if err != nil {
 		return answer(http.StatusBadRequest, passkeyOptions{Error: err.Error()})
 	}
@@ -138,11 +138,16 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 	case "login":
 		options, ceremony, err = passkeys.BeginLogin(r.Context(), caller.User, site)
 	case "register":
-		if formName != formRegister {
+		switch {
+		case formName != formRegister:
 			return answer(http.StatusBadRequest, passkeyOptions{Error: "a registration is for the form " + formRegister})
-		}
-		if err = h.app.authority.StepUp.Check(r.Context(), caller.User, strings.TrimSpace(form["code"])); err == nil {
-			options, ceremony, err = passkeys.BeginRegistration(r.Context(), caller.User, site)
+		case form["token"] != "":
+			// A first passkey, proven by the enrollment link this browser opened.
+			options, ceremony, err = passkeys.BeginLinkRegistration(r.Context(), h.linkRegistration(r, caller, form["token"]))
+		default:
+			if err = h.app.authority.StepUp.Check(r.Context(), caller.User, strings.TrimSpace(form["code"])); err == nil {
+				options, ceremony, err = passkeys.BeginRegistration(r.Context(), caller.User, site)
+			}
 		}
 	default:
 		return answer(http.StatusBadRequest, passkeyOptions{Error: "the kind field must be login or register"})
@@ -159,10 +164,23 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 	return answer(http.StatusOK, passkeyOptions{Ceremony: ceremony, Options: options})
 }
 
+// linkRegistration is a passkey registration by the enrollment link token, from this
+// browser.
+func (h *Handler) linkRegistration(r *http.Request, caller policy.Caller, token string) stepup.LinkRegistration {
+	return stepup.LinkRegistration{Token: token, User: caller.User, Browser: enrollCookie(r), Site: h.passkeySite(r, formRegister), ClientIP: clientIP(r)}
+}
+
 // passkeyBeginRefused says why a ceremony could not begin.
 func passkeyBeginRefused(err error, user string) (int, string) {
 	var locked *stepup.LockedOutError
 	switch {
+	case errors.Is(err, stepup.ErrEnrollLinkHasEnrollment):
+		return http.StatusConflict, "you have an authenticator or a passkey already: register passkeys on /.jit/enroll with your code"
+	case errors.Is(err, stepup.ErrEnrollLinkOtherBrowser):
+		return http.StatusConflict, "this link was opened since in another browser (or this one lost its cookies): open the link again"
+	case errors.Is(err, stepup.ErrEnrollLinkUnknown), errors.Is(err, stepup.ErrEnrollLinkNotYours),
+		errors.Is(err, stepup.ErrEnrollLinkUsed), errors.Is(err, stepup.ErrEnrollLinkExpired), errors.Is(err, stepup.ErrEnrollLinkCancelled):
+		return http.StatusGone, "this enrollment link cannot be used any more (" + err.Error() + "): ask an operator for a new one"
 	case errors.As(err, &locked):
 		return http.StatusTooManyRequests, "too many failed attempts: you are locked out until " + locked.Until.UTC().Format("15:04 UTC")
 	case errors.Is(err, stepup.ErrPasskeyNotRegistered):

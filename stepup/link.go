@@ -343,7 +343,7 @@ func (a *Authenticator) enrollLinkFailed(user, token, clientIP string, link enro
 func refusalReason(err error) string {
 	for _, known := range []error{ErrEnrollLinkUnknown, ErrEnrollLinkNotYours, ErrEnrollLinkUsed, ErrEnrollLinkExpired,
 		ErrEnrollLinkCancelled, ErrEnrollLinkOtherBrowser, ErrEnrollLinkReopened, ErrCurrentCodeRequired,
-		ErrCurrentCodeInvalid, ErrCurrentCodeReplayed, ErrCodeInvalid, ErrCodeReplayed} {
+		ErrCurrentCodeInvalid, ErrCurrentCodeReplayed, ErrCodeInvalid, ErrCodeReplayed, ErrEnrollLinkHasEnrollment} {
 		if errors.Is(err, known) {
 			return known.Error()
 		}

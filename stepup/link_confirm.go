@@ -91,12 +91,7 @@ func (a *Authenticator) ConfirmEnrollment(ctx context.Context, c EnrollConfirmat
 		case err != nil:
 			return err
 		}
-		l.Used, l.Opening = now.UTC(), nil
-		if err := state.StoreJSON(ctx, a.storage, enrollLinkKey(hash), *l); err != nil {
-			return err
-		}
-		// Spent: no owner record names it any longer, so nothing of it is honoured.
-		return a.storage.Delete(ctx, enrollLinkOwnerKey(c.User))
+		return a.spendLink(ctx, l, hash, c.User, now)
 	}, &link, &refused)
 	if err := a.auditRefusal(err, c.User, c.Token, c.ClientIP, link, refused); err != nil {
 		if refused != nil && cancelled {
@@ -115,6 +110,16 @@ func (a *Authenticator) ConfirmEnrollment(ctx context.Context, c EnrollConfirmat
 		zap.String("via", "link"), zap.String("link", linkID(hash)), zap.String("authorized_by", authorized),
 		zap.String("client_ip", c.ClientIP))
 	return nil
+}
+
+// spendLink marks the link used, under the user's links lock.
+func (a *Authenticator) spendLink(ctx context.Context, l *enrollLink, hash, user string, now time.Time) error {
+	l.Used, l.Opening = now.UTC(), nil
+	if err := state.StoreJSON(ctx, a.storage, enrollLinkKey(hash), *l); err != nil {
+		return err
+	}
+	// Spent: no owner record names it any longer, so nothing of it is honoured.
+	return a.storage.Delete(ctx, enrollLinkOwnerKey(user))
 }
 
 // replaceRule is what a confirmation needs beyond the code of the pending secret.

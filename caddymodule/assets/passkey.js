@@ -69,14 +69,21 @@
   function start(block, button, status, submitter) {
     var form = block.closest("form"), kind = button.getAttribute("data-passkey");
     if (!valid(form, kind)) return;
-    var body = new URLSearchParams();
+    var body = new URLSearchParams(), endpoint = "/.jit/passkey";
     body.set("csrf", field(form, "csrf").value);
     body.set("kind", kind);
     body.set("form", block.getAttribute("data-passkey-form"));
-    if (kind === "register") body.set("code", field(form, "code").value);
+    if (kind === "register") {
+      // A registration is proven by a current code, or by the enrollment link of this page.
+      var code = field(form, "code"), token = field(form, "token");
+      if (code) body.set("code", code.value);
+      if (token) body.set("token", token.value);
+      // The link's binding cookie is sent only below /.jit/enroll.
+      if (token) endpoint = "/.jit/enroll/passkey";
+    }
     button.disabled = true;
     status.textContent = kind === "register" ? "Follow your browser's prompt to create the passkey." : "Follow your browser's prompt to use your passkey.";
-    fetch("/.jit/passkey", {
+    fetch(endpoint, {
       method: "POST", credentials: "same-origin", body: body,
       headers: { "Content-Type": "application/x-www-form-urlencoded" }
     }).then(function (res) {
