@@ -40,6 +40,7 @@ const explainCaddyfile = `{
 			justification optional
 			eligible alice group:ops
 			allowed_hours mon-fri 08:00-18:00 Europe/Paris
+			step_up webauthn
 		}
 		role pair {
 			max_duration 1h
@@ -222,6 +223,7 @@ func TestExplainCommand(t *testing.T) {
 				"ticket: required, matching (INC|CHG)-[0-9]+ in full",
 				"max_active: no limit",
 				"extension: not possible (no max_total longer than max_duration)",
+				"step-up: a passkey or security key of alice's (step_up webauthn); a TOTP code is refused; whether alice has one registered or is locked out is not checked offline",
 			},
 		},
 		{
