@@ -97,6 +97,7 @@ type enrollForm struct {
 	// PasskeyFirst offers a passkey instead of an authenticator app: the user has
 	// nothing enrolled, and passkeys work at this site.
 	PasskeyFirst bool
+	Register     registerView
 	Error        string
 	ErrorField   string
 }
@@ -153,6 +154,7 @@ func (h *Handler) openEnroll(w http.ResponseWriter, r *http.Request, caller poli
 		Enrolled:     pending.Enrolled,
 		NeedsCurrent: pending.NeedsCurrentCode,
 		PasskeyFirst: h.passkeyFirst(r, caller, pending.Enrolled),
+		Register:     registerView{User: caller.User},
 	})
 }
 
@@ -174,6 +176,7 @@ func (h *Handler) showConfirmForm(w http.ResponseWriter, r *http.Request, caller
 		Enrolled:     info.Enrolled,
 		NeedsCurrent: info.NeedsCurrentCode,
 		PasskeyFirst: h.passkeyFirst(r, caller, info.Enrolled),
+		Register:     registerView{User: caller.User},
 		Error:        errMsg,
 		ErrorField:   errField,
 	})

@@ -32,6 +32,14 @@ type passkeysPage struct {
 	Name       string
 	Error      string
 	ErrorField string
+	Register   registerView
+}
+
+// registerView is what the "register-passkey" template shows: the name typed, and
+// whether the registration asks for a code (not when an enrollment link stands for it).
+type registerView struct {
+	User, Name        string
+	NameInvalid, Code bool
 }
 
 func (h *Handler) showPasskeys(w http.ResponseWriter, r *http.Request, caller policy.Caller, status int, page passkeysPage) error {
@@ -44,6 +52,7 @@ func (h *Handler) showPasskeys(w http.ResponseWriter, r *http.Request, caller po
 	page.User, page.Site, page.Usable = caller.User, site.Origin, passkeys.Usable(site)
 	page.CSRF = h.app.authority.Keyring.CSRFToken(caller.User, h.audiences.of(r), now())
 	page.Passkeys = all
+	page.Register = registerView{User: caller.User, Name: page.Name, NameInvalid: page.ErrorField == "name", Code: true}
 	return render(w, status, "passkeys.html", page)
 }
 
