@@ -63,6 +63,7 @@ func (h *Handler) renderActivation(w http.ResponseWriter, status int, f activati
 	f.Durations = durationChoices(f.Role.MaxDuration, f.Role.DefaultDuration, f.Duration)
 	f.CSRF = h.app.authority.Keyring.CSRFToken(f.User, h.audiences.of(r), now())
 	f.StepUp = h.stepUpFor(r.Context(), r, f.User, f.Role.StepUp, passkeyForm("activate", f.Role.Name))
+	f.ErrorField = f.StepUp.linkableField(f.ErrorField)
 	f.StepUp.ErrorField = f.ErrorField
 	return render(w, status, "activate.html", f)
 }

@@ -87,6 +87,15 @@ func (h *Handler) stepUps(ctx context.Context, r *http.Request, user string) fun
 	}
 }
 
+// linkableField is the field an error summary may link to: not the code field of a
+// form that has none (a passkey-only role), where the error names no field.
+func (v stepUpView) linkableField(field string) string {
+	if field == "code" && !v.Code {
+		return ""
+	}
+	return field
+}
+
 // passkeyProof is the finished ceremony a form carries, or nil when it carries none
 // (then its code is the proof).
 func (h *Handler) passkeyProof(r *http.Request, form map[string]string, passkeyForm string) *stepup.PasskeyProof {

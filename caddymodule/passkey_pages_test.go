@@ -42,3 +42,16 @@ func TestStepUpTemplateShowsWhatTheRoleAccepts(t *testing.T) {
 		})
 	}
 }
+
+func TestErrorSummaryLinksOnlyToAFieldOnThePage(t *testing.T) {
+	passkeyOnly, withCode := stepUpView{Passkey: true}, stepUpView{Code: true, Passkey: true}
+	if got := passkeyOnly.linkableField("code"); got != "" {
+		t.Errorf("a passkey-only form links its error to %q", got)
+	}
+	if got := withCode.linkableField("code"); got != "code" {
+		t.Errorf("a form with a code field links its error to %q", got)
+	}
+	if got := passkeyOnly.linkableField("justification"); got != "justification" {
+		t.Errorf("the justification error links to %q", got)
+	}
+}

@@ -124,6 +124,7 @@ func (h *Handler) renderReconfirm(w http.ResponseWriter, r *http.Request, status
 	f.SessionID, f.Role, f.SteppedUp, f.Expires = rec.ID, rec.Role, rec.SteppedUpAt(), rec.Expires
 	f.CSRF = h.app.authority.Keyring.CSRFToken(f.User, h.audiences.of(r), now())
 	f.StepUp = h.stepUpFor(r.Context(), r, f.User, role.StepUp, passkeyForm(reconfirmPage, rec.ID))
+	f.ErrorField = f.StepUp.linkableField(f.ErrorField)
 	f.StepUp.ErrorField = f.ErrorField
 	return render(w, status, "reconfirm.html", f)
 }

@@ -1,15 +1,21 @@
 package integration
 
 import (
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 )
@@ -85,6 +91,57 @@ func (va *virtualAuthenticator) signCount(id []byte) float64 {
 	return res.Credential.SignCount
 }
 
+// credential is the authenticator's credential id, with its private key.
+func (va *virtualAuthenticator) credential(id []byte) *webauthn.Credential {
+	b := va.tab
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	res, err := chromedp.Call(ctx, webauthn.GetCredential, webauthn.GetCredentialParams{AuthenticatorID: va.id, CredentialID: id})
+	if err != nil || res.Credential == nil {
+		b.t.Fatalf("%s's authenticator: reading the credential %s: %v", b.name, credentialIDText(id), err)
+	}
+	return res.Credential
+}
+
+// addedCredential is the credential of WebAuthn.addCredential without the CMTG
+// fields, which cdproto's Credential always sends (generateCmtgKeyOnNextOperation has
+// no omitempty) and Chromium refuses for an authenticator without CMTG.
+type addedCredential struct {
+	CredentialID         []byte  `json:"credentialId"`
+	IsResidentCredential bool    `json:"isResidentCredential"`
+	RpID                 string  `json:"rpId"`
+	PrivateKey           []byte  `json:"privateKey"`
+	UserHandle           []byte  `json:"userHandle,omitempty"`
+	SignCount            float64 `json:"signCount"`
+	BackupEligibility    bool    `json:"backupEligibility"`
+	BackupState          bool    `json:"backupState"`
+}
+
+// addCredentialParams are WebAuthn.addCredential's parameters with an addedCredential.
+type addCredentialParams struct {
+	AuthenticatorID webauthn.AuthenticatorID `json:"authenticatorId"`
+	Credential      addedCredential          `json:"credential"`
+}
+
+// addCredential is WebAuthn.addCredential with addCredentialParams.
+var addCredential = cdp.Command[addCredentialParams, cdp.Empty]{Method: webauthn.CommandAddCredential}
+
+// add puts a copy of a credential (its private key, user handle and counter) into
+// the authenticator.
+func (va *virtualAuthenticator) add(c *webauthn.Credential) {
+	b := va.tab
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	if _, err := chromedp.Call(ctx, addCredential, addCredentialParams{AuthenticatorID: va.id, Credential: addedCredential{
+		CredentialID: c.CredentialID, IsResidentCredential: c.IsResidentCredential, RpID: c.RpID, PrivateKey: c.PrivateKey,
+		UserHandle: c.UserHandle, SignCount: c.SignCount, BackupEligibility: c.BackupEligibility, BackupState: c.BackupState,
+	}}); err != nil {
+		b.t.Fatalf("%s's authenticator: adding the credential %s: %v", b.name, credentialIDText(c.CredentialID), err)
+	}
+}
+
 // credentialIDText is a raw credential id as the audit log and the server name it.
 func credentialIDText(id []byte) string { return base64.RawURLEncoding.EncodeToString(id) }
 
@@ -108,6 +165,21 @@ func newPasskeyHolder(e *env, c *chrome, user string) *passkeyHolder {
 	p.tab = c.tab(user, user, e.site(0))
 	p.auth = p.tab.addVirtualAuthenticator()
 	return p
+}
+
+// secondWindow opens another tab of the holder's (a browser context of its own, so
+// without the holder's session cookie) whose authenticator holds a copy of the
+// holder's registered passkey: the same key in a second window.
+func (p *passkeyHolder) secondWindow(c *chrome, name string) *passkeyHolder {
+	p.tab.t.Helper()
+	if p.credential == nil {
+		p.tab.t.Fatalf("test bug: %s has registered no passkey to copy", p.tab.name)
+	}
+	w := &passkeyHolder{e: p.e, totp: p.totp, credential: p.credential}
+	w.tab = c.tab(name, p.tab.user, p.tab.site)
+	w.auth = w.tab.addVirtualAuthenticator()
+	w.auth.add(p.auth.credential(p.credential))
+	return w
 }
 
 // registerPasskey registers a passkey named name on the passkeys page (/.jit/enroll
@@ -200,6 +272,140 @@ func (b *chromeTab) pressPasskey(sel string) int64 {
 	return resp.Status
 }
 
+// pressPasskeyForNoPage presses the one button that sel finds, as pressPasskey does,
+// for a press that loads no page (the server refuses to begin the ceremony): it
+// waits until the button's status line reads want, and fails the test if another
+// page loads or the line says something else within the step's time.
+func (b *chromeTab) pressPasskeyForNoPage(sel, want string) {
+	b.t.Helper()
+	if n := chromeEval[int](b, "counting the buttons "+sel, `document.querySelectorAll(`+jsString(sel)+`).length`); n != 1 {
+		b.t.Fatalf("%s on %s: %d elements match %s, want 1 button", b.name, b.state().URL, n, sel)
+	}
+	before := b.state().URL
+	// A marker on the window: gone if another document loads.
+	chromeEval[bool](b, "marking the page", `(window.__jitSamePage = true)`)
+	ctx, cancel := b.step()
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.JSPath(`document.querySelector(`+jsString(sel)+`)`))); err != nil {
+		b.t.Fatalf("%s pressing %s on %s: %v", b.name, sel, before, err)
+	}
+	type seen struct {
+		Status string `json:"status"`
+		Same   bool   `json:"same"`
+	}
+	js := `({status: [...document.querySelectorAll('.passkey-status')].map(p => p.textContent.trim()).filter(Boolean).join(' / '),
+	same: window.__jitSamePage === true})`
+	var last seen
+	for {
+		wctx, wcancel := b.step()
+		got, err := chromedp.Run(wctx, chromedp.Evaluate[seen](js))
+		wcancel()
+		if err == nil {
+			last = got
+			if !got.Same {
+				s, _ := b.tryState()
+				b.t.Fatalf("%s pressing %s on %s: another page loaded, %s, want the refusal on the same page; it says: %s", b.name, sel, before, s.URL, s.Text)
+			}
+			if got.Status == want {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			b.t.Fatalf("%s pressed %s on %s: within %s the passkey status line says %q, want %q", b.name, sel, before, chromeStepTimeout, last.Status, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// heldPasskeyAnswer is the server's answer to a passkey button's request for
+// ceremony options (POST /.jit/passkey), held in the browser at the response stage:
+// the server has begun the ceremony, and the page's script does not have it yet.
+type heldPasskeyAnswer struct {
+	tab     *chromeTab
+	request fetch.RequestID
+	// Status and Body are the server's answer.
+	Status int64
+	Body   string
+}
+
+// pressPasskeyHeld presses the one button that sel finds with the tab's requests to
+// /.jit/passkey held at the response stage (DevTools' Fetch domain), and returns the
+// held answer to the button's request; release lets the page go on.
+func (b *chromeTab) pressPasskeyHeld(sel string) *heldPasskeyAnswer {
+	b.t.Helper()
+	if n := chromeEval[int](b, "counting the buttons "+sel, `document.querySelectorAll(`+jsString(sel)+`).length`); n != 1 {
+		b.t.Fatalf("%s on %s: %d elements match %s, want 1 button", b.name, b.state().URL, n, sel)
+	}
+	ctx, cancel := b.step()
+	defer cancel()
+	if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{
+		{URLPattern: "*/.jit/passkey", RequestStage: fetch.RequestStageResponse},
+	}}); err != nil {
+		b.t.Fatalf("%s's tab: holding the answers of /.jit/passkey: %v", b.name, err)
+	}
+	ev, err := chromedp.Run(ctx, chromedp.WaitEvent(fetch.RequestPaused, func(ev fetch.EventRequestPaused) bool {
+		return strings.HasSuffix(ev.Request.URL, "/.jit/passkey")
+	}, chromedp.Click(chromedp.JSPath(`document.querySelector(`+jsString(sel)+`)`))))
+	if err != nil {
+		status, _ := b.tryPasskeyStatus()
+		b.t.Fatalf("%s pressing %s: the page asked for no passkey ceremony (%v); the passkey status line says %q", b.name, sel, err, status)
+	}
+	h := &heldPasskeyAnswer{tab: b, request: ev.RequestID, Status: ev.ResponseStatusCode}
+	body, err := chromedp.Call(ctx, fetch.GetResponseBody, fetch.GetResponseBodyParams{RequestID: ev.RequestID})
+	if err != nil {
+		b.t.Fatalf("%s's tab: reading the held answer of /.jit/passkey: %v", b.name, err)
+	}
+	h.Body = string(body.Body) // decoded from base64 by cdproto where the browser sent it so
+	return h
+}
+
+// allowedCredentials are the credential ids (base64url) the held options offer.
+func (h *heldPasskeyAnswer) allowedCredentials() []string {
+	h.tab.t.Helper()
+	var answer struct {
+		Options struct {
+			PublicKey struct {
+				AllowCredentials []struct {
+					ID string `json:"id"`
+				} `json:"allowCredentials"`
+			} `json:"publicKey"`
+		} `json:"options"`
+	}
+	if err := json.Unmarshal([]byte(h.Body), &answer); err != nil {
+		h.tab.t.Fatalf("the answer of /.jit/passkey is not the options' JSON: %v: %s", err, h.Body)
+	}
+	var ids []string
+	for _, c := range answer.Options.PublicKey.AllowCredentials {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+// release hands the held answer to the page, stops holding, and waits for the page
+// the form then loads (the script has the authenticator answer and sends the form);
+// it returns that page's HTTP status.
+func (h *heldPasskeyAnswer) release() int64 {
+	b := h.tab
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: h.request})
+		return err
+	}))
+	if _, derr := chromedp.Call(ctx, fetch.Disable, cdp.Empty{}); derr != nil && err == nil {
+		b.t.Errorf("%s's tab: no longer holding the answers of /.jit/passkey: %v", b.name, derr)
+	}
+	if err != nil {
+		status, _ := b.tryPasskeyStatus()
+		b.t.Fatalf("%s: after the held answer was released, no page loaded (%v); the passkey status line says %q", b.name, err, status)
+	}
+	if resp == nil {
+		return 0
+	}
+	return resp.Status
+}
+
 // tryPasskeyStatus reads the passkey status lines of the page, joined.
 func (b *chromeTab) tryPasskeyStatus() (string, error) {
 	ctx, cancel := b.step()
@@ -214,6 +420,55 @@ func (b *chromeTab) activateWithPasskey(role, justification string) int64 {
 	b.t.Helper()
 	b.typeInto("Justification", justification)
 	return b.pressPasskey(passkeyButtonJS("activate:" + role))
+}
+
+// wantNoUpstreamPage is wantNoUpstream for a browser test: Chromium asks for
+// /favicon.ico after a page loads, at a time of its choosing, and under a session
+// that request reaches the upstream; it is not a page the test opened.
+func wantNoUpstreamPage(t *testing.T, u *upstream, before int, what string) {
+	t.Helper()
+	var got []upstreamRequest
+	for _, r := range u.requests()[before:] {
+		if r.Path != "/favicon.ico" {
+			got = append(got, r)
+		}
+	}
+	if len(got) > 0 {
+		t.Errorf("%s: the upstream was reached %d time(s), want never; it got: %+v", what, len(got), got)
+	}
+}
+
+// listedPasskey is a passkey as the admin API lists it (GET /jit/credentials/{user}).
+type listedPasskey struct {
+	ID       string     `json:"id"`
+	Name     string     `json:"name"`
+	RPID     string     `json:"rp_id"`
+	LastUsed *time.Time `json:"last_used"`
+}
+
+// passkeysOf lists the user's passkeys through the admin API.
+func (e *env) passkeysOf(user string) []listedPasskey {
+	e.t.Helper()
+	var out []listedPasskey
+	e.adminOK(http.MethodGet, "/jit/credentials/"+url.PathEscape(user), &out)
+	return out
+}
+
+// removePasskey removes the user's passkey id through the admin API, as the
+// operator by, for reason; it returns how many passkeys the user has left.
+func (e *env) removePasskey(user, id, by, reason string) int {
+	e.t.Helper()
+	var out struct {
+		User      string        `json:"user"`
+		Removed   listedPasskey `json:"removed"`
+		Remaining int           `json:"remaining"`
+	}
+	e.adminOK(http.MethodDelete, "/jit/credentials/"+url.PathEscape(user)+"/"+url.PathEscape(id)+
+		"?by="+url.QueryEscape(by)+"&reason="+url.QueryEscape(reason), &out)
+	if out.User != user || out.Removed.ID != id {
+		e.t.Errorf("DELETE /jit/credentials/%s/%s answered %+v, want that passkey of %s removed", user, id, out, user)
+	}
+	return out.Remaining
 }
 
 // withoutScripts stops the tab's pages from running scripts, from the next page on:
