@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/stepup"
@@ -156,6 +157,8 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 		default:
 			if err = h.app.authority.StepUp.Check(r.Context(), caller.User, strings.TrimSpace(form["code"])); err == nil {
 				options, ceremony, err = passkeys.BeginRegistration(r.Context(), caller.User, site)
+			} else {
+				h.registrationCodeRefused(r, caller.User, err)
 			}
 		}
 	default:
@@ -169,8 +172,22 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 		}
 		return answer(status, passkeyOptions{Error: msg})
 	}
-	h.app.refusals.refused(refusalKey(caller, caller.User), now())
+	if !spendRefusal(w) {
+		h.app.refusals.refused(refusalKey(caller, caller.User), now())
+	}
 	return answer(http.StatusOK, passkeyOptions{Ceremony: ceremony, Options: options})
+}
+
+// registrationCodeRefused audits a registration refused for its code, as a
+// passkey_failed of the registration; a lockout is audited where it begins.
+func (h *Handler) registrationCodeRefused(r *http.Request, user string, err error) {
+	for _, reason := range []error{stepup.ErrCodeInvalid, stepup.ErrCodeReplayed, stepup.ErrNotEnrolled} {
+		if errors.Is(err, reason) {
+			h.app.authority.Audit.Event(audit.EventPasskeyFailed, zap.String("user", user), zap.String("ceremony", stepup.CeremonyRegistration),
+				zap.String("reason", reason.Error()), zap.String("client_ip", clientIP(r)))
+			return
+		}
+	}
 }
 
 // linkRegistration is a passkey registration by the enrollment link token, from this

@@ -254,13 +254,28 @@ func (h *Handler) countRefusal(user string, rec *refusalRecorder, err error) {
 	if status == 0 && errors.As(err, &he) {
 		status = he.StatusCode
 	}
-	h.app.refusals.settle(user, now(), status >= 400 && status < 500)
+	h.app.refusals.settle(user, now(), rec.spent || (status >= 400 && status < 500))
 }
 
 // refusalRecorder notes the status of a POST's answer.
 type refusalRecorder struct {
 	caddyhttp.ResponseWriterWrapper
 	status int
+	// spent keeps the POST's place although it was not refused (spendRefusal).
+	spent bool
+}
+
+// spendRefusal keeps the place in the user's allowance that the POST answered
+// through w reserved, as a refusal would, and reports whether w had one (w is then
+// servePage's recorder). Counting the POST apart with refused does not work inside
+// the recorder: its answer is not a refusal, so settling gives a place back, and at
+// the bucket's cap that place was never taken (the bucket never fills).
+func spendRefusal(w http.ResponseWriter) bool {
+	rec, ok := w.(*refusalRecorder)
+	if ok {
+		rec.spent = true
+	}
+	return ok
 }
 
 func newRefusalRecorder(w http.ResponseWriter) *refusalRecorder {

@@ -85,10 +85,11 @@
     status.textContent = kind === "register" ? "Follow your browser's prompt to create the passkey." : "Follow your browser's prompt to use your passkey.";
     fetch(endpoint, {
       method: "POST", credentials: "same-origin", body: body,
-      headers: { "Content-Type": "application/x-www-form-urlencoded" }
+      headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json" }
     }).then(function (res) {
       return res.json().then(function (answer) {
-        if (!res.ok) throw new Error(answer.error || "the server refused: " + res.status);
+        // Our answers say why in error; the refusal limit's 429 in message.
+        if (!res.ok) throw new Error(answer.message || answer.error || "the server refused: " + res.status);
         return answer;
       });
     }).then(function (answer) {
