@@ -6,7 +6,7 @@ import (
 )
 
 // Our cookies on the way in: reading the session's, and taking all of ours (session,
-// pickup secrets, enrollment binding) out of a request before it reaches the upstream.
+// pickup secrets, enrollment and passkey bindings) out of a request before it reaches the upstream.
 
 // sessionCookie returns the value of our cookie, or "".
 func sessionCookie(r *http.Request) string {
@@ -104,6 +104,7 @@ func isSessionCookie(part string) bool {
 		name = strings.Trim(name, " \t")
 		switch {
 		case name == CookieName, name == SecureCookieName, name == EnrollCookieName, name == SecureEnrollCookieName,
+			name == PasskeyCookieName, name == SecurePasskeyCookieName,
 			strings.HasPrefix(name, PickupCookiePrefix), strings.HasPrefix(name, SecurePickupCookiePrefix):
 			return true
 		}

@@ -72,10 +72,12 @@ func TestRemoveSessionCookieKeepsAllOtherCookies(t *testing.T) {
 		{[]string{"a=1; b=2; c=3; jit_session=t"}, []string{"a=1; b=2; c=3"}},
 		{[]string{"a=1, b=2, jit_session=t"}, []string{"a=1, b=2"}},
 		{[]string{"jit_session=t", "a=1", "b=2"}, []string{"a=1; b=2"}},
-		// The pickup secrets and the enrollment binding never reach the upstream either.
+		// The pickup secrets, the enrollment and passkey bindings never reach the
+		// upstream either.
 		{[]string{"a=1; jit_session_pickup_AAAAAAAAAAAAAAAAAAAAAA=s; jit_session=t"}, []string{"a=1"}},
 		{[]string{"__Host-jit_session_pickup_AAAAAAAAAAAAAAAAAAAAAA=s; b=2"}, []string{"b=2"}},
 		{[]string{"jit_enroll=e; __Host-jit_enroll=e; c=3"}, []string{"c=3"}},
+		{[]string{"jit_passkey=p; d=4; __Host-jit_passkey=p"}, []string{"d=4"}},
 		{[]string{"my_jit_thing=keep; jit_enrollment=keep"}, []string{"my_jit_thing=keep; jit_enrollment=keep"}},
 	}
 	for _, tt := range tests {

@@ -144,6 +144,8 @@ func registrationRefusal(reason error) string {
 		return "You have as many passkeys as allowed. Ask an operator to remove one you no longer use."
 	case stepup.ErrPasskeyChallengeExpired, stepup.ErrPasskeyCeremonyUnknown:
 		return "The registration expired or was already used. Enter a new code and press the button again."
+	case stepup.ErrPasskeyOtherBrowser:
+		return "The registration was begun in another browser. Register the passkey again, in this one."
 	case stepup.ErrPasskeyUserNotVerified:
 		return "Your authenticator did not verify you (PIN or biometric). Register again, and unlock it when asked."
 	}

@@ -39,9 +39,10 @@ const (
 func passkeyForm(kind, subject string) string { return kind + ":" + subject }
 
 // site is where a ceremony of the form runs: this site's origin (the audience of its
-// sessions), the configured RP ID or else the origin's host.
+// sessions), the configured RP ID or else the origin's host, and this browser's
+// passkey binding (passkey_cookie.go).
 func (h *Handler) passkeySite(r *http.Request, form string) stepup.Site {
-	return stepup.Site{Origin: h.audiences.of(r), Form: form}
+	return stepup.Site{Origin: h.audiences.of(r), Form: form, Browser: passkeyCookie(r)}
 }
 
 // stepUpView is what the "stepup" template shows of a form's proof of presence.
@@ -143,7 +144,11 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 	var (
 		options  []byte
 		ceremony string
+		cookie   *http.Cookie
 	)
+	// The ceremony is bound to this browser: begun with its binding, finished only
+	// with it.
+	site.Browser, cookie = passkeyBinding(r)
 	switch form["kind"] {
 	case "login":
 		options, ceremony, err = passkeys.BeginLogin(r.Context(), caller.User, site)
@@ -153,7 +158,9 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 			return answer(http.StatusBadRequest, passkeyOptions{Error: "a registration is for the form " + formRegister})
 		case form["token"] != "":
 			// A first passkey, proven by the enrollment link this browser opened.
-			options, ceremony, err = passkeys.BeginLinkRegistration(r.Context(), h.linkRegistration(r, caller, form["token"]))
+			lr := h.linkRegistration(r, caller, form["token"])
+			lr.Site = site
+			options, ceremony, err = passkeys.BeginLinkRegistration(r.Context(), lr)
 		default:
 			if err = h.app.authority.StepUp.Check(r.Context(), caller.User, strings.TrimSpace(form["code"])); err == nil {
 				options, ceremony, err = passkeys.BeginRegistration(r.Context(), caller.User, site)
@@ -175,6 +182,7 @@ func (h *Handler) servePasskeyOptions(w http.ResponseWriter, r *http.Request, ca
 	if !spendRefusal(w) {
 		h.app.refusals.refused(refusalKey(caller, caller.User), now())
 	}
+	http.SetCookie(w, cookie)
 	return answer(http.StatusOK, passkeyOptions{Ceremony: ceremony, Options: options})
 }
 

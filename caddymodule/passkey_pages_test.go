@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -53,5 +56,48 @@ func TestErrorSummaryLinksOnlyToAFieldOnThePage(t *testing.T) {
 	}
 	if got := passkeyOnly.linkableField("justification"); got != "justification" {
 		t.Errorf("the justification error links to %q", got)
+	}
+}
+
+func TestPasskeyCookie(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		tls        bool
+		cookieName string
+		path       string
+	}{
+		{"http", false, PasskeyCookieName, "/.jit/"},
+		{"https", true, SecurePasskeyCookieName, "/"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/.jit/passkey", nil)
+			if tt.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			value, c := passkeyBinding(r)
+			if c.Name != tt.cookieName || c.Path != tt.path || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Secure != tt.tls || c.Value != value || c.MaxAge != 600 {
+				t.Fatalf("cookie %+v", c)
+			}
+			// The browser keeps its binding: a second ceremony renews the same value.
+			r.AddCookie(c)
+			if got := passkeyCookie(r); got != value {
+				t.Fatalf("passkeyCookie = %q, want %q", got, value)
+			}
+			if again, _ := passkeyBinding(r); again != value {
+				t.Errorf("a second ceremony got a new binding %q, want %q", again, value)
+			}
+		})
+	}
+	// A value of the wrong shape, or under the other scheme's name, is no binding.
+	r := httptest.NewRequest(http.MethodPost, "/.jit/passkey", nil)
+	r.TLS = &tls.ConnectionState{}
+	r.AddCookie(&http.Cookie{Name: PasskeyCookieName, Value: strings.Repeat("A", 43)})
+	if got := passkeyCookie(r); got != "" {
+		t.Errorf("an HTTPS request's plain-named cookie was taken: %q", got)
+	}
+	r = httptest.NewRequest(http.MethodPost, "/.jit/passkey", nil)
+	r.AddCookie(&http.Cookie{Name: PasskeyCookieName, Value: "short"})
+	if got, _ := passkeyBinding(r); got == "short" || len(got) != 43 {
+		t.Errorf("a malformed binding was kept: %q", got)
 	}
 }

@@ -63,6 +63,7 @@ var (
 	ErrPasskeyWrongOrigin       = errors.New("passkey_wrong_origin")
 	ErrPasskeyWrongRPID         = errors.New("passkey_wrong_rp_id")
 	ErrPasskeyWrongForm         = errors.New("passkey_wrong_form")
+	ErrPasskeyOtherBrowser      = errors.New("passkey_other_browser")
 	ErrPasskeyUserNotVerified   = errors.New("passkey_user_not_verified")
 	ErrPasskeyUnknownCredential = errors.New("passkey_unknown_credential")
 	ErrPasskeyCounterRegressed  = errors.New("passkey_counter_regressed")
@@ -115,6 +116,9 @@ type Site struct {
 	Origin string
 	RPID   string
 	Form   string
+	// Browser, when set, is a value the browser that begins the ceremony holds (a
+	// cookie): the ceremony is then finished only with the same value.
+	Browser string
 }
 
 // Passkeys is the passkey step-up of an Authenticator. It is a type of its own rather

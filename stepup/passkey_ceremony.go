@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,16 +29,27 @@ const (
 // passkeyCeremony is a begun ceremony as stored, under its id. The session holds the
 // challenge, which is never logged.
 type passkeyCeremony struct {
-	User    string               `json:"user"`
-	Kind    string               `json:"kind"`
-	Origin  string               `json:"origin"`
-	RPID    string               `json:"rp_id"`
-	Form    string               `json:"form,omitempty"`
-	Expires time.Time            `json:"expires"`
-	Session webauthn.SessionData `json:"session"`
+	User   string `json:"user"`
+	Kind   string `json:"kind"`
+	Origin string `json:"origin"`
+	RPID   string `json:"rp_id"`
+	Form   string `json:"form,omitempty"`
+	// BrowserHash is the SHA-256 of the Browser value of the site it was begun at.
+	BrowserHash string               `json:"browser_sha256,omitempty"`
+	Expires     time.Time            `json:"expires"`
+	Session     webauthn.SessionData `json:"session"`
 }
 
 func ceremonyKey(id string) string { return passkeyCeremonyFolder + id + ".json" }
+
+// browserHash is what a ceremony keeps of its browser's binding: "" for none.
+func browserHash(browser string) string {
+	if browser == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(browser))
+	return hex.EncodeToString(sum[:])
+}
 
 // saveCeremony stores a begun ceremony under a new id and returns the browser's options.
 // begin is what both ceremonies start with: the site checked, the user's lock held, a
@@ -78,7 +90,7 @@ func (p *Passkeys) saveCeremony(ctx context.Context, user, kind string, site Sit
 		return nil, "", fmt.Errorf("encoding the passkey options: %w", err)
 	}
 	id := newCeremonyID()
-	c := passkeyCeremony{User: user, Kind: kind, Origin: site.Origin, RPID: site.RPID, Form: site.Form, Expires: now.Add(passkeyCeremonyTTL).UTC(), Session: *session}
+	c := passkeyCeremony{User: user, Kind: kind, Origin: site.Origin, RPID: site.RPID, Form: site.Form, BrowserHash: browserHash(site.Browser), Expires: now.Add(passkeyCeremonyTTL).UTC(), Session: *session}
 	if err := state.StoreJSON(ctx, p.a.storage, ceremonyKey(id), c); err != nil {
 		return nil, "", err
 	}
@@ -112,6 +124,8 @@ func (p *Passkeys) takeCeremony(ctx context.Context, user, kind, id string, site
 		return c, refuse(ErrPasskeyWrongRPID, "the ceremony began for another RP ID")
 	case site.Form != c.Form:
 		return c, refuse(ErrPasskeyWrongForm, "the ceremony began for another form")
+	case subtle.ConstantTimeCompare([]byte(browserHash(site.Browser)), []byte(c.BrowserHash)) != 1:
+		return c, refuse(ErrPasskeyOtherBrowser, "the ceremony began in another browser")
 	}
 	return c, nil
 }

@@ -118,3 +118,29 @@ func TestPasskeysWithoutOriginsFollowTheSite(t *testing.T) {
 		t.Error("an RP ID that does not cover the origin is usable")
 	}
 }
+
+func TestPasskeyBegunInOneBrowserIsRefusedInAnother(t *testing.T) {
+	ctx := context.Background()
+	f := newPasskeyFixture(t)
+	key := newSoftKey(t, adminOrigin)
+	f.register(t, "alice", key)
+	mine := Site{Origin: adminOrigin, Form: "activate:db", Browser: "binding-of-the-first-browser"}
+	for _, other := range []string{"binding-of-another-browser", ""} {
+		options, id, err := f.p.BeginLogin(ctx, "alice", mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		elsewhere := mine
+		elsewhere.Browser = other
+		if _, err := f.p.FinishLogin(ctx, "alice", elsewhere, id, key.get(options)); !errors.Is(err, ErrPasskeyOtherBrowser) {
+			t.Errorf("finished with the binding %q: %v, want %v", other, err, ErrPasskeyOtherBrowser)
+		}
+	}
+	options, id, err := f.p.BeginLogin(ctx, "alice", mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.p.FinishLogin(ctx, "alice", mine, id, key.get(options)); err != nil {
+		t.Errorf("finished in the browser that began it: %v", err)
+	}
+}

@@ -183,6 +183,8 @@ func passkeyRefusal(reason error) string {
 		return "that passkey is not registered for you on this site: register one on /.jit/enroll, or use another"
 	case stepup.ErrPasskeyUserNotVerified:
 		return "your authenticator did not verify you (PIN or biometric): try again and unlock it when asked"
+	case stepup.ErrPasskeyOtherBrowser:
+		return "the passkey prompt was begun in another browser: press the passkey button again, in this one"
 	case stepup.ErrPasskeyCounterRegressed:
 		return "this passkey's signature counter went backwards, which a cloned key does: it was refused and the operators were told"
 	default:

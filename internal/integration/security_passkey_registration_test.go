@@ -122,6 +122,16 @@ func TestSecurityClass11PasskeyRegistration(t *testing.T) {
 		rand.Read(made)
 		finishing(t, second, base64.RawURLEncoding.EncodeToString(made), testkit.NewSoftKey(t, site).Create(c.Options), saysAgain, "passkey_ceremony_unknown")
 	})
+	t.Run("a second browser of alice's finishes her pending registration with its own key", func(t *testing.T) {
+		// The ceremony id and options leaked (a shared screen, a proxy log); the
+		// ceremony is bound to the first browser's passkey cookie, so it stays hers.
+		r, pending := first.beginCeremony(site, csrf, "register", "register", alice.next(t))
+		if !wantStatus(t, r, http.StatusOK, "alice beginning a registration") {
+			t.FailNow()
+		}
+		finishing(t, second, pending.Ceremony, testkit.NewSoftKey(t, site).Create(pending.Options),
+			"The registration was begun in another browser. Register the passkey again, in this one.", "passkey_other_browser")
+	})
 	t.Run("bob finishes a registration begun by alice, with his own key", func(t *testing.T) {
 		r, pending := first.beginCeremony(site, csrf, "register", "register", alice.next(t))
 		if !wantStatus(t, r, http.StatusOK, "alice beginning a second registration") {

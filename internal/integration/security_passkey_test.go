@@ -114,8 +114,10 @@ func TestSecurityClass11PasskeyActivationRefusals(t *testing.T) {
 				b := second()
 				return b, "ops", withPasskey(proofless(b, site, "ops"), a.Ceremony.Ceremony, s.aliceKey.Impostor().Get(a.Ceremony.Options))
 			},
+			// The ceremony is bound to the first browser's passkey cookie: refused
+			// before its answer is looked at.
 			status: http.StatusBadRequest, says: saysPressAgain,
-			reason: "passkey_invalid", passkey: "passkey_invalid",
+			reason: "passkey_other_browser", passkey: "passkey_other_browser",
 			then: func(t *testing.T) {
 				// The forgery spent the ceremony, as any attempt does: alice's own answer
 				// to it is refused too, and she presses the button again.
