@@ -32,7 +32,7 @@ func TestPasskeyByEnrollmentLink(t *testing.T) {
 	if page.StatusCode != http.StatusOK || !strings.Contains(page.Body, "Or use a passkey instead") {
 		t.Fatalf("the link's page offers no passkey to dave, who has nothing enrolled: %s", page)
 	}
-	fields := formFields(t, page.Body, "/.jit/enroll")
+	fields := formFields(t, page.Body, "/.jit/enroll?passkey=1")
 	csrf, token := fields.Get("csrf"), fields.Get("token")
 	begin := func(b *browser, form url.Values) (int, passkeyOptionsAnswer) {
 		t.Helper()
@@ -62,11 +62,11 @@ func TestPasskeyByEnrollmentLink(t *testing.T) {
 	created := key.Create(answer.Options)
 	// The thief cannot finish dave's ceremony either: the link's binding is dave's.
 	stolen := url.Values{"csrf": {csrf}, "token": {token}, "name": {"thief"}, "passkey_ceremony": {answer.Ceremony}, "passkey_response": {string(created)}}
-	if r := thief.postForm(site+"/.jit/enroll", stolen); r.StatusCode != http.StatusConflict {
+	if r := thief.postForm(site+"/.jit/enroll?passkey=1", stolen); r.StatusCode != http.StatusConflict {
 		t.Fatalf("the second browser finished dave's registration: %s", r)
 	}
 	finish := url.Values{"csrf": {csrf}, "token": {token}, "name": {"dave's key"}, "passkey_ceremony": {answer.Ceremony}, "passkey_response": {string(created)}}
-	if r := dave.postForm(site+"/.jit/enroll", finish); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "Your passkey is registered") {
+	if r := dave.postForm(site+"/.jit/enroll?passkey=1", finish); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "Your passkey is registered") {
 		t.Fatalf("finishing dave's registration: %s", r)
 	}
 	e.waitEvent(match{"event": "enrolled", "user": "dave", "method": "passkey", "via": "link", "credential_id": key.ID()})
