@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 func init() {
@@ -82,6 +83,8 @@ type App struct {
 	// (e.g. example.com for grafana.example.com and jenkins.example.com). Default:
 	// each site's own host, so a passkey works on the site it was registered at.
 	RPID string `json:"rp_id,omitempty"`
+	// Store is where the state lives: Caddy's storage (default) or Redis.
+	Store *StoreConfig `json:"store,omitempty"`
 	// Roles maps role names to their rules.
 	Roles map[string]*RoleConfig `json:"roles,omitempty"`
 	// Notify lists where every role's events go.
@@ -127,15 +130,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	storage := ctx.Storage()
-	a.sharedKey = StorageName(storage)
+	repl := caddy.NewReplacer()
+	var storage state.Store = ctx.Storage()
+	a.sharedKey = StorageName(ctx.Storage())
+	if a.Store != nil && a.Store.Redis != nil {
+		a.sharedKey = a.Store.poolKey(repl)
+	}
 	val, _, err := sharedStates.LoadOrNew(a.sharedKey, func() (caddy.Destructor, error) {
-		return newSharedState(storage, a.logger)
+		closer := func() error { return nil }
+		if a.Store != nil && a.Store.Redis != nil {
+			var err error
+			if storage, closer, err = a.Store.open(ctx, repl); err != nil {
+				return nil, err
+			}
+		}
+		s, err := newSharedState(storage, a.logger)
+		if err != nil {
+			_ = closer()
+			return nil, err
+		}
+		s.closeStore = closer
+		return s, nil
 	})
 	if err != nil {
-		return fmt.Errorf("loading caddy-jit state from storage: %w", err)
+		return fmt.Errorf("loading caddy-jit state from %s: %w", a.sharedKey, err)
 	}
 	a.shared = val.(*sharedState)
+	storage = a.shared.storage
 	if a.refusals, err = provisionRefusals(a.Refusals); err != nil {
 		return err
 	}
@@ -242,6 +263,14 @@ func (a *App) Validate() error {
 	}
 	if err := CheckEnrollLinkTTL(time.Duration(a.EnrollLinkTTL)); err != nil {
 		return fmt.Errorf("jit: enroll_link_ttl: %w", err)
+	}
+	if a.Store != nil {
+		if a.Store.Redis == nil {
+			return errors.New("jit: store names no backend: give redis, or leave store out for Caddy's storage")
+		}
+		if err := a.Store.Redis.check(); err != nil {
+			return fmt.Errorf("jit: store redis: %w", err)
+		}
 	}
 	if a.RPID != "" {
 		if err := checkRPID(a.RPID); err != nil {

@@ -34,6 +34,14 @@ func init() {
 //		key_rotation DURATION
 //		enroll_link_ttl DURATION
 //		rp_id DOMAIN
+//		store redis {
+//			address HOST:PORT...  |  sentinel MASTER HOST:PORT...
+//			username NAME
+//			password SECRET
+//			db N
+//			tls [{ ca FILE }]
+//			key_prefix PREFIX
+//		}
 //		lockout {
 //			max_failures N
 //			duration DURATION
@@ -123,6 +131,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := CheckEnrollLinkTTL(time.Duration(app.EnrollLinkTTL)); err != nil {
 				return nil, d.Errf("enroll_link_ttl: %v", err)
 			}
+		case "store":
+			if app.Store != nil {
+				return nil, d.Err("store is given twice: keep one")
+			}
+			sc, err := parseStore(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Store = sc
 		case "rp_id":
 			if err := oneArg(d, &app.RPID); err != nil {
 				return nil, err
@@ -179,7 +196,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.SMTP = s
 		default:
-			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, user_names, sync_interval, max_staleness, key_rotation, enroll_link_ttl, lockout, refusals, notify, smtp or role", d.Val())
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, user_names, sync_interval, max_staleness, key_rotation, enroll_link_ttl, rp_id, store, lockout, refusals, notify, smtp or role", d.Val())
 		}
 	}
 	if len(app.Roles) == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // sharedStates holds the state that outlives a config: keyed by storage, so that a
@@ -34,13 +35,18 @@ func StorageName(st certmagic.Storage) string {
 // sharedState is the session state plus the loop that keeps it in sync with storage,
 // and the writer that stores recorded request bodies off the request path.
 type sharedState struct {
-	state    *session.State
-	storage  certmagic.Storage
-	settings atomic.Pointer[syncSettings]
-	cancel   context.CancelFunc
-	done     chan struct{}
+	state   *session.State
+	storage state.Store
+	// closeStore closes the store's connections (Redis) when the state goes.
+	closeStore func() error
+	settings   atomic.Pointer[syncSettings]
+	cancel     context.CancelFunc
+	done       chan struct{}
 	// wake interrupts the loop's wait, so that a reload's new interval applies now.
 	wake chan struct{}
+	// announced carries the store's announcements of revocations (Redis pub/sub):
+	// each makes the loop read revocations at once. nil for a store without them.
+	announced <-chan struct{}
 	// dispatcher delivers notifications, across reloads.
 	dispatcher *dispatcher
 	// sessionsChanged asks the loop to recount the active sessions at its next turn.
@@ -66,9 +72,9 @@ type syncSettings struct {
 	role         func(name string) *policy.Role
 }
 
-func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, error) {
+func newSharedState(st state.Store, logger *zap.Logger) (*sharedState, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	state, err := session.LoadState(ctx, st, session.DefaultCacheSize, now)
+	loaded, err := session.LoadState(ctx, st, session.DefaultCacheSize, now)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -78,15 +84,18 @@ func newSharedState(st certmagic.Storage, logger *zap.Logger) (*sharedState, err
 		cancel()
 		return nil, fmt.Errorf("reading Caddy's instance id, which names this instance's audit chain: %w", err)
 	}
-	if state.Chain, err = audit.LoadChain(ctx, st, instance.String()); err != nil {
+	if loaded.Chain, err = audit.LoadChain(ctx, st, instance.String()); err != nil {
 		cancel()
 		return nil, fmt.Errorf("loading the audit chain head: %w", err)
 	}
-	s := &sharedState{state: state, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+	s := &sharedState{state: loaded, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 		dispatcher: newDispatcher(logger.Named("notify"))}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
-	s.bodies = session.StartBodyWriter(state.Records, session.BodyWriterConfig{
+	s.bodies = session.StartBodyWriter(loaded.Records, session.BodyWriterConfig{
 		Dropped: countBodyDropped, Report: s.reportBodyDrop(logger), Now: now})
+	if a, ok := st.(state.Announcer); ok {
+		s.announced = a.Listen(ctx, state.TopicRevocations)
+	}
 	go s.syncLoop(ctx, logger)
 	return s, nil
 }
@@ -105,6 +114,9 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 		case <-s.wake:
 			timer.Stop()
 			continue
+		case <-s.announced:
+			// Another instance revoked a session: read it now, not at the interval.
+			timer.Stop()
 		case <-timer.C:
 		}
 		t := now()
@@ -191,5 +203,9 @@ func (s *sharedState) Destruct() error {
 	// The last events' place in the chain, so that the next start continues it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return errors.Join(err, s.state.Chain.Save(ctx, s.storage))
+	err = errors.Join(err, s.state.Chain.Save(ctx, s.storage))
+	if s.closeStore != nil {
+		err = errors.Join(err, s.closeStore())
+	}
+	return err
 }

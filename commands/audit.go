@@ -182,15 +182,19 @@ func auditInputs(files []string) ([]audit.Input, error) {
 func savedChainHeads(cfg *caddy.Config, configFile string) ([]audit.ChainHead, string, error) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	st, err := configuredStorage(ctx, cfg)
+	app, err := caddymodule.LoadApp(cfg)
+	if err != nil && !errors.Is(err, caddymodule.ErrNoApp) {
+		return nil, "", fmt.Errorf("in %s: %v", configFile, err)
+	}
+	st, name, err := configuredStore(ctx, cfg, app)
 	if err != nil {
 		return nil, "", fmt.Errorf("opening the storage of %s: %v", configFile, err)
 	}
 	heads, err := audit.LoadChainHeads(ctx, st)
 	if err != nil {
-		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", caddymodule.StorageName(st), err)
+		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", name, err)
 	}
-	return heads, caddymodule.StorageName(st), nil
+	return heads, name, nil
 }
 
 // auditClock shows a time of the audit story to the second, and "-" where the

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-jit/caddy-jit/caddymodule"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 // The config that --config names, read as Caddy's own commands read it, and what the
@@ -57,6 +58,24 @@ func loadApp(cfg *caddy.Config, configFile, noApp string) (*caddymodule.App, err
 		return nil, fmt.Errorf("in %s: %v", configFile, err)
 	}
 	return app, nil
+}
+
+// configuredStore opens the state of cfg's jit app (app may be nil): its Redis store,
+// or the config's Caddy storage. It names the store, and closes it when ctx ends.
+func configuredStore(ctx caddy.Context, cfg *caddy.Config, app *caddymodule.App) (state.Store, string, error) {
+	storage, err := configuredStorage(ctx, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	if app == nil {
+		return storage, caddymodule.StorageName(storage), nil
+	}
+	st, name, closer, err := app.OpenStore(ctx, storage, caddymodule.StorageName(storage))
+	if err != nil {
+		return nil, "", err
+	}
+	ctx.OnCancel(func() { _ = closer() })
+	return st, name, nil
 }
 
 // configuredStorage builds the storage module of cfg, as Caddy's storage commands

@@ -44,7 +44,7 @@ func openOffline(cfg *caddy.Config, configFile string, stderr io.Writer) (*offli
 	}
 
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	storage, err := configuredStorage(ctx, cfg)
+	storage, name, err := configuredStore(ctx, cfg, app)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("the admin API is off in %s, and its storage cannot be opened: %v", configFile, err)
@@ -53,7 +53,7 @@ func openOffline(cfg *caddy.Config, configFile string, stderr io.Writer) (*offli
 		ctx:        ctx,
 		cancel:     cancel,
 		configFile: configFile,
-		storage:    caddymodule.StorageName(storage),
+		storage:    name,
 		app:        app,
 		stderr:     stderr,
 	}

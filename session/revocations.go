@@ -61,7 +61,13 @@ func parseRevocationKey(key string) (id string, expires int64, ok bool) {
 
 // revoke stores the end of a session so that every instance refuses it.
 func (s *Records) revoke(ctx context.Context, rev revocation) error {
-	return state.StoreJSON(ctx, s.storage, revocationKey(rev), rev)
+	if err := state.StoreJSON(ctx, s.storage, revocationKey(rev), rev); err != nil {
+		return err
+	}
+	// Stored first: an instance told of it reads it at once; one that misses the
+	// announcement reads it at its next sync.
+	_ = state.Announce(ctx, s.storage, state.TopicRevocations)
+	return nil
 }
 
 // LoadRevocations adds the stored revocations to set: all of them when since is zero,

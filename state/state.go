@@ -32,6 +32,31 @@ type Store interface {
 	Unlock(ctx context.Context, name string) error
 }
 
+// Announcer is a Store that can tell every instance at once that something changed,
+// such as Redis with its pub/sub; a Store without it is read on an interval only.
+// Announcements are hints: an instance that misses one catches up at its next
+// interval, so they never replace the store's records.
+type Announcer interface {
+	// Announce tells every Listen of topic, on every instance.
+	Announce(ctx context.Context, topic string) error
+	// Listen delivers a value for each announcement of topic (at least one for any
+	// run of them) until ctx ends.
+	Listen(ctx context.Context, topic string) <-chan struct{}
+}
+
+// TopicRevocations is announced when a session is revoked: instances then read the
+// revocations at once instead of at their next sync.
+const TopicRevocations = "revocations"
+
+// Announce tells the other instances sharing st about topic, if st can; an error is
+// not the caller's concern (the interval catches up), so it is returned only to log.
+func Announce(ctx context.Context, st Store, topic string) error {
+	if a, ok := st.(Announcer); ok {
+		return a.Announce(ctx, topic)
+	}
+	return nil
+}
+
 // Prefix starts every key caddy-jit stores.
 const Prefix = "jit/"
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 	"golang.org/x/net/websocket"
 )
 
@@ -298,6 +299,31 @@ func waitWSClosed(t *testing.T, ws *websocket.Conn, deadline time.Time, what str
 // other, and a revocation, a used code and a lockout made on one hold on the other.
 func TestClusterSharesSessionsRevocationsCodesAndLockouts(t *testing.T) {
 	a, b := newCluster(t, syncOptions)
+	testClusterShares(t, a, b)
+}
+
+// The same cluster on Redis: each instance has storage of its own, and the state in
+// one redis-server (issue 15). The revocation sync runs every 20 s only: B refuses a
+// session revoked on A within the bound below because A announces the revocation
+// (pub/sub), not because B reads it at its interval.
+func TestRedisClusterSharesSessionsRevocationsCodesAndLockouts(t *testing.T) {
+	r := testkit.StartRedis(t)
+	a, b := newRedisCluster(t, r, "\t\tsync_interval 20s\n\t\tmax_staleness 60s")
+	testClusterShares(t, a, b)
+}
+
+// newRedisCluster makes two instances whose state is in r; they are not started.
+func newRedisCluster(t *testing.T, r *testkit.Redis, jitOptions string) (a, b *env) {
+	t.Helper()
+	opts := envOptions{JitOptions: jitOptions + "\n\t\tstore redis {\n\t\t\taddress " + r.Addr + "\n\t\t}", Stopped: true}
+	opts.Sites = []siteSpec{clusterSite()}
+	a = newEnv(t, opts)
+	opts.Sites = []siteSpec{clusterSite()}
+	b = newEnv(t, opts)
+	return a, b
+}
+
+func testClusterShares(t *testing.T, a, b *env) {
 	// Both start at the same moment on an empty storage: one keyring must come of it.
 	// Without the storage lock around its creation, each would make its own key within
 	// milliseconds and serve it until its first sync a second later, so the JWKS are
