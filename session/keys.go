@@ -24,6 +24,8 @@ type Keyring struct {
 	// csrf never changes: rotating it would only void open forms.
 	csrf []byte
 	keys atomic.Pointer[keySet]
+	// now makes the keys a store that lost them needs (Refresh).
+	now Clock
 
 	mu sync.Mutex
 	// dropListeners learn of every key a new generation no longer holds, whether this
@@ -64,25 +66,34 @@ func LoadKeyring(ctx context.Context, st state.Store, now Clock) (*Keyring, erro
 		return nil, fmt.Errorf("the signing keys are unreadable (repair or remove %s in the storage to start over, which ends every session): %w", keyringKey, err)
 	}
 	if !found {
-		if err := st.Lock(ctx, keyringLock); err != nil {
-			return nil, fmt.Errorf("locking the signing keys: %w", err)
-		}
-		defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
-		found, err = state.LoadJSON(ctx, st, keyringKey, &rec)
-		if err != nil {
+		if rec, err = createKeyringRecord(ctx, st, now); err != nil {
 			return nil, err
 		}
-		if !found {
-			rec, err = newKeyringRecord(now())
-			if err != nil {
-				return nil, err
-			}
-			if err := state.StoreJSON(ctx, st, keyringKey, rec); err != nil {
-				return nil, err
-			}
-		}
 	}
-	return keyringFromRecord(rec)
+	k, err := keyringFromRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	k.now = now
+	return k, nil
+}
+
+// createKeyringRecord makes and stores a keyring, under the storage lock, unless
+// another instance stored one first: then it returns that one.
+func createKeyringRecord(ctx context.Context, st state.Store, now Clock) (keyringRecord, error) {
+	var rec keyringRecord
+	if err := st.Lock(ctx, keyringLock); err != nil {
+		return rec, fmt.Errorf("locking the signing keys: %w", err)
+	}
+	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
+	found, err := state.LoadJSON(ctx, st, keyringKey, &rec)
+	if err != nil || found {
+		return rec, err
+	}
+	if rec, err = newKeyringRecord(now()); err != nil {
+		return rec, err
+	}
+	return rec, state.StoreJSON(ctx, st, keyringKey, rec)
 }
 
 func newKeyringRecord(now time.Time) (keyringRecord, error) {
@@ -230,8 +241,22 @@ func newestKeyCreated(ctx context.Context, st state.Store) (time.Time, error) {
 func (k *Keyring) Refresh(ctx context.Context, st state.Store) error {
 	var rec keyringRecord
 	found, err := state.LoadJSON(ctx, st, keyringKey, &rec)
-	if err != nil || !found {
+	if err != nil {
 		return err
+	}
+	if !found {
+		// The store lost the keys (a Redis restarted without its data, a storage
+		// folder emptied): with them went the records and revocations of every
+		// session signed by them, so none of those sessions may be admitted again.
+		// New keys replace them, here and on every instance that reads them; the
+		// tokens signed before are refused (unknown kid) from now on.
+		now := k.now
+		if now == nil {
+			now = time.Now
+		}
+		if rec, err = createKeyringRecord(ctx, st, now); err != nil {
+			return fmt.Errorf("the signing keys vanished from the store, and new ones could not be made: %w", err)
+		}
 	}
 	current := k.set()
 	if len(rec.Keys) == len(current.signing) && rec.Keys[len(rec.Keys)-1].ID == current.signing[len(current.signing)-1].ID {

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -382,5 +383,37 @@ func TestKeyringReplaceReportsDroppedKeys(t *testing.T) {
 	}
 	if len(told) != 1 || len(told[0]) != 1 || told[0][0] != first {
 		t.Fatalf("the rotation that dropped %s told %v", first, told)
+	}
+}
+
+// A store that lost the keys (Redis restarted without its data) loses every session
+// signed by them: the keyring makes new keys, drops the old ones and so refuses their
+// tokens, cached or not, instead of serving on from memory.
+func TestKeysLostFromTheStoreAreReplaced(t *testing.T) {
+	ctx := context.Background()
+	st, clock := newStorage(t), newFakeClock(epoch)
+	k, err := LoadKeyring(ctx, st, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var told [][]string
+	k.onDrop(func(kids []string) { told = append(told, kids) })
+	lost := k.active().ID
+	if err := st.Delete(ctx, keyringKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Refresh(ctx, st); err != nil {
+		t.Fatalf("Refresh after the keys vanished = %v", err)
+	}
+	if got := k.active().ID; got == lost {
+		t.Fatal("the keyring still signs with the lost key")
+	}
+	if len(told) != 1 || !slices.Equal(told[0], []string{lost}) {
+		t.Errorf("the drop listeners heard %v, want [[%s]]", told, lost)
+	}
+	// The new keys are stored, so the other instances take the same ones.
+	other, err := LoadKeyring(ctx, st, clock.Now)
+	if err != nil || other.active().ID != k.active().ID {
+		t.Errorf("another instance loads %v (%v), want the replacement %s", other.active().ID, err, k.active().ID)
 	}
 }

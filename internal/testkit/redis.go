@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,6 +18,10 @@ import (
 // to disk, stopped when the test ends.
 type Redis struct {
 	Addr string
+	t    testing.TB
+	bin  string
+	dir  string
+	conf []string
 	cmd  *exec.Cmd
 }
 
@@ -32,45 +38,78 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 		t.Skip("no redis-server (apt-get install redis-server); .ci/run installs it")
 	}
 	port := freeLocalPort(t)
+	dir := t.TempDir()
 	conf := []string{"port " + strconv.Itoa(port), "bind 127.0.0.1", `save ""`, "appendonly no", "daemonize no",
-		"dir " + t.TempDir(), "loglevel warning"}
-	conf = append(conf, extra...)
-	cmd := exec.Command(bin, "-")
-	cmd.Stdin = strings.NewReader(strings.Join(conf, "\n") + "\n")
+		"dir " + dir, "loglevel warning"}
+	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, dir: dir, conf: append(conf, extra...)}
+	t.Cleanup(r.Stop)
+	r.Start()
+	return r
+}
+
+// Start starts the server again after Stop, on the same address, empty: a Redis that
+// restarted without its data.
+func (r *Redis) Start() {
+	r.t.Helper()
+	cmd := exec.Command(r.bin, "-")
+	cmd.Stdin = strings.NewReader(strings.Join(r.conf, "\n") + "\n")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
+		r.t.Fatalf("starting redis-server: %v", err)
 	}
-	var log strings.Builder
+	log := &strings.Builder{}
+	var mu sync.Mutex
 	go func() {
 		s := bufio.NewScanner(out)
 		for s.Scan() {
+			mu.Lock()
 			log.WriteString(s.Text() + "\n")
+			mu.Unlock()
 		}
 	}()
-	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd}
-	t.Cleanup(r.Stop)
+	r.cmd = cmd
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond); err == nil {
 			c.Close()
-			return r
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s within 10s:\n%s", r.Addr, log.String())
+			mu.Lock()
+			defer mu.Unlock()
+			r.t.Fatalf("redis-server did not listen on %s within 10s:\n%s", r.Addr, log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// Stop kills the server; nothing of its data survives.
+// Wipe stops the server, deletes whatever it persisted (with "appendonly yes"), and
+// starts it again: a Redis that lost its data.
+func (r *Redis) Wipe() {
+	r.t.Helper()
+	r.Stop()
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.Start()
+}
+
+// Stop kills the server (SIGKILL). What it keeps is what its config persists:
+// nothing by default; with "appendonly yes" and "appendfsync always", every write.
 func (r *Redis) Stop() {
-	if r.cmd.Process != nil {
+	if r.cmd != nil && r.cmd.Process != nil {
 		_ = r.cmd.Process.Kill()
 		_ = r.cmd.Wait()
+		r.cmd = nil
 	}
 }
 
