@@ -61,7 +61,9 @@ func parseRevocationKey(key string) (id string, expires int64, ok bool) {
 
 // revoke stores the end of a session so that every instance refuses it.
 func (s *Records) revoke(ctx context.Context, rev revocation) error {
-	if err := state.StoreJSON(ctx, s.storage, revocationKey(rev), rev); err != nil {
+	// Durable: on Redis with replicas, stored only once a replica has it, so that a
+	// failover cannot bring the session back.
+	if err := state.StoreDurableJSON(ctx, s.storage, revocationKey(rev), rev); err != nil {
 		return err
 	}
 	// Stored first: an instance told of it reads it at once; one that misses the

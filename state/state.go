@@ -57,6 +57,31 @@ func Announce(ctx context.Context, st Store, topic string) error {
 	return nil
 }
 
+// Durable is a Store that can confirm that a write reached a replica (Redis WAIT), so
+// that losing the primary cannot lose it.
+type Durable interface {
+	// StoreDurable writes value at key, and returns only once a replica has it too
+	// (when the store has replicas); otherwise an error, though the primary has it.
+	StoreDurable(ctx context.Context, key string, value []byte) error
+}
+
+// StoreDurableJSON writes v as the record at key, confirmed by a replica where st
+// can confirm it (see Durable); elsewhere as StoreJSON.
+func StoreDurableJSON(ctx context.Context, st Store, key string, v any) error {
+	d, ok := st.(Durable)
+	if !ok {
+		return StoreJSON(ctx, st, key, v)
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", key, err)
+	}
+	if err := d.StoreDurable(ctx, key, raw); err != nil {
+		return fmt.Errorf("writing %s to storage: %w", key, err)
+	}
+	return nil
+}
+
 // Prefix starts every key caddy-jit stores.
 const Prefix = "jit/"
 

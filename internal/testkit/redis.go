@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -128,4 +129,73 @@ func freeLocalPort(t testing.TB) int {
 	}
 	t.Fatal("no free port for redis-server")
 	return 0
+}
+
+// Sentinel is a redis-sentinel the test started, watching one primary under the name
+// Master, with a quorum of one and a failover after 1 s without an answer.
+type Sentinel struct {
+	Addr, Master string
+	cmd          *exec.Cmd
+}
+
+// StartSentinel starts Debian's redis-sentinel watching primary as master. Skipped or
+// failed as StartRedis is without the binary.
+func StartSentinel(t testing.TB, master string, primary *Redis) *Sentinel {
+	t.Helper()
+	bin, err := exec.LookPath("redis-sentinel")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-sentinel is not installed (apt-get install redis-sentinel); .ci/run installs it")
+		}
+		t.Skip("no redis-sentinel (apt-get install redis-sentinel); .ci/run installs it")
+	}
+	port := freeLocalPort(t)
+	host, primaryPort, _ := net.SplitHostPort(primary.Addr)
+	dir := t.TempDir()
+	// Sentinel rewrites its config file as it learns; it must be writable.
+	conf := filepath.Join(dir, "sentinel.conf")
+	lines := []string{"port " + strconv.Itoa(port), "bind 127.0.0.1", "daemonize no", "dir " + dir, "loglevel warning",
+		"sentinel monitor " + master + " " + host + " " + primaryPort + " 1",
+		"sentinel down-after-milliseconds " + master + " 1000",
+		"sentinel failover-timeout " + master + " 5000",
+		"sentinel parallel-syncs " + master + " 1"}
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting redis-sentinel: %v", err)
+	}
+	s := &Sentinel{Addr: "127.0.0.1:" + strconv.Itoa(port), Master: master, cmd: cmd}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-sentinel did not listen on %s within 10s", s.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Freeze stops the server's process (SIGSTOP): it keeps its connections and answers
+// nothing, as a server that hangs. Thaw lets it go on.
+func (r *Redis) Freeze() { r.signal(syscall.SIGSTOP) }
+
+// Thaw undoes Freeze.
+func (r *Redis) Thaw() { r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig os.Signal) {
+	r.t.Helper()
+	if r.cmd == nil || r.cmd.Process == nil {
+		r.t.Fatal("redis-server is not running")
+	}
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatal(err)
+	}
 }

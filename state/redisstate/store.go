@@ -281,3 +281,56 @@ func (s *Store) Listen(ctx context.Context, topic string) <-chan struct{} {
 	}()
 	return out
 }
+
+// replicaWait bounds how long a durable write waits for a replica's acknowledgement.
+const replicaWait = 2 * time.Second
+
+// StoreDurable writes value at key and, when the primary has replicas, waits until one
+// of them has it (WAIT, on the connection that wrote: the write and the WAIT go in one
+// pipeline). Without replicas it is Store: there is nothing to wait for.
+func (s *Store) StoreDurable(ctx context.Context, key string, value []byte) error {
+	k := clean(key)
+	if k == "" {
+		return errors.New("redis store: an empty key")
+	}
+	replicas, err := s.replicas(ctx)
+	if err != nil {
+		return err
+	}
+	if replicas == 0 {
+		return s.Store(ctx, key, value)
+	}
+	if err := storeScript.Load(ctx, s.client).Err(); err != nil {
+		return err
+	}
+	var acked *redis.Cmd
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		storeScript.EvalSha(ctx, p, []string{s.key(k)}, value, k, s.folder(""))
+		acked = p.Do(ctx, "WAIT", 1, replicaWait.Milliseconds())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if n, err := acked.Int64(); err != nil || n < 1 {
+		return fmt.Errorf("redis at %s: no replica acknowledged %s within %s (the primary has it; a failover now could lose it)", s.name, key, replicaWait)
+	}
+	return nil
+}
+
+// replicas is how many replicas of the primary are online now: connected and past
+// their first synchronisation (one still loading the primary's data would make WAIT
+// wait for its whole load).
+func (s *Store) replicas(ctx context.Context) (int, error) {
+	info, err := s.client.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -2,6 +2,8 @@ package redisstate
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,5 +55,59 @@ func TestAnnouncementsReachEveryListener(t *testing.T) {
 	case <-other:
 		t.Error("a listener of another topic heard the announcement")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A durable write returns once the replica has it; without replicas it is a write.
+func TestDurableWritesWaitForAReplica(t *testing.T) {
+	ctx := context.Background()
+	primary := testkit.StartRedis(t)
+	replica := testkit.StartRedis(t, "replicaof "+strings.Replace(primary.Addr, ":", " ", 1))
+	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{primary.Addr}})
+	t.Cleanup(func() { client.Close() })
+	st := New(client, "jit:", primary.Addr)
+	onReplica := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	t.Cleanup(func() { onReplica.Close() })
+
+	// The replica attaches in the background.
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := st.replicas(ctx); n < 1; n, _ = st.replicas(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not attach within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 20 {
+		key := fmt.Sprintf("jit/revocations/1/s%d.json", i)
+		if err := st.StoreDurable(ctx, key, []byte("{}")); err != nil {
+			t.Fatalf("StoreDurable with a replica: %v", err)
+		}
+		// Acknowledged means the replica has it now, not eventually.
+		if v, err := onReplica.Get(ctx, st.key(key)).Result(); err != nil || v != "{}" {
+			t.Fatalf("right after StoreDurable of %s, the replica has %q, %v", key, v, err)
+		}
+	}
+	if got, err := st.List(ctx, "jit/revocations/1", false); err != nil || len(got) != 20 {
+		t.Errorf("the durable writes are not indexed: %d keys, %v", len(got), err)
+	}
+	// A replica that hangs acknowledges nothing: the write is refused as not durable
+	// (a plain write would have been acknowledged by the primary alone).
+	replica.Freeze()
+	err := st.StoreDurable(ctx, "jit/revocations/1/hung.json", []byte("{}"))
+	replica.Thaw()
+	if err == nil || !strings.Contains(err.Error(), "no replica acknowledged") {
+		t.Errorf("StoreDurable while the replica hangs = %v, want a refusal", err)
+	}
+	if err := st.StoreDurable(ctx, "jit/revocations/1/after.json", []byte("{}")); err != nil {
+		t.Errorf("StoreDurable once the replica is back = %v", err)
+	}
+
+	// A primary without replicas: nothing to wait for.
+	alone := testkit.StartRedis(t)
+	c2 := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{alone.Addr}})
+	t.Cleanup(func() { c2.Close() })
+	start := time.Now()
+	if err := New(c2, "jit:", alone.Addr).StoreDurable(ctx, "jit/x.json", []byte("{}")); err != nil || time.Since(start) > replicaWait {
+		t.Errorf("StoreDurable without replicas = %v after %s", err, time.Since(start))
 	}
 }
