@@ -2,9 +2,21 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -76,4 +88,73 @@ func TestStoreRedisOpens(t *testing.T) {
 	if good.poolKey(caddy.NewReplacer()) == bad.poolKey(caddy.NewReplacer()) || strings.Contains(good.poolKey(caddy.NewReplacer()), "s3cret") {
 		t.Error("the state's pool key must tell passwords apart without holding them")
 	}
+}
+
+// An ACL user over TLS with a private CA, against a real redis-server.
+func TestStoreRedisTLSAndACL(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := testCertificates(t, dir)
+	tlsPort := testkit.FreePort(t)
+	testkit.StartRedis(t, "tls-port "+strconv.Itoa(tlsPort), "tls-cert-file "+cert, "tls-key-file "+key,
+		"tls-ca-cert-file "+ca, "tls-auth-clients no", "user default off", "user jit on >jit-pw ~* &* +@all")
+	addr := "127.0.0.1:" + strconv.Itoa(tlsPort)
+	open := func(rc RedisConfig) error {
+		st, closer, err := (&StoreConfig{Redis: &rc}).open(context.Background(), caddy.NewReplacer())
+		if err != nil {
+			return err
+		}
+		defer closer()
+		return st.Store(context.Background(), "jit/tls-check.json", []byte("{}"))
+	}
+	if err := open(RedisConfig{Addresses: []string{addr}, Username: "jit", Password: "jit-pw", TLS: &RedisTLSConfig{CA: ca}}); err != nil {
+		t.Fatalf("the ACL user over TLS with the private CA: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		rc   RedisConfig
+		want string
+	}{
+		{"a wrong password", RedisConfig{Addresses: []string{addr}, Username: "jit", Password: "nope", TLS: &RedisTLSConfig{CA: ca}}, "WRONGPASS"},
+		{"the default user, switched off", RedisConfig{Addresses: []string{addr}, TLS: &RedisTLSConfig{CA: ca}}, "jit store redis"},
+		{"without the private CA", RedisConfig{Addresses: []string{addr}, Username: "jit", Password: "jit-pw", TLS: &RedisTLSConfig{}}, "certificate"},
+		{"without tls", RedisConfig{Addresses: []string{addr}, Username: "jit", Password: "jit-pw"}, "jit store redis"},
+		{"a CA file that is not one", RedisConfig{Addresses: []string{addr}, TLS: &RedisTLSConfig{CA: key + ".missing"}}, "reading the tls ca file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := open(tt.rc); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("open = %v, want an error saying %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// testCertificates writes a CA and a certificate for 127.0.0.1 it signed, as PEM files.
+func testCertificates(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "caddy-jit test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	write := func(name, kind string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("redis.pem", "CERTIFICATE", srvDER), write("redis-key.pem", "EC PRIVATE KEY", keyDER)
 }

@@ -38,7 +38,7 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 		}
 		t.Skip("no redis-server (apt-get install redis-server); .ci/run installs it")
 	}
-	port := freeLocalPort(t)
+	port := FreePort(t)
 	dir := t.TempDir()
 	conf := []string{"port " + strconv.Itoa(port), "bind 127.0.0.1", `save ""`, "appendonly no", "daemonize no",
 		"dir " + dir, "loglevel warning"}
@@ -114,10 +114,10 @@ func (r *Redis) Stop() {
 	}
 }
 
-// freeLocalPort is a port nothing listens on now, below the kernel's range for
+// FreePort is a port on 127.0.0.1 that nothing listens on now, below the kernel's range for
 // outgoing connections (from 32768), so that no client's socket takes it before the
 // server binds, and below the integration harness's range (20000 to 32000).
-func freeLocalPort(t testing.TB) int {
+func FreePort(t testing.TB) int {
 	t.Helper()
 	for i := 0; i < 200; i++ {
 		port := 10000 + int(time.Now().UnixNano()%9000) + i
@@ -149,7 +149,7 @@ func StartSentinel(t testing.TB, master string, primary *Redis) *Sentinel {
 		}
 		t.Skip("no redis-sentinel (apt-get install redis-sentinel); .ci/run installs it")
 	}
-	port := freeLocalPort(t)
+	port := FreePort(t)
 	host, primaryPort, _ := net.SplitHostPort(primary.Addr)
 	dir := t.TempDir()
 	// Sentinel rewrites its config file as it learns; it must be writable.
