@@ -104,24 +104,36 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 	defer close(s.done)
 	var lastPrune, lastRequestSweep, lastExpiringSweep time.Time
 	failing := false
+	// nextTick is when the interval's turn comes; an announcement's turn in between
+	// does not move it, so that a storm of revocations cannot starve the jobs below.
+	nextTick := time.Now()
 	for {
 		settings := s.settings.Load()
-		timer := time.NewTimer(settings.interval)
+		if !nextTick.After(time.Now()) {
+			nextTick = time.Now().Add(settings.interval)
+		}
+		timer := time.NewTimer(time.Until(nextTick))
+		announced := false
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
 		case <-s.wake:
 			timer.Stop()
+			nextTick = time.Now() // a new interval applies from now
 			continue
 		case <-s.announced:
-			// Another instance revoked a session: read it now, not at the interval.
+			// Another instance revoked a session: read it now, not at the interval,
+			// and nothing else (the jobs below wait for their interval).
 			timer.Stop()
+			announced = true
 		case <-timer.C:
 		}
 		t := now()
-		if err := s.state.Chain.Save(ctx, s.storage); err != nil && ctx.Err() == nil {
-			logger.Warn("saving the audit chain head; a restart now would continue the chain from an older event", zap.Error(err))
+		if !announced {
+			if err := s.state.Chain.Save(ctx, s.storage); err != nil && ctx.Err() == nil {
+				logger.Warn("saving the audit chain head; a restart now would continue the chain from an older event", zap.Error(err))
+			}
 		}
 		err := s.state.Sync(ctx, t)
 		switch {
@@ -138,6 +150,9 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			if settings.maxStaleness > 0 && t.Sub(s.state.LastSync()) > settings.maxStaleness {
 				s.state.Live.EndAll()
 			}
+			continue
+		}
+		if announced {
 			continue
 		}
 		if settings.authority != nil && t.Sub(lastPrune) >= pruneInterval {
