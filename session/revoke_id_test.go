@@ -170,3 +170,12 @@ func TestRevokeByIDDuringAnOutageRefusesLocally(t *testing.T) {
 		t.Fatal("the id is not refused on this instance")
 	}
 }
+
+// Session ids go on command lines: none starts with a dash, which reads as a flag.
+func TestSessionIDsNeverStartWithADash(t *testing.T) {
+	for range 5000 {
+		if id := newSessionID(); id[0] == '-' || CheckSessionID(id) != nil {
+			t.Fatalf("session id %q", id)
+		}
+	}
+}
