@@ -375,8 +375,11 @@ func testClusterShares(t *testing.T, a, b *env) {
 				wantActivationRedirect(t, r, roleAdmin, adminURI)
 				return true
 			}
-			if r.StatusCode != http.StatusOK {
-				t.Errorf("on B while the revocation syncs: want 200 or 302, got %s", r)
+			// 499: the request was admitted just before the revocation reached B, which
+			// then cut it off in flight (Caddy's reverse_proxy reports a cancelled request
+			// so); nothing more was served. The next poll must be refused.
+			if r.StatusCode != http.StatusOK && r.StatusCode != 499 {
+				t.Errorf("on B while the revocation syncs: want 200, 302 or 499 (cut off in flight), got %s", r)
 			}
 			return false
 		})
