@@ -88,7 +88,7 @@ func (h *Handler) registerPasskey(w http.ResponseWriter, r *http.Request, caller
 		page = passkeysPage{Added: pk.Name}
 		return h.showPasskeys(w, r, caller, http.StatusOK, page)
 	case errors.As(err, &locked):
-		return fail(http.StatusTooManyRequests, "", "Too many failed attempts: you are locked out until "+locked.Until.UTC().Format(time.Kitchen)+" UTC.")
+		return fail(http.StatusTooManyRequests, "", "Too many failed attempts: you are locked out until "+words.Clock(locked.Until)+".")
 	case errors.As(err, &refused):
 		return fail(http.StatusBadRequest, "", registrationRefusal(refused.Err))
 	}

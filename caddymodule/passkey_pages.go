@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/stepup"
 )
@@ -216,7 +217,7 @@ func passkeyBeginRefused(err error, user string) (int, string) {
 		errors.Is(err, stepup.ErrEnrollLinkUsed), errors.Is(err, stepup.ErrEnrollLinkExpired), errors.Is(err, stepup.ErrEnrollLinkCancelled):
 		return http.StatusGone, "this enrollment link cannot be used any more (" + err.Error() + "): ask an operator for a new one"
 	case errors.As(err, &locked):
-		return http.StatusTooManyRequests, "too many failed attempts: you are locked out until " + locked.Until.UTC().Format("15:04 UTC")
+		return http.StatusTooManyRequests, "too many failed attempts: you are locked out until " + words.Clock(locked.Until)
 	case errors.Is(err, stepup.ErrPasskeyNotRegistered):
 		return http.StatusConflict, "you have no passkey for this site: register one on /.jit/enroll"
 	case errors.Is(err, stepup.ErrPasskeyLimit):
