@@ -200,7 +200,7 @@ func activationFailure(reason string) (int, string) {
 		return http.StatusBadRequest, "break_glass"
 	case string(policy.ReasonOutsideHours), string(policy.ReasonMaxActive):
 		return http.StatusForbidden, ""
-	case workflow.ReasonRequestOpen:
+	case workflow.ReasonRequestOpen, workflow.ReasonPlaceContended:
 		return http.StatusConflict, ""
 	default:
 		return http.StatusBadRequest, "code"

@@ -172,7 +172,9 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return storageError("revoking sessions", err)
 		}
-		return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority.Revocations, ended))
+		list := adminapi.ListSessions(app.authority.Revocations, ended)
+		list.Applied = app.shared.awaitApplied(r.Context(), revokedIDs(list))
+		return writeJSON(w, http.StatusOK, list)
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET or DELETE", r.Method)}
 }
@@ -198,7 +200,21 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storageError("revoking the session", err)
 	}
-	return writeJSON(w, http.StatusOK, adminapi.ListSessions(app.authority.Revocations, []*session.Record{rec}))
+	list := adminapi.ListSessions(app.authority.Revocations, []*session.Record{rec})
+	list.Applied = app.shared.awaitApplied(r.Context(), revokedIDs(list))
+	return writeJSON(w, http.StatusOK, list)
+}
+
+// revokedIDs are the ids of the sessions a revocation revoked (one that had expired
+// before is listed, not revoked).
+func revokedIDs(list adminapi.SessionList) []string {
+	var ids []string
+	for _, s := range list.Sessions {
+		if s.Revoked {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
 }
 
 func handleLockout(w http.ResponseWriter, r *http.Request) error {

@@ -44,9 +44,14 @@ type sharedState struct {
 	done       chan struct{}
 	// wake interrupts the loop's wait, so that a reload's new interval applies now.
 	wake chan struct{}
-	// announced carries the store's announcements of revocations (Redis pub/sub):
-	// each makes the loop read revocations at once. nil for a store without them.
-	announced <-chan struct{}
+	// announced carries the store's announcements of revocations (Redis pub/sub), the
+	// ids of the sessions revoked: each makes the loop read revocations at once. nil
+	// for a store without them.
+	announced <-chan string
+	// instance is Caddy's instance id, which names this instance to the others.
+	instance string
+	// acks are the other instances' words that they applied revocations (applied.go).
+	acks acks
 	// dispatcher delivers notifications, across reloads.
 	dispatcher *dispatcher
 	// sessionsChanged asks the loop to recount the active sessions at its next turn.
@@ -89,12 +94,18 @@ func newSharedState(st state.Store, logger *zap.Logger) (*sharedState, error) {
 		return nil, fmt.Errorf("loading the audit chain head: %w", err)
 	}
 	s := &sharedState{state: loaded, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
-		dispatcher: newDispatcher(logger.Named("notify"))}
+		dispatcher: newDispatcher(logger.Named("notify")), instance: instance.String()}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
 	s.bodies = session.StartBodyWriter(loaded.Records, session.BodyWriterConfig{
 		Dropped: countBodyDropped, Report: s.reportBodyDrop(logger), Now: now})
 	if a, ok := st.(state.Announcer); ok {
 		s.announced = a.Listen(ctx, state.TopicRevocations)
+		s.listenApplied(ctx, a)
+		// Present from the start: a revocation made from now on waits for this
+		// instance, which listens already.
+		if err := s.renewPresence(ctx, DefaultSyncInterval, now()); err != nil {
+			logger.Warn("recording this instance's presence; revocations made elsewhere do not wait for it until the next sync", zap.Error(err))
+		}
 	}
 	go s.syncLoop(ctx, logger)
 	return s, nil
@@ -113,7 +124,7 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			nextTick = time.Now().Add(settings.interval)
 		}
 		timer := time.NewTimer(time.Until(nextTick))
-		announced := false
+		var announced []string
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -121,18 +132,35 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 		case <-s.wake:
 			timer.Stop()
 			nextTick = time.Now() // a new interval applies from now
+			if s.announced != nil {
+				// Present for as long as the new interval needs.
+				_ = s.renewPresence(ctx, s.settings.Load().interval, now())
+			}
 			continue
-		case <-s.announced:
-			// Another instance revoked a session: read it now, not at the interval,
-			// and nothing else (the jobs below wait for their interval).
+		case id := <-s.announced:
+			// An instance revoked a session: read it now, not at the interval, and
+			// nothing else (the jobs below wait for their interval); with it, every
+			// revocation announced meanwhile.
 			timer.Stop()
-			announced = true
+			announced = append(announced, id)
+			for more := true; more; {
+				select {
+				case id := <-s.announced:
+					announced = append(announced, id)
+				default:
+					more = false
+				}
+			}
 		case <-timer.C:
 		}
 		t := now()
-		if !announced {
+		if announced == nil {
 			if err := s.state.Chain.Save(ctx, s.storage); err != nil && ctx.Err() == nil {
 				logger.Warn("saving the audit chain head; a restart now would continue the chain from an older event", zap.Error(err))
+			}
+			if s.announced != nil {
+				// A failure is the store's, which the sync below reports once.
+				_ = s.renewPresence(ctx, settings.interval, t)
 			}
 		}
 		err := s.state.Sync(ctx, t)
@@ -152,7 +180,8 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 			}
 			continue
 		}
-		if announced {
+		if announced != nil {
+			s.sayApplied(ctx, announced)
 			continue
 		}
 		if settings.authority != nil && t.Sub(lastPrune) >= pruneInterval {
@@ -218,6 +247,7 @@ func (s *sharedState) Destruct() error {
 	// The last events' place in the chain, so that the next start continues it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	s.leave(ctx)
 	err = errors.Join(err, s.state.Chain.Save(ctx, s.storage))
 	if s.closeStore != nil {
 		err = errors.Join(err, s.closeStore())

@@ -96,7 +96,7 @@ func TestStoreRedisTLSAndACL(t *testing.T) {
 	ca, cert, key := testCertificates(t, dir)
 	tlsPort := testkit.FreePort(t)
 	testkit.StartRedis(t, "tls-port "+strconv.Itoa(tlsPort), "tls-cert-file "+cert, "tls-key-file "+key,
-		"tls-ca-cert-file "+ca, "tls-auth-clients no", "user default off", "user jit on >jit-pw ~* &* +@all")
+		"tls-ca-cert-file "+ca, "tls-auth-clients no", "user default off", "user jit on >jit-pw ~jit:* &jit:* +@all")
 	addr := "127.0.0.1:" + strconv.Itoa(tlsPort)
 	open := func(rc RedisConfig) error {
 		st, closer, err := (&StoreConfig{Redis: &rc}).open(context.Background(), caddy.NewReplacer())

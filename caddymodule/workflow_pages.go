@@ -248,6 +248,9 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		}
 		return h.showApprovals(w, r, caller, "", sentence(refused.Message), status)
 	}
+	if errors.Is(err, workflow.ErrRequestChanged) {
+		return h.showApprovals(w, r, caller, "", sentence(err.Error()), http.StatusConflict)
+	}
 	if err != nil {
 		return h.storeUnreachable("deciding a request", caller.User, err)
 	}

@@ -89,8 +89,29 @@ func cmdRevoke(stdout, stderr io.Writer, fl caddycmd.Flags) (int, error) {
 				return err
 			}
 		}
-		return nil
+		return writeApplied(stdout, list.Applied)
 	})
+}
+
+// writeApplied says how many instances refuse the revoked sessions now (on Redis,
+// where the instances confirm it); nothing elsewhere.
+func writeApplied(w io.Writer, a *adminapi.Applied) error {
+	if a == nil {
+		return nil
+	}
+	var err error
+	switch {
+	case a.Confirmed == a.Instances:
+		_, err = fmt.Fprintf(w, "In force on all %d instances: each has confirmed that it refuses what was revoked.\n", a.Instances)
+	default:
+		detail := ""
+		if a.Error != "" {
+			detail = " (" + a.Error + ")"
+		}
+		_, err = fmt.Fprintf(w, "Confirmed by %d of %d instances%s; the others (%s) apply it at their next sync.\n",
+			a.Confirmed, a.Instances, detail, strings.Join(a.Missing, ", "))
+	}
+	return err
 }
 
 // writeRevoked says what became of one session.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -119,7 +120,12 @@ func Migrate(ctx context.Context, src, dst state.Store, overwrite bool) (int, er
 			// A folder of the listing, or a record deleted since: nothing to copy.
 			continue
 		}
-		if err := dst.Store(ctx, key, value); err != nil {
+		// A failure count or a spent TOTP step moves in the target's own form.
+		counted, err := state.CopyCounted(ctx, dst, key, value, time.Now())
+		if !counted && err == nil {
+			err = dst.Store(ctx, key, value)
+		}
+		if err != nil {
 			return n, fmt.Errorf("writing %s to the target: %w", key, err)
 		}
 		n++

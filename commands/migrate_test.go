@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,12 +10,16 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/internal/testkit"
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddy-jit/caddy-jit/state/redisstate"
+	"github.com/caddy-jit/caddy-jit/stepup"
 )
 
 // A site on Caddy's storage moves to Redis: the signing keys and the enrollments come
@@ -24,12 +29,28 @@ func TestMigrateFromStorageToRedis(t *testing.T) {
 	r := testkit.StartRedis(t)
 	dir := t.TempDir()
 	storage := &certmagic.FileStorage{Path: dir}
-	before, err := authority.New(ctx, storage, authority.Config{Issuer: "migrate test", MaxFailures: 5, Audit: zap.NewNop(), Now: time.Now})
+	before, err := authority.New(ctx, storage, authority.Config{Issuer: "migrate test", MaxFailures: 5, LockoutDuration: time.Minute, Audit: zap.NewNop(), Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := before.StepUp.Enroll(ctx, "alice", "test"); err != nil {
+	uri, err := before.StepUp.Enroll(ctx, "alice", "test")
+	if err != nil {
 		t.Fatal(err)
+	}
+	key, err := otp.NewKeyFromURL(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A code spent on storage stays spent on Redis; a failure stays counted.
+	code, err := totp.GenerateCode(key.Secret(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := before.StepUp.Check(ctx, "alice", code); err != nil {
+		t.Fatalf("Check on storage = %v", err)
+	}
+	if err := before.StepUp.Check(ctx, "alice", "000000"); err == nil {
+		t.Fatal("a wrong code passed")
 	}
 
 	config := filepath.Join(t.TempDir(), "Caddyfile")
@@ -45,7 +66,7 @@ func TestMigrateFromStorageToRedis(t *testing.T) {
 
 	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{r.Addr}})
 	t.Cleanup(func() { c.Close() })
-	after, err := authority.New(ctx, redisstate.New(c, "jit:", r.Addr), authority.Config{Issuer: "migrate test", MaxFailures: 5, Audit: zap.NewNop(), Now: time.Now})
+	after, err := authority.New(ctx, redisstate.New(c, "jit:", r.Addr), authority.Config{Issuer: "migrate test", MaxFailures: 5, LockoutDuration: time.Minute, Audit: zap.NewNop(), Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +75,12 @@ func TestMigrateFromStorageToRedis(t *testing.T) {
 	}
 	if ok, err := after.StepUp.Enrolled(ctx, "alice"); !ok || err != nil {
 		t.Errorf("alice is not enrolled on Redis after the migration: %v, %v", ok, err)
+	}
+	if err := after.StepUp.Check(ctx, "alice", code); !errors.Is(err, stepup.ErrCodeReplayed) {
+		t.Errorf("the code spent on storage, on Redis = %v, want %v", err, stepup.ErrCodeReplayed)
+	}
+	if n, err := c.Get(ctx, "jit:{jit}k:jit/failures/"+state.Name("alice")+".json").Int(); n != 2 || err != nil {
+		t.Errorf("alice's failures on Redis = %d, %v; want 2 (one on storage, the replay)", n, err)
 	}
 
 	// Again: the target holds state now.

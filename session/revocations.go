@@ -27,6 +27,11 @@ const revocationBucket = 60 // seconds
 // a revocation stored by an instance whose clock runs behind is still found.
 const syncOverlap = 2
 
+// revocationSkew keeps a revocation past the end of its session by more than the
+// clocks of the store and of any instance can differ: an instance whose clock runs
+// behind still accepts the session's token until its own clock reaches the end.
+const revocationSkew = 5 * time.Minute
+
 // revocation is a session ended early, as stored.
 type revocation struct {
 	SessionID string    `json:"session_id"`
@@ -62,13 +67,15 @@ func parseRevocationKey(key string) (id string, expires int64, ok bool) {
 // revoke stores the end of a session so that every instance refuses it.
 func (s *Records) revoke(ctx context.Context, rev revocation) error {
 	// Durable: on Redis with replicas, stored only once a replica has it, so that a
-	// failover cannot bring the session back.
-	if err := state.StoreDurableJSON(ctx, s.storage, revocationKey(rev), rev); err != nil {
+	// failover cannot bring the session back. It lasts as long as the session would
+	// have, and revocationSkew more: a store with expiry then forgets it by itself.
+	life := max(time.Until(rev.Expires), 0) + revocationSkew
+	if err := state.StoreDurableJSON(ctx, s.storage, revocationKey(rev), rev, life); err != nil {
 		return err
 	}
 	// Stored first: an instance told of it reads it at once; one that misses the
 	// announcement reads it at its next sync.
-	_ = state.Announce(ctx, s.storage, state.TopicRevocations)
+	_ = state.Announce(ctx, s.storage, state.TopicRevocations, rev.SessionID)
 	return nil
 }
 
@@ -135,8 +142,11 @@ func (s *Records) loadBucket(ctx context.Context, set *Revocations, bucket strin
 }
 
 // pruneRevocations deletes revocations of sessions that have expired anyway, and
-// the folders they leave empty.
+// the folders they leave empty; a store with expiry has done so by itself.
 func (s *Records) pruneRevocations(ctx context.Context, now time.Time) error {
+	if state.Forgets(s.storage) {
+		return nil
+	}
 	buckets, err := s.buckets(ctx)
 	if err != nil {
 		return err

@@ -1,10 +1,13 @@
 // Package state owns how caddy-jit keeps durable data: the Store every package
-// persists through, the "jit/" key space, JSON records, and locks on one name held
-// both in process and in the store.
+// persists through, the "jit/" key space, JSON records, locks on one name held both in
+// process and in the store, and the atomic decisions (Atomic) that instances racing on
+// one key must never both win.
 //
-// Today a Store is Caddy's configured storage (any certmagic.Storage satisfies it),
-// which is how several Caddy instances sharing one storage become one cluster. Another
-// backend plugs in by implementing Store.
+// A Store is Caddy's configured storage (any certmagic.Storage satisfies it) or Redis
+// (package redisstate); several Caddy instances sharing one become one cluster. A store
+// that can do more natively says so through the optional interfaces here: Atomic
+// (single-step decisions and expiry), Announcer (pub/sub) and Durable (replicated
+// writes); for any other, the helpers fall back to the store's locks and intervals.
 package state
 
 import (
@@ -16,6 +19,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Store is the durable key-value store with locks that caddy-jit persists through. Its
@@ -37,22 +41,33 @@ type Store interface {
 // Announcements are hints: an instance that misses one catches up at its next
 // interval, so they never replace the store's records.
 type Announcer interface {
-	// Announce tells every Listen of topic, on every instance.
-	Announce(ctx context.Context, topic string) error
-	// Listen delivers a value for each announcement of topic (at least one for any
-	// run of them) until ctx ends.
-	Listen(ctx context.Context, topic string) <-chan struct{}
+	// Announce sends message to every Listen of topic, on every instance.
+	Announce(ctx context.Context, topic, message string) error
+	// Listen delivers the messages announced on topic, in order, until ctx ends. A
+	// listener that falls ListenBacklog messages behind misses the newer ones.
+	Listen(ctx context.Context, topic string) <-chan string
 }
 
-// TopicRevocations is announced when a session is revoked: instances then read the
-// revocations at once instead of at their next sync.
-const TopicRevocations = "revocations"
+// ListenBacklog is how many announcements a listener may fall behind by.
+const ListenBacklog = 1024
 
-// Announce tells the other instances sharing st about topic, if st can; an error is
-// not the caller's concern (the interval catches up), so it is returned only to log.
-func Announce(ctx context.Context, st Store, topic string) error {
+// The topics instances announce on.
+const (
+	// TopicRevocations carries the id of a session just revoked: instances then read
+	// the revocations at once instead of at their next sync.
+	TopicRevocations = "revocations"
+	// TopicRevocationsApplied carries "INSTANCE SESSION-ID" from each instance that
+	// has read a revocation announced, so that the one that revoked can tell the
+	// operator once every instance refuses the session.
+	TopicRevocationsApplied = "revocations-applied"
+)
+
+// Announce sends message to the other instances sharing st on topic, if st can; an
+// error is not the caller's concern (the interval catches up), so it is returned only
+// to log.
+func Announce(ctx context.Context, st Store, topic, message string) error {
 	if a, ok := st.(Announcer); ok {
-		return a.Announce(ctx, topic)
+		return a.Announce(ctx, topic, message)
 	}
 	return nil
 }
@@ -60,23 +75,24 @@ func Announce(ctx context.Context, st Store, topic string) error {
 // Durable is a Store that can confirm that a write reached a replica (Redis WAIT), so
 // that losing the primary cannot lose it.
 type Durable interface {
-	// StoreDurable writes value at key, and returns only once a replica has it too
-	// (when the store has replicas); otherwise an error, though the primary has it.
-	StoreDurable(ctx context.Context, key string, value []byte) error
+	// StoreDurable writes value at key (for ttl, as Atomic.StoreFor, when positive),
+	// and returns only once a replica has it too (when the store has replicas);
+	// otherwise an error, though the primary has it.
+	StoreDurable(ctx context.Context, key string, value []byte, ttl time.Duration) error
 }
 
-// StoreDurableJSON writes v as the record at key, confirmed by a replica where st
-// can confirm it (see Durable); elsewhere as StoreJSON.
-func StoreDurableJSON(ctx context.Context, st Store, key string, v any) error {
+// StoreDurableJSON writes v as the record at key for ttl (see StoreJSONFor), confirmed
+// by a replica where st can confirm it (see Durable); elsewhere as StoreJSONFor.
+func StoreDurableJSON(ctx context.Context, st Store, key string, v any, ttl time.Duration) error {
 	d, ok := st.(Durable)
 	if !ok {
-		return StoreJSON(ctx, st, key, v)
+		return StoreJSONFor(ctx, st, key, v, ttl)
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", key, err)
 	}
-	if err := d.StoreDurable(ctx, key, raw); err != nil {
+	if err := d.StoreDurable(ctx, key, raw, ttl); err != nil {
 		return fmt.Errorf("writing %s to storage: %w", key, err)
 	}
 	return nil

@@ -119,15 +119,58 @@ func enrollSecret(t *testing.T, st state.Store, user, secret string) {
 	}
 }
 
-// storedLockout reads a user's lockout record as stored.
-func storedLockout(t *testing.T, st state.Store, user string) (lockout, bool) {
+// lockoutView is a user's lockout as the tests look at it: the failures counted (in
+// the store's counter, past its life none) and the lockout record.
+type lockoutView struct {
+	Failures     int64
+	FirstFailure time.Time
+	LockedUntil  time.Time
+}
+
+// storedCount reads a number that state.Atomic keeps under the lock, as file storage
+// has it; one past its life is none.
+func storedCount(t *testing.T, st state.Store, key string, now time.Time) (n int64, expires time.Time) {
+	t.Helper()
+	var c struct {
+		N       int64     `json:"n"`
+		Expires time.Time `json:"expires"`
+	}
+	if _, err := state.LoadJSON(context.Background(), st, key, &c); err != nil {
+		t.Fatal(err)
+	}
+	if !now.Before(c.Expires) {
+		return 0, time.Time{}
+	}
+	return c.N, c.Expires
+}
+
+// storedLockout reads a user's failures and lockout as stored; found says whether
+// either is there.
+func storedLockout(t *testing.T, st state.Store, user string) (lockoutView, bool) {
 	t.Helper()
 	var l lockout
 	found, err := state.LoadJSON(context.Background(), st, lockoutKey(user), &l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l, found
+	v := lockoutView{LockedUntil: l.LockedUntil}
+	if st.Exists(context.Background(), failuresKey(user)) {
+		found = true
+		var expires time.Time
+		// Read whatever its life: the tests look at what the last failure counted.
+		v.Failures, expires = storedCount(t, st, failuresKey(user), time.Time{})
+		if !expires.IsZero() {
+			v.FirstFailure = expires.Add(-lockoutDuration)
+		}
+	}
+	return v, found
+}
+
+// lastStep is the latest step accepted of e: its confirmation's or a spent one's.
+func lastStep(t *testing.T, st state.Store, e enrollment) int64 {
+	t.Helper()
+	n, _ := storedCount(t, st, stepKey(e), time.Time{})
+	return max(n, e.LastStep)
 }
 
 // wrongCode is a code the step-up refuses for alice now.

@@ -142,15 +142,13 @@ func (a *Authenticator) current(ctx context.Context, user string) (enrollment, b
 // confirm makes secret the user's enrollment if code is right for it now and rule
 // holds, under the user's TOTP lock, with the same lockout as Check: a locked user is
 // refused whatever the codes, a wrong code counts as a failure. A current code is
-// checked as Check would; its step need not be recorded, as its secret is replaced. The
-// enrollment's last
-// accepted step is the code's, so the code cannot be used again. replaced says whether
+// checked and spent as Check would. The new enrollment's last accepted step is the
+// code's, so the code cannot be used again. replaced says whether
 // it replaced an earlier secret.
 func (a *Authenticator) confirm(ctx context.Context, user, secret, code string, rule replaceRule) (replaced bool, err error) {
 	err = a.locks.With(ctx, a.storage, totpLockName(user), func() error {
 		now := a.now()
-		l, err := a.notLockedOut(ctx, user, now)
-		if err != nil {
+		if err := a.notLockedOut(ctx, user, now, nil); err != nil {
 			return err
 		}
 		current, found, err := a.current(ctx, user)
@@ -160,34 +158,40 @@ func (a *Authenticator) confirm(ctx context.Context, user, secret, code string, 
 		if found && current.Secret != secret && current.Created.After(rule.linkCreated) {
 			return errEnrolledSince
 		}
-		if found && current.Secret != secret && rule.needCurrent {
+		checkCurrent := found && current.Secret != secret && rule.needCurrent
+		var currentStep int64
+		if checkCurrent {
 			if rule.currentCode == "" {
 				return ErrCurrentCodeRequired
 			}
-			switch step, matched := matchingStep(current.Secret, rule.currentCode, now); {
-			case !matched:
-				return a.fail(ctx, user, l, now, ErrCurrentCodeInvalid)
-			case step <= current.LastStep:
-				return a.fail(ctx, user, l, now, ErrCurrentCodeReplayed)
+			var matched bool
+			if currentStep, matched = matchingStep(current.Secret, rule.currentCode, now); !matched {
+				return a.fail(ctx, user, now, ErrCurrentCodeInvalid)
 			}
 		}
 		step, matched := matchingStep(secret, code, now)
-		switch {
-		case !matched:
-			return a.fail(ctx, user, l, now, ErrCodeInvalid)
-		case found && current.Secret == secret && step <= current.LastStep:
+		if !matched {
+			return a.fail(ctx, user, now, ErrCodeInvalid)
+		}
+		// The current code is spent only once the new one is right: a typo in the new
+		// code leaves the user's current code usable for the next try.
+		if checkCurrent {
+			if err := a.spend(ctx, current, currentStep, now, ErrCurrentCodeReplayed); err != nil {
+				return err
+			}
+		}
+		if found && current.Secret == secret {
 			// This secret is already the enrollment (a confirmation whose link could
 			// not be marked used): its accepted codes stay spent.
-			return a.fail(ctx, user, l, now, ErrCodeReplayed)
+			if err := a.spend(ctx, current, step, now, ErrCodeReplayed); err != nil {
+				return err
+			}
 		}
 		replaced = found && current.Secret != secret
 		if err := state.StoreJSON(ctx, a.storage, enrollmentKey(user), enrollment{User: user, Secret: secret, Created: now.UTC(), LastStep: step}); err != nil {
 			return err
 		}
-		if l.Failures > 0 || !l.LockedUntil.IsZero() {
-			return a.storage.Delete(ctx, lockoutKey(user))
-		}
-		return nil
+		return a.succeeded(ctx, user)
 	})
 	return replaced, err
 }

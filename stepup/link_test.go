@@ -72,6 +72,9 @@ func storedEnrollment(t *testing.T, f *authorityFixture, user string) (enrollmen
 	if err != nil {
 		t.Fatal(err)
 	}
+	if found {
+		e.LastStep = lastStep(t, f.st, e)
+	}
 	return e, found
 }
 

@@ -40,7 +40,11 @@ type passkeyCeremony struct {
 	Session     webauthn.SessionData `json:"session"`
 }
 
-func ceremonyKey(id string) string { return passkeyCeremonyFolder + id + ".json" }
+// ceremonyKey names the user in the key, so that only the user's own finish can take
+// (and so spend) a ceremony.
+func ceremonyKey(user, id string) string {
+	return passkeyCeremonyFolder + state.Name(user) + "-" + id + ".json"
+}
 
 // browserHash is what a ceremony keeps of its browser's binding: "" for none.
 func browserHash(browser string) string {
@@ -63,7 +67,7 @@ func (p *Passkeys) begin(ctx context.Context, user, kind string, site Site,
 	}
 	err = p.a.locks.With(ctx, p.a.storage, totpLockName(user), func() error {
 		now := p.a.now()
-		if _, err := p.a.notLockedOut(ctx, user, now); err != nil {
+		if err := p.a.notLockedOut(ctx, user, now, nil); err != nil {
 			return err
 		}
 		r, err := p.loadPasskeys(ctx, user)
@@ -91,7 +95,7 @@ func (p *Passkeys) saveCeremony(ctx context.Context, user, kind string, site Sit
 	}
 	id := newCeremonyID()
 	c := passkeyCeremony{User: user, Kind: kind, Origin: site.Origin, RPID: site.RPID, Form: site.Form, BrowserHash: browserHash(site.Browser), Expires: now.Add(passkeyCeremonyTTL).UTC(), Session: *session}
-	if err := state.StoreJSON(ctx, p.a.storage, ceremonyKey(id), c); err != nil {
+	if err := state.StoreJSONFor(ctx, p.a.storage, ceremonyKey(user, id), c, passkeyCeremonyTTL); err != nil {
 		return nil, "", err
 	}
 	return raw, id, nil
@@ -105,15 +109,19 @@ func (p *Passkeys) takeCeremony(ctx context.Context, user, kind, id string, site
 	if !random.IsToken(id, passkeyCeremonyIDBytes) {
 		return c, refuse(ErrPasskeyCeremonyUnknown, "the ceremony id is not of the right shape")
 	}
-	found, err := state.LoadJSON(ctx, p.a.storage, ceremonyKey(id), &c)
+	// Taken in one step: of finishes racing on several instances, one gets it.
+	found, err := state.TakeJSON(ctx, p.a.storage, ceremonyKey(user, id), &c)
 	if err != nil {
-		return c, err
+		return c, fmt.Errorf("spending the passkey ceremony: %w", err)
+	}
+	if left := c.Expires.Sub(now); found && c.Kind != kind && left > 0 {
+		// A ceremony of the user's for another purpose stays for it.
+		if err := state.StoreJSONFor(ctx, p.a.storage, ceremonyKey(user, id), c, left); err != nil {
+			return c, err
+		}
 	}
 	if !found || c.User != user || c.Kind != kind {
 		return c, refuse(ErrPasskeyCeremonyUnknown, "no such "+kind+" ceremony of the user; it may have been finished already")
-	}
-	if err := state.DeleteGone(ctx, p.a.storage, ceremonyKey(id)); err != nil {
-		return c, fmt.Errorf("spending the passkey ceremony: %w", err)
 	}
 	switch {
 	case now.After(c.Expires):

@@ -54,21 +54,18 @@ func (p *Passkeys) FinishLogin(ctx context.Context, user string, site Site, cere
 	var credID string
 	err = p.a.locks.With(ctx, p.a.storage, totpLockName(user), func() error {
 		now := p.a.now()
-		l, err := p.a.notLockedOut(ctx, user, now)
-		if err != nil {
+		if err := p.a.notLockedOut(ctx, user, now, nil); err != nil {
 			return err
 		}
 		used, err = p.assert(ctx, user, site, ceremony, response, now, &credID)
 		var refusal *PasskeyError
 		switch {
 		case errors.As(err, &refusal):
-			return p.a.fail(ctx, user, l, now, err)
+			return p.a.fail(ctx, user, now, err)
 		case err != nil:
 			return err
-		case l.Failures > 0 || !l.LockedUntil.IsZero():
-			return p.a.storage.Delete(ctx, lockoutKey(user))
 		}
-		return nil
+		return p.a.succeeded(ctx, user)
 	})
 	if err != nil {
 		p.refused(user, CeremonyLogin, credID, err)

@@ -247,7 +247,7 @@ func TestPasskeyFailuresShareTheTOTPLockout(t *testing.T) {
 	if after := passkeySnapshot(t, f.st); !maps.Equal(before, after) {
 		t.Fatal("jit/passkeys/ changed while locked out")
 	}
-	if found, _ := state.LoadJSON(ctx, f.st, ceremonyKey(good), &passkeyCeremony{}); !found {
+	if found, _ := state.LoadJSON(ctx, f.st, ceremonyKey("alice", good), &passkeyCeremony{}); !found {
 		t.Fatal("a locked-out attempt spent the ceremony: it must be refused before anything")
 	}
 

@@ -69,7 +69,7 @@ func (p *Passkeys) FinishRegistration(ctx context.Context, user string, site Sit
 	var credID string
 	err = p.a.locks.With(ctx, p.a.storage, totpLockName(user), func() error {
 		now := p.a.now()
-		if _, err := p.a.notLockedOut(ctx, user, now); err != nil {
+		if err := p.a.notLockedOut(ctx, user, now, nil); err != nil {
 			return err
 		}
 		c, err := p.takeCeremony(ctx, user, CeremonyRegistration, ceremony, site, now)

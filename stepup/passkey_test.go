@@ -210,7 +210,7 @@ func TestPrunePasskeyCeremonies(t *testing.T) {
 	if err := f.a.Prune(ctx, f.clock.Now(), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if f.st.Exists(ctx, ceremonyKey(stale)) || !f.st.Exists(ctx, ceremonyKey(fresh)) {
+	if f.st.Exists(ctx, ceremonyKey("alice", stale)) || !f.st.Exists(ctx, ceremonyKey("alice", fresh)) {
 		t.Fatal("Prune must delete the expired ceremony only")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,20 +103,45 @@ type enrollment struct {
 	User    string    `json:"user"`
 	Secret  string    `json:"secret"`
 	Created time.Time `json:"created"`
-	// LastStep is the last time step whose code was accepted; only later steps are.
+	// LastStep is the step of the code that confirmed the secret; only later steps are
+	// accepted. The steps accepted since are spent in stepKey (see spendStep).
 	LastStep int64 `json:"last_step"`
 }
 
-// lockout counts a user's failed codes.
+// lockout is a user's lockout as stored, for as long as it lasts. (Records of earlier
+// versions also counted failures here; those are now counted in failuresKey.)
 type lockout struct {
-	Failures     int       `json:"failures"`
-	FirstFailure time.Time `json:"first_failure,omitzero"`
-	LockedUntil  time.Time `json:"locked_until,omitzero"`
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 func enrollmentKey(user string) string { return enrollmentFolder + state.Name(user) + ".json" }
 func lockoutKey(user string) string    { return lockoutFolder + state.Name(user) + ".json" }
+func failuresKey(user string) string   { return failuresFolder + state.Name(user) + ".json" }
 func totpLockName(user string) string  { return state.Prefix + "totp-" + state.Name(user) }
+
+// stepKey holds the latest step accepted for one enrollment (one secret): a new
+// secret starts from its own confirmation.
+func stepKey(e enrollment) string {
+	return stepFolder + state.Name(e.User) + "-" + strconv.FormatInt(e.Created.UnixNano(), 36) + ".json"
+}
+
+// stepLife is how long a spent step must be remembered: a code is accepted from one
+// step before its own to one after, so a step recorded now (at most the next one) is
+// matchable for three steps at most.
+const stepLife = (2*totpSkew + 2) * totpPeriod * time.Second
+
+// atomic is the store's atomic operations, on the step-up's clock where the store has
+// no clock of its own.
+func (a *Authenticator) atomic() state.Atomic { return state.AtomicAt(a.storage, a.now) }
+
+// spendStep accepts step for the enrollment once, in one atomic operation across every
+// instance: it must be later than the confirmation's and than any accepted before.
+func (a *Authenticator) spendStep(ctx context.Context, e enrollment, step int64) (bool, error) {
+	if step <= e.LastStep {
+		return false, nil
+	}
+	return a.atomic().Advance(ctx, stepKey(e), step, stepLife)
+}
 
 // newSecret makes a new secret for the user and stores it, replacing any earlier one.
 // It returns the key, whose URL is the otpauth URI for authenticator apps. The caller
@@ -182,81 +208,105 @@ func (a *Authenticator) lockoutBegan(user string, locked *LockedOutError) {
 	}
 }
 
-// notLockedOut reads the user's failures, and refuses with *LockedOutError while a
-// lockout runs. The caller holds the user's TOTP lock.
-func (a *Authenticator) notLockedOut(ctx context.Context, user string, now time.Time) (lockout, error) {
+// notLockedOut refuses with *LockedOutError while a lockout of the user runs, and
+// returns otherwise (nil when all is well).
+func (a *Authenticator) notLockedOut(ctx context.Context, user string, now time.Time, otherwise error) error {
 	var l lockout
 	if _, err := state.LoadJSON(ctx, a.storage, lockoutKey(user), &l); err != nil {
-		return l, err
+		return err
 	}
 	if now.Before(l.LockedUntil) {
-		return l, &LockedOutError{Until: l.LockedUntil}
+		return &LockedOutError{Until: l.LockedUntil}
 	}
-	return l, nil
+	return otherwise
 }
 
 // check accepts the code if it is right for the current, previous or next time step,
 // later than any step accepted before, and the user is not locked out. A wrong or
-// replayed code counts towards the lockout.
+// replayed code counts towards the lockout. Each decision is one atomic operation of
+// the store (see spendStep and fail), so no lock is needed: of instances racing with
+// one code, exactly one accepts it.
 func (a *Authenticator) check(ctx context.Context, user, code string) error {
-	return a.locks.With(ctx, a.storage, totpLockName(user), func() error {
-		now := a.now()
-		l, err := a.notLockedOut(ctx, user, now)
-		if err != nil {
-			return err
-		}
-		var e enrollment
-		found, err := state.LoadJSON(ctx, a.storage, enrollmentKey(user), &e)
-		if err != nil {
-			return err
-		}
-		if !found {
-			return ErrNotEnrolled
-		}
-		step, matched := matchingStep(e.Secret, code, now)
-		switch {
-		case matched && step > e.LastStep:
-			e.LastStep = step
-			if err := state.StoreJSON(ctx, a.storage, enrollmentKey(user), e); err != nil {
-				return err
-			}
-			if l.Failures > 0 || !l.LockedUntil.IsZero() {
-				return a.storage.Delete(ctx, lockoutKey(user))
-			}
-			return nil
-		case matched:
-			return a.fail(ctx, user, l, now, ErrCodeReplayed)
-		default:
-			return a.fail(ctx, user, l, now, ErrCodeInvalid)
-		}
-	})
-}
-
-// fail records a failed code and locks the user once the failures reach the limit.
-// Failures older than a lockout period are forgotten, so rare typos never add up.
-func (a *Authenticator) fail(ctx context.Context, user string, l lockout, now time.Time, cause error) error {
-	if l.Failures == 0 || now.Sub(l.FirstFailure) > a.lockoutDuration {
-		l = lockout{FirstFailure: now}
-	}
-	l.Failures++
-	locked := l.Failures >= a.maxFailures
-	if locked {
-		l = lockout{LockedUntil: now.Add(a.lockoutDuration)}
-	}
-	if err := state.StoreJSON(ctx, a.storage, lockoutKey(user), l); err != nil {
+	now := a.now()
+	if err := a.notLockedOut(ctx, user, now, nil); err != nil {
 		return err
 	}
-	if locked {
-		return &LockedOutError{Until: l.LockedUntil, Began: true}
+	var e enrollment
+	found, err := state.LoadJSON(ctx, a.storage, enrollmentKey(user), &e)
+	if err != nil {
+		return err
 	}
-	return cause
+	if !found {
+		return ErrNotEnrolled
+	}
+	step, matched := matchingStep(e.Secret, code, now)
+	if !matched {
+		return a.fail(ctx, user, now, ErrCodeInvalid)
+	}
+	if err := a.spend(ctx, e, step, now, ErrCodeReplayed); err != nil {
+		return err
+	}
+	return a.succeeded(ctx, user)
+}
+
+// spend spends step of the enrollment e, or counts a failure of cause when it was
+// spent already.
+func (a *Authenticator) spend(ctx context.Context, e enrollment, step int64, now time.Time, cause error) error {
+	spent, err := a.spendStep(ctx, e, step)
+	if err != nil {
+		return err
+	}
+	if !spent {
+		return a.fail(ctx, e.User, now, cause)
+	}
+	return nil
+}
+
+// fail counts a failed proof and locks the user once the failures reach the limit.
+// Failures are forgotten once a lockout period has passed since the first of them, so
+// rare typos never add up: the count lives that long from its first failure, and so
+// ends before any lockout it began (which lasts that long from its last).
+//
+// Failures racing on several instances are counted exactly (state.Atomic.Count): the
+// first max-1 are refused as wrong, the one that reaches the limit begins the lockout,
+// and every one counted after it is refused as locked out, whether or not the lockout
+// was stored yet.
+func (a *Authenticator) fail(ctx context.Context, user string, now time.Time, cause error) error {
+	n, err := a.atomic().Count(ctx, failuresKey(user), a.lockoutDuration)
+	if err != nil {
+		return err
+	}
+	until := now.Add(a.lockoutDuration)
+	switch limit := int64(a.maxFailures); {
+	case n < limit:
+		return cause
+	case n > limit:
+		if err := a.notLockedOut(ctx, user, now, nil); err != nil {
+			return err
+		}
+		return &LockedOutError{Until: until}
+	}
+	if err := state.StoreJSONFor(ctx, a.storage, lockoutKey(user), lockout{LockedUntil: until.UTC()}, a.lockoutDuration); err != nil {
+		return err
+	}
+	return &LockedOutError{Until: until, Began: true}
+}
+
+// succeeded forgets the user's failures, and a lockout that ended, after a proof was
+// accepted.
+func (a *Authenticator) succeeded(ctx context.Context, user string) error {
+	if err := state.DeleteGone(ctx, a.storage, failuresKey(user)); err != nil {
+		return err
+	}
+	return state.DeleteGone(ctx, a.storage, lockoutKey(user))
 }
 
 // ClearLockout ends a user's lockout and forgets their failures.
 func (a *Authenticator) ClearLockout(ctx context.Context, user string) error {
-	return a.locks.With(ctx, a.storage, totpLockName(user), func() error {
-		return state.DeleteGone(ctx, a.storage, lockoutKey(user))
-	})
+	if err := state.DeleteGone(ctx, a.storage, failuresKey(user)); err != nil {
+		return err
+	}
+	return state.DeleteGone(ctx, a.storage, lockoutKey(user))
 }
 
 // matchingStep finds the time step within the skew whose code equals code. pquerna's
@@ -284,12 +334,11 @@ func matchingStep(secret, code string, now time.Time) (int64, bool) {
 	return step, found
 }
 
-// pruneLockouts deletes lockout records whose lockout is over and whose failures are
-// older than keep: they no longer change any decision.
-func pruneLockouts(ctx context.Context, st state.Store, now time.Time, keep time.Duration) error {
-	over := func(_ string, l *lockout) bool { return lockoutOver(*l, now, keep) }
-	// Decided again under the user's TOTP lock, so that a failure recorded meanwhile
-	// is not deleted with the record.
+// pruneLockouts deletes lockout records whose lockout is over (a store with expiry has
+// already forgotten them).
+func pruneLockouts(ctx context.Context, st state.Store, now time.Time) error {
+	over := func(_ string, l *lockout) bool { return now.After(l.LockedUntil) }
+	// Decided again under the user's TOTP lock, which an enrollment link takes.
 	totpLock := func(key string, _ *lockout) string {
 		return state.Prefix + "totp-" + strings.TrimSuffix(path.Base(key), ".json")
 	}
@@ -301,14 +350,13 @@ func pruneLockouts(ctx context.Context, st state.Store, now time.Time, keep time
 	})
 }
 
-// lockoutOver reports whether a lockout record no longer changes any decision.
-func lockoutOver(l lockout, now time.Time, keep time.Duration) bool {
-	return now.After(l.LockedUntil) && now.Sub(l.FirstFailure) > keep
-}
-
 const (
 	enrollmentFolder = state.Prefix + "enrollments/"
 	lockoutFolder    = state.Prefix + "lockouts/"
+	// failuresFolder and stepFolder hold numbers of state.Atomic, which a store with
+	// expiry forgets by itself; elsewhere Prune deletes them.
+	failuresFolder = state.Prefix + "failures/"
+	stepFolder     = state.Prefix + "totp-steps/"
 )
 
 // Prune deletes what the step-up no longer needs: the pending secrets of links that
@@ -321,5 +369,13 @@ func (a *Authenticator) Prune(ctx context.Context, now time.Time, keep time.Dura
 	if err := pruneCeremonies(ctx, a.storage, now); err != nil {
 		return err
 	}
-	return pruneLockouts(ctx, a.storage, now, keep)
+	if err := pruneLockouts(ctx, a.storage, now); err != nil {
+		return err
+	}
+	for _, folder := range []string{failuresFolder, stepFolder} {
+		if err := state.PruneCounted(ctx, a.storage, folder, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -212,10 +212,10 @@ func (f *totpFixture) lastStep(t *testing.T) int64 {
 	if _, err := state.LoadJSON(context.Background(), f.st, enrollmentKey("alice"), &e); err != nil {
 		t.Fatal(err)
 	}
-	return e.LastStep
+	return lastStep(t, f.st, e)
 }
 
-func (f *totpFixture) storedLockout(t *testing.T) (lockout, bool) {
+func (f *totpFixture) storedLockout(t *testing.T) (lockoutView, bool) {
 	t.Helper()
 	return storedLockout(t, f.st, "alice")
 }
@@ -371,7 +371,7 @@ func TestLockoutEndsWithoutASuccess(t *testing.T) {
 	if err := f.check(t, f.wrong(t)); !errors.Is(err, ErrCodeInvalid) {
 		t.Fatalf("first wrong code after the lockout: Check = %v, want %v", err, ErrCodeInvalid)
 	}
-	if l, _ := f.storedLockout(t); l.Failures != 1 || !l.LockedUntil.IsZero() {
+	if l, _ := f.storedLockout(t); l.Failures != 1 || l.LockedUntil.After(f.clock.Now()) {
 		t.Fatalf("stored lockout = %+v, want one failure and no lock", l)
 	}
 }
@@ -382,7 +382,8 @@ func TestFailuresAreForgottenAfterTheLockoutDuration(t *testing.T) {
 		wantLocked bool
 	}{
 		{time.Minute, true},
-		{lockoutDuration, true},
+		{lockoutDuration - time.Nanosecond, true},
+		{lockoutDuration, false},
 		{lockoutDuration + time.Nanosecond, false},
 		{lockoutDuration + time.Second, false},
 		{24 * time.Hour, false},

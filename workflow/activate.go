@@ -276,7 +276,7 @@ func (a *Workflow) newRequest(ctx context.Context, act Activation, proved stepup
 func (a *Workflow) startSession(ctx context.Context, s session.Spec, role *policy.Role, now time.Time) (*session.Record, string, error) {
 	rec := session.NewRecord(s)
 	// Counted the same way as an extension's added time (place.go).
-	if err := a.withPlace(ctx, role, rec.Start, rec.Expires, "", now, func() error { return a.Records.SaveIndexed(ctx, rec) }); err != nil {
+	if err := a.withPlace(ctx, role, rec.User, rec.ID, rec.Start, rec.Expires, false, now, func() error { return a.Records.SaveIndexed(ctx, rec) }); err != nil {
 		return nil, "", err
 	}
 	token, err := a.SignRecord(rec, now)

@@ -189,7 +189,7 @@ func (a *Workflow) extendLocked(ctx context.Context, ext Extension, solo bool) (
 // refusal is an *ActivationError and changes nothing.
 func (a *Workflow) lengthen(ctx context.Context, rec *session.Record, role *policy.Role, end time.Time, x session.Extended, clientIP string, now time.Time) error {
 	from := rec.Expires
-	err := a.withPlace(ctx, role, from, end, rec.ID, now, func() error {
+	err := a.withPlace(ctx, role, rec.User, rec.ID, from, end, true, now, func() error {
 		moved := *rec
 		moved.Extensions = append(append([]session.Extended(nil), rec.Extensions...), x)
 		moved.Expires = end

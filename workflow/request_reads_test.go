@@ -166,9 +166,10 @@ func TestRequestReadsAreOpenOnly(t *testing.T) {
 			return a.Pending(ctx, policy.Caller{User: "nobody"}, roles)
 		}, nil, 0, 1},
 		// The sweep reads each open request once, and again under its lock only when
-		// it acts on it (the waiting one here).
+		// it acts on it (the waiting one here), and once more to fence its save (a
+		// store without a Swap of its own compares under the lock).
 		{"SweepRequests", func() ([]*Request, error) { return nil, a.SweepRequests(ctx, roles) },
-			nil, len(pending) + 1 + 2*1, 2},
+			nil, len(pending) + 1 + 2*1 + 1, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

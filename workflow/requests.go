@@ -2,7 +2,10 @@ package workflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
 	"slices"
 	"time"
 
@@ -67,6 +70,10 @@ type Request struct {
 	// session an approval starts carries them (amr, auth_time).
 	Methods   []string  `json:"amr,omitempty"`
 	SteppedUp time.Time `json:"stepped_up,omitzero"`
+
+	// stored is the record as this copy was read or last saved: a save is made only
+	// if the store still holds it (see saveRequest).
+	stored []byte
 }
 
 // Decision is one approver's answer to a request.
@@ -116,6 +123,10 @@ func (r *Request) overdue(now time.Time) bool {
 // ErrRequestNotFound is returned for an id that names no request.
 var ErrRequestNotFound = errors.New("no such request")
 
+// ErrRequestChanged refuses a change to a request that another instance changed since
+// it was read: nothing was written; trying again reads the new state.
+var ErrRequestChanged = errors.New("the request changed meanwhile on another instance; nothing was saved: try again")
+
 const (
 	requestFolder = state.Prefix + "requests/"
 	// requestKeep is how long a decided request stays in storage.
@@ -144,13 +155,28 @@ func requestLock(id string) string { return state.Prefix + "request-locks/" + id
 // every save of a request goes through here. The marker of an open state is written
 // before the request, so that a crash leaves at worst a marker without its request
 // (prune drops it), never an open request that the index misses.
+//
+// The write is fenced by what was read: it is made only if the record is still the
+// one this copy came from (nothing, for a new request). Every change to a request is
+// made under its lock, so a refusal here means the lock was lost under the writer (an
+// instance stalled past the lock's lease): the change is refused rather than
+// overwriting a decision made meanwhile, so that two instances can never both decide.
 func (s *Requests) saveRequest(ctx context.Context, r *Request) error {
 	if err := s.writeIndex(ctx, r); err != nil {
 		return err
 	}
-	if err := state.StoreJSON(ctx, s.storage, requestKey(r.ID), r); err != nil {
-		return err
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding request %s: %w", r.ID, err)
 	}
+	saved, err := state.AtomicOf(s.storage).Swap(ctx, requestKey(r.ID), r.stored, raw)
+	if err != nil {
+		return fmt.Errorf("writing request %s to storage: %w", r.ID, err)
+	}
+	if !saved {
+		return fmt.Errorf("%w: request %s", ErrRequestChanged, r.ID)
+	}
+	r.stored = raw
 	// The request is saved: failing now would report a decision as lost that is
 	// recorded. A marker left in a state the request has left costs a reader one load
 	// and is dropped once the request closes (by the reader that finds it closed, or
@@ -164,7 +190,18 @@ func (s *Requests) LoadRequest(ctx context.Context, id string) (*Request, error)
 	if !validRequestID(id) {
 		return nil, ErrRequestNotFound
 	}
-	return state.Load[Request](ctx, s.storage, requestKey(id), ErrRequestNotFound)
+	raw, err := s.storage.Load(ctx, requestKey(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrRequestNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading request %s from storage: %w", id, err)
+	}
+	r := &Request{stored: raw}
+	if err := json.Unmarshal(raw, r); err != nil {
+		return nil, fmt.Errorf("decoding request %s from storage: %w", id, err)
+	}
+	return r, nil
 }
 
 // Requests lists every request in storage, oldest first.

@@ -42,6 +42,19 @@ type Session struct {
 // SessionList is the answer to GET /jit/sessions and to revocations.
 type SessionList struct {
 	Sessions []Session `json:"sessions"`
+	// Applied says, for a revocation on a store that announces (Redis), how many of
+	// the live instances refused the sessions before the answer.
+	Applied *Applied `json:"applied,omitempty"`
+}
+
+// Applied counts the instances that apply a revocation: every live one, this one
+// included, and those that confirmed it within the wait; Missing names the others
+// (they apply it at their next sync).
+type Applied struct {
+	Instances int      `json:"instances"`
+	Confirmed int      `json:"confirmed"`
+	Missing   []string `json:"missing,omitempty"`
+	Error     string   `json:"error,omitempty"`
 }
 
 // ListSessions shows recs as the admin API does: a session is revoked when it ended

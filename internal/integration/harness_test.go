@@ -33,6 +33,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/html"
 	"golang.org/x/net/websocket"
+
+	"github.com/caddy-jit/caddy-jit/internal/adminapi"
 )
 
 // The role most tests use, and the page the tests ask for.
@@ -1196,15 +1198,21 @@ func (e *env) sessions(query string) []adminSession {
 }
 
 // revoke ends a session through the admin API: DELETE /jit/sessions/{id}.
-func (e *env) revoke(sid string) {
+func (e *env) revoke(sid string) { e.revokeApplied(sid) }
+
+// revokeApplied revokes the session through the admin API and returns what the answer
+// says of the instances that apply it (nil where the store does not announce).
+func (e *env) revokeApplied(sid string) *adminapi.Applied {
 	e.t.Helper()
 	var out struct {
-		Sessions []adminSession `json:"sessions"`
+		Sessions []adminSession    `json:"sessions"`
+		Applied  *adminapi.Applied `json:"applied"`
 	}
 	e.adminOK(http.MethodDelete, "/jit/sessions/"+url.PathEscape(sid)+"?by=integration&reason=test", &out)
 	if len(out.Sessions) != 1 || out.Sessions[0].ID != sid || !out.Sessions[0].Revoked {
 		e.t.Errorf("DELETE /jit/sessions/%s answered %+v, want that one session, revoked", sid, out.Sessions)
 	}
+	return out.Applied
 }
 
 // ---------------------------------------------------------------------------

@@ -221,9 +221,14 @@ func (e *env) signCount(user, id string) uint32 {
 	return 0
 }
 
-// ceremonyFile is where storage keeps the ceremony id.
+// ceremonyFile is where storage keeps the ceremony id (under its user's name).
 func (e *env) ceremonyFile(id string) string {
-	return filepath.Join(e.data.StorageDir, "jit", "passkey-challenges", id+".json")
+	e.t.Helper()
+	files, err := filepath.Glob(filepath.Join(e.data.StorageDir, "jit", "passkey-challenges", "*-"+id+".json"))
+	if err != nil || len(files) != 1 {
+		e.t.Fatalf("the stored ceremony %s: %d files, %v", id, len(files), err)
+	}
+	return files[0]
 }
 
 // ceremonies counts the begun ceremonies storage holds.

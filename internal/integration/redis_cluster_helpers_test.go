@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -27,14 +28,30 @@ const quietSync = "\t\tsync_interval 20s\n\t\tmax_staleness 60s"
 // newRedisInstances starts n instances whose state is in r, all at once. Each serves
 // clusterHost on 127.0.0.1 (see clusterHost) with `jit ROLES` and takes its identity
 // from the X-Test-User header (headerIdentityOptions), so that a test can have as many
-// users as it needs; roleBlocks declares the roles.
+// users as it needs; roleBlocks declares the roles. They sync quietly (quietSync).
 func newRedisInstances(t *testing.T, r *testkit.Redis, n int, roles, roleBlocks string) []*env {
 	t.Helper()
-	opts := envOptions{Stopped: true, JitOptions: headerIdentityOptions + "\n" + quietSync +
+	return newRedisInstancesWith(t, r, n, redisClusterOptions{}, roles, roleBlocks)
+}
+
+// redisClusterOptions change what newRedisInstancesWith starts.
+type redisClusterOptions struct {
+	// Sync is the jit option lines of the revocation sync; quietSync when empty.
+	Sync string
+	// Upstream, if set, is where every instance proxies to, instead of an upstream of
+	// its own that keeps every request (see siteSpec.Upstream).
+	Upstream string
+}
+
+// newRedisInstancesWith is newRedisInstances with options.
+func newRedisInstancesWith(t *testing.T, r *testkit.Redis, n int, o redisClusterOptions, roles, roleBlocks string) []*env {
+	t.Helper()
+	sync := cmp.Or(o.Sync, quietSync)
+	opts := envOptions{Stopped: true, JitOptions: headerIdentityOptions + "\n" + sync +
 		"\n\t\tstore redis {\n\t\t\taddress " + r.Addr + "\n\t\t}\n" + roleBlocks}
 	envs := make([]*env, n)
 	for i := range envs {
-		opts.Sites = []siteSpec{{Host: clusterHost, Bind: "127.0.0.1",
+		opts.Sites = []siteSpec{{Host: clusterHost, Bind: "127.0.0.1", Upstream: o.Upstream,
 			Jit: "\tjit " + roles + " {\n\t\taudience http://" + clusterHost + "\n\t}"}}
 		envs[i] = newEnv(t, opts)
 	}
@@ -240,24 +257,22 @@ func (p *tokenProbe) admits(user, token string) (bool, error) {
 	return v == probeAdmitted, err
 }
 
-// refusedAt asks again and again, a pause of every apart, until the instance refuses
-// the token, and returns when it first did and how many requests in flight it cut off
-// meanwhile; an error if it still admits the token at deadline.
-func (p *tokenProbe) refusedAt(user, token string, every time.Duration, deadline time.Time) (time.Time, int, error) {
-	cut := 0
+// pollUntil asks again and again, a pause of every apart, until stop is closed or the
+// instance refuses the token, and returns how many requests in flight it cut off
+// meanwhile (answered 499: the revocation ended them).
+func (p *tokenProbe) pollUntil(user, token string, every time.Duration, stop <-chan struct{}) (cut int) {
 	for {
+		select {
+		case <-stop:
+			return cut
+		default:
+		}
 		v, err := p.ask(user, token)
 		switch {
-		case err != nil:
-			return time.Time{}, cut, err
-		case v == probeRefused:
-			return time.Now(), cut, nil
+		case err != nil || v == probeRefused:
+			return cut
 		case v == probeCutOff:
-			// Refused already, in effect; the next request sees the redirect.
 			cut++
-			continue
-		case time.Now().After(deadline):
-			return time.Time{}, cut, fmt.Errorf("%s still admits the token at the deadline", p.site)
 		}
 		time.Sleep(every)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-jit/caddy-jit/internal/random"
+	"github.com/caddy-jit/caddy-jit/state"
 )
 
 const (
@@ -88,9 +89,17 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, error) {
 
 // storeScript sets a key and adds it, and each folder above it, to its parent's index.
 // KEYS[1] is the value's key; ARGV[1] the value, ARGV[2] the key's path, ARGV[3] the
-// prefix of folder indexes.
-var storeScript = redis.NewScript(`
-redis.call('SET', KEYS[1], ARGV[1])
+// prefix of folder indexes; ARGV[4], when given, the key's lifetime in milliseconds.
+var storeScript = redis.NewScript(setLua + indexLua)
+
+// setLua sets KEYS[1] to ARGV[1], for ARGV[4] ms when that is given.
+const setLua = `
+if ARGV[4] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) else redis.call('SET', KEYS[1], ARGV[1]) end
+`
+
+// indexLua adds ARGV[2] to its folder's index, and each folder above it to its
+// parent's (ARGV[3] is the prefix of folder indexes).
+const indexLua = `
 local child = ARGV[2]
 while true do
 	local slash = string.find(child, '/[^/]*$')
@@ -100,7 +109,7 @@ while true do
 	if parent == '' then break end
 	child = parent
 end
-return 1`)
+return 1`
 
 // Store writes value at key.
 func (s *Store) Store(ctx context.Context, key string, value []byte) error {
@@ -108,7 +117,7 @@ func (s *Store) Store(ctx context.Context, key string, value []byte) error {
 	if k == "" {
 		return errors.New("redis store: an empty key")
 	}
-	return storeScript.Run(ctx, s.client, []string{s.key(k)}, value, k, s.folder("")).Err()
+	return storeScript.Run(ctx, s.client, []string{s.key(k)}, storeArgs(value, k, s.folder(""), 0)...).Err()
 }
 
 // deleteScript deletes a key, or a folder and everything under it, and removes what
@@ -156,11 +165,26 @@ func (s *Store) Exists(ctx context.Context, key string) bool {
 	return err == nil && n > 0
 }
 
+// listScript returns the members of the folder index KEYS[1] that still exist, and
+// drops from it those that expired (a record stored for a time, or a folder whose
+// records all expired): expiry needs no pruning job, and the indexes no scan. ARGV[1]
+// is the prefix of value keys, ARGV[2] that of folder indexes.
+var listScript = redis.NewScript(`
+local live = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+	if redis.call('EXISTS', ARGV[1] .. m, ARGV[2] .. m) > 0 then
+		table.insert(live, m)
+	else
+		redis.call('SREM', KEYS[1], m)
+	end
+end
+return live`)
+
 // List returns the keys and folders right under folder, or, recursive, everything
 // under it; a folder that does not exist is an error that wraps fs.ErrNotExist.
 func (s *Store) List(ctx context.Context, folder string, recursive bool) ([]string, error) {
 	f := clean(folder)
-	members, err := s.client.SMembers(ctx, s.folder(f)).Result()
+	members, err := listScript.Run(ctx, s.client, []string{s.folder(f)}, s.key(""), s.folder("")).StringSlice()
 	if err != nil {
 		return nil, err
 	}
@@ -251,15 +275,15 @@ func (s *Store) Unlock(ctx context.Context, name string) error {
 
 func (s *Store) channel(topic string) string { return s.prefix + "c:" + topic }
 
-// Announce publishes topic to every instance that listens.
-func (s *Store) Announce(ctx context.Context, topic string) error {
-	return s.client.Publish(ctx, s.channel(topic), "1").Err()
+// Announce publishes message on topic to every instance that listens.
+func (s *Store) Announce(ctx context.Context, topic, message string) error {
+	return s.client.Publish(ctx, s.channel(topic), message).Err()
 }
 
 // Listen subscribes to topic until ctx ends; go-redis resubscribes by itself after a
-// lost connection. Announcements that arrive while one waits to be taken are merged.
-func (s *Store) Listen(ctx context.Context, topic string) <-chan struct{} {
-	out := make(chan struct{}, 1)
+// lost connection (what was published meanwhile is missed: announcements are hints).
+func (s *Store) Listen(ctx context.Context, topic string) <-chan string {
+	out := make(chan string, state.ListenBacklog)
 	sub := s.client.Subscribe(ctx, s.channel(topic))
 	go func() {
 		defer sub.Close()
@@ -268,13 +292,13 @@ func (s *Store) Listen(ctx context.Context, topic string) <-chan struct{} {
 			select {
 			case <-ctx.Done():
 				return
-			case _, ok := <-msgs:
+			case m, ok := <-msgs:
 				if !ok {
 					return
 				}
 				select {
-				case out <- struct{}{}:
-				default:
+				case out <- m.Payload:
+				default: // too far behind: the listener's interval catches up
 				}
 			}
 		}
@@ -285,10 +309,10 @@ func (s *Store) Listen(ctx context.Context, topic string) <-chan struct{} {
 // replicaWait bounds how long a durable write waits for a replica's acknowledgement.
 const replicaWait = 2 * time.Second
 
-// StoreDurable writes value at key and, when the primary has replicas, waits until one
-// of them has it (WAIT, on the connection that wrote: the write and the WAIT go in one
-// pipeline). Without replicas it is Store: there is nothing to wait for.
-func (s *Store) StoreDurable(ctx context.Context, key string, value []byte) error {
+// StoreDurable writes value at key (for ttl, when positive) and, when the primary has
+// replicas, waits until one of them has it (WAIT, on the connection that wrote: the
+// write and the WAIT go in one pipeline). Without replicas there is nothing to wait for.
+func (s *Store) StoreDurable(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	k := clean(key)
 	if k == "" {
 		return errors.New("redis store: an empty key")
@@ -297,15 +321,16 @@ func (s *Store) StoreDurable(ctx context.Context, key string, value []byte) erro
 	if err != nil {
 		return err
 	}
+	args := storeArgs(value, k, s.folder(""), ttl)
 	if replicas == 0 {
-		return s.Store(ctx, key, value)
+		return storeScript.Run(ctx, s.client, []string{s.key(k)}, args...).Err()
 	}
 	if err := storeScript.Load(ctx, s.client).Err(); err != nil {
 		return err
 	}
 	var acked *redis.Cmd
 	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		storeScript.EvalSha(ctx, p, []string{s.key(k)}, value, k, s.folder(""))
+		storeScript.EvalSha(ctx, p, []string{s.key(k)}, args...)
 		acked = p.Do(ctx, "WAIT", 1, replicaWait.Milliseconds())
 		return nil
 	})
@@ -316,6 +341,14 @@ func (s *Store) StoreDurable(ctx context.Context, key string, value []byte) erro
 		return fmt.Errorf("redis at %s: no replica acknowledged %s within %s (the primary has it; a failover now could lose it)", s.name, key, replicaWait)
 	}
 	return nil
+}
+
+// storeArgs are storeScript's arguments; a ttl that is not positive keeps the key.
+func storeArgs(value []byte, path, folders string, ttl time.Duration) []any {
+	if ttl <= 0 {
+		return []any{value, path, folders}
+	}
+	return []any{value, path, folders, ttl.Milliseconds()}
 }
 
 // replicas is how many replicas of the primary are online now: connected and past

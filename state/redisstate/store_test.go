@@ -24,7 +24,8 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// An announcement on one handle reaches a listener on another at once.
+// An announcement on one handle reaches a listener on another at once, with its
+// message, and every one after it in order.
 func TestAnnouncementsReachEveryListener(t *testing.T) {
 	r := testkit.StartRedis(t)
 	open := func() *Store {
@@ -40,20 +41,42 @@ func TestAnnouncementsReachEveryListener(t *testing.T) {
 	// The subscription is made in the background: announce until it is heard.
 	deadline := time.After(5 * time.Second)
 	for heardIt := false; !heardIt; {
-		if err := state.Announce(ctx, a, state.TopicRevocations); err != nil {
+		if err := state.Announce(ctx, a, state.TopicRevocations, "first"); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-heard:
+		case m := <-heard:
+			if m != "first" {
+				t.Fatalf("heard %q, want first", m)
+			}
 			heardIt = true
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
 			t.Fatal("no announcement heard within 5s")
 		}
 	}
+	time.Sleep(200 * time.Millisecond) // the retries' copies arrive, and are dropped
+	for len(heard) > 0 {
+		<-heard
+	}
+	for i := range 100 {
+		if err := state.Announce(ctx, a, state.TopicRevocations, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 100 {
+		select {
+		case m := <-heard:
+			if m != fmt.Sprint(i) {
+				t.Fatalf("announcement %d heard as %q: want every one, in order", i, m)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("announcement %d not heard within 5s", i)
+		}
+	}
 	select {
-	case <-other:
-		t.Error("a listener of another topic heard the announcement")
+	case m := <-other:
+		t.Errorf("a listener of another topic heard %q", m)
 	case <-time.After(100 * time.Millisecond):
 	}
 }
@@ -79,7 +102,7 @@ func TestDurableWritesWaitForAReplica(t *testing.T) {
 	}
 	for i := range 20 {
 		key := fmt.Sprintf("jit/revocations/1/s%d.json", i)
-		if err := st.StoreDurable(ctx, key, []byte("{}")); err != nil {
+		if err := st.StoreDurable(ctx, key, []byte("{}"), 0); err != nil {
 			t.Fatalf("StoreDurable with a replica: %v", err)
 		}
 		// Acknowledged means the replica has it now, not eventually.
@@ -93,12 +116,12 @@ func TestDurableWritesWaitForAReplica(t *testing.T) {
 	// A replica that hangs acknowledges nothing: the write is refused as not durable
 	// (a plain write would have been acknowledged by the primary alone).
 	replica.Freeze()
-	err := st.StoreDurable(ctx, "jit/revocations/1/hung.json", []byte("{}"))
+	err := st.StoreDurable(ctx, "jit/revocations/1/hung.json", []byte("{}"), time.Minute)
 	replica.Thaw()
 	if err == nil || !strings.Contains(err.Error(), "no replica acknowledged") {
 		t.Errorf("StoreDurable while the replica hangs = %v, want a refusal", err)
 	}
-	if err := st.StoreDurable(ctx, "jit/revocations/1/after.json", []byte("{}")); err != nil {
+	if err := st.StoreDurable(ctx, "jit/revocations/1/after.json", []byte("{}"), time.Minute); err != nil {
 		t.Errorf("StoreDurable once the replica is back = %v", err)
 	}
 
@@ -107,7 +130,7 @@ func TestDurableWritesWaitForAReplica(t *testing.T) {
 	c2 := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{alone.Addr}})
 	t.Cleanup(func() { c2.Close() })
 	start := time.Now()
-	if err := New(c2, "jit:", alone.Addr).StoreDurable(ctx, "jit/x.json", []byte("{}")); err != nil || time.Since(start) > replicaWait {
+	if err := New(c2, "jit:", alone.Addr).StoreDurable(ctx, "jit/x.json", []byte("{}"), 0); err != nil || time.Since(start) > replicaWait {
 		t.Errorf("StoreDurable without replicas = %v after %s", err, time.Since(start))
 	}
 }

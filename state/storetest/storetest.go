@@ -127,6 +127,8 @@ func Conformance(t *testing.T, open func() state.Store) {
 			t.Error("a second handle took a held lock")
 		}
 	})
+
+	t.Run("atomic operations", func(t *testing.T) { atomicOps(t, open) })
 }
 
 func wantList(t *testing.T, st state.Store, folder string, recursive bool, want ...string) {
