@@ -94,6 +94,7 @@ type soakRun struct {
 	cutOff      int               // requests under a revoked token ended in flight (499)
 	outageFrom  time.Time
 	outageTo    time.Time
+	reloads     [][2]time.Time // from the reload command's start to its end
 }
 
 func newSoakRun(t *testing.T, envs []*env) *soakRun {

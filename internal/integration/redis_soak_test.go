@@ -140,7 +140,9 @@ func TestRedisSoak(t *testing.T) {
 		}
 		time.Sleep(time.Until(next))
 		e := envs[reloads%len(envs)]
+		from := time.Now()
 		e.reload()
+		run.reloaded(from, time.Now())
 		reloads++
 		t.Logf("+%s: reloaded %s", since(), run.name((reloads-1)%len(envs)))
 	}
