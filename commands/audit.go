@@ -104,7 +104,7 @@ Exit status: 0 intact, 1 broken, 2 usage or unreadable files.`,
 
 func auditSessionCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "session <id> <file>… [--json]",
+		Use:   "session <id> <file>… [--json] [--har <file> [--origin <url>] [--config <path> [--adapter <name>]]]",
 		Short: "Tells one session's story from the audit log",
 		Long: `
 Tells what the audit log says about one session: its activation (who, which
@@ -116,12 +116,24 @@ statuses by class and the time it was active.
 
 Give the files oldest first. --json prints the story as JSON.
 
+--har FILE writes the session's requests as an HTTP Archive (HAR 1.2) that
+Chrome DevTools and HAR viewers open: method, URL, status, sizes, times and the
+identity headers the upstream received (X-Jit-User, X-Jit-Role, X-Jit-Session;
+never a cookie, Authorization or X-Jit-Assertion). The audit log keeps each
+request's path and query, not its host: --origin names it (default
+https://console.invalid). With --config, the request bodies that the role
+recorded (record_bodies) are read from its storage and included.
+
 Exit status: 0 found, 1 the session is not in the files, 2 usage or
 unreadable files.`,
 		Example: `  $ caddy jit audit session 3q2x9f… /var/log/caddy/jit-audit*.log`,
 		RunE:    runWithStreams(cmdAuditSession),
 	}
 	cmd.Flags().BoolP("json", "", false, "Print the story as JSON")
+	cmd.Flags().StringP("har", "", "", "Write the session's requests as an HTTP Archive (HAR 1.2) to this file")
+	cmd.Flags().StringP("origin", "", "https://console.invalid", "The scheme and host the requests were made to, for --har")
+	cmd.Flags().StringP("config", "c", "", "Caddy config whose storage holds the recorded bodies, for --har")
+	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	auditUsageExit(cmd)
 	return cmd
 }

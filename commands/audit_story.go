@@ -1,9 +1,13 @@
 package commands
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -12,8 +16,10 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/caddymodule"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
 	"github.com/caddy-jit/caddy-jit/internal/words"
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 // caddy jit audit session and caddy jit report: one session's story, and the periodic
@@ -37,6 +43,13 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
+	if harFile := fl.String("har"); harFile != "" {
+		if err := writeSessionHAR(fl, story, harFile); err != nil {
+			return auditExitError, err
+		}
+		_, err := fmt.Fprintf(stdout, "Wrote %s: %d requests of session %s (HTTP Archive 1.2).\n", printable.String(harFile), len(story.Accesses), printable.String(story.SessionID))
+		return auditExitOK, err
+	}
 	if fl.Bool("json") {
 		err = printJSON(stdout, story)
 	} else {
@@ -46,6 +59,62 @@ func cmdAuditSession(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 		return auditExitError, err
 	}
 	return auditExitOK, nil
+}
+
+// moduleVersion is caddy-jit's version as built into this binary ("(devel)" when it
+// is the main module of a local build).
+func moduleVersion() string {
+	const path = "github.com/caddy-jit/caddy-jit"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if bi.Main.Path == path {
+		return bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path == path {
+			return d.Version
+		}
+	}
+	return "unknown"
+}
+
+// writeSessionHAR writes the session's requests as an HTTP Archive to file (mode
+// 0600: it may hold recorded request bodies), with the bodies recorded in the
+// storage of --config when it is given.
+func writeSessionHAR(fl caddycmd.Flags, story *audit.Story, file string) error {
+	opts := audit.HAROptions{Origin: fl.String("origin"), Version: moduleVersion()}
+	cfg, configFile, err := flaggedConfig(fl)
+	if err != nil {
+		return err
+	}
+	if cfg != nil {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		app, err := caddymodule.LoadApp(cfg)
+		if err != nil && !errors.Is(err, caddymodule.ErrNoApp) {
+			return fmt.Errorf("in %s: %v", configFile, err)
+		}
+		st, _, err := configuredStore(ctx, cfg, app)
+		if err != nil {
+			return fmt.Errorf("opening the storage of %s: %v", configFile, err)
+		}
+		records := session.RecordsOn(st)
+		opts.Body = func(key string) ([]byte, error) { return records.LoadBody(ctx, key) }
+	}
+	h, err := story.HAR(opts)
+	if err != nil {
+		return fmt.Errorf("--origin: %v", err)
+	}
+	raw, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, append(raw, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing the HAR file: %v", err)
+	}
+	return nil
 }
 
 // quoted shows free text users typed: quoted, with anything a terminal would act on

@@ -82,6 +82,10 @@ type Records struct {
 	storage state.Store
 }
 
+// RecordsOn reads and writes the records of st, for tools that open the store
+// themselves (such as caddy jit audit session reading recorded bodies).
+func RecordsOn(st state.Store) *Records { return &Records{storage: st} }
+
 func sessionKey(user, id string) string {
 	return sessionFolder + state.Name(user) + "/" + id + ".json"
 }
