@@ -132,6 +132,25 @@ type Story struct {
 	Failures   []StoryFailure   `json:"failures"`
 	End        StoryEnd         `json:"end"`
 	Totals     StoryTotals      `json:"totals"`
+	// Closed are the session_ended events: one per instance that served the session,
+	// with what it served there.
+	Closed []StoryClosed `json:"closed"`
+}
+
+// StoryClosed is one instance's session_ended event.
+type StoryClosed struct {
+	At       time.Time `json:"at"`
+	Where    string    `json:"where"`
+	Instance string    `json:"instance"`
+	How      string    `json:"how"`
+	By       string    `json:"by,omitempty"`
+	Requests int64     `json:"requests"`
+	Mutating int64     `json:"mutating_requests"`
+	BytesIn  int64     `json:"bytes_in"`
+	BytesOut int64     `json:"bytes_out"`
+	// Complete says whether the instance's access events of the session in these
+	// files number what its session_ended counts: nothing of that story is missing.
+	Complete bool `json:"complete"`
 }
 
 // FormatElapsed prints an elapsed time to the second, the way people say it.
@@ -158,10 +177,11 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 		return nil, errors.New("no session id")
 	}
 	s := &Story{SessionID: sessionID, Extensions: []StoryExtension{}, Accesses: []StoryAccess{}, Failures: []StoryFailure{},
-		Totals: StoryTotals{Statuses: map[string]int64{}}}
+		Totals: StoryTotals{Statuses: map[string]int64{}}, Closed: []StoryClosed{}}
 	found := false
 	var requestID string
 	var localEnd *StoryEnd
+	accessesOf := map[string]int64{} // by instance, for StoryClosed.Complete
 	var expires, expiresAt time.Time // the latest expiry, and when it was set
 	setExpires := func(t, at time.Time) {
 		if !t.IsZero() && (expiresAt.IsZero() || !at.Before(expiresAt)) {
@@ -220,9 +240,17 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 				a.BodyIncomplete = true
 			}
 			s.Accesses = append(s.Accesses, a)
+			accessesOf[l.Text(FieldInstance)]++
 			s.Totals.Requests++
 			s.Totals.Bytes += a.Bytes
 			s.Totals.Statuses[accessStatusClass(a.Status)]++
+		case EventSessionEnded:
+			c := StoryClosed{At: at, Where: l.Where(), Instance: l.Text(FieldInstance), How: l.Text("how"), By: l.Text("by")}
+			c.Requests, _ = l.Int("requests")
+			c.Mutating, _ = l.Int("mutating_requests")
+			c.BytesIn, _ = l.Int("bytes_in")
+			c.BytesOut, _ = l.Int("bytes_out")
+			s.Closed = append(s.Closed, c)
 		case EventDeactivated, EventRevoked:
 			end := StoryEnd{How: l.Event(), At: at, Where: l.Where(), By: l.Text("by"), Reason: l.Text("reason"), LocalOnly: l.Bool("local_only")}
 			switch {
@@ -246,6 +274,9 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 		if err := s.readRequest(inputs, requestID); err != nil {
 			return nil, err
 		}
+	}
+	for i, c := range s.Closed {
+		s.Closed[i].Complete = accessesOf[c.Instance] == c.Requests
 	}
 	switch {
 	case s.End.How != "":

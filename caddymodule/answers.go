@@ -6,7 +6,9 @@ import (
 	"maps"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -60,4 +62,21 @@ func (h *Handler) turnAway(w http.ResponseWriter, r *http.Request, g gateRefusal
 func (h *Handler) storeUnreachable(doing, user string, err error) error {
 	h.logger.Error(doing, zap.String("user", user), zap.Error(err))
 	return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("the session store could not be reached"))
+}
+
+// stale reports whether the revocation set is too old to trust: storage has been
+// unreachable for longer than max_staleness, so a revocation made elsewhere may be
+// missing here.
+func (a *App) stale(t time.Time) bool {
+	return t.Sub(a.authority.LastSync()) > time.Duration(a.MaxStaleness)
+}
+
+func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user string) error {
+	countDenial("revocations_stale")
+	h.app.authority.Audit.Event(audit.EventAccessDenied, zap.String("user", user), zap.String("reason", "revocations_stale"),
+		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+	msg := "caddy-jit cannot reach its storage, so it cannot be sure which sessions were revoked; privileged access is paused until storage is back (last successful check " +
+		h.app.authority.LastSync().UTC().Format(time.RFC3339) + ")."
+	w.Header().Set("Retry-After", "5")
+	return h.turnAway(w, r, gateRefusal{status: http.StatusServiceUnavailable, code: "storage_unavailable", title: "Access paused", message: msg, user: user})
 }

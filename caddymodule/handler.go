@@ -207,23 +207,6 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (*session.Cl
 	return nil, nil, t, h.refuse(w, r, repl, user, reason, t)
 }
 
-// stale reports whether the revocation set is too old to trust: storage has been
-// unreachable for longer than max_staleness, so a revocation made elsewhere may be
-// missing here.
-func (a *App) stale(t time.Time) bool {
-	return t.Sub(a.authority.LastSync()) > time.Duration(a.MaxStaleness)
-}
-
-func (h *Handler) storageStale(w http.ResponseWriter, r *http.Request, user string) error {
-	countDenial("revocations_stale")
-	h.app.authority.Audit.Event(audit.EventAccessDenied, zap.String("user", user), zap.String("reason", "revocations_stale"),
-		zap.String("client_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", r.RequestURI))
-	msg := "caddy-jit cannot reach its storage, so it cannot be sure which sessions were revoked; privileged access is paused until storage is back (last successful check " +
-		h.app.authority.LastSync().UTC().Format(time.RFC3339) + ")."
-	w.Header().Set("Retry-After", "5")
-	return h.turnAway(w, r, gateRefusal{status: http.StatusServiceUnavailable, code: "storage_unavailable", title: "Access paused", message: msg, user: user})
-}
-
 // pass forwards a request made under a session and audits it.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, c *session.Claims, start time.Time) error {
 	removeSessionCookie(r)
@@ -247,7 +230,7 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	if h.app.authority.Revocations.Revoked(c.SessionID) {
 		// Revoked between the check and the registration: the revocation has already
 		// ended the session's live requests, and would miss this one.
-		live.Done(c, ctx)
+		live.Done(c, ctx, nil)
 		cancel()
 		return h.refuse(w, r, repl, c.Subject, session.ErrTokenRevoked.Error(), start)
 	}
@@ -272,8 +255,6 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	// went away) with panic(http.ErrAbortHandler).
 	defer func() {
 		p := recover()
-		live.Done(c, ctx)
-		cancel()
 		status := rec.status
 		if err != nil {
 			var he caddyhttp.HandlerError
@@ -292,9 +273,19 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			if g.freshBy != nil {
 				holder.Fresh = g.freshBy.freshText
 			}
-			h.app.authority.Audit.Access(holder, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), g.body.digest())
+			digest := g.body.digest()
+			h.app.authority.Audit.Access(holder, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), digest)
 			countRequest(c.Role, status)
+			// Counted as its access event says, for the session's session_ended.
+			g.use = session.Use{Status: status, BytesIn: max(r.ContentLength, 0), BytesOut: rec.bytes(), Mutating: digest != nil, At: time.Now()}
+			if digest != nil {
+				g.use.BytesIn = digest.Size
+			}
+			live.Done(c, ctx, &g.use)
+		} else {
+			live.Done(c, ctx, nil)
 		}
+		cancel()
 		if p != nil {
 			panic(p)
 		}
@@ -308,6 +299,8 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 // also the request's context from then on, so that a later jit handler of the same
 // request finds the claims (see fresh.go).
 type gatedRequest struct {
+	// use is what the request was served, counted in its session's usage.
+	use session.Use
 	// Context is the request's context, cancelled when the session ends.
 	context.Context
 	headerValues [3]string

@@ -96,6 +96,7 @@ func newSharedState(st state.Store, logger *zap.Logger) (*sharedState, error) {
 	s := &sharedState{state: loaded, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 		dispatcher: newDispatcher(logger.Named("notify")), instance: instance.String()}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
+	loaded.Live.OnEnd = s.sessionEnded(logger)
 	s.bodies = session.StartBodyWriter(loaded.Records, session.BodyWriterConfig{
 		Dropped: countBodyDropped, Report: s.reportBodyDrop(logger), Now: now})
 	if a, ok := st.(state.Announcer); ok {

@@ -212,6 +212,15 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		statuses = " (" + strings.Join(classes, ", ") + ")"
 	}
 	fmt.Fprintf(&b, "Totals     %s, %s%s, elevated %s\n", words.Plural(t.Requests, "request"), words.Plural(t.Bytes, "byte"), statuses, t.Elevated)
+	for _, c := range s.Closed {
+		complete := "complete: every request it counts is in these files"
+		if !c.Complete {
+			complete = "INCOMPLETE: these files hold a different number of its requests"
+		}
+		fmt.Fprintf(&b, "Closed     %s on %s: %s, %s (%d mutating), %s in, %s out; %s (%s)\n", auditClock(c.At), printable.String(c.Instance),
+			printable.String(c.How), words.Plural(c.Requests, "request"), c.Mutating, words.Plural(c.BytesIn, "byte"), words.Plural(c.BytesOut, "byte"),
+			complete, printable.String(c.Where))
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

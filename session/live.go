@@ -10,15 +10,34 @@ import (
 // also ends its open WebSockets and streams, not only its next request. Each request
 // registers its context and the function that cancels it; a revocation cancels the
 // session's requests at once, and Sweep cancels those whose session has expired.
+//
+// It also counts what each session was served here (Usage), and tells OnEnd once the
+// session ends: revoked or deactivated (End), or expired (Sweep).
 type Live struct {
 	mu       sync.Mutex
 	sessions map[string]*liveSession
+	// endings are how sessions ended here are ending, told by Ending just before
+	// their revocation reaches End.
+	endings map[string][2]string
+	// OnEnd, when set, hears of each session that had requests here, once, when it
+	// ends. It is called without the lock held, and must not block for long.
+	OnEnd func(Ended)
 }
 
 type liveSession struct {
-	expires int64
+	id         string
+	expires    int64
+	user, role string
 	// cancels is keyed by each request's own context.
 	cancels map[context.Context]context.CancelFunc
+	used    Usage
+	// ended is set once the session ended; it leaves the registry, and OnEnd hears
+	// of it, when its last request in flight is done, so that the usage counts every
+	// request that was served.
+	ended *Ended
+	// held keeps an end this instance made from OnEnd until Release: its own event
+	// (deactivated, revoked) comes first in the log.
+	held bool
 }
 
 // NewLive makes an empty registry.
@@ -30,44 +49,91 @@ func (l *Live) Register(c *Claims, ctx context.Context, cancel context.CancelFun
 	l.mu.Lock()
 	s := l.sessions[c.SessionID]
 	if s == nil {
-		s = &liveSession{expires: c.Expiry, cancels: make(map[context.Context]context.CancelFunc, 4)}
+		s = &liveSession{id: c.SessionID, expires: c.Expiry, user: c.Subject, role: c.Role, cancels: make(map[context.Context]context.CancelFunc, 4)}
 		l.sessions[c.SessionID] = s
 	}
 	s.cancels[ctx] = cancel
 	l.mu.Unlock()
 }
 
-// Done removes a finished request.
-func (l *Live) Done(c *Claims, ctx context.Context) {
+// Done removes a finished request; used, unless nil, is what it was served, counted
+// in the session's usage (nil for a request refused after it registered).
+func (l *Live) Done(c *Claims, ctx context.Context, used *Use) {
+	var last *Ended
 	l.mu.Lock()
 	if s := l.sessions[c.SessionID]; s != nil {
 		delete(s.cancels, ctx)
+		if used != nil {
+			s.used.add(*used)
+		}
+		last = l.leaveIfDone(s)
 	}
+	l.mu.Unlock()
+	l.tell(last)
+}
+
+// Ending tells End how the session it is about to hear of ended, and by whom: this
+// instance ended it.
+func (l *Live) Ending(sessionID, how, by string) {
+	l.mu.Lock()
+	if l.endings == nil {
+		l.endings = make(map[string][2]string)
+	}
+	l.endings[sessionID] = [2]string{how, by}
 	l.mu.Unlock()
 }
 
-// End cancels every request in flight under the session.
+// Release lets OnEnd hear of a session this instance ended (see Ending), once its
+// requests in flight are done.
+func (l *Live) Release(sessionID string) {
+	l.mu.Lock()
+	delete(l.endings, sessionID)
+	var now *Ended
+	if s := l.sessions[sessionID]; s != nil && s.held {
+		s.held = false
+		now = l.leaveIfDone(s)
+	}
+	l.mu.Unlock()
+	l.tell(now)
+}
+
+// End cancels every request in flight under the session, which was revoked.
 func (l *Live) End(sessionID string) {
 	l.mu.Lock()
+	ending, known := l.endings[sessionID]
+	delete(l.endings, sessionID)
 	s := l.sessions[sessionID]
-	delete(l.sessions, sessionID)
+	var now *Ended
+	if s != nil && s.ended == nil {
+		how := EndedRevoked
+		if known {
+			how = ending[0]
+		}
+		s.ended = &Ended{SessionID: sessionID, User: s.user, Role: s.role, How: how, By: ending[1], Known: known}
+		s.held = known
+		now = l.leaveIfDone(s)
+	}
 	l.mu.Unlock()
 	if s != nil {
 		l.cancelAll(s)
 	}
+	l.tell(now)
 }
 
-// EndAll cancels every request in flight, of every session.
+// EndAll cancels every request in flight, of every session: the store is out of
+// reach too long to trust. The sessions have not ended: their usage is kept.
 func (l *Live) EndAll() {
+	var cancels []context.CancelFunc
 	l.mu.Lock()
-	all := make([]*liveSession, 0, len(l.sessions))
-	for id, s := range l.sessions {
-		all = append(all, s)
-		delete(l.sessions, id)
+	for _, s := range l.sessions {
+		for ctx, cancel := range s.cancels {
+			cancels = append(cancels, cancel)
+			delete(s.cancels, ctx)
+		}
 	}
 	l.mu.Unlock()
-	for _, s := range all {
-		l.cancelAll(s)
+	for _, cancel := range cancels {
+		cancel()
 	}
 }
 
@@ -75,26 +141,61 @@ func (l *Live) EndAll() {
 func (l *Live) Sweep(now time.Time) {
 	unix := now.Unix()
 	var expired []*liveSession
+	var done []*Ended
 	l.mu.Lock()
 	for id, s := range l.sessions {
-		if s.expires <= unix {
+		if s.expires <= unix && s.ended == nil {
+			s.ended = &Ended{SessionID: id, User: s.user, Role: s.role, How: EndedExpired, Known: true}
 			expired = append(expired, s)
-			delete(l.sessions, id)
+			if e := l.leaveIfDone(s); e != nil {
+				done = append(done, e)
+			}
 		}
 	}
 	l.mu.Unlock()
 	for _, s := range expired {
 		l.cancelAll(s)
 	}
+	for _, e := range done {
+		l.tell(e)
+	}
 }
 
-// Len returns the number of requests in flight.
+// leaveIfDone takes an ended session with no request in flight out of the registry,
+// and returns what OnEnd is to hear of it: nil if it is not done, or served nothing
+// here. The caller holds the lock.
+func (l *Live) leaveIfDone(s *liveSession) *Ended {
+	if s.ended == nil || s.held || len(s.cancels) > 0 {
+		return nil
+	}
+	if l.sessions[s.id] == s {
+		delete(l.sessions, s.id)
+	}
+	if s.used.Requests == 0 {
+		return nil
+	}
+	e := *s.ended
+	e.Usage = s.used
+	return &e
+}
+
+// tell calls OnEnd, outside the lock.
+func (l *Live) tell(e *Ended) {
+	if e != nil && l.OnEnd != nil {
+		l.OnEnd(*e)
+	}
+}
+
+// Len returns the number of requests in flight under sessions that have not ended
+// (those of an ended session are cancelled, and leave as they finish).
 func (l *Live) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
 	for _, s := range l.sessions {
-		n += len(s.cancels)
+		if s.ended == nil {
+			n += len(s.cancels)
+		}
 	}
 	return n
 }

@@ -210,9 +210,13 @@ func (a *Sessions) endLocked(ctx context.Context, rec *Record, how, by, reason s
 	if err := a.Records.revoke(ctx, revocation{SessionID: rec.ID, User: rec.User, Expires: rec.Expires, At: now.UTC(), By: by, Reason: reason}); err != nil {
 		return err
 	}
+	// What this instance served under the session is told (session_ended) after the
+	// end's own event.
+	a.Live.Ending(rec.ID, how, by)
+	defer a.Live.Release(rec.ID)
 	a.Revocations.Add(rec.ID, rec.Expires)
 	a.Verifier.ForgetSession(rec.ID)
-	rec.Ended, rec.EndedBy, rec.EndReason = now.UTC(), by, reason
+	rec.Ended, rec.EndedBy, rec.EndReason, rec.EndHow = now.UTC(), by, reason, how
 	if err := a.Records.Save(ctx, rec); err != nil {
 		return err
 	}

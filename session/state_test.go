@@ -17,7 +17,7 @@ func TestLiveEndCancelsEveryRequestOfTheSessionOnly(t *testing.T) {
 		c := &Claims{Grant: Grant{SessionID: sid, Expiry: exp}}
 		ctx, cancel := context.WithCancel(context.Background())
 		l.Register(c, ctx, func() { cancel(); cancelled = append(cancelled, name) })
-		return func() { l.Done(c, ctx) }
+		return func() { l.Done(c, ctx, nil) }
 	}
 	register("s1", 100, "a")
 	register("s1", 100, "b")

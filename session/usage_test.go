@@ -1,0 +1,90 @@
+package session
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// What a session was served here is told once, when it ends, and only once its last
+// request in flight is done: the counts then equal its access events.
+func TestLiveTellsEachEndedSessionsUsage(t *testing.T) {
+	at := time.Unix(1000, 0)
+	type request struct {
+		use   *Use // nil: refused after it registered
+		early bool // still in flight when the session ends
+	}
+	tests := []struct {
+		name     string
+		requests []request
+		end      func(l *Live, id string)
+		want     *Ended
+	}{
+		{"deactivated here: its event waits for Release", []request{{use: &Use{Status: 200, BytesOut: 10, At: at}}, {use: &Use{Status: 302, BytesIn: 5, Mutating: true, At: at.Add(time.Second)}}},
+			func(l *Live, id string) { l.Ending(id, EndedDeactivated, "alice"); l.End(id); l.Release(id) },
+			&Ended{How: EndedDeactivated, By: "alice", Known: true, Usage: Usage{Requests: 2, Mutating: 1, BytesIn: 5, BytesOut: 10, First: at, Last: at.Add(time.Second), Statuses: [6]int64{0, 0, 1, 1}}}},
+		{"revoked elsewhere", []request{{use: &Use{Status: 404, At: at}}},
+			func(l *Live, id string) { l.End(id) },
+			&Ended{How: EndedRevoked, Usage: Usage{Requests: 1, First: at, Last: at, Statuses: [6]int64{0, 0, 0, 0, 1}}}},
+		{"expired, a stream still open", []request{{use: &Use{Status: 200, At: at}}, {use: &Use{Status: 499, BytesOut: 7, At: at.Add(time.Minute)}, early: true}},
+			func(l *Live, id string) { l.Sweep(time.Unix(2000, 0)) },
+			&Ended{How: EndedExpired, Known: true, Usage: Usage{Requests: 2, BytesOut: 7, First: at, Last: at.Add(time.Minute), Statuses: [6]int64{1: 0, 2: 1, 4: 1}}}},
+		{"served nothing here", []request{{use: nil}},
+			func(l *Live, id string) { l.End(id) }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := NewLive()
+			var told []Ended
+			l.OnEnd = func(e Ended) { told = append(told, e) }
+			c := &Claims{Grant: Grant{Subject: "alice", Role: "ops", SessionID: "s1", Expiry: 1500}}
+			var inFlight []func()
+			for _, r := range tt.requests {
+				ctx, cancel := context.WithCancel(context.Background())
+				l.Register(c, ctx, cancel)
+				if r.early {
+					inFlight = append(inFlight, func() { l.Done(c, ctx, r.use) })
+					continue
+				}
+				l.Done(c, ctx, r.use)
+			}
+			tt.end(l, "s1")
+			if len(inFlight) > 0 && len(told) != 0 {
+				t.Fatalf("told %+v while a request was in flight", told)
+			}
+			for _, done := range inFlight {
+				done()
+			}
+			tt.end(l, "s1") // a second end tells nothing more
+			if tt.want == nil {
+				if len(told) != 0 {
+					t.Fatalf("told %+v, want nothing", told)
+				}
+				return
+			}
+			want := *tt.want
+			want.SessionID, want.User, want.Role = "s1", "alice", "ops"
+			if len(told) != 1 || told[0] != want {
+				t.Fatalf("told %+v, want once %+v", told, want)
+			}
+		})
+	}
+}
+
+// A store out of reach cancels the requests, but ends no session: its usage goes on.
+func TestLiveEndAllKeepsUsage(t *testing.T) {
+	l := NewLive()
+	var told []Ended
+	l.OnEnd = func(e Ended) { told = append(told, e) }
+	c := &Claims{Grant: Grant{Subject: "alice", Role: "ops", SessionID: "s1", Expiry: 1500}}
+	for range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.Register(c, ctx, cancel)
+		l.EndAll()
+		l.Done(c, ctx, &Use{Status: 200, At: time.Unix(1000, 0)})
+	}
+	l.End("s1")
+	if len(told) != 1 || told[0].Usage.Requests != 2 {
+		t.Fatalf("told %+v, want one end with both requests", told)
+	}
+}
