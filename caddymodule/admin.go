@@ -168,12 +168,13 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE /jit/sessions needs ?user=NAME (or use /jit/sessions/{id}): %v", err)}
 		}
+		since := now()
 		ended, err := app.authority.EndUser(r.Context(), user, operator(r), q.Get("reason"))
 		if err != nil {
 			return storageError("revoking sessions", err)
 		}
 		list := adminapi.ListSessions(app.authority.Revocations, ended)
-		list.Applied = app.shared.awaitApplied(r.Context(), revokedIDs(list))
+		list.Applied = app.shared.awaitApplied(r.Context(), revokedSince(ended, since))
 		return writeJSON(w, http.StatusOK, list)
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use GET or DELETE", r.Method)}
@@ -193,6 +194,7 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	// An id with no stored session is revoked all the same (a token may carry it):
 	// the answer then lists it with no user or role.
+	since := now()
 	rec, err := app.authority.RevokeByID(r.Context(), id, operator(r), r.URL.Query().Get("reason"), session.UnrecordedRevocationKeep(app.roles))
 	if errors.Is(err, session.ErrRevokedLocallyOnly) {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
@@ -201,17 +203,18 @@ func handleSession(w http.ResponseWriter, r *http.Request) error {
 		return storageError("revoking the session", err)
 	}
 	list := adminapi.ListSessions(app.authority.Revocations, []*session.Record{rec})
-	list.Applied = app.shared.awaitApplied(r.Context(), revokedIDs(list))
+	list.Applied = app.shared.awaitApplied(r.Context(), revokedSince([]*session.Record{rec}, since))
 	return writeJSON(w, http.StatusOK, list)
 }
 
-// revokedIDs are the ids of the sessions a revocation revoked (one that had expired
-// before is listed, not revoked).
-func revokedIDs(list adminapi.SessionList) []string {
+// revokedSince are the ids of the sessions that this call ended: a session that had
+// ended or expired before is listed, not revoked again, and no instance has anything
+// to apply (nor to confirm) for it.
+func revokedSince(recs []*session.Record, since time.Time) []string {
 	var ids []string
-	for _, s := range list.Sessions {
-		if s.Revoked {
-			ids = append(ids, s.ID)
+	for _, r := range recs {
+		if !r.Ended.Before(since.Truncate(time.Second)) {
+			ids = append(ids, r.ID)
 		}
 	}
 	return ids

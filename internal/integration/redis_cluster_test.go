@@ -140,6 +140,12 @@ func TestRedisThreeInstancesRevocationLatency(t *testing.T) {
 		t.Errorf("audit: %d revoked events over the three instances, want %d", n, revocations)
 	}
 
+	// A session revoked before is listed, not revoked again: nothing to apply, nor to
+	// wait for.
+	if got := a.revokeApplied(sessionID(t, tokens[0])); got != nil {
+		t.Errorf("revoking a session revoked before: applied %+v, want none (nothing new to apply)", got)
+	}
+
 	// An instance that stops says so: revocations do not wait for it. One that dies
 	// is waited for, up to 2 s, and named in the answer as not confirmed.
 	c.stop()
