@@ -323,3 +323,28 @@ func durationPercentile(sorted []time.Duration, p float64) time.Duration {
 	rank := int(math.Ceil(float64(len(sorted)) * p / 100))
 	return sorted[max(rank, 1)-1]
 }
+
+// revocationsLeaveStoppedAndDeadInstances: an instance that stops says so, and
+// revocations do not wait for it; one that dies is waited for, up to 2 s, and named in
+// the answer as not confirmed. It stops c and kills b.
+func revocationsLeaveStoppedAndDeadInstances(t *testing.T, a, b, c *env, users []string, codes map[string]*totpUser) {
+	t.Helper()
+	siteA := a.site(0)
+	c.stop()
+	token := a.headerUser(users[0]).mustActivate(siteA, fleetRole, adminURI, codes[users[0]], nil)
+	if got := a.revokeApplied(sessionID(t, token)); got == nil || got.Instances != 2 || got.Confirmed != 2 {
+		t.Errorf("a revocation after C stopped: applied %+v, want confirmed by 2 of 2", got)
+	}
+	_ = b.proc.cmd.Process.Kill()
+	<-b.proc.done
+	b.proc = nil
+	token = a.headerUser(users[1]).mustActivate(siteA, fleetRole, adminURI, codes[users[1]], nil)
+	sent := time.Now()
+	got := a.revokeApplied(sessionID(t, token))
+	if got == nil || got.Instances != 2 || got.Confirmed != 1 || len(got.Missing) != 1 {
+		t.Errorf("a revocation after B died: applied %+v, want 1 of 2 confirmed and B missing", got)
+	}
+	if waited := time.Since(sent); waited < 2*time.Second {
+		t.Errorf("a revocation after B died answered after %s: want it to wait 2 s for B", waited)
+	}
+}
