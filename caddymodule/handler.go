@@ -274,10 +274,11 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 				holder.Fresh = g.freshBy.freshText
 			}
 			digest := g.body.digest()
-			h.app.authority.Audit.Access(holder, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), time.Since(start), digest)
+			took := time.Since(start)
+			h.app.authority.Audit.Access(holder, clientIP(r), r.Method, r.RequestURI, status, rec.bytes(), took, digest)
 			countRequest(c.Role, status)
 			// Counted as its access event says, for the session's session_ended.
-			g.use = session.Use{Status: status, BytesIn: max(r.ContentLength, 0), BytesOut: rec.bytes(), Mutating: digest != nil, At: time.Now()}
+			g.use = session.Use{Status: status, BytesIn: max(r.ContentLength, 0), BytesOut: rec.bytes(), Mutating: digest != nil, At: start.Add(took)}
 			if digest != nil {
 				g.use.BytesIn = digest.Size
 			}

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,38 +30,48 @@ try {
 }
 `
 
-var (
-	joseOnce sync.Once
-	joseDir  string
-	joseErr  error
-)
-
 // joseVerifier installs the npm package jose once per test run and returns the folder
 // of the verify script.
 func joseVerifier(t *testing.T) string {
 	t.Helper()
+	return npmTool(t, "jose", joseVersion, "verify.mjs", verifyScript, "the assertion is verified by the npm package jose")
+}
+
+var npmTools sync.Map // package name → *npmInstall
+
+type npmInstall struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// npmTool installs the npm package name@version under the test run's folder, once per
+// run, beside a script file that uses it, and returns their folder. what says what
+// the package does, for the message when Node.js is missing.
+func npmTool(t *testing.T, name, version, scriptName, script, what string) string {
+	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
-		t.Fatal("node is not installed: the assertion is verified by the npm package jose under Node.js; install nodejs and npm (apt-get install -y nodejs npm), as .ci/run does")
+		t.Fatalf("node is not installed: %s under Node.js; install nodejs and npm (apt-get install -y nodejs npm), as .ci/run does", what)
 	}
-	joseOnce.Do(func() {
-		joseDir = filepath.Join(binDir, "jose-verifier")
-		if joseErr = os.MkdirAll(joseDir, 0o755); joseErr != nil {
+	v, _ := npmTools.LoadOrStore(name, &npmInstall{})
+	in := v.(*npmInstall)
+	in.once.Do(func() {
+		in.dir = filepath.Join(binDir, name+"-tool")
+		if in.err = os.MkdirAll(in.dir, 0o755); in.err != nil {
 			return
 		}
-		if joseErr = os.WriteFile(filepath.Join(joseDir, "verify.mjs"), []byte(verifyScript), 0o644); joseErr != nil {
+		if in.err = os.WriteFile(filepath.Join(in.dir, scriptName), []byte(script), 0o644); in.err != nil {
 			return
 		}
-		cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", joseDir, "jose@"+joseVersion)
-		out, err := cmd.CombinedOutput()
+		out, err := exec.Command("npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", in.dir, name+"@"+version).CombinedOutput()
 		if err != nil {
-			joseErr = err
-			joseDir = string(out)
+			in.err = fmt.Errorf("%w\n%s", err, out)
 		}
 	})
-	if joseErr != nil {
-		t.Fatalf("npm install jose@%s: %v\n%s", joseVersion, joseErr, joseDir)
+	if in.err != nil {
+		t.Fatalf("npm install %s@%s: %v", name, version, in.err)
 	}
-	return joseDir
+	return in.dir
 }
 
 // verifyWithJose runs the JavaScript verifier; it returns the payload, or the error

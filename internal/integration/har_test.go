@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -25,36 +24,11 @@ validate.har(data).then(() => process.stdout.write('valid'), (e) => {
 });
 `
 
-var (
-	harOnce sync.Once
-	harDir  string
-	harErr  error
-)
-
 // harValidator installs har-validator once per test run and returns the folder of its
 // script.
 func harValidator(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Fatal("node is not installed: HAR files are validated by the npm package har-validator under Node.js; install nodejs and npm (apt-get install -y nodejs npm), as .ci/run does")
-	}
-	harOnce.Do(func() {
-		harDir = filepath.Join(binDir, "har-validator")
-		if harErr = os.MkdirAll(harDir, 0o755); harErr != nil {
-			return
-		}
-		if harErr = os.WriteFile(filepath.Join(harDir, "validate.js"), []byte(harValidateScript), 0o644); harErr != nil {
-			return
-		}
-		out, err := exec.Command("npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", harDir, "har-validator@"+harValidatorVersion).CombinedOutput()
-		if err != nil {
-			harErr, harDir = err, string(out)
-		}
-	})
-	if harErr != nil {
-		t.Fatalf("npm install har-validator@%s: %v\n%s", harValidatorVersion, harErr, harDir)
-	}
-	return harDir
+	return npmTool(t, "har-validator", harValidatorVersion, "validate.js", harValidateScript, "HAR files are validated by the npm package har-validator")
 }
 
 // A real session — a GET, a POST whose body the role records, ended by a revocation —

@@ -927,7 +927,9 @@ func withBasicAuth(user string) reqOption {
 	return func(r *http.Request) { r.SetBasicAuth(user, password(user)) }
 }
 
-func (b *browser) do(method, rawURL string, body io.Reader, opts ...reqOption) *response {
+// newRequest makes a request as the browser sends it: its host, credentials, Accept
+// and headers.
+func (b *browser) newRequest(method, rawURL string, body io.Reader) *http.Request {
 	b.t.Helper()
 	req, err := http.NewRequest(method, rawURL, body)
 	if err != nil {
@@ -944,6 +946,12 @@ func (b *browser) do(method, rawURL string, body io.Reader, opts ...reqOption) *
 	for k, vs := range b.headers {
 		req.Header[k] = slices.Clone(vs)
 	}
+	return req
+}
+
+func (b *browser) do(method, rawURL string, body io.Reader, opts ...reqOption) *response {
+	b.t.Helper()
+	req := b.newRequest(method, rawURL, body)
 	for _, o := range opts {
 		o(req)
 	}

@@ -111,21 +111,7 @@ type prepared struct {
 // prepare makes a form POST as b.postForm would send it.
 func (b *browser) prepare(rawURL string, form url.Values) prepared {
 	b.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, rawURL, strings.NewReader(form.Encode()))
-	if err != nil {
-		b.t.Fatalf("making the request POST %s: %v", rawURL, err)
-	}
-	if b.host != "" {
-		req.Host = b.host
-	}
-	if b.user != "" {
-		req.SetBasicAuth(b.user, b.pass)
-	}
-	req.Header.Set("Accept", b.accept)
-	req.Header.Set("User-Agent", "caddy-jit-integration-test")
-	for k, vs := range b.headers {
-		req.Header[k] = slices.Clone(vs)
-	}
+	req := b.newRequest(http.MethodPost, rawURL, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return prepared{client: b.client, req: req}
 }
