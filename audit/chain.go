@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -49,7 +50,15 @@ type ChainHead struct {
 	Instance string `json:"instance"`
 	Seq      int64  `json:"seq"`
 	Hash     string `json:"hash"`
+	// State is headRunning while the instance writes, headStopped once it stopped
+	// cleanly; a head saved before this field existed has none, and counts as stopped.
+	State string `json:"state,omitempty"`
 }
+
+const (
+	headRunning = "running"
+	headStopped = "stopped"
+)
 
 func chainHeadKey(instance string) string {
 	return state.Prefix + "audit-chains/" + state.Name(instance) + ".json"
@@ -60,6 +69,18 @@ type Chain struct {
 	mu    sync.Mutex
 	head  ChainHead
 	saved int64 // the seq last written to storage
+	// store keeps the head (nil for a chain not kept in storage); previousStop is how
+	// the last process that wrote the chain stopped (an audit_started value).
+	store        state.Store
+	previousStop string
+	// batched is the batched output, when the config has one (batch.go).
+	batched    atomic.Pointer[batcher]
+	queueWaits atomic.Int64
+	// marks are the settings of the chain's own events (marks.go), cp where the
+	// current run of events since the last checkpoint began.
+	marks   atomic.Pointer[Marks]
+	cp      checkpointRun
+	started atomic.Bool
 	// Scratch space, reused under mu.
 	buf    []byte
 	fields []zap.Field
@@ -68,11 +89,13 @@ type Chain struct {
 }
 
 // NewChain starts a chain that is not kept in storage.
-func NewChain(instance string) *Chain { return &Chain{head: ChainHead{Instance: instance}} }
+func NewChain(instance string) *Chain {
+	return &Chain{head: ChainHead{Instance: instance}, previousStop: StopNone}
+}
 
 // LoadChain resumes an instance's chain from storage, or starts it.
 func LoadChain(ctx context.Context, st state.Store, instance string) (*Chain, error) {
-	c := &Chain{head: ChainHead{Instance: instance}}
+	c := &Chain{head: ChainHead{Instance: instance}, store: st, previousStop: StopNone}
 	found, err := state.LoadJSON(ctx, st, chainHeadKey(instance), &c.head)
 	if err != nil {
 		return nil, err
@@ -80,6 +103,13 @@ func LoadChain(ctx context.Context, st state.Store, instance string) (*Chain, er
 	if found && c.head.Instance != instance {
 		return nil, fmt.Errorf("the audit chain head in storage names instance %q, not %q", c.head.Instance, instance)
 	}
+	if found {
+		c.previousStop = StopClean
+		if c.head.State == headRunning {
+			c.previousStop = StopUnclean
+		}
+	}
+	c.head.State = ""
 	c.saved = c.head.Seq
 	return c, nil
 }
@@ -92,8 +122,21 @@ func (c *Chain) Head() ChainHead {
 }
 
 // Save writes the head to storage if it moved since the last save; the sync loop calls
-// it every interval and at shutdown, so that a restart continues the chain.
+// it every interval, so that a restart continues the chain. The head saved says the
+// instance is running until SaveStopped.
 func (c *Chain) Save(ctx context.Context, st state.Store) error {
+	return c.save(ctx, st, headRunning)
+}
+
+// SaveStopped writes the head at a clean stop, after the last event.
+func (c *Chain) SaveStopped(ctx context.Context, st state.Store) error {
+	c.mu.Lock()
+	c.saved = -1 // saved even if it did not move, to say stopped
+	c.mu.Unlock()
+	return c.save(ctx, st, headStopped)
+}
+
+func (c *Chain) save(ctx context.Context, st state.Store, headState string) error {
 	head := c.Head()
 	c.mu.Lock()
 	moved := head.Seq != c.saved
@@ -101,6 +144,7 @@ func (c *Chain) Save(ctx context.Context, st state.Store) error {
 	if !moved {
 		return nil
 	}
+	head.State = headState
 	if err := state.StoreJSON(ctx, st, chainHeadKey(head.Instance), head); err != nil {
 		return err
 	}
@@ -140,22 +184,44 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-// write links the event into the chain and writes it, under the chain's lock so that
-// the log's order is the chain's order.
+// write links the event into the chain and writes it: queued for the batched output
+// when the chain has one (batch.go), else through log at once, under the chain's lock
+// so that the log's order is the chain's order.
 func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now func() time.Time) {
+	if b := c.batched.Load(); b != nil && b.enqueue(event, fields, now) {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.writeInline(log, event, fields, now())
+}
+
+// writeInline writes one event through log; c.mu is held.
+func (c *Chain) writeInline(log *zap.Logger, event string, fields []zap.Field, at time.Time) {
 	ce := log.Check(zap.InfoLevel, event)
 	if ce == nil {
 		return
 	}
+	all := c.link(event, fields, at)
+	ce.Write(all...)
+	c.forget(all)
+	c.checkpointInline(at, false)
+}
+
+// link gives an event its place in the chain: it returns the event's fields with the
+// chain's first (bounded, in c's scratch space, valid until forget) and moves the head
+// to the event. c.mu is held.
+func (c *Chain) link(event string, fields []zap.Field, at time.Time) []zap.Field {
 	seq := c.head.Seq + 1
+	if c.cp.from == 0 {
+		c.cp = checkpointRun{from: seq, at: at}
+	}
 	all := append(c.fields[:0],
 		zap.String("event", event),
 		zap.String(FieldInstance, c.head.Instance),
 		zap.Int64(FieldSeq, seq),
 		zap.String(FieldPrev, c.head.Hash),
-		zap.String(FieldTime, now().UTC().Format(time.RFC3339Nano)),
+		zap.String(FieldTime, at.UTC().Format(time.RFC3339Nano)),
 	)
 	for _, f := range fields {
 		if testing.Testing() && reservedKey(f.Key) {
@@ -167,11 +233,16 @@ func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now fun
 	}
 	c.canonical(all)
 	sum := sha256.Sum256(c.buf)
-	ce.Write(all...)
 	var text [sha256.Size * 2]byte
 	hex.Encode(text[:], sum[:])
 	c.head.Seq, c.head.Hash = seq, string(text[:])
-	clear(all) // no reference to this event's strings outlives it
+	return all
+}
+
+// forget clears the scratch fields link returned, so that no reference to an event's
+// strings outlives it.
+func (c *Chain) forget(all []zap.Field) {
+	clear(all)
 	c.fields = all[:0]
 }
 

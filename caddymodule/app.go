@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -94,6 +95,9 @@ type App struct {
 	// Refusals limits repeated refused POSTs of one user under /.jit/ (see
 	// refusals.go). Default: a burst of 50, then one every 6s.
 	Refusals *RefusalsConfig `json:"refusals,omitempty"`
+	// Audit is where the audit events go and how they are made to prove themselves
+	// (audit_config.go).
+	Audit *AuditConfig `json:"audit,omitempty"`
 
 	roles     map[string]*policy.Role
 	authority *authority.Authority
@@ -105,6 +109,11 @@ type App struct {
 	sharedKey   string
 	logger      *zap.Logger
 	refusals    *refusalLimit
+	// auditOut is the batched audit output (nil: through Caddy's logging), auditLog
+	// the logger otherwise, and auditErrors hears of failed writes to either.
+	auditOut    io.Writer
+	auditLog    *zap.Logger
+	auditErrors *auditErrorSink
 }
 
 // LockoutConfig is the lockout after repeated wrong codes.
@@ -160,7 +169,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.refusals, err = provisionRefusals(a.Refusals); err != nil {
 		return err
 	}
-	cfg := a.AuthorityConfig(ctx.Logger(Handler{}).Named("audit").WithOptions(zap.ErrorOutput(&auditErrorSink{logger: a.logger})), now)
+	a.auditErrors = &auditErrorSink{logger: a.logger}
+	a.auditLog = ctx.Logger(Handler{}).Named("audit").WithOptions(zap.ErrorOutput(a.auditErrors))
+	if a.auditOut, err = a.provisionAuditOutput(ctx); err != nil {
+		return err
+	}
+	cfg := a.AuthorityConfig(a.auditLog, now)
 	cfg.State = a.shared.state
 	a.authority, err = authority.New(ctx, storage, cfg)
 	if err != nil {
@@ -280,11 +294,12 @@ func (a *App) Validate() error {
 	if err := a.validateNotify(); err != nil {
 		return fmt.Errorf("jit: %w", err)
 	}
-	return nil
+	return a.Audit.validate()
 }
 
 // Start makes the app the one the admin API and CLI talk to.
 func (a *App) Start() error {
+	a.startAudit(a.auditOut, a.auditLog, a.auditErrors)
 	currentApp.Store(a)
 	return nil
 }
@@ -299,11 +314,13 @@ func (a *App) Stop() error {
 func (a *App) Cleanup() error {
 	// Both are released even when one fails: neither may keep the other alive.
 	err := a.refusals.release()
+	// The shared state first: its last user writes the final events and checkpoint
+	// to the output, which is released after.
 	if a.sharedKey != "" {
 		_, serr := sharedStates.Delete(a.sharedKey)
 		err = errors.Join(err, serr)
 	}
-	return err
+	return errors.Join(err, a.releaseAuditOutput())
 }
 
 // role returns a role by name.

@@ -186,6 +186,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.Refusals = c
+		case "audit":
+			if app.Audit != nil {
+				return nil, d.Err("audit is given twice")
+			}
+			c, err := parseAudit(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Audit = c
 		case "smtp":
 			if app.SMTP != nil {
 				return nil, d.Err("smtp is given twice")
@@ -196,7 +205,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.SMTP = s
 		default:
-			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, user_names, sync_interval, max_staleness, key_rotation, enroll_link_ttl, rp_id, store, lockout, refusals, notify, smtp or role", d.Val())
+			return nil, d.Errf("unrecognized jit option %q: expected issuer, identity, groups, user_names, sync_interval, max_staleness, key_rotation, enroll_link_ttl, rp_id, store, lockout, refusals, notify, smtp, audit or role", d.Val())
 		}
 	}
 	if len(app.Roles) == 0 {

@@ -25,6 +25,7 @@ var jitMetrics struct {
 	lockouts         prometheus.Counter
 	syncAge          prometheus.GaugeFunc
 	auditWriteErrors prometheus.Counter
+	auditQueueWaits  prometheus.CounterFunc
 	refusalsLimited  prometheus.Counter
 	bodiesDropped    *prometheus.CounterVec
 	// state is the shared state the sync-age gauge reads.
@@ -58,6 +59,13 @@ func initMetrics() {
 	})
 	m.auditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "audit_write_errors_total",
 		Help: "Audit events that a log sink failed to write (each also reported in Caddy's log)."})
+	m.auditQueueWaits = prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "audit_queue_waits_total",
+		Help: "Audit events whose request waited for room because the batched output's queue was full (no event is dropped)."}, func() float64 {
+		if st := m.state.Load(); st != nil && st.Chain != nil {
+			return float64(st.Chain.QueueWaits())
+		}
+		return 0
+	})
 	m.refusalsLimited = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refusals_limited_total",
 		Help: "POSTs under /.jit/ answered 429 because the user's earlier ones kept being refused."})
 	m.bodiesDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bodies_dropped_total",
@@ -71,7 +79,7 @@ func registerMetrics(registry *prometheus.Registry, state *session.State) error 
 		return nil
 	}
 	m := &jitMetrics
-	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors, m.refusalsLimited, m.bodiesDropped} {
+	for _, c := range []prometheus.Collector{m.activations, m.activeSessions, m.requests, m.denials, m.codeFailures, m.lockouts, m.syncAge, m.auditWriteErrors, m.auditQueueWaits, m.refusalsLimited, m.bodiesDropped} {
 		if err := registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -140,3 +148,14 @@ func (s *auditErrorSink) Write(p []byte) (int, error) {
 }
 
 func (s *auditErrorSink) Sync() error { return nil }
+
+// failed hears of the batched output's failures: a batch of events not written, or
+// (events 0) the chain head not saved before one.
+func (s *auditErrorSink) failed(err error, events int) {
+	if events == 0 {
+		s.logger.Warn("saving the audit chain head before writing events failed; after a crash now, the chain could fork rather than show a cut", zap.Error(err))
+		return
+	}
+	jitMetrics.auditWriteErrors.Add(float64(events - 1))
+	_, _ = s.Write([]byte(err.Error()))
+}

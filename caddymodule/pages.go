@@ -77,7 +77,11 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) (err error) 
 	sub := strings.TrimPrefix(r.URL.Path, pagePrefix)
 	switch sub {
 	case "jwks.json":
-		return servePublic(w, r, "application/jwk-set+json", 300, h.app.authority.Keyring.JWKS())
+		jwks, err := h.app.publishedKeys()
+		if err != nil {
+			return err
+		}
+		return servePublic(w, r, "application/jwk-set+json", 300, jwks)
 	case "style.css":
 		return servePublic(w, r, "text/css; charset=utf-8", 3600, styleCSS)
 	case "app.js":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,34 @@ type sharedState struct {
 	// bodies writes recorded request bodies to storage off the request path; a reload
 	// keeps it, so nothing queued is lost, and the last config to let go drains it.
 	bodies *session.BodyWriter
+	// auditKey signs the audit chain's checkpoints; witness sends them off the host,
+	// for the newest config's witness URL.
+	auditKey   *audit.AuditKey
+	witnessMu  sync.Mutex
+	witness    *audit.Witness
+	witnessURL string
+}
+
+// witnessFor returns the witness of url ("" for none), keeping the one it has when
+// the url did not change, so that a reload loses no checkpoint it is retrying.
+func (s *sharedState) witnessFor(url string, logger *zap.Logger) *audit.Witness {
+	s.witnessMu.Lock()
+	defer s.witnessMu.Unlock()
+	if url == s.witnessURL {
+		return s.witness
+	}
+	if old := s.witness; old != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), witnessDrainTimeout)
+			defer cancel()
+			_ = old.Stop(ctx)
+		}()
+	}
+	s.witness, s.witnessURL = nil, url
+	if url != "" {
+		s.witness = audit.NewWitness(url, nil, logger.Named("witness"))
+	}
+	return s.witness
 }
 
 func (s *sharedState) wakeUp() {
@@ -93,8 +122,13 @@ func newSharedState(st state.Store, logger *zap.Logger) (*sharedState, error) {
 		cancel()
 		return nil, fmt.Errorf("loading the audit chain head: %w", err)
 	}
+	auditKey, err := audit.LoadAuditKey(ctx, st, now())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("loading the audit key that signs checkpoints: %w", err)
+	}
 	s := &sharedState{state: loaded, storage: st, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
-		dispatcher: newDispatcher(logger.Named("notify")), instance: instance.String()}
+		dispatcher: newDispatcher(logger.Named("notify")), instance: instance.String(), auditKey: auditKey}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
 	loaded.Live.OnEnd = s.sessionEnded(logger)
 	s.bodies = session.StartBodyWriter(loaded.Records, session.BodyWriterConfig{
@@ -156,6 +190,7 @@ func (s *sharedState) syncLoop(ctx context.Context, logger *zap.Logger) {
 		}
 		t := now()
 		if announced == nil {
+			s.state.Chain.Tick(t)
 			if err := s.state.Chain.Save(ctx, s.storage); err != nil && ctx.Err() == nil {
 				logger.Warn("saving the audit chain head; a restart now would continue the chain from an older event", zap.Error(err))
 			}
@@ -233,6 +268,10 @@ func (s *sharedState) reportBodyDrop(logger *zap.Logger) func(session.BodyDrop) 
 	}
 }
 
+// witnessDrainTimeout bounds how long a stop waits for the witness to take the last
+// checkpoints.
+const witnessDrainTimeout = 5 * time.Second
+
 // bodyDrainTimeout bounds how long a stop waits for queued bodies to reach storage.
 const bodyDrainTimeout = 10 * time.Second
 
@@ -245,11 +284,12 @@ func (s *sharedState) Destruct() error {
 	drain, cancelDrain := context.WithTimeout(context.Background(), bodyDrainTimeout)
 	err := s.bodies.Stop(drain)
 	cancelDrain()
-	// The last events' place in the chain, so that the next start continues it.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The last events written, a checkpoint over them, and their place in the chain
+	// saved as a clean stop, so that the next start continues it.
+	ctx, cancel := context.WithTimeout(context.Background(), witnessDrainTimeout)
 	defer cancel()
 	s.leave(ctx)
-	err = errors.Join(err, s.state.Chain.Save(ctx, s.storage))
+	err = errors.Join(err, s.state.Chain.Stop(ctx, now()))
 	if s.closeStore != nil {
 		err = errors.Join(err, s.closeStore())
 	}
