@@ -93,14 +93,15 @@ func jitCLI(t *testing.T, args ...string) (int, string) {
 	return 0, string(out)
 }
 
-// A1. Under load every privileged request yields exactly one access event, the log
-// rolls over into several files, and the chain holds across all of them.
+// A1. Under load every privileged request yields exactly one access event, written by
+// the batched output, the log rolls over into several files, and the chain holds
+// across all of them.
 func TestAuditEveryRequestOnceAcrossRotatedFiles(t *testing.T) {
 	const requests = 10000
-	e := newEnv(t, envOptions{AuditOutput: fmt.Sprintf(`output file "%s" {
-			roll_size 1MiB
-			roll_keep 20
-		}`, filepath.Join(t.TempDir(), "jit-audit.log"))})
+	e := newEnv(t, envOptions{Batched: true, AuditOutput: fmt.Sprintf(`output file "%s" {
+				roll_size 1MiB
+				roll_keep 20
+			}`, filepath.Join(t.TempDir(), "jit-audit.log"))})
 	// The harness reads e.data.AuditLog; point it at the rolled file.
 	e.data.AuditLog = regexp.MustCompile(`output file "([^"]+)"`).FindStringSubmatch(e.data.AuditOutput)[1]
 	site := e.site(0)
@@ -174,8 +175,11 @@ func TestAuditEveryRequestOnceAcrossRotatedFiles(t *testing.T) {
 	if access != requests {
 		t.Fatalf("%d access events for %d requests, want exactly one each", access, requests)
 	}
+	if n := countEvents(events, "checkpoint"); n < requests/1000 {
+		t.Errorf("%d checkpoints over %d events, want one every 1000 at least", n, len(events))
+	}
 
-	code, out := jitCLI(t, append([]string{"audit", "verify"}, files...)...)
+	code, out := jitCLI(t, append([]string{"audit", "verify", "--config", e.cfgFile}, files...)...)
 	if code != 0 {
 		t.Fatalf("caddy jit audit verify over %d rotated files: exit %d\n%s", len(files), code, out)
 	}

@@ -164,8 +164,21 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 {{- if .JitOptions}}
 {{.JitOptions}}
 {{- end}}
+{{- if .Batched}}
+		audit {
+{{- if .AuditOutput}}
+			{{.AuditOutput}}
+{{- else}}
+			output file "{{.AuditLog}}"
+{{- end}}
+{{- if .AuditSettings}}
+{{.AuditSettings}}
+{{- end}}
+		}
+{{- end}}
 ` + standardRoles + `
 	}
+{{- if not .Batched}}
 	log audit {
 {{- if .AuditOutput}}
 		{{.AuditOutput}}
@@ -175,6 +188,7 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 		include http.handlers.jit.audit
 		format json
 	}
+{{- end}}
 }
 {{range .Sites}}
 {{if .TLS}}https{{else}}http{{end}}://{{if .Host}}{{.Host}}{{else}}localhost{{end}}:{{.Port}} {
@@ -234,6 +248,11 @@ type caddyfileData struct {
 	// AuditOutput replaces the audit log's output line (e.g. to roll it, or to send it
 	// somewhere that fails).
 	AuditOutput string
+	// Batched writes the audit log through the jit option's batched output
+	// (`audit { output … }`) instead of a Caddy `log` block; AuditSettings are the
+	// audit block's other lines.
+	Batched       bool
+	AuditSettings string
 }
 
 // envOptions change the standard environment.
@@ -257,6 +276,9 @@ type envOptions struct {
 	Binary string
 	// AuditOutput replaces the audit log's `output file …` line.
 	AuditOutput string
+	// Batched and AuditSettings: see caddyfileData.
+	Batched       bool
+	AuditSettings string
 }
 
 // ---------------------------------------------------------------------------
@@ -316,6 +338,8 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		Sites:         sites,
 		Upstream:      e.up.addr(),
 		AuditOutput:   opts.AuditOutput,
+		Batched:       opts.Batched,
+		AuditSettings: opts.AuditSettings,
 	}
 	e.cfgFile = filepath.Join(e.dir, "Caddyfile")
 	e.writeCaddyfile()
