@@ -285,6 +285,8 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 		breaks int    // how many breaks in all, when it matters
 		// suspect is the line the break points at as most likely changed, if any.
 		suspect int
+		// cut is the one cut expected, as ChainCut.String begins, for an intact chain.
+		cut string
 	}{
 		{name: "intact", edit: func(l []string) []string { return l }},
 		{name: "intact with heads", edit: func(l []string) []string { return l }, opts: withHeads},
@@ -345,9 +347,9 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 		}, line: 3, reason: "seq 4 of instance inst-a follows seq 2 (line 2): 1 event missing; seq 3 appears later, at log:9: lines reordered"},
 		{name: "truncated, no heads: not seen", edit: func(l []string) []string { return l[:9] }},
 		{name: "truncated, seen against the saved head", edit: func(l []string) []string { return l[:9] }, opts: withHeads,
-			line: 9, reason: "truncated: events seq 10…12 of instance inst-a are missing at the end", breaks: 1},
+			cut: "instance inst-a: seq 10–12 missing (saved head: the head saved in storage is seq 12, the files end at seq 9 (log:9)"},
 		{name: "one line truncated", edit: func(l []string) []string { return l[:11] }, opts: withHeads,
-			line: 11, reason: "truncated: event seq 12 of instance inst-a is missing at the end", breaks: 1},
+			cut: "instance inst-a: seq 12 missing (saved head: "},
 		{name: "half a line at the end", edit: func(l []string) []string {
 			l[11] = l[11][:len(l[11])/2]
 			return l
@@ -381,6 +383,12 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 			if tt.line == 0 {
 				if !res.Intact {
 					t.Fatalf("want intact, got %v", res.Breaks)
+				}
+				switch {
+				case tt.cut == "" && res.Cut:
+					t.Fatalf("want no cut, got %v", res.Cuts)
+				case tt.cut != "" && (len(res.Cuts) != 1 || !res.Cut || !strings.HasPrefix(res.Cuts[0].String(), tt.cut)):
+					t.Fatalf("cuts %v, want one beginning %q", res.Cuts, tt.cut)
 				}
 				return
 			}
@@ -494,8 +502,8 @@ func TestVerifyChainAcrossRotatedFiles(t *testing.T) {
 	}
 	// ... the older alone is cut short of the saved head ...
 	res = alVerify(t, heads, Files(older)...)
-	if b := res.FirstBreak(); b == nil || b.String() != older+":12: truncated: events seq 13…24 of instance inst-a are missing at the end (the chain head saved in storage is seq 24; the files end at seq 12, here)" {
-		t.Fatalf("older alone: %v", b)
+	if want := "instance inst-a: seq 13–24 missing (saved head: the head saved in storage is seq 24, the files end at seq 12 (" + older + ":12)"; !res.Intact || len(res.Cuts) != 1 || !strings.HasPrefix(res.Cuts[0].String(), want) {
+		t.Fatalf("older alone: breaks %v, cuts %v, want %q", res.Breaks, res.Cuts, want)
 	}
 	// ... and out of order they break where the older file begins.
 	res = alVerify(t, VerifyOptions{}, Files(newer, older)...)
@@ -575,8 +583,8 @@ func TestVerifyChainResumedFromStorage(t *testing.T) {
 	}
 	lines := alLines(buf.String())
 	res := alVerify(t, opts, Data("log", []byte(strings.Join(lines[:20], ""))))
-	if b := res.FirstBreak(); b == nil || b.Line != 20 || !strings.Contains(b.Reason, "events seq 21…24 of instance inst-a are missing at the end") {
-		t.Fatalf("truncated resumed chain: %v", b)
+	if !res.Intact || len(res.Cuts) != 1 || !strings.HasPrefix(res.Cuts[0].String(), "instance inst-a: seq 21–24 missing (saved head: ") {
+		t.Fatalf("truncated resumed chain: breaks %v, cuts %v", res.Breaks, res.Cuts)
 	}
 
 	// A crash: events written after the last save are numbered again by the next

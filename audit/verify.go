@@ -2,6 +2,7 @@ package audit
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -17,10 +18,16 @@ const MaxReportedBreaks = 100
 // VerifyOptions are the verification's settings.
 type VerifyOptions struct {
 	// Heads are the chain heads saved in storage (LoadChainHeads). With CheckHeads, an
-	// instance whose events in the files end before its saved head is reported as
-	// truncated, and the event at a head's seq must have the head's hash.
+	// instance whose events in the files end before its saved head is reported as a
+	// cut, and the event at a head's seq must have the head's hash.
 	Heads      []ChainHead
 	CheckHeads bool
+	// AuditKeys check the checkpoints' signatures; without them the checkpoints are
+	// counted as unchecked.
+	AuditKeys AuditKeys
+	// Witnessed are the checkpoints a witness holds (ReadWitnessFile); they need
+	// AuditKeys, as an unsigned claim proves nothing.
+	Witnessed []WitnessedCheckpoint
 }
 
 // ChainBreak is a place where the chain does not hold.
@@ -69,6 +76,11 @@ type ChainVerification struct {
 	// HeadsNotInFiles are saved heads of instances with no event in the files: their
 	// logs are elsewhere (another machine of a cluster), or gone.
 	HeadsNotInFiles []ChainHead `json:"heads_not_in_files,omitempty"`
+	CheckpointTotals
+	// Cut: events are missing (Cuts says which), which is not a break: a crash loses
+	// the last batch, and only the saved heads and the witness tell a log cut short.
+	Cut  bool       `json:"cut"`
+	Cuts []ChainCut `json:"cuts"`
 }
 
 // FirstBreak is the first break, or nil for an intact chain.
@@ -130,6 +142,11 @@ type chainVerifier struct {
 	states map[string]*instanceState
 	order  []string
 	heads  map[string]ChainHead
+	keys   AuditKeys // nil: signatures are not checked
+	// held are the hashes of the events the witnessed checkpoints name, as the
+	// files hold them (wanted lists which, before the scan).
+	wanted map[instanceSeq]bool
+	held   map[instanceSeq]heldEvent
 }
 
 // VerifyChain checks the chain of every instance through the inputs, in order: per
@@ -138,11 +155,15 @@ type chainVerifier struct {
 // but a seq 1 has an empty prev. Breaks are located by file:line and said in plain
 // words. An error is returned only when a file cannot be read.
 func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error) {
+	if len(opts.Witnessed) > 0 && len(opts.AuditKeys) == 0 {
+		return nil, errors.New("witnessed checkpoints are evidence only with the audit keys that signed them")
+	}
 	v := &chainVerifier{
 		res: &ChainVerification{Files: make([]string, 0, len(inputs)), Breaks: []ChainBreak{}, HeadsChecked: opts.CheckHeads,
-			SavedHeads: len(opts.Heads)},
+			SavedHeads: len(opts.Heads), Cuts: []ChainCut{}},
 		states: make(map[string]*instanceState),
 	}
+	v.prepareCheckpoints(opts)
 	for _, in := range inputs {
 		v.res.Files = append(v.res.Files, in.Name)
 	}
@@ -156,7 +177,9 @@ func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error)
 		return nil, err
 	}
 	v.finish(opts)
+	v.finishWitnessed(opts.Witnessed)
 	v.res.Intact = v.res.BreakCount == 0
+	v.res.Cut = len(v.res.Cuts) > 0
 	return v.res, nil
 }
 
@@ -263,6 +286,10 @@ func (v *chainVerifier) line(l *Line) error {
 				}
 				breakIndex = -1
 			}
+		case seq > want && v.crashCut(l, instance, st.last, seq, here):
+			// The events between were lost in a crash, not removed: no break, and
+			// this line's prev names an event that was never written.
+			st.gapFrom, st.gapTo, st.gapBreak, st.gapFilled = want, seq-1, -1, false
 		case seq > want:
 			missing := seq - want
 			hint := ""
@@ -319,6 +346,14 @@ func (v *chainVerifier) line(l *Line) error {
 	if reason != "" && breakIndex == -2 {
 		v.brk(here, instance, seq, reason)
 	}
+	if l.Event() == EventCheckpoint {
+		if problem := v.checkpointLine(l, st, seq); problem != "" {
+			v.brk(here, instance, seq, problem)
+		}
+	}
+	if hashErr == nil {
+		v.hold(instance, seq, hash, here)
+	}
 
 	st.sum.Events++
 	if accept {
@@ -339,12 +374,7 @@ func (v *chainVerifier) finish(opts VerifyOptions) {
 			seq := h.Seq
 			st.sum.SavedHeadSeq = &seq
 			if st.last < h.Seq {
-				missing := fmt.Sprintf("events seq %d…%d of instance %s are", st.last+1, h.Seq, instance)
-				if st.last+1 == h.Seq {
-					missing = fmt.Sprintf("event seq %d of instance %s is", h.Seq, instance)
-				}
-				v.brk(st.lastAt, instance, st.last, fmt.Sprintf("truncated: %s missing at the end (the chain head saved in storage is seq %d; the files end at seq %d, here)",
-					missing, h.Seq, st.last))
+				v.res.Cuts = append(v.res.Cuts, savedHeadCut(h, st.last, st.lastAt))
 			}
 		}
 		v.res.Instances = append(v.res.Instances, st.sum)

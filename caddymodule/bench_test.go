@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/authority"
 	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
@@ -46,6 +47,9 @@ type gateOptions struct {
 	recordBodies int64
 	// audit receives the audit events; default: encoded and dropped.
 	audit *zap.Logger
+	// batchedAudit writes the chain through the batched output (to io.Discard), as
+	// `audit { output … }` does, instead of through audit.
+	batchedAudit bool
 }
 
 func newGate(tb testing.TB, opt gateOptions) *benchGate {
@@ -74,9 +78,13 @@ func newGate(tb testing.TB, opt gateOptions) *benchGate {
 	app.roles = roles
 	app.identityKey = singlePlaceholder(app.Identity)
 	var state *session.State
-	if opt.recordBodies > 0 {
+	if opt.recordBodies > 0 || opt.batchedAudit {
 		app.shared = newTestSharedState(tb, st)
 		state = app.shared.state
+	}
+	if opt.batchedAudit {
+		state.Chain.Batch(audit.Output{Writer: io.Discard})
+		tb.Cleanup(func() { state.Chain.Unbatch(time.Now()) })
 	}
 	app.authority, err = authority.New(ctx, st, authority.Config{
 		Issuer: "bench", MaxFailures: 5, LockoutDuration: time.Minute, Audit: opt.audit, Now: time.Now, State: state,
@@ -219,6 +227,10 @@ func BenchmarkGate(b *testing.B) {
 
 	b.Run("valid session, cache hit", func(b *testing.B) {
 		g.run(b, g.token, http.StatusOK)
+	})
+	b.Run("valid session, cache hit, batched audit", func(b *testing.B) {
+		g4 := newGate(b, gateOptions{batchedAudit: true})
+		g4.run(b, g4.token, http.StatusOK)
 	})
 	b.Run("valid session, cache miss", func(b *testing.B) {
 		b.ReportAllocs()

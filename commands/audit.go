@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,6 +34,9 @@ const (
 	auditExitFinding = 1
 	// auditExitError: bad usage, a file or the config that cannot be read.
 	auditExitError = 2
+	// auditExitCut: verify found the chain intact but events missing (a crash, or a
+	// log cut short); a break wins over it.
+	auditExitCut = 3
 )
 
 // maxListedBreaks is how many breaks verify prints in text; --json has up to
@@ -58,7 +62,7 @@ Reads the audit log that caddy-jit writes through the logger
 http.handlers.jit.audit (one JSON object per line), without a running Caddy:
 
   verify   checks that no event was edited, removed, inserted or reordered,
-           and with --config that none is missing at the end
+           and with --config or --witness that none is missing at the end
   session  tells one session's story: activation, approvals, extensions,
            every request and the end
 
@@ -71,7 +75,7 @@ such as /var/log/caddy/jit-audit*.log sorts them that way.`,
 
 func auditVerifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "verify <file>… [--config <path> [--adapter <name>]] [--json]",
+		Use:   "verify <file>… [--config <path> [--adapter <name>]] [--jwks <file>] [--witness <file>] [--json]",
 		Short: "Checks the chain of the audit log: no event edited, removed, inserted or reordered",
 		Long: `
 Checks every instance's chain through the files, in the order given (rotated
@@ -82,21 +86,37 @@ instance may start anywhere (older files rotated away).
 
 Prints the first break, as file:line and why, and the totals per instance.
 
-With --config, the chain heads saved in the config's storage are compared
-too: a log whose events of an instance end before its saved head was cut
-short. (The saved head lags the log by up to a second; a log ahead of it is
-fine.)
+Events missing are a cut, not a break: the events that remain still verify.
+A crash loses the last batch written (the next start's audit_started says
+so, and the gap is listed as a crash cut). With --config, the chain heads
+saved in the config's storage are compared too: a log whose events of an
+instance end before its saved head was cut short, or its instance did not
+stop cleanly. (Without the batched output the saved head lags the log by up
+to a second; a log ahead of it is fine.)
+
+Checkpoints, the signed events the chain writes every N events and at a
+stop, are checked with the audit key: --jwks FILE (a copy of the server's
+/.jit/jwks.json) or, with --config, the key in its storage. Without either
+they are counted as unchecked. --witness FILE compares the checkpoints a
+witness kept (one per line) with the files: one past the files' end shows a
+log cut short even when the host's storage is not to be trusted, and a head
+that differs shows a log rewritten after the witness saw it. --witness needs
+--jwks or --config.
 
 --json prints the result as JSON.
 
-Exit status: 0 intact, 1 broken, 2 usage or unreadable files.`,
+Exit status: 0 intact, 1 broken, 2 usage or unreadable files, 3 intact but
+events missing (a cut).`,
 		Example: `  $ caddy jit audit verify /var/log/caddy/jit-audit*.log
   $ caddy jit audit verify jit-audit.log --config /etc/caddy/Caddyfile
+  $ caddy jit audit verify jit-audit.log --jwks jwks.json --witness witness.jsonl
   $ caddy jit audit verify jit-audit.log --json`,
 		RunE: runWithStreams(cmdAuditVerify),
 	}
 	cmd.Flags().StringP("config", "c", "", "Configuration file whose storage holds the saved chain heads")
 	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
+	cmd.Flags().StringP("jwks", "", "", "JWKS file (a copy of /.jit/jwks.json) whose audit keys check the checkpoints")
+	cmd.Flags().StringP("witness", "", "", "File of the checkpoints a witness kept, one per line (needs --jwks or --config)")
 	cmd.Flags().BoolP("json", "", false, "Print the result as JSON")
 	auditUsageExit(cmd)
 	return cmd
@@ -189,24 +209,28 @@ func auditInputs(files []string) ([]audit.Input, error) {
 	return audit.Files(files...), nil
 }
 
-// savedChainHeads reads the chain heads saved in the config's storage, and names
-// the storage.
-func savedChainHeads(cfg *caddy.Config, configFile string) ([]audit.ChainHead, string, error) {
+// savedChainState reads the chain heads and the audit key saved in the config's
+// storage, and names the storage.
+func savedChainState(cfg *caddy.Config, configFile string) ([]audit.ChainHead, audit.AuditKeys, string, error) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	app, err := caddymodule.LoadApp(cfg)
 	if err != nil && !errors.Is(err, caddymodule.ErrNoApp) {
-		return nil, "", fmt.Errorf("in %s: %v", configFile, err)
+		return nil, nil, "", fmt.Errorf("in %s: %v", configFile, err)
 	}
 	st, name, err := configuredStore(ctx, cfg, app)
 	if err != nil {
-		return nil, "", fmt.Errorf("opening the storage of %s: %v", configFile, err)
+		return nil, nil, "", fmt.Errorf("opening the storage of %s: %v", configFile, err)
 	}
 	heads, err := audit.LoadChainHeads(ctx, st)
 	if err != nil {
-		return nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", name, err)
+		return nil, nil, "", fmt.Errorf("reading the saved chain heads from %s: %v", name, err)
 	}
-	return heads, name, nil
+	keys, err := audit.LoadAuditKeys(ctx, st)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("reading the audit key from %s: %v", name, err)
+	}
+	return heads, keys, name, nil
 }
 
 // auditClock shows a time of the audit story to the second, and "-" where the
@@ -231,10 +255,30 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	var opts audit.VerifyOptions
 	storage := ""
 	if cfg != nil {
-		if opts.Heads, storage, err = savedChainHeads(cfg, configFile); err != nil {
+		var stored audit.AuditKeys
+		if opts.Heads, stored, storage, err = savedChainState(cfg, configFile); err != nil {
 			return auditExitError, err
 		}
 		opts.CheckHeads = true
+		opts.AuditKeys = stored
+	}
+	if path := fl.String("jwks"); path != "" {
+		published, err := audit.ReadAuditJWKS(path)
+		if err != nil {
+			return auditExitError, err
+		}
+		opts.AuditKeys = trustedAuditKeys(opts.AuditKeys, published)
+	}
+	if len(opts.AuditKeys) == 0 {
+		opts.AuditKeys = nil // a storage without an audit key: the checkpoints are unchecked
+	}
+	if path := fl.String("witness"); path != "" {
+		if opts.AuditKeys == nil {
+			return auditExitError, errors.New("--witness needs the audit keys that signed the checkpoints: give --jwks FILE (a copy of /.jit/jwks.json) or --config with the storage that holds the audit key")
+		}
+		if opts.Witnessed, err = audit.ReadWitnessFile(path); err != nil {
+			return auditExitError, err
+		}
 	}
 	inputs, err := auditInputs(files)
 	if err != nil {
@@ -252,10 +296,23 @@ func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return auditExitError, err
 	}
-	if !res.Intact {
+	switch {
+	case !res.Intact:
 		return auditExitFinding, fmt.Errorf("the audit chain is broken: %s", printable.String(res.FirstBreak().String()))
+	case res.Cut:
+		return auditExitCut, fmt.Errorf("events are missing from the audit log: %s", printable.String(res.Cuts[0].String()))
 	}
 	return auditExitOK, nil
+}
+
+// trustedAuditKeys are the keys of the storage and of the JWKS file together: a
+// key rotated out of storage still checks the checkpoints it signed when its JWK
+// was kept.
+func trustedAuditKeys(stored, published audit.AuditKeys) audit.AuditKeys {
+	keys := make(audit.AuditKeys, len(stored)+len(published))
+	maps.Copy(keys, stored)
+	maps.Copy(keys, published)
+	return keys
 }
 
 func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, configFile string) error {
@@ -276,8 +333,10 @@ func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, 
 		tw.Flush()
 	}
 	switch {
+	case !res.HeadsChecked && res.Witnessed > 0:
+		b.WriteString("Checked for events missing at the end up to the witness's last checkpoint only: give --config to compare with the chain heads saved in storage too.\n")
 	case !res.HeadsChecked:
-		b.WriteString("Not checked for events missing at the end: give --config to compare with the chain heads saved in storage.\n")
+		b.WriteString("Not checked for events missing at the end: give --config to compare with the chain heads saved in storage, or --witness.\n")
 	case res.SavedHeads == 0:
 		fmt.Fprintf(&b, "Not checked for events missing at the end: %s (the storage of %s) holds no saved chain head. Is it the storage of the instances that wrote the log?\n",
 			printable.String(storage), printable.String(configFile))
@@ -288,9 +347,13 @@ func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, 
 				printable.String(h.Instance), h.Seq)
 		}
 	}
-	if res.Intact {
+	writeCheckpointSummary(&b, res)
+	switch {
+	case res.Intact && res.Cut:
+		fmt.Fprintf(&b, "The chain is intact, but events are missing (%s):\n", words.Plural(len(res.Cuts), "cut"))
+	case res.Intact:
 		b.WriteString("The chain is intact.\n")
-	} else {
+	default:
 		fmt.Fprintf(&b, "The chain is BROKEN (%s). The first:\n", words.Plural(res.BreakCount, "break"))
 		for i, br := range res.Breaks {
 			if i == maxListedBreaks {
@@ -305,7 +368,36 @@ func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, 
 				fmt.Fprintf(&b, "  %s: the line to look at first\n", printable.String(br.Suspect))
 			}
 		}
+		if res.Cut {
+			fmt.Fprintf(&b, "Events missing (%s):\n", words.Plural(len(res.Cuts), "cut"))
+		}
+	}
+	for _, c := range res.Cuts {
+		fmt.Fprintf(&b, "  %s\n", printable.String(c.String()))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeCheckpointSummary says how many checkpoints were checked, how to check them
+// when they were not, and what the witness held.
+func writeCheckpointSummary(b *strings.Builder, res *audit.ChainVerification) {
+	switch {
+	case res.Checkpoints == 0 && res.SignaturesChecked:
+		b.WriteString("No checkpoint in the files (the server writes one every N events and at a stop, when it has an audit key).\n")
+	case res.Checkpoints == 0:
+		// No keys and no checkpoint: a server without an audit key; nothing to say.
+	case res.SignaturesChecked:
+		fmt.Fprintf(b, "Checkpoints: %d, %d verified with the audit key.\n", res.Checkpoints, res.CheckpointsVerified)
+	default:
+		fmt.Fprintf(b, "Checkpoints: %d, unchecked: give --jwks FILE (a copy of https://HOST/.jit/jwks.json) or --config to check their signatures.\n",
+			res.CheckpointsUnchecked)
+	}
+	if res.Witnessed > 0 {
+		fmt.Fprintf(b, "Compared with %s a witness kept.\n", words.Plural(res.Witnessed, "checkpoint"))
+	}
+	for _, w := range res.WitnessedNotInFiles {
+		fmt.Fprintf(b, "Note: the witness holds a checkpoint of instance %s (seq %d, %s:%d) but the files hold no event of it: its log is elsewhere, or gone.\n",
+			printable.String(w.Checkpoint.Instance), w.Seq, printable.String(w.File), w.Line)
+	}
 }

@@ -138,8 +138,7 @@ type caddyfileData struct {
 
 // The Caddyfile of every config. Caddy's own log goes to a file, and no site has a
 // `log` directive, so nothing is written per request except the jit `access` audit
-// event, which goes to its own file (the Caddyfile adapter also excludes it from the
-// default log).
+// event, which the batched audit output writes to its own file.
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin localhost:{{.AdminPort}}
 	persist_config off
@@ -154,15 +153,14 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 {{- end}}
 	}
 {{- if .Jit}}
-	log audit {
-		output file "{{.AuditLog}}" {
-			roll_disabled
-		}
-		include http.handlers.jit.audit
-		format json
-	}
 	jit {
 		issuer "caddy-jit jitbench"
+		# As Caddyfile.example: the batched audit output, one write per flush.
+		audit {
+			output file "{{.AuditLog}}" {
+				roll_disabled
+			}
+		}
 		role {{.Role}} {
 			max_duration {{.MaxSession}}
 			default_duration {{.MaxSession}}

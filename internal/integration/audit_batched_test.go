@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/audit"
 )
 
 // The batched audit output (issue 16): what a crash, a reload, a graceful stop and a
@@ -96,18 +97,6 @@ func countEvents(events []map[string]any, name string) int {
 	return n
 }
 
-// verifyJSON runs `caddy jit audit verify --json ARGS…` and returns its exit code and
-// result.
-func verifyJSON(t *testing.T, args ...string) (int, map[string]any, string) {
-	t.Helper()
-	code, out := jitCLI(t, append([]string{"audit", "verify", "--json"}, args...)...)
-	var res map[string]any
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("caddy jit audit verify --json %v: exit %d, not JSON: %v\n%s", args, code, err, out)
-	}
-	return code, res, out
-}
-
 // B1. kill -9 under load: the events lost are those of the last flush interval at
 // most, and verify reports what it can see of the loss as a cut, never as corruption.
 func TestAuditBatchedKillLosesAtMostAFlushInterval(t *testing.T) {
@@ -157,8 +146,8 @@ func TestAuditBatchedKillLosesAtMostAFlushInterval(t *testing.T) {
 	}
 
 	// Before a restart: the saved head is at or past the log's end.
-	code, res, out := verifyJSON(t, "--config", e.cfgFile, e.data.AuditLog)
-	if (code != 0 && code != 3) || res["intact"] != true {
+	code, v, out := verifyChain(t, "--config", e.cfgFile, e.data.AuditLog)
+	if (code != 0 && code != 3) || !v.Intact {
 		t.Fatalf("verify after kill -9: exit %d, want 0 or 3 (a cut) and intact\n%s", code, out)
 	}
 	// After a restart: audit_started says unclean, and the chain goes on past the cut.
@@ -175,12 +164,14 @@ func TestAuditBatchedKillLosesAtMostAFlushInterval(t *testing.T) {
 	if last != "unclean" {
 		t.Errorf("audit_started after kill -9 says previous_stop %q, want unclean", last)
 	}
-	code, res, out = verifyJSON(t, "--config", e.cfgFile, e.data.AuditLog)
-	if (code != 0 && code != 3) || res["intact"] != true {
+	code, v, out = verifyChain(t, "--config", e.cfgFile, e.data.AuditLog)
+	if (code != 0 && code != 3) || !v.Intact {
 		t.Fatalf("verify after the restart: exit %d, want 0 or 3 (a cut) and intact\n%s", code, out)
 	}
-	if code == 3 && !strings.Contains(out, `"crash"`) {
-		t.Errorf("the cut after the restart is not a crash cut:\n%s", out)
+	for _, c := range v.Cuts {
+		if c.Source != audit.CutCrash {
+			t.Errorf("after the restart, a cut that is not the crash's: %s\n%s", c, out)
+		}
 	}
 }
 

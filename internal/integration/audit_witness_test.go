@@ -3,15 +3,19 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/caddy-jit/caddy-jit/audit"
 )
 
 // Signed checkpoints, a witness off the host, and what they let `verify` prove
@@ -140,6 +144,86 @@ func TestAuditCheckpointsReachTheWitnessAndVerifyWithThePublishedKey(t *testing.
 	if _, errText := verifyCheckpointWithJose(t, lastCP["signature"].(string), forgedSet); errText == "" {
 		t.Errorf("jose verified a checkpoint with a key not published for audit")
 	}
+
+	jwksFile := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwksFile, []byte(jwks.Body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(e.data.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(strings.TrimSuffix(string(whole), "\n"), "\n")
+	if code, v, out := verifyChain(t, "--witness", wit.file, "--jwks", jwksFile, e.data.AuditLog); code != 0 || v.CheckpointsVerified != int64(len(witnessed)) || v.Witnessed != len(witnessed) {
+		t.Fatalf("the whole log with its witness: exit %d, %d checkpoints verified, %d witnessed; want 0, %d, %d\n%s", code, v.CheckpointsVerified, v.Witnessed, len(witnessed), len(witnessed), out)
+	}
+
+	// The newest 120 lines cut off, the final checkpoint with them.
+	const cut = 120
+	truncated := writeTemp(t, "truncated.log", strings.Join(lines[:len(lines)-cut], ""))
+	lastKept := jsonText(logged[len(logged)-cut-1]["seq"])
+	wantCut := lastKept + "–" + jsonText(logged[len(logged)-1]["seq"])
+	for _, args := range [][]string{{"--witness", wit.file, "--jwks", jwksFile}, {"--config", e.cfgFile}} {
+		code, v, out := verifyChain(t, append(args, truncated)...)
+		if code != 3 || !v.Intact || len(v.Cuts) != 1 {
+			t.Errorf("verify %v of a log cut short: exit %d, intact %v, cuts %v; want 3, intact, one cut\n%s", args, code, v.Intact, v.Cuts, out)
+			continue
+		}
+		c := v.Cuts[0]
+		if got := fmt.Sprintf("%d–%d", c.FromSeq-1, c.ToSeq); got != wantCut {
+			t.Errorf("verify %v: the cut runs after seq %s, want after %s", args, got, wantCut)
+		}
+	}
+
+	// A checkpoint forged: its head_seq edited, then its head, then signed by a key
+	// the site does not publish (the signature of another checkpoint moved onto it).
+	cpLine := -1
+	for i, ev := range logged {
+		if ev["event"] == "checkpoint" {
+			cpLine = i
+			break
+		}
+	}
+	original := lines[cpLine]
+	seq := jsonText(logged[cpLine]["head_seq"])
+	nextCP := witnessed[1]["signature"].(string)
+	for name, forged := range map[string]string{
+		"head_seq edited":   strings.Replace(original, `"head_seq":`+seq, `"head_seq":`+seq+`0`, 1),
+		"head edited":       strings.Replace(original, `"head":"`, `"head":"0`, 1),
+		"another signature": strings.Replace(original, logged[cpLine]["signature"].(string), nextCP, 1),
+	} {
+		if forged == original {
+			t.Fatalf("%s: the edit did not apply to %s", name, original)
+		}
+		edited := slices.Clone(lines)
+		edited[cpLine] = forged
+		file := writeTemp(t, "forged.log", strings.Join(edited, ""))
+		code, v, out := verifyChain(t, "--jwks", jwksFile, file)
+		if code != 1 || v.Intact || !strings.Contains(out, "checkpoint") {
+			t.Errorf("%s: verify exit %d, intact %v; want 1, a break at the checkpoint\n%s", name, code, v.Intact, out)
+		}
+	}
+}
+
+// verifyChain runs `caddy jit audit verify --json ARGS…` and returns its exit code and
+// result.
+func verifyChain(t *testing.T, args ...string) (int, audit.ChainVerification, string) {
+	t.Helper()
+	code, out := jitCLI(t, append([]string{"audit", "verify", "--json"}, args...)...)
+	var v audit.ChainVerification
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("caddy jit audit verify --json %v: exit %d, not JSON: %v\n%s", args, code, err, out)
+	}
+	return code, v, out
+}
+
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func jsonText(v any) string {

@@ -1,0 +1,136 @@
+package commands
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/audit"
+)
+
+// syncBuffer is the batched output's file: its flusher and the test share it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// checkpointedAuditLog writes instance inst-w's log with the real batched writer and
+// a checkpoint every 3 events, the audit key and the head in the storage at dir:
+// audit_started (1), events 2, 3, checkpoint 4, events 5…7, checkpoint 8, events
+// 9…11, checkpoint 12. It returns the log's lines, the witness's file (the
+// checkpoints as the server sent them) and a JWKS file with the audit key.
+func checkpointedAuditLog(t *testing.T, dir string) (lines []string, witness, jwks string) {
+	t.Helper()
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: dir}
+	key, err := audit.LoadAuditKey(ctx, st, auditTestNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := audit.LoadChain(ctx, st, "inst-w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	chain.SetMarks(audit.Marks{Key: key, Every: 3, Interval: time.Hour})
+	chain.Batch(audit.Output{Writer: out, FlushInterval: time.Hour})
+	w := audit.NewWriter(zap.NewNop(), chain, func() time.Time { return auditTestNow })
+	w.Started()
+	for i := range 8 {
+		w.Event(audit.EventKeysRotated, zap.String("kid", "k"), zap.String("by", "op"), zap.Int("i", i))
+	}
+	if err := chain.Stop(ctx, auditTestNow); err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.SplitAfter(out.String(), "\n")
+	lines = lines[:len(lines)-1]
+	var kept strings.Builder
+	for i, line := range lines {
+		if audit.ParseLine("log", i+1, []byte(strings.TrimSpace(line))).Event() == audit.EventCheckpoint {
+			kept.WriteString(line)
+		}
+	}
+	set, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{key.JWK()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines, auditWriteFile(t, "witness.jsonl", []byte(kept.String())), auditWriteFile(t, "jwks.json", set)
+}
+
+func TestAuditVerifyCommandCheckpointsAndCuts(t *testing.T) {
+	dir := t.TempDir()
+	caddyfile := auditWriteFile(t, "Caddyfile", []byte("{\n\tstorage file_system \""+dir+"\"\n}\n"))
+	lines, witness, jwks := checkpointedAuditLog(t, dir)
+	if len(lines) != 12 {
+		t.Fatalf("%d lines, want 12:\n%s", len(lines), strings.Join(lines, ""))
+	}
+	full := auditWriteFile(t, "jit-audit.log", []byte(strings.Join(lines, "")))
+	cut := auditWriteFile(t, "cut.log", []byte(strings.Join(lines[:6], "")))
+	cutAndEdited := auditWriteFile(t, "edited.log", []byte(strings.Replace(strings.Join(lines[:6], ""), `"i":1`, `"i":7`, 1)))
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		out, err string // parts of the output and of the error
+	}{
+		{name: "intact, checked with the JWKS and the witness", args: []string{full, "--jwks", jwks, "--witness", witness},
+			out: "Checkpoints: 3, 3 verified with the audit key.\nCompared with 3 checkpoints a witness kept.\nThe chain is intact.\n"},
+		{name: "intact, checkpoints unchecked without keys", args: []string{full},
+			out: "Checkpoints: 3, unchecked: give --jwks FILE (a copy of https://HOST/.jit/jwks.json) or --config"},
+		{name: "intact, checked with the key in the config's storage", args: []string{full, "--config", caddyfile},
+			out: "Checkpoints: 3, 3 verified with the audit key."},
+		{name: "cut short, seen by the witness", args: []string{cut, "--jwks", jwks, "--witness", witness}, code: 3,
+			out: "The chain is intact, but events are missing (1 cut):\n  instance inst-w: seq 7–12 missing (witness: the witness holds the checkpoint at seq 12 (witness " + witness + ":3,",
+			err: "events are missing from the audit log: instance inst-w: seq 7–12 missing"},
+		{name: "cut short, seen by the saved head and the witness", args: []string{cut, "--config", caddyfile, "--witness", witness}, code: 3,
+			out: "missing (2 cuts):\n  instance inst-w: seq 7–12 missing (saved head: the head saved in storage is seq 12, the files end at seq 6 (" + cut + ":6): the instance stopped cleanly",
+			err: "events are missing from the audit log: instance inst-w: seq 7–12 missing (saved head: "},
+		{name: "a break wins over a cut", args: []string{cutAndEdited, "--jwks", jwks, "--witness", witness}, code: 1,
+			out: "Events missing (1 cut):\n  instance inst-w: seq 7–12 missing (witness: ", err: "the audit chain is broken: " + cutAndEdited + ":4: prev does not match the hash of line 3"},
+		{name: "--witness without keys", args: []string{cut, "--witness", witness}, code: 2, err: "--witness needs the audit keys that signed the checkpoints: give --jwks FILE (a copy of /.jit/jwks.json) or --config"},
+		{name: "--jwks without an audit key", args: []string{full, "--jwks", caddyfile}, code: 2, err: "not a JWKS"},
+		{name: "--witness with a log as the witness file", args: []string{full, "--jwks", jwks, "--witness", full}, code: 2, err: full + ":1: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, err := runAuditCmd(t, auditVerifyCommand, cmdAuditVerify, tc.args...)
+			errText := ""
+			if err != nil {
+				errText = err.Error()
+			}
+			if code != tc.code || !strings.Contains(out, tc.out) || (tc.err == "") != (err == nil) || !strings.Contains(errText, tc.err) {
+				t.Fatalf("exit %d (want %d), error %v (want %q)\n%s\nwant output with %q", code, tc.code, err, tc.err, out, tc.out)
+			}
+		})
+	}
+
+	code, out, _ := runAuditCmd(t, auditVerifyCommand, cmdAuditVerify, cut, "--jwks", jwks, "--witness", witness, "--json")
+	var res audit.ChainVerification
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
+	if code != 3 || !res.Intact || !res.Cut || len(res.Cuts) != 1 || res.Cuts[0].Source != audit.CutWitness || res.Cuts[0].FromSeq != 7 ||
+		res.Cuts[0].ToSeq != 12 || res.CheckpointsVerified != 1 || res.Witnessed != 3 {
+		t.Errorf("--json: exit %d, %+v", code, res)
+	}
+}
