@@ -129,11 +129,16 @@ func (c *AuditConfig) validate() error {
 	if c.FlushInterval < 0 || c.CheckpointInterval < 0 || c.Queue < 0 || c.CheckpointEvery < 0 {
 		return errors.New("jit: audit flush_interval, queue and checkpoint must be positive")
 	}
-	if c.Witness != "" {
-		u, err := url.Parse(c.Witness)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("jit: audit witness %q: want an http or https URL", c.Witness)
-		}
+	return checkWitnessURL(c.Witness)
+}
+
+func checkWitnessURL(witness string) error {
+	if witness == "" {
+		return nil
+	}
+	u, err := url.Parse(witness)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("jit: audit witness %q: want an http or https URL, such as https://witness.example/jit", witness)
 	}
 	return nil
 }
@@ -190,6 +195,9 @@ func parseAudit(d *caddyfile.Dispenser) (*AuditConfig, error) {
 			if err := oneArg(d, &c.Witness); err != nil {
 				return nil, err
 			}
+			if err := checkWitnessURL(c.Witness); err != nil {
+				return nil, d.Err(err.Error())
+			}
 		default:
 			return nil, d.Errf("unrecognized audit setting %q: expected output, flush_interval, queue, checkpoint or witness", d.Val())
 		}
@@ -211,6 +219,9 @@ func parseWriter(d *caddyfile.Dispenser) (caddy.WriterOpener, error) {
 		return caddy.StderrWriter{}, nil
 	case "discard":
 		return caddy.DiscardWriter{}, nil
+	}
+	if _, err := caddy.GetModule("caddy.logging.writers." + name); err != nil {
+		return nil, d.Errf("audit output %q: no such log writer; want file, net, stdout, stderr or discard", name)
 	}
 	unm, err := caddyfile.UnmarshalModule(d, "caddy.logging.writers."+name)
 	if err != nil {
