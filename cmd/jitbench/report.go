@@ -104,7 +104,7 @@ func renderMarkdown(r report) string {
 	}
 	p("- A has no basic_auth; A', B and C all pay it (bcrypt cost 4; Caddy's basic_auth caches the verified hash, so that is a cache hit after the first request). B − A' is the gate alone; B − A is the gate with its authentication.\n")
 	p("- C is the forward_auth pattern (Authelia, oauth2-proxy): one extra HTTP subrequest per request to a minimal endpoint inside jitbench that looks a cookie up in a map.\n")
-	p("- Audit: `http.handlers.jit.audit` is routed to a file (`log audit { output file … }`), not turned off, so B still writes its `access` event for every request; Caddy's own log goes to a file and no site logs requests.")
+	p("- Audit: B writes its `access` event for every request through the batched audit output (`jit { audit { output file … } }`), to a file, not turned off; Caddy's own log goes to a file and no site logs requests.")
 	if r.Audit != "" {
 		p(" %s", r.Audit)
 	}
