@@ -278,7 +278,7 @@ func TestRenderMarkdown(t *testing.T) {
 				"| B jit | 7200 | 7200–7200 | 0.130 ms | 0.450 ms | 7200 | 0 |",
 				"| throughput, gated / basic_auth-plain (B / A') | 0.90× (-10.0 %) |",
 				"| added p99, gated − plain (B − A) | +0.150 ms |",
-				"routed to a file",
+				"through the batched audit output",
 				"B's audit log holds 5 `access` events",
 			},
 			notWant: []string{"INVALID", "invalid"},
