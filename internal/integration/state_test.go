@@ -134,7 +134,8 @@ func pollUntil(timeout time.Duration, f func() bool) bool {
 	}
 }
 
-// jwksKids lists the key ids of a site's JWKS.
+// jwksKids lists the ids of the session signing keys (use "sig") of a site's JWKS; it
+// fails the test unless the set also holds exactly one audit key (use "audit").
 func jwksKids(t *testing.T, b *browser, site string) []string {
 	t.Helper()
 	r := b.get(site + "/.jit/jwks.json")
@@ -146,17 +147,29 @@ func jwksKids(t *testing.T, b *browser, site string) []string {
 			Kid string `json:"kid"`
 			Kty string `json:"kty"`
 			Crv string `json:"crv"`
+			Use string `json:"use"`
 		} `json:"keys"`
 	}
 	if err := json.Unmarshal([]byte(r.Body), &set); err != nil {
 		t.Fatalf("the JWKS is not JSON: %v: %s", err, r.Body)
 	}
 	var kids []string
+	auditKeys := 0
 	for _, k := range set.Keys {
 		if k.Kty != "OKP" || k.Crv != "Ed25519" {
 			t.Errorf("JWKS key %q is %s/%s, want OKP/Ed25519", k.Kid, k.Kty, k.Crv)
 		}
-		kids = append(kids, k.Kid)
+		switch k.Use {
+		case "audit":
+			auditKeys++
+		case "sig":
+			kids = append(kids, k.Kid)
+		default:
+			t.Errorf("JWKS key %q has use %q, want sig or audit", k.Kid, k.Use)
+		}
+	}
+	if auditKeys != 1 {
+		t.Errorf("the JWKS holds %d audit keys, want 1: %s", auditKeys, r.Body)
 	}
 	return kids
 }
