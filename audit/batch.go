@@ -119,7 +119,7 @@ func (b *batcher) kickFlush() {
 }
 
 // enqueue queues one event, waiting while the queue is full.
-func (b *batcher) enqueue(event string, fields []zap.Field, now func() time.Time) bool {
+func (b *batcher) enqueue(event string, fields []zap.Field, now func() time.Time) {
 	out := b.out.Load()
 	b.mu.Lock()
 	waited := false
@@ -141,7 +141,6 @@ func (b *batcher) enqueue(event string, fields []zap.Field, now func() time.Time
 	case n == out.Queue/2:
 		b.kickFlush() // before the queue fills, not at the interval
 	}
-	return true
 }
 
 func (b *batcher) run() {

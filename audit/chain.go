@@ -188,7 +188,8 @@ func compareStrings(a, b string) int {
 // when the chain has one (batch.go), else through log at once, under the chain's lock
 // so that the log's order is the chain's order.
 func (c *Chain) write(log *zap.Logger, event string, fields []zap.Field, now func() time.Time) {
-	if b := c.batched.Load(); b != nil && b.enqueue(event, fields, now) {
+	if b := c.batched.Load(); b != nil {
+		b.enqueue(event, fields, now)
 		return
 	}
 	c.mu.Lock()

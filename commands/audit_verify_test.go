@@ -1,11 +1,9 @@
 package commands
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 )
-
-// syncBuffer is the batched output's file: its flusher and the test share it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // checkpointedAuditLog writes instance inst-w's log with the real batched writer and
 // a checkpoint every 3 events, the audit key and the head in the storage at dir:
@@ -51,7 +32,7 @@ func checkpointedAuditLog(t *testing.T, dir string) (lines []string, witness, jw
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testkit.SyncBuffer{}
 	chain.SetMarks(audit.Marks{Key: key, Every: 3, Interval: time.Hour})
 	chain.Batch(audit.Output{Writer: out, FlushInterval: time.Hour})
 	w := audit.NewWriter(zap.NewNop(), chain, func() time.Time { return auditTestNow })

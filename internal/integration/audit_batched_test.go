@@ -67,6 +67,16 @@ func runLoad(site, user, token string, conns int, max int64, stop <-chan struct{
 	return out
 }
 
+// batchedEnvWithSession starts Caddy with the batched audit output (settings are the
+// audit block's lines besides output) and activates console-admin for alice.
+func batchedEnvWithSession(t *testing.T, settings string) (e *env, site, token string) {
+	t.Helper()
+	e = newEnv(t, envOptions{Batched: true, AuditSettings: settings})
+	site = e.site(0)
+	alice := e.enroll("alice")
+	return e, site, e.browser("alice").mustActivate(site, roleAdmin, adminURI, alice, nil)
+}
+
 // loadEvents counts the access events of each load request number in events, and fails
 // the test on an access event of the load that names no number.
 func loadEvents(t *testing.T, events []map[string]any) map[int64]int {
@@ -101,10 +111,7 @@ func countEvents(events []map[string]any, name string) int {
 // most, and verify reports what it can see of the loss as a cut, never as corruption.
 func TestAuditBatchedKillLosesAtMostAFlushInterval(t *testing.T) {
 	const flush = 100 * time.Millisecond
-	e := newEnv(t, envOptions{Batched: true, AuditSettings: "\t\t\tflush_interval 100ms"})
-	site := e.site(0)
-	alice := e.enroll("alice")
-	token := e.browser("alice").mustActivate(site, roleAdmin, adminURI, alice, nil)
+	e, site, token := batchedEnvWithSession(t, "\t\t\tflush_interval 100ms")
 
 	stop := make(chan struct{})
 	done := make(chan []answered)
@@ -178,10 +185,7 @@ func TestAuditBatchedKillLosesAtMostAFlushInterval(t *testing.T) {
 // B2. Two reloads and a graceful stop under load lose no event of an answered request,
 // and the log they leave verifies with no cut.
 func TestAuditBatchedReloadAndStopLoseNothing(t *testing.T) {
-	e := newEnv(t, envOptions{Batched: true, AuditSettings: "\t\t\tflush_interval 200ms"})
-	site := e.site(0)
-	alice := e.enroll("alice")
-	token := e.browser("alice").mustActivate(site, roleAdmin, adminURI, alice, nil)
+	e, site, token := batchedEnvWithSession(t, "\t\t\tflush_interval 200ms")
 
 	stop := make(chan struct{})
 	done := make(chan []answered)
@@ -217,10 +221,7 @@ func TestAuditBatchedReloadAndStopLoseNothing(t *testing.T) {
 // counted, and no event is lost.
 func TestAuditBatchedFullQueueWaitsAndLosesNothing(t *testing.T) {
 	const requests = 2000
-	e := newEnv(t, envOptions{Batched: true, AuditSettings: "\t\t\tqueue 2\n\t\t\tflush_interval 1s"})
-	site := e.site(0)
-	alice := e.enroll("alice")
-	token := e.browser("alice").mustActivate(site, roleAdmin, adminURI, alice, nil)
+	e, site, token := batchedEnvWithSession(t, "\t\t\tqueue 2\n\t\t\tflush_interval 1s")
 	load := runLoad(site, "alice", token, 16, requests, make(chan struct{}))
 	if len(load) != requests {
 		t.Fatalf("%d of %d requests answered 200", len(load), requests)

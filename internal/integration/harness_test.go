@@ -35,6 +35,7 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/caddy-jit/caddy-jit/internal/adminapi"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 )
 
 // The role most tests use, and the page the tests ask for.
@@ -602,22 +603,7 @@ var (
 )
 
 // syncBuffer is a bytes.Buffer safe for the process's writers and the test's readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testkit.SyncBuffer
 
 // ---------------------------------------------------------------------------
 // The upstream: records every request, answers 200 with a JSON echo; a WebSocket

@@ -5,6 +5,7 @@
 package testkit
 
 import (
+	"bytes"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
@@ -158,4 +159,23 @@ func AssertNoSecretsLogged(t *testing.T, logs *observer.ObservedLogs, secret str
 			}
 		}
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that writers in other goroutines (a process's output, a
+// batched audit flusher) and the test's readers can share.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
