@@ -298,6 +298,9 @@ type env struct {
 	// browsers are the clients made for this env: a reload or restart drops their idle
 	// connections, as a browser retries on a kept-alive connection the server closed.
 	browsers []*browser
+	// firstPruneSeen is the start (of starts) whose first prune startAfterFirstPrune
+	// saw over.
+	firstPruneSeen int
 }
 
 type caddyProc struct {

@@ -259,28 +259,64 @@ func (e *env) ceremonyExpiry(id string) time.Time {
 
 // ageCeremony moves the stored ceremony's expiry back by d, as if d had passed since
 // it began: the Caddy under test runs on the real clock, and a test does not wait two
-// minutes. Nothing else of the ceremony changes. Caddy prunes lapsed ceremonies a
-// second after it starts and then every 10 minutes, so the ceremony is still there
-// when the test sends it.
+// minutes. Nothing else of the ceremony changes. Caddy prunes lapsed ceremonies at its
+// first sync tick and then every 10 minutes, so a test ages a ceremony only once
+// startAfterFirstPrune saw that first prune over: the ceremony is then still there
+// when the test sends it, and the refusal says "expired", not "unknown".
 func (e *env) ageCeremony(id string, d time.Duration) {
 	e.t.Helper()
+	if e.firstPruneSeen != e.starts {
+		e.t.Fatal("ageCeremony: Caddy's first prune may still delete the aged ceremony; start the env with startAfterFirstPrune")
+	}
 	path := e.ceremonyFile(id)
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		e.t.Fatalf("the stored ceremony: %v", err)
 	}
+	writeAged(e.t, path, raw, d)
+}
+
+// startAfterFirstPrune starts the env's Caddy with a lapsed ceremony in storage and
+// returns once Caddy's first prune deleted it.
+func (e *env) startAfterFirstPrune() {
+	e.t.Helper()
+	marker := filepath.Join(e.data.StorageDir, "jit", "passkey-challenges", "cHJ1bmUtbWFya2Vy-lapsed.json")
+	if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	lapsed := `{"user":"prune-marker","expires":"2000-01-01T00:00:00Z"}`
+	if err := os.WriteFile(marker, []byte(lapsed), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	e.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
+			e.firstPruneSeen = e.starts
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("Caddy's first prune did not delete the lapsed ceremony %s within 30 s", marker)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeAged writes the ceremony raw to path with its expiry moved back by d.
+func writeAged(t *testing.T, path string, raw []byte, d time.Duration) {
+	t.Helper()
 	var c map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &c); err != nil {
-		e.t.Fatalf("the stored ceremony: %v", err)
+		t.Fatalf("the stored ceremony: %v", err)
 	}
 	var expires time.Time
 	if err := json.Unmarshal(c["expires"], &expires); err != nil {
-		e.t.Fatalf("the stored ceremony's expiry: %v", err)
+		t.Fatalf("the stored ceremony's expiry: %v", err)
 	}
 	c["expires"], _ = json.Marshal(expires.Add(-d))
 	out, _ := json.Marshal(c)
 	if err := os.WriteFile(path, out, 0o600); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -373,7 +409,9 @@ func newPasskeyScene(t *testing.T) *passkeyScene {
 	e := newEnv(t, envOptions{
 		JitOptions: passkeySecurityRoles,
 		Sites:      []siteSpec{{Auth: true, Jit: "\tjit ops deploy"}, {Auth: true, Jit: "\tjit ops"}},
+		Stopped:    true,
 	})
+	e.startAfterFirstPrune()
 	s := &passkeyScene{e: e, site: e.site(0), otherSite: e.site(1)}
 	s.alice, s.bob = e.enroll("alice"), e.enroll("bob")
 	s.first, s.bobs = e.browser("alice"), e.browser("bob")
