@@ -41,11 +41,14 @@ type queued struct {
 	event string
 	at    time.Time
 	n     int // its fields, following the previous event's in batch.fields
+	// access: the event is the next of batch.accesses, and has no fields of its own.
+	access bool
 }
 
 type batch struct {
-	events []queued
-	fields []zap.Field
+	events   []queued
+	fields   []zap.Field
+	accesses []accessRecord
 }
 
 type batcher struct {
@@ -63,7 +66,9 @@ type batcher struct {
 	quit    chan struct{}
 	done    chan struct{}
 	flushMu sync.Mutex
-	lines   []byte // reused under flushMu
+	// Reused under flushMu.
+	lines        []byte
+	accessFields accessFields
 }
 
 // Batch makes the chain write through out, batched from now on; every config calls it
@@ -120,6 +125,24 @@ func (b *batcher) kickFlush() {
 
 // enqueue queues one event, waiting while the queue is full.
 func (b *batcher) enqueue(event string, fields []zap.Field, now func() time.Time) {
+	out := b.waitForRoom()
+	b.cur.events = append(b.cur.events, queued{event: event, at: now(), n: len(fields)})
+	b.cur.fields = append(b.cur.fields, fields...)
+	b.queuedOne(out)
+}
+
+// enqueueAccess queues an access event as its record, which the flusher turns into
+// fields: the request copies one struct instead of building and copying them.
+func (b *batcher) enqueueAccess(r *accessRecord, now func() time.Time) {
+	out := b.waitForRoom()
+	b.cur.events = append(b.cur.events, queued{event: EventAccess, at: now(), access: true})
+	b.cur.accesses = append(b.cur.accesses, *r)
+	b.queuedOne(out)
+}
+
+// waitForRoom locks b.mu once the queue has room (or the flusher is gone) and returns
+// the output in use.
+func (b *batcher) waitForRoom() *Output {
 	out := b.out.Load()
 	b.mu.Lock()
 	waited := false
@@ -131,8 +154,12 @@ func (b *batcher) enqueue(event string, fields []zap.Field, now func() time.Time
 		b.kickFlush()
 		b.roomy.Wait()
 	}
-	b.cur.events = append(b.cur.events, queued{event: event, at: now(), n: len(fields)})
-	b.cur.fields = append(b.cur.fields, fields...)
+	return out
+}
+
+// queuedOne unlocks b.mu after an event was queued, and has it written: at once when
+// the flusher is gone, early when the queue is half full.
+func (b *batcher) queuedOne(out *Output) {
 	n, stopped := len(b.cur.events), b.stopped
 	b.mu.Unlock()
 	switch {
@@ -195,9 +222,14 @@ func (b *batcher) flush(now time.Time, forceCheckpoint bool) {
 		lines = append(lines, line...)
 		events++
 	}
-	i := 0
+	i, j := 0, 0
 	for _, q := range taken.events {
-		all := c.link(q.event, taken.fields[i:i+q.n], q.at)
+		fields := taken.fields[i : i+q.n]
+		if q.access {
+			fields = taken.accesses[j].appendFields(b.accessFields[:0])
+			j++
+		}
+		all := c.link(q.event, fields, q.at)
 		lines = appendJSONLine(lines, q.event, q.at, all)
 		c.forget(all)
 		i += q.n
@@ -231,8 +263,11 @@ func (b *batcher) flush(now time.Time, forceCheckpoint bool) {
 			m.Witness.Send(cp)
 		}
 	}
-	clear(taken.fields) // no reference to a written event's strings outlives it
-	taken.events, taken.fields = taken.events[:0], taken.fields[:0]
+	// No reference to a written event's strings outlives it.
+	clear(taken.fields)
+	clear(taken.accesses)
+	clear(b.accessFields[:])
+	taken.events, taken.fields, taken.accesses = taken.events[:0], taken.fields[:0], taken.accesses[:0]
 	b.lines = lines[:0]
 	b.mu.Lock()
 	b.spare = taken

@@ -109,21 +109,49 @@ type Holder struct {
 
 // Access writes the event for one request made under a session.
 func (a *Writer) Access(h Holder, clientIP, method, uri string, status int, bytes int64, took time.Duration, body *BodyDigest) {
-	// One event per privileged request: its fields live in a pooled array rather than
-	// a new slice each time.
-	f := accessFieldsPool.Get().(*accessFields)
-	fields := append(f[:0],
-		zap.String("user", h.User),
-		zap.String("role", h.Role),
-		zap.String("session_id", h.SessionID),
-		zap.String("client_ip", clientIP),
-		zap.String("method", method),
-		zap.String("uri", uri),
-		zap.Int("status", status),
-		zap.Int64("bytes", bytes),
-		zap.Int64("duration_us", took.Microseconds()),
-	)
+	r := accessRecord{Holder: h, clientIP: clientIP, method: method, uri: uri, status: status, bytes: bytes, took: took}
 	if body != nil {
+		r.body, r.hasBody = *body, true
+	}
+	if b := a.chain.batched.Load(); b != nil {
+		// The batched output queues the record itself: the fields are made by the
+		// flusher, off the request's path.
+		b.enqueueAccess(&r, a.now)
+		return
+	}
+	// Through zap, one event per privileged request: its fields live in a pooled
+	// array rather than a new slice each time.
+	f := accessFieldsPool.Get().(*accessFields)
+	a.chain.write(a.log, EventAccess, r.appendFields(f[:0]), a.now)
+	clear(f[:])
+	accessFieldsPool.Put(f)
+}
+
+// accessRecord is what an access event says, before it becomes fields.
+type accessRecord struct {
+	Holder
+	clientIP, method, uri string
+	status                int
+	bytes                 int64
+	took                  time.Duration
+	body                  BodyDigest
+	hasBody               bool
+}
+
+// appendFields appends the event's fields to dst; dst has room for accessFields.
+func (r *accessRecord) appendFields(dst []zap.Field) []zap.Field {
+	fields := append(dst,
+		zap.String("user", r.User),
+		zap.String("role", r.Role),
+		zap.String("session_id", r.SessionID),
+		zap.String("client_ip", r.clientIP),
+		zap.String("method", r.method),
+		zap.String("uri", r.uri),
+		zap.Int("status", r.status),
+		zap.Int64("bytes", r.bytes),
+		zap.Int64("duration_us", r.took.Microseconds()),
+	)
+	if body := &r.body; r.hasBody {
 		fields = append(fields, zap.Int64("body_bytes", body.Size), zap.String("body_sha256", body.SHA256))
 		if !body.Complete {
 			fields = append(fields, zap.Bool("body_complete", false))
@@ -135,15 +163,13 @@ func (a *Writer) Access(h Holder, clientIP, method, uri string, status int, byte
 			}
 		}
 	}
-	if h.BreakGlass {
+	if r.BreakGlass {
 		fields = append(fields, zap.Bool("break_glass", true))
 	}
-	if h.Fresh != "" {
-		fields = append(fields, zap.String("fresh", h.Fresh))
+	if r.Fresh != "" {
+		fields = append(fields, zap.String("fresh", r.Fresh))
 	}
-	a.chain.write(a.log, EventAccess, fields, a.now)
-	clear(f[:])
-	accessFieldsPool.Put(f)
+	return fields
 }
 
 // BodyDigest describes the body of a mutating request: its size and SHA-256 as the
