@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/caddy-jit/caddy-jit/state"
 	"go.uber.org/zap"
@@ -86,6 +87,27 @@ type Chain struct {
 	fields []zap.Field
 	values []canonicalValue
 	order  canonicalOrder
+	// texts holds the chain's own strings (each event's hash and time), appended and
+	// never written over: one allocation for many events instead of two per event.
+	texts       []byte
+	timeScratch [len(time.RFC3339Nano) + 10]byte
+}
+
+// textsBlock is how many bytes of chain strings one allocation holds: about 160
+// events' hash and time.
+const textsBlock = 16 << 10
+
+// text returns b as a string kept in c.texts; c.mu is held. The bytes of a string it
+// returned are never changed: a full block is left to the strings that point into it
+// and a new one begins, so the strings stay valid (and immutable) for as long as
+// anything holds them.
+func (c *Chain) text(b []byte) string {
+	if cap(c.texts)-len(c.texts) < len(b) {
+		c.texts = make([]byte, 0, max(textsBlock, len(b)))
+	}
+	start := len(c.texts)
+	c.texts = append(c.texts, b...)
+	return unsafe.String(&c.texts[start], len(b))
 }
 
 // NewChain starts a chain that is not kept in storage.
@@ -222,7 +244,7 @@ func (c *Chain) link(event string, fields []zap.Field, at time.Time) []zap.Field
 		zap.String(FieldInstance, c.head.Instance),
 		zap.Int64(FieldSeq, seq),
 		zap.String(FieldPrev, c.head.Hash),
-		zap.String(FieldTime, at.UTC().Format(time.RFC3339Nano)),
+		zap.String(FieldTime, c.text(at.UTC().AppendFormat(c.timeScratch[:0], time.RFC3339Nano))),
 	)
 	for _, f := range fields {
 		if testing.Testing() && reservedKey(f.Key) {
@@ -236,7 +258,7 @@ func (c *Chain) link(event string, fields []zap.Field, at time.Time) []zap.Field
 	sum := sha256.Sum256(c.buf)
 	var text [sha256.Size * 2]byte
 	hex.Encode(text[:], sum[:])
-	c.head.Seq, c.head.Hash = seq, string(text[:])
+	c.head.Seq, c.head.Hash = seq, c.text(text[:])
 	return all
 }
 
