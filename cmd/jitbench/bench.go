@@ -135,7 +135,11 @@ func run(ctx context.Context, o options) error {
 				if o.profile != "" && round == o.rounds {
 					prof = startProfile(ctx, in.adminURL, filepath.Join(o.profile, fmt.Sprintf("%s-%d.pprof", in.cfg.Key, conns)), warmup, o.duration)
 				}
+				cpu := startCPU(in.cmd.Process.Pid)
 				r := runLoad(ctx, targets[in.cfg.Key], conns, warmup, o.duration)
+				if prof == nil {
+					r.CaddyCPU, r.BenchCPU, r.CPUKnown = cpu.stop()
+				}
 				if prof != nil {
 					if err := prof.wait(); err != nil {
 						return fmt.Errorf("%s: CPU profile: %v", in.label(), err)

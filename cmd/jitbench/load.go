@@ -36,6 +36,11 @@ type runResult struct {
 	OK int
 	// Dials counts the connections opened; more than Conns means some were re-dialled.
 	Dials int64
+	// CaddyCPU and BenchCPU are the CPU time Caddy and jitbench (load generator,
+	// upstream, forward_auth endpoint) used during the whole run, warm-up included,
+	// where CPUKnown; a run with a CPU profile being taken is not counted.
+	CaddyCPU, BenchCPU time.Duration
+	CPUKnown           bool
 }
 
 func (r runResult) errorCount() int {

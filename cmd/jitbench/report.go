@@ -66,8 +66,8 @@ func renderMarkdown(r report) string {
 	invalid := false
 	for _, t := range r.Tables {
 		p("## %s\n\n", words.Plural(t.Conns, "connection"))
-		p("| config | requests/s (mean) | min–max over rounds | p50 | p99 | requests | errors |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|\n")
+		p("| config | requests/s (mean) | min–max over rounds | p50 | p99 | requests | errors | Caddy CPU per request | jitbench CPU per request |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		var details []string
 		for _, s := range t.Rows {
 			errs := strconv.Itoa(s.Errors)
@@ -75,9 +75,9 @@ func renderMarkdown(r report) string {
 				errs += " **INVALID**"
 				invalid = true
 			}
-			p("| %s %s | %.0f | %.0f–%.0f | %s | %s | %d | %s |\n",
+			p("| %s %s | %.0f | %.0f–%.0f | %s | %s | %d | %s | %s | %s |\n",
 				s.Config.Key, s.Config.Name, s.MeanRPS, s.MinRPS, s.MaxRPS,
-				formatLatency(s.P50), formatLatency(s.P99), s.Requests, errs)
+				formatLatency(s.P50), formatLatency(s.P99), s.Requests, errs, formatCPU(s.CaddyCPU), formatCPU(s.BenchCPU))
 			for _, d := range s.ErrorDetail {
 				details = append(details, fmt.Sprintf("- %s %s, %s", s.Config.Key, s.Config.Name, d))
 			}
@@ -111,5 +111,6 @@ func renderMarkdown(r report) string {
 	p("\n")
 	p("- Latency is measured by the client, from sending the request to reading the last byte of the answer; p50 and p99 are over all measured requests of all rounds; requests/s is measured requests over the measured time, per round.\n")
 	p("- The load generator, the upstream, the forward_auth endpoint and Caddy share this machine's CPUs, so absolute numbers understate Caddy on its own; compare the configs with each other.\n")
+	p("- CPU per request is the CPU time (user + system) the Caddy process, and jitbench itself (load generator, upstream, forward_auth endpoint), used during a run, warm-up included, over the requests it answered; rounds with a CPU profile being taken are left out. Unlike requests/s, it does not move with what else the machine runs.\n")
 	return b.String()
 }

@@ -36,6 +36,11 @@ type summary struct {
 	ErrorDetail []string
 	// Redials counts connections opened beyond one per goroutine, over all rounds.
 	Redials int64
+	// RoundRPS is the requests/s of each round, in order.
+	RoundRPS []float64
+	// CaddyCPU and BenchCPU are the CPU time per request (warm-up included) of Caddy
+	// and of jitbench, over the rounds whose CPU time is known; 0 where none is.
+	CaddyCPU, BenchCPU time.Duration
 }
 
 func (s summary) valid() bool { return s.Errors == 0 && s.Requests > 0 }
@@ -46,9 +51,17 @@ func summarize(cfg benchConfig, runs []runResult) summary {
 		return s
 	}
 	var all []time.Duration
+	var caddyCPU, benchCPU time.Duration
+	cpuRequests := 0
 	s.MinRPS = math.Inf(1)
 	for _, r := range runs {
 		rps := r.rps()
+		s.RoundRPS = append(s.RoundRPS, rps)
+		if r.CPUKnown {
+			caddyCPU += r.CaddyCPU
+			benchCPU += r.BenchCPU
+			cpuRequests += r.OK + r.errorCount()
+		}
 		s.MeanRPS += rps / float64(len(runs))
 		s.MinRPS = min(s.MinRPS, rps)
 		s.MaxRPS = max(s.MaxRPS, rps)
@@ -63,6 +76,10 @@ func summarize(cfg benchConfig, runs []runResult) summary {
 			}
 			s.ErrorDetail = append(s.ErrorDetail, fmt.Sprintf("round %d: %s", r.Round, strings.Join(parts, "; ")))
 		}
+	}
+	if cpuRequests > 0 {
+		s.CaddyCPU = caddyCPU / time.Duration(cpuRequests)
+		s.BenchCPU = benchCPU / time.Duration(cpuRequests)
 	}
 	slices.Sort(all)
 	s.P50 = percentile(all, 50)
@@ -91,13 +108,18 @@ type comparisonSpec struct {
 	Label string
 	Num   string // config key
 	Den   string // config key
-	// Metric is "rps" (a ratio), "p50" or "p99" (a difference).
+	// Metric is "rps" (a ratio of the means), "rps-paired" (the median of the
+	// round-by-round ratios), "p50" or "p99" (a difference), "cpu" (Caddy's CPU per
+	// request, a difference) or "all-cpu" (Caddy's and jitbench's together).
 	Metric string
 }
 
 var comparisonSpecs = []comparisonSpec{
 	{"throughput, gated / plain", "B", "A", "rps"},
 	{"throughput, gated / basic_auth-plain", "B", "A'", "rps"},
+	{"throughput, gated / basic_auth-plain, median of the round-by-round ratios", "B", "A'", "rps-paired"},
+	{"Caddy's CPU per request, gated − basic_auth-plain", "B", "A'", "cpu"},
+	{"CPU per request of Caddy and jitbench (client, upstream), gated − basic_auth-plain", "B", "A'", "all-cpu"},
 	{"throughput, gated / forward_auth", "B", "C", "rps"},
 	{"throughput, forward_auth / basic_auth-plain", "C", "A'", "rps"},
 	{"added p99, gated − plain", "B", "A", "p99"},
@@ -128,7 +150,7 @@ func compare(rows []summary) []comparison {
 			continue
 		}
 		op := "−"
-		if c.Metric == "rps" {
+		if strings.HasPrefix(c.Metric, "rps") {
 			op = "/"
 		}
 		cmp := comparison{Label: fmt.Sprintf("%s (%s %s %s)", c.Label, c.Num, op, c.Den)}
@@ -143,6 +165,12 @@ func compare(rows []summary) []comparison {
 			cmp.Value = "invalid (errors or no requests in " + strings.Join(bad, ", ") + ")"
 		case c.Metric == "rps":
 			cmp.Value = formatRatio(ratio(num.MeanRPS, den.MeanRPS))
+		case c.Metric == "rps-paired":
+			cmp.Value = formatRatio(medianRatio(num.RoundRPS, den.RoundRPS))
+		case c.Metric == "cpu":
+			cmp.Value = formatCPUDelta(num.CaddyCPU, den.CaddyCPU)
+		case c.Metric == "all-cpu":
+			cmp.Value = formatCPUDelta(num.CaddyCPU+num.BenchCPU, den.CaddyCPU+den.BenchCPU)
 		case c.Metric == "p50":
 			cmp.Value = formatDelta(num.P50 - den.P50)
 		default:
@@ -151,6 +179,42 @@ func compare(rows []summary) []comparison {
 		out = append(out, cmp)
 	}
 	return out
+}
+
+// medianRatio returns the median of a[i]/b[i] over the rounds both have: each round's
+// configs ran one after the other, so a pair shares most of what the machine was doing.
+func medianRatio(a, b []float64) float64 {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if r := ratio(a[i], b[i]); !math.IsNaN(r) {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(rs)
+	if n := len(rs); n%2 == 0 {
+		return (rs[n/2-1] + rs[n/2]) / 2
+	}
+	return rs[len(rs)/2]
+}
+
+// formatCPUDelta prints num − den, CPU per request, and how much that is of den; n/a
+// where either is unknown.
+func formatCPUDelta(num, den time.Duration) string {
+	if num <= 0 || den <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%+.1f µs (%+.1f %%)", float64(num-den)/float64(time.Microsecond), (float64(num)/float64(den)-1)*100)
+}
+
+// formatCPU prints a CPU time per request in microseconds, or n/a.
+func formatCPU(d time.Duration) string {
+	if d <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }
 
 // ratio returns a/b, or NaN when b is not positive.
