@@ -121,6 +121,15 @@ func run(ctx context.Context, o options) error {
 		}
 		targets[in.cfg.Key] = t
 	}
+	if shape, ok := targets["S"]; ok {
+		// S is sent what B is: B's session cookie, known once B activated.
+		shape.Header = shape.Header.Clone()
+		shape.Header.Set("Cookie", targets["B"].Header.Get("Cookie"))
+		if err := checkTarget(ctx, setup, shape); err != nil {
+			return fmt.Errorf("S with B's cookie: the first request failed, so no load was sent: %v", err)
+		}
+		targets["S"] = shape
+	}
 	logf("all %d configs answer 200; temporary files in %s", len(insts), dir)
 
 	gatedOK := 1 // checkTarget's request

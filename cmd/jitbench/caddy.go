@@ -97,18 +97,22 @@ func describeBinary(bin string) string {
 
 // benchConfig is one of the compared Caddy configurations.
 type benchConfig struct {
-	Key  string // A, A', B, C
+	Key  string // A, A', S, B, C
 	Name string
 	// Chain is the site's handler chain, for the report.
 	Chain       string
 	BasicAuth   bool
 	ForwardAuth bool
 	Jit         bool
+	// Shape: the client sends B's session cookie, and Caddy takes it out and adds
+	// B's identity headers, with plain request_header handlers.
+	Shape bool
 }
 
 var configs = []benchConfig{
 	{Key: "A", Name: "plain", Chain: "reverse_proxy"},
 	{Key: "A'", Name: "basic_auth", Chain: "basic_auth + reverse_proxy", BasicAuth: true},
+	{Key: "S", Name: "request shape", Chain: "basic_auth + request_header (B's session cookie taken out, B's three X-Jit-* headers put in) + reverse_proxy: B's requests without the gate", BasicAuth: true, Shape: true},
 	{Key: "B", Name: "jit", Chain: "basic_auth + jit + reverse_proxy", BasicAuth: true, Jit: true},
 	{Key: "C", Name: "forward_auth", Chain: "basic_auth + forward_auth + reverse_proxy", BasicAuth: true, ForwardAuth: true},
 }
@@ -134,6 +138,8 @@ type caddyfileData struct {
 	Upstream   string
 	Role       string
 	MaxSession string
+	// ShapeSessionID stands for B's session id in S's X-Jit-Session header: as long.
+	ShapeSessionID string
 }
 
 // The Caddyfile of every config. Caddy's own log goes to a file, and no site has a
@@ -177,6 +183,12 @@ http://127.0.0.1:{{.SitePort}} {
 	basic_auth {
 		{{.User}} {{.Hash}}
 	}
+{{- end}}
+{{- if .Shape}}
+	request_header -Cookie
+	request_header X-Jit-User {{.User}}
+	request_header X-Jit-Role {{.Role}}
+	request_header X-Jit-Session {{.ShapeSessionID}}
 {{- end}}
 {{- if .ForwardAuth}}
 	forward_auth {{.AuthAddr}} {
@@ -233,6 +245,7 @@ func launchInstance(bin, root string, cfg benchConfig, common caddyfileData) (*i
 	d.AuditLog = filepath.Join(dir, "audit.log")
 	d.Role = benchRole
 	d.MaxSession = sessionLength.String()
+	d.ShapeSessionID = strings.Repeat("s", 22) // 16 random bytes, base64url
 	caddyfile, err := renderCaddyfile(d)
 	if err != nil {
 		return nil, err

@@ -183,6 +183,7 @@ func TestCompare(t *testing.T) {
 		sample("A'", 8000, 120*us, 400*us, 0),
 		sample("B", 7200, 130*us, 450*us, 0),
 		sample("C", 4000, 250*us, 900*us, 0),
+		sample("S", 7500, 125*us, 440*us, 0),
 	}
 	tests := []struct {
 		name string
@@ -193,15 +194,17 @@ func TestCompare(t *testing.T) {
 			name: "all valid",
 			rows: valid,
 			want: map[string]string{
-				"throughput, gated / plain (B / A)":                    "0.72× (-28.0 %)",
-				"throughput, gated / basic_auth-plain (B / A')":        "0.90× (-10.0 %)",
-				"throughput, gated / forward_auth (B / C)":             "1.80× (+80.0 %)",
-				"throughput, forward_auth / basic_auth-plain (C / A')": "0.50× (-50.0 %)",
-				"added p99, gated − plain (B − A)":                     "+0.150 ms",
-				"added p99, gated − basic_auth-plain (B − A')":         "+0.050 ms",
-				"added p99, forward_auth − basic_auth-plain (C − A')":  "+0.500 ms",
-				"added p50, gated − basic_auth-plain (B − A')":         "+0.010 ms",
-				"added p50, forward_auth − basic_auth-plain (C − A')":  "+0.130 ms",
+				"throughput, gated / plain (B / A)":                     "0.72× (-28.0 %)",
+				"throughput, gated / basic_auth-plain (B / A')":         "0.90× (-10.0 %)",
+				"throughput, gated / forward_auth (B / C)":              "1.80× (+80.0 %)",
+				"throughput, forward_auth / basic_auth-plain (C / A')":  "0.50× (-50.0 %)",
+				"added p99, gated − plain (B − A)":                      "+0.150 ms",
+				"added p99, gated − basic_auth-plain (B − A')":          "+0.050 ms",
+				"added p99, forward_auth − basic_auth-plain (C − A')":   "+0.500 ms",
+				"added p50, gated − basic_auth-plain (B − A')":          "+0.010 ms",
+				"added p50, forward_auth − basic_auth-plain (C − A')":   "+0.130 ms",
+				"throughput, gated / request shape (B / S)":             "0.96× (-4.0 %)",
+				"throughput, request shape / basic_auth-plain (S / A')": "0.94× (-6.2 %)",
 			},
 		},
 		{
@@ -270,7 +273,7 @@ func TestRenderMarkdown(t *testing.T) {
 			want: []string{
 				"Command: `jitbench -duration 1s -rounds 1 -conns 1` in `/work/main`, started 2026-11-02 10:00:00 UTC.",
 				"| machine | 2 CPUs, linux/amd64, Test CPU |",
-				"(A, A', B, C, A, A', B, C, …)",
+				"(A, A', S, B, C, A, A', S, B, C, …)",
 				"- **B jit**: basic_auth + jit + reverse_proxy",
 				"## 1 connection\n",
 				"| config | requests/s (mean) | min–max over rounds | p50 | p99 | requests | errors | Caddy CPU per request | jitbench CPU per request |",

@@ -1,6 +1,8 @@
 // Command jitbench measures what the caddy-jit gate costs per request: it runs the same
-// Caddy binary as a plain reverse proxy, behind basic_auth, behind basic_auth and `jit`,
-// and behind basic_auth and forward_auth (the Authelia/oauth2-proxy pattern), all over one
+// Caddy binary as a plain reverse proxy, behind basic_auth, behind basic_auth with a
+// gated request's shape made by request_header (its cookie, its identity headers),
+// behind basic_auth and `jit`, and behind basic_auth and forward_auth (the
+// Authelia/oauth2-proxy pattern), all over one
 // local upstream, drives each with a Go load generator on keep-alive connections, and
 // prints the results as Markdown.
 //

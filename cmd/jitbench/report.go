@@ -102,7 +102,8 @@ func renderMarkdown(r report) string {
 	if invalid {
 		p("- **Some runs had errors (any answer but 200 with the full body counts): those rows are invalid and their comparisons are not given.**\n")
 	}
-	p("- A has no basic_auth; A', B and C all pay it (bcrypt cost 4; Caddy's basic_auth caches the verified hash, so that is a cache hit after the first request). B − A' is the gate alone; B − A is the gate with its authentication.\n")
+	p("- A has no basic_auth; A', S, B and C all pay it (bcrypt cost 4; Caddy's basic_auth caches the verified hash, so that is a cache hit after the first request). B − A' is the gate alone, with the request shape it needs; B − A is the gate with its authentication.\n")
+	p("- S sends B's requests (the same session cookie in, the same three identity headers out to the upstream) through Caddy's own request_header handlers, without the gate: B − S is what caddy-jit's code costs, S − A' what the shape of a gated request costs whoever makes it.\n")
 	p("- C is the forward_auth pattern (Authelia, oauth2-proxy): one extra HTTP subrequest per request to a minimal endpoint inside jitbench that looks a cookie up in a map.\n")
 	p("- Audit: B writes its `access` event for every request through the batched audit output (`jit { audit { output file … } }`), to a file, not turned off; Caddy's own log goes to a file and no site logs requests.")
 	if r.Audit != "" {
