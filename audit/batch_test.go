@@ -247,3 +247,58 @@ func TestBatchedOutputHeadsCheckpointsAndRestart(t *testing.T) {
 		t.Fatalf("the chain across the crash does not verify: %v", res.FirstBreak())
 	}
 }
+
+// An access event queued as a record reads as the one written through zap, whatever it
+// carries: a body digest (whole or cut, stored or dropped), break glass, fresh.
+func TestBatchedAccessEventsAreZapsEvents(t *testing.T) {
+	h := Holder{User: "alice", Role: "db-admin", SessionID: "s-1"}
+	glass := Holder{User: "bob", Role: "db-admin", SessionID: "s-2", BreakGlass: true, Fresh: "5m"}
+	events := []struct {
+		h    Holder
+		body *BodyDigest
+	}{
+		{h, nil},
+		{h, &BodyDigest{Size: 12, SHA256: "ab", Complete: true}},
+		{h, &BodyDigest{Size: 1 << 20, SHA256: "cd", Complete: false, Key: "jit/bodies/x", Dropped: true}},
+		{glass, &BodyDigest{Size: 3, SHA256: "ef", Complete: true, Key: "jit/bodies/y"}},
+		{glass, nil},
+	}
+	write := func(w *Writer) {
+		for i, e := range events {
+			w.Access(e.h, "192.0.2.1", "POST", fmt.Sprintf("/api/%d?q=\"x\"", i), 200+i, int64(100*i), time.Duration(i)*time.Millisecond, e.body)
+		}
+	}
+	var viaZap bytes.Buffer
+	write(NewWriter(alLogger(&viaZap), NewChain("acc"), func() time.Time { return alT0 }))
+
+	var batched lockedBuffer
+	c := NewChain("acc")
+	c.Batch(Output{Writer: &batched, FlushInterval: time.Hour})
+	write(NewWriter(alLogger(&bytes.Buffer{}), c, func() time.Time { return alT0 }))
+	c.Unbatch(alT0)
+
+	zapLines := strings.Split(strings.TrimSpace(viaZap.String()), "\n")
+	ourLines := strings.Split(strings.TrimSpace(batched.String()), "\n")
+	if len(zapLines) != len(events) || len(ourLines) != len(events) {
+		t.Fatalf("%d lines through zap and %d batched, want %d each:\n%s\n%s", len(zapLines), len(ourLines), len(events), viaZap.String(), batched.String())
+	}
+	for i := range events {
+		var want, got map[string]any
+		if err := json.Unmarshal([]byte(zapLines[i]), &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(ourLines[i]), &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []map[string]any{want, got} {
+			delete(m, "ts")
+			delete(m, "caller")
+		}
+		if fmt.Sprint(want) != fmt.Sprint(got) {
+			t.Errorf("event %d:\nzap     %v\nbatched %v", i, want, got)
+		}
+	}
+	if got := fmt.Sprint(ourLines); !strings.Contains(got, `"body_recorded":false`) || !strings.Contains(got, `"fresh":"5m"`) || !strings.Contains(got, `"break_glass":true`) {
+		t.Errorf("the batched lines lack a field the events carry:\n%s", batched.String())
+	}
+}
