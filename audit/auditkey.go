@@ -58,21 +58,14 @@ func LoadAuditKey(ctx context.Context, st state.Store, now time.Time) (*AuditKey
 }
 
 func createAuditKey(ctx context.Context, st state.Store, now time.Time) (auditKeyRecord, error) {
-	var rec auditKeyRecord
-	if err := st.Lock(ctx, auditKeyLock); err != nil {
-		return rec, fmt.Errorf("locking the audit key: %w", err)
-	}
-	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), auditKeyLock) }()
-	found, err := state.LoadJSON(ctx, st, auditKeyKey, &rec)
-	if err != nil || found {
-		return rec, err
-	}
-	seed := make([]byte, ed25519.SeedSize)
-	if _, err := rand.Read(seed); err != nil {
-		return rec, err
-	}
-	rec = auditKeyRecord{ID: auditKeyID(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)), Seed: seed, Created: now.UTC()}
-	return rec, state.StoreJSON(ctx, st, auditKeyKey, rec)
+	return state.CreateOnce(ctx, st, auditKeyKey, auditKeyLock, func() (auditKeyRecord, error) {
+		seed := make([]byte, ed25519.SeedSize)
+		if _, err := rand.Read(seed); err != nil {
+			return auditKeyRecord{}, err
+		}
+		pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+		return auditKeyRecord{ID: auditKeyID(pub), Seed: seed, Created: now.UTC()}, nil
+	})
 }
 
 func auditKeyFromRecord(rec auditKeyRecord) (*AuditKey, error) {

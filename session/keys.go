@@ -78,22 +78,10 @@ func LoadKeyring(ctx context.Context, st state.Store, now Clock) (*Keyring, erro
 	return k, nil
 }
 
-// createKeyringRecord makes and stores a keyring, under the storage lock, unless
-// another instance stored one first: then it returns that one.
+// createKeyringRecord makes and stores a keyring, unless another instance stored one
+// first: then it returns that one.
 func createKeyringRecord(ctx context.Context, st state.Store, now Clock) (keyringRecord, error) {
-	var rec keyringRecord
-	if err := st.Lock(ctx, keyringLock); err != nil {
-		return rec, fmt.Errorf("locking the signing keys: %w", err)
-	}
-	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), keyringLock) }()
-	found, err := state.LoadJSON(ctx, st, keyringKey, &rec)
-	if err != nil || found {
-		return rec, err
-	}
-	if rec, err = newKeyringRecord(now()); err != nil {
-		return rec, err
-	}
-	return rec, state.StoreJSON(ctx, st, keyringKey, rec)
+	return state.CreateOnce(ctx, st, keyringKey, keyringLock, func() (keyringRecord, error) { return newKeyringRecord(now()) })
 }
 
 func newKeyringRecord(now time.Time) (keyringRecord, error) {

@@ -58,6 +58,24 @@ func Locked(ctx context.Context, st Store, name string, fn func() error) error {
 	return fn()
 }
 
+// CreateOnce stores the record create makes at key, under the store's lock for lock,
+// unless another instance stored one first: then it returns that one. Instances that
+// start together thus agree on one record (a keyring, an audit key).
+func CreateOnce[T any](ctx context.Context, st Store, key, lock string, create func() (T, error)) (T, error) {
+	var rec T
+	err := Locked(ctx, st, lock, func() error {
+		found, err := LoadJSON(ctx, st, key, &rec)
+		if err != nil || found {
+			return err
+		}
+		if rec, err = create(); err != nil {
+			return err
+		}
+		return StoreJSON(ctx, st, key, rec)
+	})
+	return rec, err
+}
+
 // Revisit goes through the records of type T under folder, for jobs such as pruning:
 // each record that stale selects is read again under the store's lock lockOf names,
 // and settle decides with that fresh copy (delete it, rewrite it, or leave it), so that

@@ -145,3 +145,41 @@ func TestRevisitDecidesOnTheFreshCopy(t *testing.T) {
 		t.Error("a must be gone and c kept")
 	}
 }
+
+func TestCreateOnce(t *testing.T) {
+	type rec struct{ N int }
+	ctx := context.Background()
+	made := errors.New("made no record")
+	for _, tt := range []struct {
+		name    string
+		stored  *rec
+		create  func() (rec, error)
+		want    rec
+		wantErr error
+		// wantStored is the record at the key afterwards (nil: none).
+		wantStored *rec
+	}{
+		{name: "none stored: the new one is stored and returned", create: func() (rec, error) { return rec{N: 2}, nil }, want: rec{N: 2}, wantStored: &rec{N: 2}},
+		{name: "one stored first: it is returned, create is not called", stored: &rec{N: 1},
+			create: func() (rec, error) { t.Error("create called over a stored record"); return rec{N: 9}, nil }, want: rec{N: 1}, wantStored: &rec{N: 1}},
+		{name: "create fails: nothing is stored", create: func() (rec, error) { return rec{}, made }, wantErr: made},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &certmagic.FileStorage{Path: t.TempDir()}
+			if tt.stored != nil {
+				if err := StoreJSON(ctx, st, "jit/thing.json", tt.stored); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := CreateOnce(ctx, st, "jit/thing.json", "jit/thing", tt.create)
+			if !errors.Is(err, tt.wantErr) || (err == nil && got != tt.want) {
+				t.Fatalf("CreateOnce = %+v, %v; want %+v, %v", got, err, tt.want, tt.wantErr)
+			}
+			var after rec
+			found, err := LoadJSON(ctx, st, "jit/thing.json", &after)
+			if err != nil || found != (tt.wantStored != nil) || (found && after != *tt.wantStored) {
+				t.Errorf("afterwards storage holds %+v (found %v, %v), want %v", after, found, err, tt.wantStored)
+			}
+		})
+	}
+}
