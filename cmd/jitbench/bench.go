@@ -148,11 +148,8 @@ func run(ctx context.Context, o options) error {
 				r := runLoad(ctx, targets[in.cfg.Key], conns, warmup, o.duration)
 				if prof == nil {
 					r.CaddyCPU, r.BenchCPU, r.CPUKnown = cpu.stop()
-				}
-				if prof != nil {
-					if err := prof.wait(); err != nil {
-						return fmt.Errorf("%s: CPU profile: %v", in.label(), err)
-					}
+				} else if err := prof.wait(); err != nil {
+					return fmt.Errorf("%s: CPU profile: %v", in.label(), err)
 				}
 				if ctx.Err() != nil {
 					return ctx.Err()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -104,7 +103,19 @@ func (e *env) ageCeremony(id string, d time.Duration) {
 	if err != nil {
 		e.t.Fatalf("the stored ceremony: %v", err)
 	}
-	writeAged(e.t, path, raw, d)
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &c); err != nil {
+		e.t.Fatalf("the stored ceremony: %v", err)
+	}
+	var expires time.Time
+	if err := json.Unmarshal(c["expires"], &expires); err != nil {
+		e.t.Fatalf("the stored ceremony's expiry: %v", err)
+	}
+	c["expires"], _ = json.Marshal(expires.Add(-d))
+	out, _ := json.Marshal(c)
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // startAfterFirstPrune starts the env's Caddy with a lapsed ceremony in storage and
@@ -130,24 +141,6 @@ func (e *env) startAfterFirstPrune() {
 			e.t.Fatalf("Caddy's first prune did not delete the lapsed ceremony %s within 30 s", marker)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// writeAged writes the ceremony raw to path with its expiry moved back by d.
-func writeAged(t *testing.T, path string, raw []byte, d time.Duration) {
-	t.Helper()
-	var c map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("the stored ceremony: %v", err)
-	}
-	var expires time.Time
-	if err := json.Unmarshal(c["expires"], &expires); err != nil {
-		t.Fatalf("the stored ceremony's expiry: %v", err)
-	}
-	c["expires"], _ = json.Marshal(expires.Add(-d))
-	out, _ := json.Marshal(c)
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 
