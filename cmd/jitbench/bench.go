@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -174,6 +175,23 @@ func run(ctx context.Context, o options) error {
 			rows = append(rows, summarize(cfg, runs[cfg.Key]))
 		}
 		rep.Tables = append(rep.Tables, newConnTable(conns, rows))
+	}
+
+	if o.interleaved > 0 {
+		logf("interleaved run at 1 connection: one request to each of %s in a random order, again and again; %s warm-up + %s", strings.Join(interleavedKeys, ", "), warmup, o.interleaved)
+		r, err := runInterleaved(ctx, targets, interleavedKeys, warmup, o.interleaved)
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		gatedOK += r.OK["B"]
+		rows, added := summarizeInterleaved(r, interleavedPairs)
+		rep.Interleaved = &interleavedReport{Window: o.interleaved, Rows: rows, Added: added, Orders: r.Orders}
+		for _, a := range added {
+			logf("interleaved: added p50 %s − %s %s, added p99 %s", a.Num, a.Den, formatDelta(a.P50), formatDelta(a.P99))
+		}
 	}
 
 	if gated != nil {

@@ -95,25 +95,9 @@ type workerResult struct {
 
 // work is one load goroutine: its own Transport, limited to a single connection.
 func work(ctx context.Context, t target, measureFrom, end time.Time, dials *atomic.Int64) workerResult {
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		Proxy: nil, // loopback only, whatever the environment says
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			dials.Add(1)
-			return dialer.DialContext(ctx, network, addr)
-		},
-		MaxConnsPerHost:     1,
-		MaxIdleConns:        1,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     time.Minute,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
-	}
+	tr := newTransport(dials)
 	defer tr.CloseIdleConnections()
-	client := &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	client := newClient(tr)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
 		return workerResult{errors: map[string]int{err.Error(): 1}}
@@ -164,4 +148,32 @@ func doOne(client *http.Client, req *http.Request, bodySize int64) string {
 		return fmt.Sprintf("body of %d bytes, want %d", n, bodySize)
 	}
 	return ""
+}
+
+// newTransport is a load connection: one keep-alive connection, counted in dials when
+// it is opened.
+func newTransport(dials *atomic.Int64) *http.Transport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Transport{
+		Proxy: nil, // loopback only, whatever the environment says
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return dialer.DialContext(ctx, network, addr)
+		},
+		MaxConnsPerHost:     1,
+		MaxIdleConns:        1,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
+// newClient sends over tr and does not follow redirects: a redirect is an answer to
+// count, not to chase.
+func newClient(tr *http.Transport) *http.Client {
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }

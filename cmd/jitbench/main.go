@@ -8,7 +8,7 @@
 //
 // Usage (from the caddy-jit module):
 //
-//	GOTOOLCHAIN=go1.27.3 go run ./cmd/jitbench [-caddy PATH] [-duration 5s] [-rounds 3] [-conns 1,16,64] [-out FILE]
+//	GOTOOLCHAIN=go1.27.3 go run ./cmd/jitbench [-caddy PATH] [-duration 5s] [-rounds 3] [-conns 1,16,64] [-interleaved 10s] [-out FILE]
 //
 // Every address it uses is on the loopback interface.
 package main
@@ -39,6 +39,8 @@ type options struct {
 	// profile, when set, is a folder for CPU profiles of each Caddy taken during its
 	// last round at every connection count.
 	profile string
+	// interleaved is the measured time of the interleaved latency run (0: none).
+	interleaved time.Duration
 }
 
 func main() {
@@ -81,6 +83,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "runs of each config per connection count")
 	fs.StringVar(&conns, "conns", "1,16,64", "comma-separated connection counts")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
+	fs.DurationVar(&o.interleaved, "interleaved", 10*time.Second, "measured time of the interleaved run at 1 connection, which sends A', S and B one request each in a random order, again and again, for latencies measured under the same noise (0: skip it)")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of each Caddy's last run per connection count into this folder (KEY-CONNS.pprof, for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -90,6 +93,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.duration <= 0 {
 		return o, fmt.Errorf("-duration %s: must be positive", o.duration)
+	}
+	if o.interleaved < 0 {
+		return o, fmt.Errorf("-interleaved %s: must be 0 (skip) or positive", o.interleaved)
 	}
 	if o.rounds < 1 {
 		return o, fmt.Errorf("-rounds %d: must be at least 1", o.rounds)

@@ -24,6 +24,8 @@ type report struct {
 	Rounds   int
 	Configs  []benchConfig
 	Tables   []connTable
+	// Interleaved is the interleaved latency run, where there was one.
+	Interleaved *interleavedReport
 	// Audit says how many access events the gated config's audit log holds.
 	Audit string
 }
@@ -37,6 +39,40 @@ type connTable struct {
 
 func newConnTable(conns int, rows []summary) connTable {
 	return connTable{Conns: conns, Rows: rows, Comparisons: compare(rows)}
+}
+
+// interleavedReport is the interleaved run's part of the report.
+type interleavedReport struct {
+	Window time.Duration
+	Rows   []interleavedRow
+	Added  []addedLatency
+	Orders map[string]int
+}
+
+func renderInterleaved(p func(string, ...any), in *interleavedReport) {
+	p("## 1 connection, interleaved\n\n")
+	p("One client sends one request to each of these configs in turn, in a new random order every time, for %s after a %s warm-up, each config over a keep-alive connection of its own: every config meets the same moments of the machine's noise, which the runs above, one after the other, do not.\n\n", in.Window, warmup)
+	p("| config | requests | errors | p50 | p90 | p99 | p99.9 |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range in.Rows {
+		errs := strconv.Itoa(r.Errors)
+		if r.Errors > 0 {
+			errs += " **INVALID**"
+		}
+		p("| %s | %d | %s | %s | %s | %s | %s |\n", r.Key, r.Requests, errs, formatLatency(r.P50), formatLatency(r.P90), formatLatency(r.P99), formatLatency(r.P9999))
+	}
+	p("\n| added latency | p50 | p99 | p99 in each fifth of the window |\n|---|---:|---:|---|\n")
+	for _, a := range in.Added {
+		var blocks []string
+		for _, b := range a.BlockP99 {
+			blocks = append(blocks, formatDelta(b))
+		}
+		p("| %s − %s | %s | %s | %s |\n", a.Num, a.Den, formatDelta(a.P50), formatDelta(a.P99), strings.Join(blocks, ", "))
+	}
+	var orders []string
+	for _, o := range sortedKeys(in.Orders) {
+		orders = append(orders, fmt.Sprintf("%s: %d", o, in.Orders[o]))
+	}
+	p("\nOrders sent (warm-up included): %s.\n\n", strings.Join(orders, "; "))
 }
 
 // renderMarkdown renders r; it is a pure function of r.
@@ -96,6 +132,10 @@ func renderMarkdown(r report) string {
 			}
 			p("\n")
 		}
+	}
+
+	if r.Interleaved != nil {
+		renderInterleaved(p, r.Interleaved)
 	}
 
 	p("## Notes\n\n")
