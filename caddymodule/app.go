@@ -114,6 +114,9 @@ type App struct {
 	auditOut    io.Writer
 	auditLog    *zap.Logger
 	auditErrors *auditErrorSink
+	// start holds requests until Start has set up the audit trail (startup.go); nil
+	// in an app not provisioned.
+	start *startGate
 }
 
 // LockoutConfig is the lockout after repeated wrong codes.
@@ -135,6 +138,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision fills in defaults, builds the policy and attaches the shared state.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.start = newStartGate()
 	if err := a.build(); err != nil {
 		return err
 	}
@@ -301,6 +305,7 @@ func (a *App) Validate() error {
 func (a *App) Start() error {
 	a.startAudit(a.auditOut, a.auditLog, a.auditErrors)
 	currentApp.Store(a)
+	a.start.end(true)
 	return nil
 }
 
@@ -312,6 +317,7 @@ func (a *App) Stop() error {
 
 // Cleanup releases the shared state; the last config to let go of it stops its sync.
 func (a *App) Cleanup() error {
+	a.start.end(false)
 	// Both are released even when one fails: neither may keep the other alive.
 	err := a.refusals.release()
 	// The shared state first: its last user writes the final events and checkpoint

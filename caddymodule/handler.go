@@ -137,6 +137,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}()
 	injectFault(r)
+	if !h.app.start.open() {
+		if err := h.awaitStart(w, r); err != nil || !h.app.start.open() {
+			return err
+		}
+	}
 	if strings.HasPrefix(r.URL.Path, pagePrefix) {
 		return h.servePage(w, r)
 	}
