@@ -40,7 +40,7 @@ func TestRequestsWaitForTheAppToStart(t *testing.T) {
 			wantEvents: []string{audit.EventAuditStarted, audit.EventAccess},
 		},
 		{
-			name:       "the config is cleaned up without having started",
+			name: "the config is cleaned up without having started",
 			then: func(t *testing.T, g *benchGate) {
 				if err := g.h.app.Cleanup(); err != nil {
 					t.Fatal(err)
