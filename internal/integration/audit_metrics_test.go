@@ -153,6 +153,7 @@ func TestAuditWriteErrorsAreCountedAndReported(t *testing.T) {
 // A7. `caddy jit audit session` and `caddy jit report` tell the right figures about a
 // log that a real Caddy wrote while users worked.
 func TestAuditSessionStoryAndReportOnARealLog(t *testing.T) {
+	waitsForTOTPSteps(t)
 	e := newEnv(t, envOptions{JitOptions: `
 		role breakglass-admin {
 			max_duration 1h

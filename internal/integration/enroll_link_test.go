@@ -127,6 +127,7 @@ var clockRE = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d UTC`)
 // secret; a wrong code changes nothing; the right one enrolls, can never activate,
 // and spends the link; until then the old authenticator keeps working.
 func TestEnrollLinkSelfService(t *testing.T) {
+	waitsForTOTPSteps(t)
 	e := newEnv(t, envOptions{JitOptions: "\t\tenroll_link_ttl 2h"})
 	site := e.site(0)
 	alice := e.enroll("alice") // her current authenticator

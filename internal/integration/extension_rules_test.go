@@ -65,6 +65,7 @@ func collectForms(t *testing.T, b *browser, site string) []url.Values {
 // Finding 3: with max_active 1, bob schedules a start after alice's session ends;
 // alice may extend up to bob's start, never past it.
 func TestExtensionRespectsMaxActiveWithScheduledStart(t *testing.T) {
+	waitsForTOTPSteps(t)
 	const role = "desk"
 	e := newEnv(t, envOptions{
 		JitOptions: `
@@ -126,6 +127,7 @@ func TestExtensionRespectsMaxActiveWithScheduledStart(t *testing.T) {
 // not extend; another approver's approval does; the new end reaches only the browser
 // that holds the session.
 func TestExtensionOfApprovalRoleNeedsApproval(t *testing.T) {
+	waitsForTOTPSteps(t)
 	const role = "vault"
 	e := newEnv(t, envOptions{
 		JitOptions: `

@@ -83,6 +83,17 @@ func codeAt(t *testing.T, secret string, step int64) string {
 	return code
 }
 
+// waitsForTOTPSteps runs a test that spends most of its time waiting for fresh TOTP
+// steps in parallel with the others like it, once the package's other tests are done:
+// a user's code is single-use per 30 s step, so a test that needs several codes of one
+// user waits up to a minute and more without using the machine. Only such tests are
+// marked, never tests that measure latency or load. .ci/run
+// gives the package enough -parallel slots for all of them.
+func waitsForTOTPSteps(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+}
+
 func currentStep() int64 { return time.Now().Unix() / 30 }
 
 // next returns a code the server accepts now: for the current step, or for a later

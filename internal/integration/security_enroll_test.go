@@ -34,11 +34,17 @@ func confirmForm(p enrollPage, code, current string) url.Values {
 	return f
 }
 
+// Each case has its own Caddy, so that their waits for fresh TOTP steps overlap.
 func TestSecurityClass11EnrollmentLinkBoundToTheBrowser(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	site := e.site(0)
+	waitsForTOTPSteps(t)
+	newSite := func(t *testing.T) (*env, string) {
+		waitsForTOTPSteps(t)
+		e := newEnv(t, envOptions{})
+		return e, e.site(0)
+	}
 
 	t.Run("an attacker who opens the link first gets a key that never works", func(t *testing.T) {
+		e, site := newSite(t)
 		link := e.enrollLink("r1", "")
 		attacker, victim := e.browser("r1"), e.browser("r1")
 		seen := openEnrollLink(t, attacker, site, link.LinkPath, "the attacker")
@@ -82,6 +88,7 @@ func TestSecurityClass11EnrollmentLinkBoundToTheBrowser(t *testing.T) {
 	})
 
 	t.Run("an older link fails after a newer enrollment", func(t *testing.T) {
+		e, site := newSite(t)
 		working := e.enroll("r2")
 		older := e.enrollLink("r2", "")
 		ob := e.browser("r2")
@@ -119,6 +126,7 @@ func TestSecurityClass11EnrollmentLinkBoundToTheBrowser(t *testing.T) {
 	})
 
 	t.Run("replacing a working key through a link needs a code of it", func(t *testing.T) {
+		e, site := newSite(t)
 		working := e.enroll("r3")
 		link := e.enrollLink("r3", "")
 		b := e.browser("r3")

@@ -22,6 +22,7 @@ import (
 // or by another user; nor by an authenticator that answers for another origin or RP
 // ID, or does not verify its user.
 func TestSecurityClass11PasskeyRegistration(t *testing.T) {
+	waitsForTOTPSteps(t)
 	e := newEnv(t, envOptions{JitOptions: passkeySecurityRoles, Sites: []siteSpec{{Auth: true, Jit: "\tjit ops"}}})
 	site := e.site(0)
 	alice := e.enroll("alice")
