@@ -87,8 +87,8 @@ func codeAt(t *testing.T, secret string, step int64) string {
 // steps in parallel with the others like it, once the package's other tests are done:
 // a user's code is single-use per 30 s step, so a test that needs several codes of one
 // user waits up to a minute and more without using the machine. Only such tests are
-// marked, never tests that measure latency or load. .ci/run
-// gives the package enough -parallel slots for all of them.
+// marked, never tests that measure latency or load. .ci/run gives the package enough
+// -parallel slots for all of them.
 func waitsForTOTPSteps(t *testing.T) {
 	t.Helper()
 	t.Parallel()
