@@ -103,13 +103,38 @@ func (authorityMetrics) Lockout() { jitMetrics.lockouts.Inc() }
 
 var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
+// roleRequests are one role's requests_total counters, by status class and "other"
+// last, each looked up when first counted so that /metrics shows no series at zero.
+type roleRequests [len(statusClasses) + 1]atomic.Pointer[prometheus.Counter]
+
+// requestCounters holds each role's counters once looked up: WithLabelValues hashes
+// both labels and takes the vector's lock on every privileged request. The roles are
+// those of verified sessions, so the map is as bounded as the vector.
+var requestCounters sync.Map // role → *roleRequests
+
 // countRequest counts a privileged request by role and status class.
 func countRequest(role string, status int) {
-	class := "other"
-	if i := status/100 - 1; i >= 0 && i < len(statusClasses) {
-		class = statusClasses[i]
+	class := status/100 - 1
+	if class < 0 || class >= len(statusClasses) {
+		class = len(statusClasses)
 	}
-	jitMetrics.requests.WithLabelValues(role, class).Inc()
+	byClass, ok := requestCounters.Load(role)
+	if !ok {
+		byClass, _ = requestCounters.LoadOrStore(role, new(roleRequests))
+	}
+	slot := &byClass.(*roleRequests)[class]
+	counter := slot.Load()
+	if counter == nil {
+		label := "other"
+		if class < len(statusClasses) {
+			label = statusClasses[class]
+		}
+		// Two requests may both look it up: the vector gives both the same child.
+		c := jitMetrics.requests.WithLabelValues(role, label)
+		counter = &c
+		slot.Store(counter)
+	}
+	(*counter).Inc()
 }
 
 func countDenial(reason string) { jitMetrics.denials.WithLabelValues(reason).Inc() }

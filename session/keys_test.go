@@ -319,7 +319,7 @@ func TestDroppedKeyDropsItsCachedTokens(t *testing.T) {
 				if held := k.knows(oldKid); held == dropped {
 					t.Fatalf("after %d rotations the keyring holds the old key: %v", i, held)
 				}
-				_, cached := v.cache.Peek(hashToken(old))
+				_, cached := v.cache.Peek(v.keyer.key(old))
 				if cached == dropped {
 					t.Fatalf("after %d rotations the old key's token is cached: %v", i, cached)
 				}
@@ -346,7 +346,7 @@ func TestDroppedKeyDropsItsCachedTokens(t *testing.T) {
 			if err := k.Refresh(ctx, st); err != nil {
 				t.Fatal(err)
 			}
-			if _, cached := v.cache.Peek(hashToken(fresh)); !cached {
+			if _, cached := v.cache.Peek(v.keyer.key(fresh)); !cached {
 				t.Fatal("a rotation that dropped another key dropped the newest key's token")
 			}
 		})

@@ -1,11 +1,9 @@
 package session
 
 import (
-	"crypto/sha256"
 	"slices"
 	"sync"
 	"time"
-	"unsafe"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -23,16 +21,14 @@ type Verifier struct {
 	keyring     *Keyring
 	revocations *Revocations
 	// cache holds only tokens whose signature verified, so forged tokens can neither
-	// grow it nor evict real sessions from it. It is keyed by the token's SHA-256,
-	// which keeps an entry small (the token itself is ten times the size) and is as
-	// good as the token for telling tokens apart.
+	// grow it nor evict real sessions from it. It is keyed by a keyed hash of the
+	// token (tokenKeyer says why that one).
 	cache *lru.Cache[tokenKey, *Claims]
+	keyer *tokenKeyer
 	// names shares the strings that many claims repeat: issuer, audiences, roles,
 	// users.
 	names interner
 }
-
-type tokenKey [sha256.Size]byte
 
 // NewVerifier makes a verifier over a keyring and a revocation set.
 func NewVerifier(k *Keyring, r *Revocations, cacheSize int) (*Verifier, error) {
@@ -43,7 +39,11 @@ func NewVerifier(k *Keyring, r *Revocations, cacheSize int) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{keyring: k, revocations: r, cache: cache}
+	keyer, err := newTokenKeyer()
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{keyring: k, revocations: r, cache: cache, keyer: keyer}
 	// A dropped key takes its tokens out of the cache at once, here and, through
 	// Refresh, on every instance that reads the rotation from storage; a request
 	// never pays for asking whether its token's key is still held.
@@ -76,7 +76,7 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 	}
 	// The cache is asked first: a hit is the very bytes of a token verified before, so
 	// its shape need not be checked again on every request.
-	key := hashToken(token)
+	key := v.keyer.key(token)
 	c, cached := v.cache.Get(key)
 	if !cached {
 		if !wellFormed(token) {
@@ -124,13 +124,7 @@ func (v *Verifier) forgetKeys(kids []string) {
 }
 
 // Forget drops a token from the cache, for a session that has just ended.
-func (v *Verifier) Forget(token string) { v.cache.Remove(hashToken(token)) }
-
-// hashToken hashes the token's bytes in place: copying a token to a []byte would cost
-// an allocation on every request, and Sum256 only reads.
-func hashToken(token string) tokenKey {
-	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-}
+func (v *Verifier) Forget(token string) { v.cache.Remove(v.keyer.key(token)) }
 
 // ForgetSession drops every cached token of a session. It walks the cache, which is
 // fine for a revocation and never done on a request.
