@@ -65,13 +65,19 @@ func removeSessionCookie(r *http.Request) {
 			part = strings.TrimSpace(part)
 			switch {
 			case part == "":
+			case strings.IndexByte(part, ',') < 0:
+				// One pair, as nearly every browser sends: no second split of a
+				// 400-byte session token.
+				if !isOurPair(part) {
+					keep(part, "; ")
+				}
 			case !isSessionCookie(part):
 				keep(part, "; ")
-			case strings.Contains(part, ","):
+			default:
 				// Pairs joined by commas: drop ours, keep the others as they were.
 				first := true
 				for pair := range strings.SplitSeq(part, ",") {
-					if !isSessionCookie(pair) && strings.TrimSpace(pair) != "" {
+					if !isOurPair(pair) && strings.TrimSpace(pair) != "" {
 						if first {
 							keep(strings.TrimSpace(pair), "; ")
 							first = false
@@ -100,14 +106,34 @@ func removeSessionCookie(r *http.Request) {
 // or as one of several pairs joined by commas (some frameworks split on them).
 func isSessionCookie(part string) bool {
 	for pair := range strings.SplitSeq(part, ",") {
-		name, _, _ := strings.Cut(pair, "=")
-		name = strings.Trim(name, " \t")
-		switch {
-		case name == CookieName, name == SecureCookieName, name == EnrollCookieName, name == SecureEnrollCookieName,
-			name == PasskeyCookieName, name == SecurePasskeyCookieName,
-			strings.HasPrefix(name, PickupCookiePrefix), strings.HasPrefix(name, SecurePickupCookiePrefix):
+		if isOurPair(pair) {
 			return true
 		}
 	}
 	return false
+}
+
+// isOurPair reports whether one name=value pair names one of our cookies.
+func isOurPair(pair string) bool {
+	name, _, _ := strings.Cut(pair, "=")
+	name = trimBlanks(name)
+	switch {
+	case name == CookieName, name == SecureCookieName, name == EnrollCookieName, name == SecureEnrollCookieName,
+		name == PasskeyCookieName, name == SecurePasskeyCookieName,
+		strings.HasPrefix(name, PickupCookiePrefix), strings.HasPrefix(name, SecurePickupCookiePrefix):
+		return true
+	}
+	return false
+}
+
+// trimBlanks trims spaces and tabs, as strings.Trim(s, " \t") does without building
+// its character set on every call.
+func trimBlanks(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
