@@ -6,7 +6,6 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -117,6 +116,9 @@ type App struct {
 	// start holds requests until Start has set up the audit trail (startup.go); nil
 	// in an app not provisioned.
 	start *startGate
+	// run is what the app takes over when it starts (takeover.go); nil in an app
+	// not provisioned.
+	run *appRun
 }
 
 // LockoutConfig is the lockout after repeated wrong codes.
@@ -194,14 +196,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if notifier := a.buildNotifier(a.shared.dispatcher); notifier.targets() > 0 {
 		a.authority.Notifier = notifier
 	}
-	a.shared.settings.Store(&syncSettings{
+	// Applied at Start (takeover.go): a config that fails to load leaves the running
+	// one's settings in force.
+	a.run = &appRun{settings: &syncSettings{
 		interval:     time.Duration(a.SyncInterval),
 		maxStaleness: time.Duration(a.MaxStaleness),
 		keyRotation:  time.Duration(a.KeyRotation),
 		authority:    a.authority,
 		role:         a.roleOf,
-	})
-	a.shared.wakeUp()
+	}}
 	return nil
 }
 
@@ -301,20 +304,6 @@ func (a *App) Validate() error {
 	return a.Audit.validate()
 }
 
-// Start makes the app the one the admin API and CLI talk to.
-func (a *App) Start() error {
-	a.startAudit(a.auditOut, a.auditLog, a.auditErrors)
-	currentApp.Store(a)
-	a.start.end(true)
-	return nil
-}
-
-// Stop lets go of the admin API, unless a newer config already took it over.
-func (a *App) Stop() error {
-	currentApp.CompareAndSwap(a, nil)
-	return nil
-}
-
 // Cleanup releases the shared state; the last config to let go of it stops its sync.
 func (a *App) Cleanup() error {
 	a.start.end(false)
@@ -344,10 +333,6 @@ func (a *App) roleNames() []string {
 	sort.Strings(names)
 	return names
 }
-
-// currentApp is the running jit app, for the admin API, which Caddy provisions apart
-// from the apps.
-var currentApp atomic.Pointer[App]
 
 // now is the clock; tests replace it.
 var now = time.Now

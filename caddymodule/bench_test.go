@@ -94,8 +94,9 @@ func newGate(tb testing.TB, opt gateOptions) *benchGate {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	app.run = &appRun{settings: &syncSettings{interval: time.Hour, authority: app.authority}}
 	if app.shared != nil {
-		app.shared.settings.Store(&syncSettings{interval: time.Hour, authority: app.authority})
+		app.shared.settings.Store(app.run.settings)
 	}
 	g := &benchGate{
 		h:  &Handler{Roles: []string{"admin"}, app: app, logger: zap.NewNop(), audiences: new(audienceCache)},
