@@ -335,4 +335,27 @@ func TestVerifierRefusesForgeries(t *testing.T) {
 	if _, err := v.Verify(valid, wantAlice(), vnow); err != nil {
 		t.Fatalf("the valid token: %v", err)
 	}
+
+	// With the valid token cached, every other token is refused just the same: a hit is
+	// the very bytes verified, never a token that shares its signature or its header
+	// (the edited payloads above keep both).
+	for _, tt := range tests {
+		if tt.token == valid {
+			continue
+		}
+		want := tt.want2
+		if want.Subject == "" && want.Audience == "" && want.Roles == nil {
+			want = wantAlice()
+		}
+		at := tt.at
+		if at.IsZero() {
+			at = vnow
+		}
+		if c, err := v.Verify(tt.token, want, at); !errors.Is(err, tt.want) || c != nil {
+			t.Errorf("%s, the valid token cached: Verify = %+v, %v; want nil, %v", tt.name, c, err, tt.want)
+		}
+	}
+	if n := v.cache.Len(); n != 1 {
+		t.Fatalf("after the refusals the cache holds %d tokens, want the valid one", n)
+	}
 }
