@@ -36,12 +36,15 @@ func (a *App) Start() error {
 	return nil
 }
 
-// takeOver points the shared state at this app: its sync settings and authority, its
-// audit output and checkpoints.
+// takeOver points the shared state at this app: its audit output and checkpoints, then
+// its sync settings and authority. In that order, so that audit_started is the first
+// event of a process's part of the chain, before any the sync loop writes (a key
+// rotation, a session_ended): `caddy jit audit verify` recognises a crash's lost batch
+// by the audit_started right after it.
 func (a *App) takeOver() {
+	a.startAudit(a.auditOut, a.auditLog, a.auditErrors)
 	a.shared.settings.Store(a.run.settings)
 	a.shared.wakeUp()
-	a.startAudit(a.auditOut, a.auditLog, a.auditErrors)
 }
 
 // Stop lets go of what the app took over. Caddy stops a config after a reload that
