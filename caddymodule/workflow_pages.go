@@ -239,6 +239,13 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, caller policy.C
 		switch refused.Reason {
 		case string(policy.ReasonSelfApproval), string(policy.ReasonNotApprover):
 			status = http.StatusForbidden
+			if refused.Reason == string(policy.ReasonSelfApproval) && !h.app.approvesSomeRole(caller) {
+				// The requester, who approves nothing: the approvals page would only say
+				// so, and not why this decision was refused. Their own request tells
+				// them nothing new.
+				return h.renderMessage(w, r, status, "Not decided", sentence(refused.Message)+
+					" Someone the role names as an approver decides it; its state is on /.jit/requests/"+printable.Truncate(form["request"], 40)+".", caller.User)
+			}
 		case string(policy.ReasonAlreadyDecided):
 			status = http.StatusConflict
 		case "locked_out":

@@ -73,7 +73,7 @@ func TestSecurityClass11PasskeyApprovals(t *testing.T) {
 				f := url.Values{"request": {x}, "decision": {"approve"}, "csrf": {s.first.csrfOf(site)}}
 				return s.first, "/.jit/approvals", withPasskey(f, c.Ceremony, s.aliceKey.Get(c.Options))
 			},
-			want: refusal{status: http.StatusForbidden, says: "You approve no role", failed: approvalFailed("alice", x, "self_approval")},
+			want: refusal{status: http.StatusForbidden, says: "No one can approve their own request", failed: approvalFailed("alice", x, "self_approval")},
 		},
 		{
 			name: "bob's ceremony, answered by alice's passkey",
