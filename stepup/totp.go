@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"strconv"
 	"strings"
@@ -295,7 +296,7 @@ func (a *Authenticator) fail(ctx context.Context, user string, now time.Time, ca
 // succeeded forgets the user's failures, and a lockout that ended, after a proof was
 // accepted.
 func (a *Authenticator) succeeded(ctx context.Context, user string) error {
-	if err := state.DeleteGone(ctx, a.storage, failuresKey(user)); err != nil {
+	if err := a.forgetFailures(ctx, user); err != nil {
 		return err
 	}
 	return state.DeleteGone(ctx, a.storage, lockoutKey(user))
@@ -303,10 +304,25 @@ func (a *Authenticator) succeeded(ctx context.Context, user string) error {
 
 // ClearLockout ends a user's lockout and forgets their failures.
 func (a *Authenticator) ClearLockout(ctx context.Context, user string) error {
-	if err := state.DeleteGone(ctx, a.storage, failuresKey(user)); err != nil {
+	if err := a.forgetFailures(ctx, user); err != nil {
 		return err
 	}
 	return state.DeleteGone(ctx, a.storage, lockoutKey(user))
+}
+
+// forgetFailures deletes the user's failure count in one step with Count (Take): a
+// plain delete between a racing failure's read and write would be undone by it, and
+// the count would go on from before the success. With no count there is nothing to
+// take, and no lock to wait for: a failure that makes one now is counted as the first.
+func (a *Authenticator) forgetFailures(ctx context.Context, user string) error {
+	key := failuresKey(user)
+	if !a.storage.Exists(ctx, key) {
+		return nil
+	}
+	if _, err := a.atomic().Take(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("forgetting %s's failed codes: %w", user, err)
+	}
+	return nil
 }
 
 // matchingStep finds the time step within the skew whose code equals code. pquerna's
