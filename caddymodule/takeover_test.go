@@ -1,32 +1,14 @@
 package caddymodule
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 )
-
-// lockedBuffer is an audit output the flusher may write while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Caddy's orders of Start and Stop over two configs that share one state: what each
 // leaves in force, and where the audit events go.
@@ -52,9 +34,9 @@ func TestTakeoverFollowsTheConfigThatRuns(t *testing.T) {
 			g := newGate(t, gateOptions{recordBodies: 16})
 			shared, authority := g.h.app.shared, g.h.app.authority
 			apps := map[string]*App{}
-			outputs := map[string]*lockedBuffer{}
+			outputs := map[string]*testkit.SyncBuffer{}
 			for _, name := range []string{"A", "B", "C"} {
-				outputs[name] = &lockedBuffer{}
+				outputs[name] = &testkit.SyncBuffer{}
 				apps[name] = &App{shared: shared, authority: authority, logger: zap.NewNop(), start: newStartGate(),
 					auditOut: outputs[name], auditErrors: &auditErrorSink{logger: zap.NewNop()},
 					run: &appRun{settings: &syncSettings{interval: time.Hour, authority: authority}}}

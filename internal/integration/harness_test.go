@@ -370,18 +370,14 @@ func (e *env) restart() {
 	e.dropIdleConnections()
 }
 
-// reload runs `caddy reload --force` with the same Caddyfile: without --force Caddy
-// skips a load whose config is unchanged, and no module would be re-provisioned.
+// reload has the running Caddy load the Caddyfile again (reloadCommand), and waits
+// until the new config serves and the old one's listeners are closed.
 func (e *env) reload() {
 	t := e.t
 	t.Helper()
 	before := strings.Count(e.logs.String(), `"load complete"`)
 	stoppedBefore := strings.Count(e.logs.String(), `"stopped previous server"`)
-	cmd := exec.Command(e.bin, "reload", "--config", e.cfgFile, "--adapter", "caddyfile",
-		"--address", fmt.Sprintf("localhost:%d", e.data.AdminPort), "--force")
-	cmd.Dir = e.dir
-	cmd.Env = append(os.Environ(), "HOME="+e.dir)
-	out, err := cmd.CombinedOutput()
+	out, err := e.reloadCommand().CombinedOutput()
 	if err != nil {
 		t.Fatalf("caddy reload: %v\n%s", err, out)
 	}
@@ -397,6 +393,16 @@ func (e *env) reload() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	e.dropIdleConnections()
+}
+
+// reloadCommand is `caddy reload --force` of the env's Caddyfile: without --force Caddy
+// skips a load whose config is unchanged, and no module would be re-provisioned.
+func (e *env) reloadCommand() *exec.Cmd {
+	cmd := exec.Command(e.bin, "reload", "--config", e.cfgFile, "--adapter", "caddyfile",
+		"--address", fmt.Sprintf("localhost:%d", e.data.AdminPort), "--force")
+	cmd.Dir = e.dir
+	cmd.Env = append(os.Environ(), "HOME="+e.dir)
+	return cmd
 }
 
 func (e *env) logTail(n int) string {

@@ -1,11 +1,8 @@
 package integration
 
 import (
-	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -26,11 +23,7 @@ func (e *env) reloadFails(change func(*caddyfileData)) string {
 		e.data = running
 		e.writeCaddyfile()
 	}()
-	cmd := exec.Command(e.bin, "reload", "--config", e.cfgFile, "--adapter", "caddyfile",
-		"--address", fmt.Sprintf("localhost:%d", e.data.AdminPort), "--force")
-	cmd.Dir = e.dir
-	cmd.Env = append(os.Environ(), "HOME="+e.dir)
-	out, err := cmd.CombinedOutput()
+	out, err := e.reloadCommand().CombinedOutput()
 	if err == nil {
 		t.Fatalf("caddy reload of a config that cannot run succeeded:\n%s", out)
 	}
