@@ -305,17 +305,20 @@ func TestVerifierRefusesForgeries(t *testing.T) {
 		{name: "user name differs in case", token: valid, want: ErrTokenSubject, want2: Want{Subject: "Alice", Audience: audience, Roles: []string{"console-admin"}}},
 		{name: "valid token, verified after its expiry", token: valid, want: ErrTokenExpired, at: time.Unix(claims.Expiry, 0)},
 	}
+	// asked is what a case asks of its token, alice's session now unless it says.
+	asked := func(want Want, at time.Time) (Want, time.Time) {
+		if want.Subject == "" && want.Audience == "" && want.Roles == nil {
+			want = wantAlice()
+		}
+		if at.IsZero() {
+			at = vnow
+		}
+		return want, at
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v := f.newVerifier(t, 0)
-			want := tt.want2
-			if want.Subject == "" && want.Audience == "" && want.Roles == nil {
-				want = wantAlice()
-			}
-			at := tt.at
-			if at.IsZero() {
-				at = vnow
-			}
+			want, at := asked(tt.want2, tt.at)
 			c, err := v.Verify(tt.token, want, at)
 			if !errors.Is(err, tt.want) || c != nil {
 				t.Fatalf("Verify = %+v, %v; want nil, %v", c, err, tt.want)
@@ -343,14 +346,7 @@ func TestVerifierRefusesForgeries(t *testing.T) {
 		if tt.token == valid {
 			continue
 		}
-		want := tt.want2
-		if want.Subject == "" && want.Audience == "" && want.Roles == nil {
-			want = wantAlice()
-		}
-		at := tt.at
-		if at.IsZero() {
-			at = vnow
-		}
+		want, at := asked(tt.want2, tt.at)
 		if c, err := v.Verify(tt.token, want, at); !errors.Is(err, tt.want) || c != nil {
 			t.Errorf("%s, the valid token cached: Verify = %+v, %v; want nil, %v", tt.name, c, err, tt.want)
 		}
