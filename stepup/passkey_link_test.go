@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 )
 
 // bob has nothing enrolled; his link lets the browser that opened it register his
@@ -17,7 +18,7 @@ func TestPasskeyByEnrollmentLink(t *testing.T) {
 	token, _ := f.createLink(t, "bob", time.Hour)
 	opened := f.pending(t, token, "bob")
 	lr := LinkRegistration{Token: token, User: "bob", Browser: opened.Browser, Site: adminSite, ClientIP: "192.0.2.7"}
-	key := newSoftKey(t, adminOrigin)
+	key := testkit.NewSoftKey(t, adminOrigin)
 
 	// Refused before any ceremony: another browser, another user, a user with an
 	// authenticator already (alice).
@@ -41,7 +42,7 @@ func TestPasskeyByEnrollmentLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.p.FinishRegistration(ctx, "bob", adminSite, id, "key", key.create(options)); !errors.Is(err, ErrPasskeyWrongForm) {
+	if _, err := f.p.FinishRegistration(ctx, "bob", adminSite, id, "key", key.Create(options)); !errors.Is(err, ErrPasskeyWrongForm) {
 		t.Fatalf("the link's ceremony finished as a plain registration: %v, want %v", err, ErrPasskeyWrongForm)
 	}
 	if got := passkeySnapshot(t, f.st); len(got) != 1 { // bob's handle only
@@ -52,7 +53,7 @@ func TestPasskeyByEnrollmentLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, err := f.p.FinishLinkRegistration(ctx, lr, id, "yubikey", key.create(options))
+	pk, err := f.p.FinishLinkRegistration(ctx, lr, id, "yubikey", key.Create(options))
 	if err != nil || pk.Name != "yubikey" {
 		t.Fatalf("FinishLinkRegistration = %+v, %v", pk, err)
 	}

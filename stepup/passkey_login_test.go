@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 	"github.com/caddy-jit/caddy-jit/state"
 )
 
@@ -19,14 +20,14 @@ func TestPasskeyLoginRefusals(t *testing.T) {
 	tests := []struct {
 		name string
 		// arrange registers what it needs and returns the ceremony and response to finish.
-		arrange func(t *testing.T, f *passkeyFixture, k *softKey) (ceremony string, response []byte)
+		arrange func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (ceremony string, response []byte)
 		site    Site
 		want    error
 		// wantDetail is part of the error's text, when it matters.
 		wantDetail string
 	}{
 		{name: "replayed challenge", want: ErrPasskeyCeremonyUnknown,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				id, resp := f.beginLogin(t, "alice", k)
 				if _, err := f.p.FinishLogin(ctx, "alice", adminSite, id, resp); err != nil {
 					t.Fatal(err)
@@ -34,112 +35,111 @@ func TestPasskeyLoginRefusals(t *testing.T) {
 				return id, resp
 			}},
 		{name: "another user's passkey", want: ErrPasskeyUnknownCredential,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				bobs := newSoftKey(t, adminOrigin)
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				bobs := testkit.NewSoftKey(t, adminOrigin)
 				f.register(t, "bob", bobs)
 				options, id, err := f.p.BeginLogin(ctx, "alice", adminSite)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return id, bobs.get(options)
+				return id, bobs.Get(options)
 			}},
 		{name: "another user's ceremony", want: ErrPasskeyCeremonyUnknown,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				f.register(t, "bob", newSoftKey(t, adminOrigin))
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				f.register(t, "bob", testkit.NewSoftKey(t, adminOrigin))
 				options, id, err := f.p.BeginLogin(ctx, "bob", adminSite)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return id, k.get(options)
+				return id, k.Get(options)
 			}},
 		{name: "wrong origin", want: ErrPasskeyWrongOrigin,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				k.origin = "https://admin.example.com.phish.test"
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				k.Origin = "https://admin.example.com.phish.test"
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "finished at another site", want: ErrPasskeyWrongOrigin, site: Site{Origin: otherOrigin},
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "wrong RP ID", want: ErrPasskeyWrongRPID,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				k.rpID = "phish.test"
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				k.RPID = "phish.test"
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "user not verified", want: ErrPasskeyUserNotVerified,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				k.flags = flagUP
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				k.Flags = testkit.FlagUP
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "counter went backwards", want: ErrPasskeyCounterRegressed,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				k.count = 9
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				k.NextCount(10)
 				f.login(t, "alice", k) // stored: 10
-				k.count = 6            // a clone that counted less: it sends 7
+				k.NextCount(7)         // a clone that counted less
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "counter repeated", want: ErrPasskeyCounterRegressed,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				f.login(t, "alice", k) // stored: 1
-				k.frozen = true
+				k.FreezeCount(1)
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "counter back to zero", want: ErrPasskeyCounterRegressed,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				f.login(t, "alice", k) // stored: 1
-				k.count, k.frozen = 0, true
+				k.FreezeCount(0)
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "removed passkey", want: ErrPasskeyUnknownCredential,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				id, resp := f.beginLogin(t, "alice", k)
-				if err := f.p.Remove(ctx, "alice", b64.EncodeToString(k.id), "operator", "lost"); err != nil {
+				if err := f.p.Remove(ctx, "alice", k.ID(), "operator", "lost"); err != nil {
 					t.Fatal(err)
 				}
 				return id, resp
 			}},
 		{name: "expired challenge", want: ErrPasskeyChallengeExpired,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				id, resp := f.beginLogin(t, "alice", k)
 				f.clock.Add(2*time.Minute + time.Second)
 				return id, resp
 			}},
 		{name: "answer to another ceremony", want: ErrPasskeyChallengeMismatch,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				id, _ := f.beginLogin(t, "alice", k)
 				_, resp := f.beginLogin(t, "alice", k)
 				return id, resp
 			}},
 		{name: "bad signature", want: ErrPasskeyInvalid,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				other := newSoftKey(t, adminOrigin) // same credential id, another key
-				other.id, other.handle = k.id, k.handle
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				other := k.Impostor() // same credential id, another key
 				options, id, err := f.p.BeginLogin(ctx, "alice", adminSite)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return id, other.get(options)
+				return id, other.Get(options)
 			}},
 		{name: "a registration's answer", want: ErrPasskeyMalformed,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				options, id, err := f.p.BeginLogin(ctx, "alice", adminSite)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return id, k.create([]byte(strings.Replace(string(options), `"rpId"`, `"rp":{"id":"example.com"},"x"`, 1)))
+				return id, k.Create([]byte(strings.Replace(string(options), `"rpId"`, `"rp":{"id":"example.com"},"x"`, 1)))
 			}},
 		{name: "client data of a registration", want: ErrPasskeyInvalid, wantDetail: "webauthn.create",
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
-				k.getType = "webauthn.create"
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
+				k.GetType = "webauthn.create"
 				return f.beginLogin(t, "alice", k)
 			}},
 		{name: "malformed JSON", want: ErrPasskeyMalformed, wantDetail: "not a WebAuthn assertion",
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				id, _ := f.beginLogin(t, "alice", k)
 				return id, []byte(`{"id": "abc", "type": `)
 			}},
 		{name: "ceremony id of the wrong shape", want: ErrPasskeyCeremonyUnknown,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				_, resp := f.beginLogin(t, "alice", k)
 				return "../passkeys/x", resp
 			}},
@@ -147,7 +147,7 @@ func TestPasskeyLoginRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newPasskeyFixture(t)
-			k := newSoftKey(t, adminOrigin)
+			k := testkit.NewSoftKey(t, adminOrigin)
 			f.register(t, "alice", k)
 			ceremony, resp := tt.arrange(t, f, k)
 			site := adminSite
@@ -186,11 +186,11 @@ func TestPasskeyLoginRefusals(t *testing.T) {
 
 func TestPasskeyCounterRegressionAudited(t *testing.T) {
 	f := newPasskeyFixture(t)
-	k := newSoftKey(t, adminOrigin)
+	k := testkit.NewSoftKey(t, adminOrigin)
 	f.register(t, "alice", k)
-	k.count = 41
+	k.NextCount(42)
 	f.login(t, "alice", k)
-	k.count = 2
+	k.NextCount(3)
 	id, resp := f.beginLogin(t, "alice", k)
 	if _, err := f.p.FinishLogin(context.Background(), "alice", adminSite, id, resp); !errors.Is(err, ErrPasskeyCounterRegressed) {
 		t.Fatalf("FinishLogin = %v, want %v", err, ErrPasskeyCounterRegressed)
@@ -199,7 +199,7 @@ func TestPasskeyCounterRegressionAudited(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("%d passkey_counter_regressed events, want 1", len(got))
 	}
-	if m := fieldsOf(got[0]); m["user"] != "alice" || m["credential_id"] != b64.EncodeToString(k.id) || m["stored_count"] != uint32(42) || m["received_count"] != uint32(3) {
+	if m := fieldsOf(got[0]); m["user"] != "alice" || m["credential_id"] != k.ID() || m["stored_count"] != uint32(42) || m["received_count"] != uint32(3) {
 		t.Fatalf("passkey_counter_regressed fields = %v", m)
 	}
 }
@@ -208,8 +208,8 @@ func TestPasskeyCounterRegressionAudited(t *testing.T) {
 // passkeys do) is accepted every time.
 func TestPasskeyWithoutCounter(t *testing.T) {
 	f := newPasskeyFixture(t)
-	k := newSoftKey(t, adminOrigin)
-	k.frozen = true
+	k := testkit.NewSoftKey(t, adminOrigin)
+	k.FreezeCount(0)
 	f.register(t, "alice", k)
 	f.login(t, "alice", k)
 	f.login(t, "alice", k)
@@ -220,13 +220,13 @@ func TestPasskeyWithoutCounter(t *testing.T) {
 func TestPasskeyFailuresShareTheTOTPLockout(t *testing.T) {
 	ctx := context.Background()
 	f := newPasskeyFixture(t)
-	k := newSoftKey(t, adminOrigin)
+	k := testkit.NewSoftKey(t, adminOrigin)
 	f.register(t, "alice", k)
 	good, goodResp := f.beginLogin(t, "alice", k)
 	for range 4 {
 		wantActivationReason(t, f.authorityFixture, f.wrongCode(t), ErrCodeInvalid.Error())
 	}
-	k.flags = flagUP
+	k.Flags = testkit.FlagUP
 	id, resp := f.beginLogin(t, "alice", k)
 	_, err := f.p.FinishLogin(ctx, "alice", adminSite, id, resp)
 	var locked *LockedOutError
@@ -253,7 +253,7 @@ func TestPasskeyFailuresShareTheTOTPLockout(t *testing.T) {
 
 	// After the lockout, a right passkey passes and forgets the failures.
 	f.clock.Add(lockoutDuration + time.Second)
-	k.flags = flagUP | flagUV
+	k.Flags = testkit.FlagUP | testkit.FlagUV
 	f.login(t, "alice", k)
 	if _, found := storedLockout(t, f.st, "alice"); found {
 		t.Fatal("the lockout record outlived a passkey step-up")

@@ -8,63 +8,64 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 )
 
 func TestPasskeyRegistrationRefusals(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
-		arrange func(t *testing.T, f *passkeyFixture, k *softKey) (ceremony string, response []byte)
+		arrange func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (ceremony string, response []byte)
 		want    error
 	}{
 		{name: "wrong origin", want: ErrPasskeyWrongOrigin,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				options, id := beginRegistration(t, f)
-				k.origin = "https://phish.test"
-				return id, k.create(options)
+				k.Origin = "https://phish.test"
+				return id, k.Create(options)
 			}},
 		{name: "wrong RP ID", want: ErrPasskeyWrongRPID,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				options, id := beginRegistration(t, f)
-				k.rpID = "phish.test"
-				return id, k.create(options)
+				k.RPID = "phish.test"
+				return id, k.Create(options)
 			}},
 		{name: "user not verified", want: ErrPasskeyUserNotVerified,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				options, id := beginRegistration(t, f)
-				k.flags = flagUP
-				return id, k.create(options)
+				k.Flags = testkit.FlagUP
+				return id, k.Create(options)
 			}},
 		{name: "replayed", want: ErrPasskeyCeremonyUnknown,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				options, id := beginRegistration(t, f)
-				resp := k.create(options)
+				resp := k.Create(options)
 				if _, err := f.p.FinishRegistration(ctx, "alice", adminSite, id, "", resp); err != nil {
 					t.Fatal(err)
 				}
 				return id, resp
 			}},
 		{name: "already registered", want: ErrPasskeyDuplicate,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				f.register(t, "alice", k)
 				options, id := beginRegistration(t, f)
-				return id, k.create(options)
+				return id, k.Create(options)
 			}},
 		{name: "expired", want: ErrPasskeyChallengeExpired,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				options, id := beginRegistration(t, f)
 				f.clock.Add(2*time.Minute + time.Second)
-				return id, k.create(options)
+				return id, k.Create(options)
 			}},
 		{name: "a login ceremony", want: ErrPasskeyCeremonyUnknown,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				f.register(t, "alice", k)
 				options, _ := beginRegistration(t, f)
 				id, _ := f.beginLogin(t, "alice", k)
-				return id, newSoftKey(t, adminOrigin).create(options)
+				return id, testkit.NewSoftKey(t, adminOrigin).Create(options)
 			}},
 		{name: "malformed JSON", want: ErrPasskeyMalformed,
-			arrange: func(t *testing.T, f *passkeyFixture, k *softKey) (string, []byte) {
+			arrange: func(t *testing.T, f *passkeyFixture, k *testkit.SoftKey) (string, []byte) {
 				_, id := beginRegistration(t, f)
 				return id, []byte(`[]`)
 			}},
@@ -72,7 +73,7 @@ func TestPasskeyRegistrationRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newPasskeyFixture(t)
-			ceremony, resp := tt.arrange(t, f, newSoftKey(t, adminOrigin))
+			ceremony, resp := tt.arrange(t, f, testkit.NewSoftKey(t, adminOrigin))
 			before := passkeySnapshot(t, f.st)
 
 			_, err := f.p.FinishRegistration(ctx, "alice", adminSite, ceremony, "laptop", resp)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 	"github.com/caddy-jit/caddy-jit/state"
 )
 
@@ -37,13 +38,13 @@ func newPasskeyFixture(t *testing.T) *passkeyFixture {
 }
 
 // register registers k as a passkey of user, as the browser at k's origin would.
-func (f *passkeyFixture) register(t *testing.T, user string, k *softKey) Passkey {
+func (f *passkeyFixture) register(t *testing.T, user string, k *testkit.SoftKey) Passkey {
 	t.Helper()
 	options, id, err := f.p.BeginRegistration(context.Background(), user, adminSite)
 	if err != nil {
 		t.Fatalf("BeginRegistration(%s) = %v", user, err)
 	}
-	pk, err := f.p.FinishRegistration(context.Background(), user, adminSite, id, "laptop", k.create(options))
+	pk, err := f.p.FinishRegistration(context.Background(), user, adminSite, id, "laptop", k.Create(options))
 	if err != nil {
 		t.Fatalf("FinishRegistration(%s) = %v", user, err)
 	}
@@ -52,18 +53,18 @@ func (f *passkeyFixture) register(t *testing.T, user string, k *softKey) Passkey
 
 // beginLogin begins a step-up of user at the admin site and returns the ceremony id
 // and k's answer to it.
-func (f *passkeyFixture) beginLogin(t *testing.T, user string, k *softKey) (string, []byte) {
+func (f *passkeyFixture) beginLogin(t *testing.T, user string, k *testkit.SoftKey) (string, []byte) {
 	t.Helper()
 	options, id, err := f.p.BeginLogin(context.Background(), user, adminSite)
 	if err != nil {
 		t.Fatalf("BeginLogin(%s) = %v", user, err)
 	}
-	resp := k.get(options)
+	resp := k.Get(options)
 	f.used = append(f.used, string(resp), challengeOf(t, options))
 	return id, resp
 }
 
-func (f *passkeyFixture) login(t *testing.T, user string, k *softKey) {
+func (f *passkeyFixture) login(t *testing.T, user string, k *testkit.SoftKey) {
 	t.Helper()
 	id, resp := f.beginLogin(t, user, k)
 	if _, err := f.p.FinishLogin(context.Background(), user, adminSite, id, resp); err != nil {
@@ -72,7 +73,7 @@ func (f *passkeyFixture) login(t *testing.T, user string, k *softKey) {
 }
 
 func challengeOf(t *testing.T, options []byte) string {
-	var o requestOptions
+	var o testkit.RequestOptions
 	mustUnmarshal(t, options, &o)
 	return o.PublicKey.Challenge
 }
@@ -99,12 +100,12 @@ func passkeySnapshot(t *testing.T, st state.Store) map[string]string {
 func TestPasskeyRegisterThenLogin(t *testing.T) {
 	f := newPasskeyFixture(t)
 	ctx := context.Background()
-	k := newSoftKey(t, adminOrigin)
+	k := testkit.NewSoftKey(t, adminOrigin)
 	options, id, err := f.p.BeginRegistration(ctx, "alice", adminSite)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var o creationOptions
+	var o testkit.CreationOptions
 	mustUnmarshal(t, options, &o)
 	if o.PublicKey.RP.ID != "example.com" || o.PublicKey.AuthenticatorSelection.UserVerification != "required" || o.PublicKey.Timeout != 120000 {
 		t.Fatalf("creation options = %s, want RP example.com, user verification required, a 2-minute timeout", options)
@@ -114,11 +115,11 @@ func TestPasskeyRegisterThenLogin(t *testing.T) {
 	}
 	f.used = append(f.used, o.PublicKey.Challenge)
 	f.clock.Add(30 * time.Second)
-	reg, err := f.p.FinishRegistration(ctx, "alice", adminSite, id, "YubiKey", k.create(options))
+	reg, err := f.p.FinishRegistration(ctx, "alice", adminSite, id, "YubiKey", k.Create(options))
 	if err != nil {
 		t.Fatalf("FinishRegistration = %v", err)
 	}
-	if reg.ID != b64.EncodeToString(k.id) || reg.Name != "YubiKey" || reg.AAGUID != "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4" || reg.RPID != "example.com" || !reg.Created.Equal(f.clock.Now()) {
+	if reg.ID != k.ID() || reg.Name != "YubiKey" || reg.AAGUID != "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4" || reg.RPID != "example.com" || !reg.Created.Equal(f.clock.Now()) {
 		t.Fatalf("registered %+v", reg)
 	}
 	if got := fieldsOf(events(f.logs, audit.EventPasskeyRegistered)[0]); got["user"] != "alice" || got["credential_id"] != reg.ID || got["name"] != "YubiKey" {
@@ -139,14 +140,14 @@ func TestPasskeyRegisterThenLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ro requestOptions
+	var ro testkit.RequestOptions
 	mustUnmarshal(t, options, &ro)
 	if ro.PublicKey.RPID != "example.com" || ro.PublicKey.UserVerification != "required" || len(ro.PublicKey.AllowCredentials) != 1 || ro.PublicKey.AllowCredentials[0].ID != reg.ID {
 		t.Fatalf("request options = %s, want only alice's passkey, user verification required", options)
 	}
 	f.used = append(f.used, ro.PublicKey.Challenge)
 	f.clock.Add(time.Minute)
-	used, err := f.p.FinishLogin(ctx, "alice", adminSite, id, k.get(options))
+	used, err := f.p.FinishLogin(ctx, "alice", adminSite, id, k.Get(options))
 	if err != nil {
 		t.Fatalf("FinishLogin = %v, want the passkey accepted", err)
 	}
@@ -201,7 +202,7 @@ func TestPasskeySiteMustBeAllowed(t *testing.T) {
 func TestPrunePasskeyCeremonies(t *testing.T) {
 	ctx := context.Background()
 	f := newPasskeyFixture(t)
-	k := newSoftKey(t, adminOrigin)
+	k := testkit.NewSoftKey(t, adminOrigin)
 	f.register(t, "alice", k)
 	stale, _ := f.beginLogin(t, "alice", k)
 	f.clock.Add(90 * time.Second)

@@ -8,28 +8,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-jit/caddy-jit/internal/testkit"
 	"github.com/caddy-jit/caddy-jit/policy"
 )
 
 func TestProveNamesTheMethodAndKeepsToTheRolesStepUp(t *testing.T) {
 	ctx := context.Background()
 	f := newPasskeyFixture(t)
-	key := newSoftKey(t, adminOrigin)
+	key := testkit.NewSoftKey(t, adminOrigin)
 	f.register(t, "alice", key)
-	synced := newSoftKey(t, adminOrigin)
-	synced.flags |= flagBE
+	synced := testkit.NewSoftKey(t, adminOrigin)
+	synced.Synced = true
 	f.register(t, "alice", synced)
-	var proofWith func(*softKey, string) Proof
+	var proofWith func(*testkit.SoftKey, string) Proof
 	passkeyProof := func(form string) Proof {
 		return proofWith(key, form)
 	}
-	proofWith = func(key *softKey, form string) Proof {
+	proofWith = func(key *testkit.SoftKey, form string) Proof {
 		site := Site{Origin: adminOrigin, Form: form}
 		options, id, err := f.p.BeginLogin(ctx, "alice", site)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return Proof{Passkey: &PasskeyProof{Site: site, Ceremony: id, Response: key.get(options)}}
+		return Proof{Passkey: &PasskeyProof{Site: site, Ceremony: id, Response: key.Get(options)}}
 	}
 
 	proved, err := f.a.Prove(ctx, "alice", passkeyProof("activate:db"), policy.StepUpWebAuthn)
@@ -66,7 +67,7 @@ func TestProveNamesTheMethodAndKeepsToTheRolesStepUp(t *testing.T) {
 func TestPasskeyMadeForOneFormIsRefusedOnAnother(t *testing.T) {
 	ctx := context.Background()
 	f := newPasskeyFixture(t)
-	key := newSoftKey(t, adminOrigin)
+	key := testkit.NewSoftKey(t, adminOrigin)
 	f.register(t, "alice", key)
 	approve := Site{Origin: adminOrigin, Form: "decide:R1"}
 	options, id, err := f.p.BeginLogin(ctx, "alice", approve)
@@ -74,14 +75,14 @@ func TestPasskeyMadeForOneFormIsRefusedOnAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := passkeySnapshot(t, f.st)
-	_, err = f.p.FinishLogin(ctx, "alice", Site{Origin: adminOrigin, Form: "activate:db"}, id, key.get(options))
+	_, err = f.p.FinishLogin(ctx, "alice", Site{Origin: adminOrigin, Form: "activate:db"}, id, key.Get(options))
 	if !errors.Is(err, ErrPasskeyWrongForm) {
 		t.Fatalf("an assertion for the approval spent on an activation: %v, want %v", err, ErrPasskeyWrongForm)
 	}
 	if after := passkeySnapshot(t, f.st); !maps.Equal(before, after) {
 		t.Error("the refusal changed the stored passkeys")
 	}
-	if _, err := f.p.FinishLogin(ctx, "alice", approve, id, key.get(options)); !errors.Is(err, ErrPasskeyCeremonyUnknown) {
+	if _, err := f.p.FinishLogin(ctx, "alice", approve, id, key.Get(options)); !errors.Is(err, ErrPasskeyCeremonyUnknown) {
 		t.Errorf("the ceremony was not spent by the refused attempt: %v", err)
 	}
 }
@@ -100,12 +101,12 @@ func TestPasskeysWithoutOriginsFollowTheSite(t *testing.T) {
 	if !p.Usable(local) {
 		t.Fatal("a site at localhost cannot use passkeys without a configured RP ID")
 	}
-	key := newSoftKey(t, local.Origin)
+	key := testkit.NewSoftKey(t, local.Origin)
 	options, id, err := p.BeginRegistration(ctx, "alice", local)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, err := p.FinishRegistration(ctx, "alice", local, id, "key", key.create(options))
+	pk, err := p.FinishRegistration(ctx, "alice", local, id, "key", key.Create(options))
 	if err != nil || pk.RPID != "localhost" {
 		t.Fatalf("registration at localhost: %+v, %v; want RP ID localhost", pk, err)
 	}
@@ -122,7 +123,7 @@ func TestPasskeysWithoutOriginsFollowTheSite(t *testing.T) {
 func TestPasskeyBegunInOneBrowserIsRefusedInAnother(t *testing.T) {
 	ctx := context.Background()
 	f := newPasskeyFixture(t)
-	key := newSoftKey(t, adminOrigin)
+	key := testkit.NewSoftKey(t, adminOrigin)
 	f.register(t, "alice", key)
 	mine := Site{Origin: adminOrigin, Form: "activate:db", Browser: "binding-of-the-first-browser"}
 	for _, other := range []string{"binding-of-another-browser", ""} {
@@ -132,7 +133,7 @@ func TestPasskeyBegunInOneBrowserIsRefusedInAnother(t *testing.T) {
 		}
 		elsewhere := mine
 		elsewhere.Browser = other
-		if _, err := f.p.FinishLogin(ctx, "alice", elsewhere, id, key.get(options)); !errors.Is(err, ErrPasskeyOtherBrowser) {
+		if _, err := f.p.FinishLogin(ctx, "alice", elsewhere, id, key.Get(options)); !errors.Is(err, ErrPasskeyOtherBrowser) {
 			t.Errorf("finished with the binding %q: %v, want %v", other, err, ErrPasskeyOtherBrowser)
 		}
 	}
@@ -140,7 +141,7 @@ func TestPasskeyBegunInOneBrowserIsRefusedInAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.p.FinishLogin(ctx, "alice", mine, id, key.get(options)); err != nil {
+	if _, err := f.p.FinishLogin(ctx, "alice", mine, id, key.Get(options)); err != nil {
 		t.Errorf("finished in the browser that began it: %v", err)
 	}
 }

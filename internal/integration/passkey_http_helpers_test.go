@@ -348,16 +348,9 @@ func wantLoginOptions(t *testing.T, options []byte, credentialIDs ...string) {
 	if err := json.Unmarshal(options, &o); err != nil {
 		t.Fatalf("the ceremony's options: %v: %s", err, options)
 	}
-	var pk struct {
-		Challenge        string `json:"challenge"`
-		RPID             string `json:"rpId"`
-		UserVerification string `json:"userVerification"`
-		AllowCredentials []struct {
-			ID string `json:"id"`
-		} `json:"allowCredentials"`
-	}
-	raw, _ := json.Marshal(o.PublicKey)
-	_ = json.Unmarshal(raw, &pk)
+	var ro testkit.RequestOptions
+	_ = json.Unmarshal(options, &ro)
+	pk := ro.PublicKey
 	var ids []string
 	for _, c := range pk.AllowCredentials {
 		ids = append(ids, c.ID)

@@ -17,22 +17,31 @@ import (
 // the tests of the packages that drive package stepup: it reads the options JSON that
 // stepup hands out for navigator.credentials.create or .get and answers with the JSON
 // that a browser's PublicKeyCredential.toJSON() gives, signed with a real ES256 key.
-// Like package stepup's own test authenticator (which can also play a phishing page or
-// a lax authenticator), it is written from the WebAuthn spec, not from the library
-// under test: CBOR by fxamacker/cbor, the signature by crypto/ecdsa. It always verifies
-// the user (UV) and asks for no attestation ("none").
+// It is written from the WebAuthn spec, not from the library under test: CBOR by
+// fxamacker/cbor, the signature by crypto/ecdsa. It verifies the user (UV) unless told
+// otherwise, and gives no attestation ("none").
 type SoftKey struct {
 	// Synced makes the authenticator say that the passkey may be backed up (the BE
 	// flag), as a synced passkey does. Set it before Create and leave it.
 	Synced bool
+	// What the browser reports and the authenticator signs; tests change them to play
+	// a phishing page, another relying party or a lax authenticator.
+	Origin string
+	// RPID is the relying party the authenticator data is for; empty: the options'.
+	RPID string
+	// Flags are the authenticator data flags; zero: user present and verified, and
+	// backup eligible when Synced.
+	Flags byte
+	// GetType replaces an assertion's client data type ("webauthn.get").
+	GetType string
 
 	t      *testing.T
 	priv   *ecdsa.PrivateKey
 	id     []byte
 	handle []byte
-	origin string
-	// count is the signature counter; each assertion adds one.
-	count uint32
+	// count is the signature counter; each assertion adds one, unless frozen.
+	count  uint32
+	frozen bool
 }
 
 // SoftKeyAAGUID is the make and model every SoftKey reports, as stepup.Passkey's
@@ -44,10 +53,10 @@ var softKeyAAGUID = []byte{0xea, 0x9b, 0x8d, 0x66, 0x4d, 0x01, 0x1d, 0x21, 0x3c,
 // Authenticator data flags (WebAuthn §6.1): user present, user verified, backup
 // eligible, attested credential data included.
 const (
-	flagUP = 0x01
-	flagUV = 0x04
-	flagBE = 0x08
-	flagAT = 0x40
+	FlagUP = 0x01
+	FlagUV = 0x04
+	FlagBE = 0x08
+	FlagAT = 0x40
 )
 
 var b64 = base64.RawURLEncoding
@@ -60,7 +69,7 @@ func NewSoftKey(t *testing.T, origin string) *SoftKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &SoftKey{t: t, priv: priv, id: make([]byte, 32), origin: origin}
+	k := &SoftKey{t: t, priv: priv, id: make([]byte, 32), Origin: origin}
 	_, _ = rand.Read(k.id)
 	return k
 }
@@ -68,20 +77,43 @@ func NewSoftKey(t *testing.T, origin string) *SoftKey {
 // ID is the credential id in base64url, as stepup.Passkey's ID names it.
 func (k *SoftKey) ID() string { return b64.EncodeToString(k.id) }
 
+// CreationOptions and RequestOptions are the parts of the options JSON (for
+// navigator.credentials.create and .get) that a browser uses.
+type CreationOptions struct {
+	PublicKey struct {
+		Challenge string `json:"challenge"`
+		RP        struct {
+			ID string `json:"id"`
+		} `json:"rp"`
+		User struct {
+			ID string `json:"id"`
+		} `json:"user"`
+		AuthenticatorSelection struct {
+			UserVerification string `json:"userVerification"`
+		} `json:"authenticatorSelection"`
+		ExcludeCredentials []struct {
+			ID string `json:"id"`
+		} `json:"excludeCredentials"`
+		Timeout int `json:"timeout"`
+	} `json:"publicKey"`
+}
+
+type RequestOptions struct {
+	PublicKey struct {
+		Challenge        string `json:"challenge"`
+		RPID             string `json:"rpId"`
+		UserVerification string `json:"userVerification"`
+		AllowCredentials []struct {
+			ID string `json:"id"`
+		} `json:"allowCredentials"`
+		Timeout int `json:"timeout"`
+	} `json:"publicKey"`
+}
+
 // Create answers navigator.credentials.create(options) with a "none" attestation.
 func (k *SoftKey) Create(options []byte) []byte {
 	k.t.Helper()
-	var o struct {
-		PublicKey struct {
-			Challenge string `json:"challenge"`
-			RP        struct {
-				ID string `json:"id"`
-			} `json:"rp"`
-			User struct {
-				ID string `json:"id"`
-			} `json:"user"`
-		} `json:"publicKey"`
-	}
+	var o CreationOptions
 	if err := json.Unmarshal(options, &o); err != nil {
 		k.t.Fatalf("creation options: %v: %s", err, options)
 	}
@@ -98,7 +130,7 @@ func (k *SoftKey) Create(options []byte) []byte {
 	}
 	// COSE_Key (RFC 9053): kty EC2, alg ES256, crv P-256, x, y.
 	cose := k.cbor(map[int]any{1: 2, 3: -7, -1: 1, -2: point[1:33], -3: point[33:65]})
-	auth := k.authData(o.PublicKey.RP.ID, k.flags()|flagAT)
+	auth := k.authData(o.PublicKey.RP.ID, k.flags()|FlagAT)
 	auth = append(auth, softKeyAAGUID...)
 	auth = binary.BigEndian.AppendUint16(auth, uint16(len(k.id)))
 	auth = append(auth, k.id...)
@@ -117,24 +149,23 @@ func (k *SoftKey) Create(options []byte) []byte {
 	})
 }
 
-// Get answers navigator.credentials.get(options) with an assertion of this key, which
-// Create must have registered first (it takes the user handle from there).
+// Get answers navigator.credentials.get(options) with an assertion of this key, whether
+// or not the options allow it (an attacker's script would not ask). Its user handle is
+// the one Create saw; a key never created sends none.
 func (k *SoftKey) Get(options []byte) []byte {
 	k.t.Helper()
-	var o struct {
-		PublicKey struct {
-			Challenge string `json:"challenge"`
-			RPID      string `json:"rpId"`
-		} `json:"publicKey"`
-	}
+	var o RequestOptions
 	if err := json.Unmarshal(options, &o); err != nil {
 		k.t.Fatalf("request options: %v: %s", err, options)
 	}
-	if k.handle == nil {
-		k.t.Fatal("SoftKey.Get before Create: the key has no user handle")
+	typ := "webauthn.get"
+	if k.GetType != "" {
+		typ = k.GetType
 	}
-	cdj := k.clientData("webauthn.get", o.PublicKey.Challenge)
-	k.count++
+	cdj := k.clientData(typ, o.PublicKey.Challenge)
+	if !k.frozen {
+		k.count++
+	}
 	auth := k.authData(o.PublicKey.RPID, k.flags())
 	cdHash := sha256.Sum256(cdj)
 	digest := sha256.Sum256(append(append([]byte{}, auth...), cdHash[:]...))
@@ -156,18 +187,25 @@ func (k *SoftKey) Get(options []byte) []byte {
 }
 
 func (k *SoftKey) flags() byte {
-	if k.Synced {
-		return flagUP | flagUV | flagBE
+	switch {
+	case k.Flags != 0:
+		return k.Flags
+	case k.Synced:
+		return FlagUP | FlagUV | FlagBE
 	}
-	return flagUP | flagUV
+	return FlagUP | FlagUV
 }
 
 func (k *SoftKey) clientData(typ, challenge string) []byte {
-	return k.json(map[string]any{"type": typ, "challenge": challenge, "origin": k.origin, "crossOrigin": false})
+	return k.json(map[string]any{"type": typ, "challenge": challenge, "origin": k.Origin, "crossOrigin": false})
 }
 
-// authData is rpIdHash || flags || signCount (WebAuthn §6.1).
+// authData is rpIdHash || flags || signCount (WebAuthn §6.1), for the options' RP ID
+// unless RPID names another.
 func (k *SoftKey) authData(rpID string, flags byte) []byte {
+	if k.RPID != "" {
+		rpID = k.RPID
+	}
 	h := sha256.Sum256([]byte(rpID))
 	return binary.BigEndian.AppendUint32(append(h[:], flags), k.count)
 }

@@ -21,18 +21,18 @@ import (
 // report it, e.g. a look-alike page that relays the real site's options.
 func (k *SoftKey) GetAt(options []byte, origin string) []byte {
 	k.t.Helper()
-	saved := k.origin
-	k.origin = origin
-	defer func() { k.origin = saved }()
+	saved := k.Origin
+	k.Origin = origin
+	defer func() { k.Origin = saved }()
 	return k.Get(options)
 }
 
 // CreateAt is Create as a browser at origin would report it.
 func (k *SoftKey) CreateAt(options []byte, origin string) []byte {
 	k.t.Helper()
-	saved := k.origin
-	k.origin = origin
-	defer func() { k.origin = saved }()
+	saved := k.Origin
+	k.Origin = origin
+	defer func() { k.Origin = saved }()
 	return k.Create(options)
 }
 
@@ -60,7 +60,7 @@ func (k *SoftKey) GetWithoutUV(options []byte) []byte {
 	r := resp["response"].(map[string]any)
 	auth := k.decode(r["authenticatorData"])
 	cdj := k.decode(r["clientDataJSON"])
-	auth[32] &^= flagUV
+	auth[32] &^= FlagUV
 	cdHash := sha256.Sum256(cdj)
 	digest := sha256.Sum256(append(append([]byte{}, auth...), cdHash[:]...))
 	sig, err := ecdsa.SignASN1(rand.Reader, k.priv, digest[:])
@@ -89,7 +89,7 @@ func (k *SoftKey) CreateWithoutUV(options []byte) []byte {
 	if err := cbor.Unmarshal(k.decode(r["attestationObject"]), &att); err != nil {
 		k.t.Fatalf("the attestation object: %v", err)
 	}
-	att.AuthData[32] &^= flagUV
+	att.AuthData[32] &^= FlagUV
 	r["attestationObject"] = b64.EncodeToString(k.cbor(map[string]any{"fmt": att.Fmt, "attStmt": att.AttStmt, "authData": att.AuthData}))
 	return k.json(resp)
 }
@@ -106,7 +106,11 @@ func (k *SoftKey) Clone() *SoftKey {
 
 // NextCount makes the next assertion report the signature counter n (the ones after
 // it n+1, …): a counter set back, or reset to zero.
-func (k *SoftKey) NextCount(n uint32) { k.count = n - 1 }
+func (k *SoftKey) NextCount(n uint32) { k.count, k.frozen = n-1, false }
+
+// FreezeCount makes every assertion from now on report the signature counter n, as an
+// authenticator without a counter (0) or a broken one does.
+func (k *SoftKey) FreezeCount(n uint32) { k.count, k.frozen = n, true }
 
 // Count is the signature counter the last assertion reported (0 before any; one
 // less than n after NextCount(n)).
