@@ -232,12 +232,13 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	ctx, cancel := context.WithCancel(r.Context())
 	live := h.app.authority.Live
 	live.Register(c, ctx, cancel)
-	if h.app.authority.Revocations.Revoked(c.SessionID) {
-		// Revoked between the check and the registration: the revocation has already
-		// ended the session's live requests, and would miss this one.
+	if reason := endedSinceCheck(h.app.authority.Revocations, c, start, now); reason != nil {
+		// Ended between the check and the registration: the end has already ended
+		// the session's live requests and told its session_ended, and would miss
+		// this one.
 		live.Done(c, ctx, nil)
 		cancel()
-		return h.refuse(w, r, repl, c.Subject, session.ErrTokenRevoked.Error(), start)
+		return h.refuse(w, r, repl, c.Subject, reason.Error(), start)
 	}
 	// The gated request is the request's context too: later jit handlers find the
 	// verified claims in it (admittedBy) without another allocation.
@@ -298,6 +299,19 @@ func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}()
 	err = next.ServeHTTP(rec, r)
 	return err
+}
+
+// endedSinceCheck reports why a session whose token passed at checked has ended since:
+// revoked, or expired (Sweep ends an expired session at its next sync). The clock is
+// read again only in a session's last minute, off the hot path of every other request.
+func endedSinceCheck(revocations *session.Revocations, c *session.Claims, checked time.Time, clock func() time.Time) error {
+	if revocations.Revoked(c.SessionID) {
+		return session.ErrTokenRevoked
+	}
+	if c.Expiry-checked.Unix() < 60 && clock().Unix() >= c.Expiry {
+		return session.ErrTokenExpired
+	}
+	return nil
 }
 
 // gatedRequest is what a request passed under a session needs beyond Caddy's own, in

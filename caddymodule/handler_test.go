@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/caddy-jit/caddy-jit/session"
 )
 
 func TestDeleteIdentityHeadersRemovesEverySpelling(t *testing.T) {
@@ -140,5 +142,36 @@ func TestSessionCookieLastsToTheSessionsLastSecond(t *testing.T) {
 	}
 	if got := sessionCookieFor(r, "", time.Time{}).MaxAge; got != -1 {
 		t.Errorf("clearing the cookie: Max-Age %d, want -1", got)
+	}
+}
+
+// A request whose token passed just before its session ended registers after the end
+// has cancelled the session's requests and told its session_ended: it is refused, so
+// that it neither runs unended nor starts a second session_ended.
+func TestEndedSinceCheck(t *testing.T) {
+	const expiry = 10_000
+	revoked := session.NewRevocations()
+	revoked.Add("revoked", time.Unix(expiry, 0))
+	clockAt := func(unix int64) func() time.Time { return func() time.Time { return time.Unix(unix, 0) } }
+	tests := []struct {
+		name    string
+		id      string
+		checked int64
+		clock   func() time.Time
+		want    error
+	}{
+		{"live", "live", expiry - 1, clockAt(expiry - 1), nil},
+		{"revoked since the check", "revoked", expiry - 600, clockAt(expiry - 600), session.ErrTokenRevoked},
+		{"expired since the check", "live", expiry - 1, clockAt(expiry), session.ErrTokenExpired},
+		{"long before its end, the clock is not read again", "live", expiry - 3600,
+			func() time.Time { t.Fatal("clock read for a session an hour from its end"); return time.Time{} }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &session.Claims{Grant: session.Grant{SessionID: tt.id, Expiry: expiry}}
+			if got := endedSinceCheck(revoked, c, time.Unix(tt.checked, 0), tt.clock); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -45,12 +45,16 @@ func NewLive() *Live { return &Live{sessions: make(map[string]*liveSession)} }
 
 // Register records a request in flight under a session. It allocates nothing once
 // the session has had a request: the session's entry stays until the session ends.
+// A token of an extended session (same id, later expiry) moves the entry's expiry, so
+// that Sweep does not end the session at its first end.
 func (l *Live) Register(c *Claims, ctx context.Context, cancel context.CancelFunc) {
 	l.mu.Lock()
 	s := l.sessions[c.SessionID]
 	if s == nil {
 		s = &liveSession{id: c.SessionID, expires: c.Expiry, user: c.Subject, role: c.Role, cancels: make(map[context.Context]context.CancelFunc, 4)}
 		l.sessions[c.SessionID] = s
+	} else if s.ended == nil && c.Expiry > s.expires {
+		s.expires = c.Expiry
 	}
 	s.cancels[ctx] = cancel
 	l.mu.Unlock()

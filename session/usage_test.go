@@ -88,3 +88,33 @@ func TestLiveEndAllKeepsUsage(t *testing.T) {
 		t.Fatalf("told %+v, want one end with both requests", told)
 	}
 }
+
+// An extension keeps the session's id and issues a token with a later expiry: the
+// session goes on, so Sweep at its first end neither cancels its open streams nor
+// tells a session_ended, which comes once, at the end it was extended to.
+func TestLiveFollowsAnExtension(t *testing.T) {
+	l := NewLive()
+	var told []Ended
+	l.OnEnd = func(e Ended) { told = append(told, e) }
+	before := &Claims{Grant: Grant{Subject: "alice", Role: "ops", SessionID: "s1", Expiry: 1500}}
+	extended := &Claims{Grant: Grant{Subject: "alice", Role: "ops", SessionID: "s1", Expiry: 3000}}
+	serve := func(c *Claims, at int64) {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.Register(c, ctx, cancel)
+		l.Done(c, ctx, &Use{Status: 200, At: time.Unix(at, 0)})
+	}
+	serve(before, 1000)
+	serve(extended, 1400)
+	stream, cancel := context.WithCancel(context.Background())
+	l.Register(before, stream, cancel) // opened with the old token, after the extension
+	l.Sweep(time.Unix(1600, 0))
+	if stream.Err() != nil || len(told) != 0 {
+		t.Fatalf("at the first end: stream %v, told %+v; want the session going on", stream.Err(), told)
+	}
+	l.Done(before, stream, &Use{Status: 101, At: time.Unix(2000, 0)})
+	serve(extended, 2500)
+	l.Sweep(time.Unix(3000, 0))
+	if len(told) != 1 || told[0].How != EndedExpired || told[0].Usage.Requests != 4 {
+		t.Fatalf("told %+v, want one expiry with all 4 requests", told)
+	}
+}
