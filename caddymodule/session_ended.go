@@ -15,8 +15,8 @@ const endLookup = 5 * time.Second
 
 // sessionEnded writes the session_ended event of a session this instance served, when
 // it ends: through the newest config's audit log. One that another instance ended is
-// told after its record says how and by whom (it was stored before the revocation
-// that ended the session here); where the record cannot be read, as revoked.
+// told once its record says how and by whom (see howItEnded); where the record does
+// not say in time, as revoked.
 func (s *sharedState) sessionEnded(logger *zap.Logger) func(session.Ended) {
 	return func(e session.Ended) {
 		write := func(how, by string) {
@@ -37,13 +37,32 @@ func (s *sharedState) sessionEnded(logger *zap.Logger) func(session.Ended) {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), endLookup)
 			defer cancel()
-			how, by := e.How, e.By
-			if a := s.settings.Load().authority; a != nil {
-				if rec, err := a.Records.Load(ctx, e.User, e.SessionID); err == nil && rec.EndHow != "" {
-					how, by = rec.EndHow, rec.EndedBy
+			write(howItEnded(ctx, func(ctx context.Context) (*session.Record, error) {
+				a := s.settings.Load().authority
+				if a == nil {
+					return nil, session.ErrSessionNotFound
 				}
-			}
-			write(how, by)
+				return a.Records.Load(ctx, e.User, e.SessionID)
+			}, e))
 		}()
+	}
+}
+
+// howItEnded reads how another instance ended a session, and who did, from the
+// session's record. That instance stores the revocation first, which is what ended
+// the session here, and the record that says how a moment later: a record that does
+// not say yet is read again, until it does or ctx is done.
+func howItEnded(ctx context.Context, load func(context.Context) (*session.Record, error), e session.Ended) (how, by string) {
+	wait := 10 * time.Millisecond
+	for {
+		if rec, err := load(ctx); err == nil && rec.EndHow != "" {
+			return rec.EndHow, rec.EndedBy
+		}
+		select {
+		case <-ctx.Done():
+			return e.How, e.By
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/audit"
+	"github.com/caddy-jit/caddy-jit/state"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -127,5 +128,56 @@ func TestEndOfAnExpiredSessionDoesNothing(t *testing.T) {
 	}
 	if f.a.Revocations.Revoked(rec.ID) || revocationStored(t, f.st, rec.ID) || len(events(f.logs, audit.EventDeactivated)) != 0 {
 		t.Fatal("an expired session was revoked")
+	}
+}
+
+// hookStore calls stored after each key it stores: another instance's sync, or this
+// instance's own announcement, arriving at that moment.
+type hookStore struct {
+	inner
+	stored func(key string)
+}
+
+// inner is the store hookStore wraps, under a name that is not its Store method's.
+type inner = state.Store
+
+func (h *hookStore) Store(ctx context.Context, key string, v []byte) error {
+	err := h.inner.Store(ctx, key, v)
+	if err == nil && h.stored != nil {
+		h.stored(key)
+	}
+	return err
+}
+
+// An instance that hears of its own revocation before revoke returns (its announcement
+// or its sync) still tells the session's usage as the deactivation it is, after the
+// deactivated event.
+func TestEndHeardBeforeItReturnsIsStillToldAsItsOwn(t *testing.T) {
+	ctx := context.Background()
+	f := newSessionsFixture(t)
+	_, rec := f.activate(t, f.activation(t))
+	hook := &hookStore{inner: f.st}
+	a := newTestSessions(t, hook, f.log, f.clock.Now)
+	var told []Ended
+	a.Live.OnEnd = func(e Ended) {
+		told = append(told, e)
+		if n := len(f.logs.FilterMessage(Deactivated).All()); n != 1 {
+			t.Errorf("session usage told with %d deactivated events written, want it after the one", n)
+		}
+	}
+	claims := &Claims{Grant: Grant{Subject: "alice", Role: rec.Role, SessionID: rec.ID, Expiry: rec.Expires.Unix()}}
+	served, cancel := context.WithCancel(ctx)
+	a.Live.Register(claims, served, cancel)
+	a.Live.Done(claims, served, &Use{Status: 200, At: f.clock.Now()})
+	hook.stored = func(key string) {
+		if strings.HasPrefix(key, revocationFolder) {
+			a.Revocations.Add(rec.ID, rec.Expires) // heard at once: Live.End
+		}
+	}
+	if _, err := a.End(ctx, "alice", rec.ID, Deactivated, "alice", "done"); err != nil {
+		t.Fatal(err)
+	}
+	if len(told) != 1 || told[0].How != Deactivated || told[0].By != "alice" || !told[0].Known {
+		t.Fatalf("told %+v, want one deactivation by alice", told)
 	}
 }

@@ -207,13 +207,14 @@ func (a *Sessions) endLocked(ctx context.Context, rec *Record, how, by, reason s
 	if !rec.Active(now) {
 		return nil
 	}
+	// What this instance served under the session is told (session_ended) after the
+	// end's own event. Said before the revocation is stored: this instance may hear of
+	// it (its announcement, a sync) before revoke returns.
+	a.Live.Ending(rec.ID, how, by)
+	defer a.Live.Release(rec.ID)
 	if err := a.Records.revoke(ctx, revocation{SessionID: rec.ID, User: rec.User, Expires: rec.Expires, At: now.UTC(), By: by, Reason: reason}); err != nil {
 		return err
 	}
-	// What this instance served under the session is told (session_ended) after the
-	// end's own event.
-	a.Live.Ending(rec.ID, how, by)
-	defer a.Live.Release(rec.ID)
 	a.Revocations.Add(rec.ID, rec.Expires)
 	a.Verifier.ForgetSession(rec.ID)
 	rec.Ended, rec.EndedBy, rec.EndReason, rec.EndHow = now.UTC(), by, reason, how
