@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -65,6 +66,7 @@ type HARRequest struct {
 	PostData    *HARPostData `json:"postData,omitempty"`
 	HeadersSize int64        `json:"headersSize"`
 	BodySize    int64        `json:"bodySize"`
+	Comment     string       `json:"comment,omitempty"`
 }
 
 // HARHeader is a name and a value: a header, a query parameter.
@@ -128,12 +130,11 @@ func (s *Story) HAR(opts HAROptions) (*HAR, error) {
 	h := &HAR{Log: HARLog{Version: "1.2", Creator: HARCreator{Name: "caddy-jit", Version: opts.Version},
 		Entries: make([]HAREntry, 0, len(s.Accesses)),
 		Comment: s.harComment()}}
-	for _, a := range s.Accesses {
-		e, err := harEntry(a, origin, identity, opts.Body)
-		if err != nil {
-			return nil, err
-		}
-		h.Log.Entries = append(h.Log.Entries, e)
+	// Oldest first, as viewers show them, whatever the order of the log files given.
+	accesses := slices.Clone(s.Accesses)
+	slices.SortStableFunc(accesses, func(a, b StoryAccess) int { return a.started().Compare(b.started()) })
+	for _, a := range accesses {
+		h.Log.Entries = append(h.Log.Entries, harEntry(a, origin, identity, opts.Body))
 	}
 	return h, nil
 }
@@ -160,17 +161,19 @@ func (s *Story) harComment() string {
 	return b.String()
 }
 
-func harEntry(a StoryAccess, origin *url.URL, identity []HARHeader, body func(string) ([]byte, error)) (HAREntry, error) {
-	target, err := url.ParseRequestURI(a.URI)
-	if err != nil {
-		return HAREntry{}, fmt.Errorf("the access of %s has a URI that is no request target (%q): %w", a.At.Format(time.RFC3339), a.URI, err)
-	}
+// started is when the request began: the log's time is when it was answered.
+func (a StoryAccess) started() time.Time {
+	return a.At.Add(-time.Duration(a.DurationUS) * time.Microsecond)
+}
+
+func harEntry(a StoryAccess, origin *url.URL, identity []HARHeader, body func(string) ([]byte, error)) HAREntry {
+	target, note := requestTarget(a)
 	full := *origin
 	full.Path, full.RawPath, full.RawQuery = target.Path, target.RawPath, target.RawQuery
 	took := float64(a.DurationUS) / 1000
-	started := a.At.Add(-time.Duration(a.DurationUS) * time.Microsecond)
+	started := a.started()
 	req := HARRequest{Method: a.Method, URL: full.String(), HTTPVersion: "HTTP/1.1",
-		Cookies: []HARHeader{}, Headers: identity, QueryString: queryOf(target), HeadersSize: -1, BodySize: 0}
+		Cookies: []HARHeader{}, Headers: identity, QueryString: queryOf(target), HeadersSize: -1, BodySize: 0, Comment: note}
 	if a.BodyBytes != nil {
 		req.BodySize = *a.BodyBytes
 		req.PostData = harBody(a, body)
@@ -183,8 +186,32 @@ func harEntry(a StoryAccess, origin *url.URL, identity []HARHeader, body func(st
 			Cookies: []HARHeader{}, Headers: []HARHeader{}, Content: HARContent{Size: a.Bytes, MimeType: "x-unknown",
 				Comment: "not recorded"}, RedirectURL: "", HeadersSize: -1, BodySize: a.Bytes},
 		Timings: HARTimings{Send: 0, Wait: took, Receive: 0},
-		Comment: "served by instance " + a.Where,
-	}, nil
+		Comment: "logged at " + a.Where,
+	}
+}
+
+// requestTarget parses the access's URI, and says in note what the archive shows in
+// its place where the log holds no whole request target: a URI the log cut (it keeps
+// MaxFieldRunes characters, and may have cut inside a %XX escape), or one that does
+// not parse. One such entry never costs the reviewer the rest of the archive.
+func requestTarget(a StoryAccess) (target *url.URL, note string) {
+	uri := a.URI
+	if a.URILength > 0 {
+		note = fmt.Sprintf("the URI is cut: the log keeps its first %d of %d characters", utf8.RuneCountInString(uri), a.URILength)
+		if i := strings.LastIndexByte(uri, '%'); i >= 0 && i >= len(uri)-2 {
+			uri = uri[:i] // a %XX escape the cut split
+		}
+	}
+	if t, err := url.ParseRequestURI(uri); err == nil {
+		return t, note
+	}
+	// Shown as text: every byte that would not stand in a URL escaped.
+	path, query, _ := strings.Cut(uri, "?")
+	t := &url.URL{Path: "/" + strings.TrimPrefix(path, "/")}
+	if _, err := url.ParseQuery(query); err == nil {
+		t.RawQuery = query
+	}
+	return t, strings.TrimPrefix(note+"; ", "; ") + fmt.Sprintf("the logged URI %q is not a request target, and is shown as a path", a.URI)
 }
 
 func queryOf(target *url.URL) []HARHeader {
@@ -219,10 +246,10 @@ func harBody(a StoryAccess, body func(string) ([]byte, error)) *HARPostData {
 		switch {
 		case err != nil:
 			p.Comment = "recorded at " + a.BodyKey + ", but not readable: " + err.Error() + ": " + described
-		case !utf8.Valid(raw):
+		case !utf8.Valid(withoutCutRune(raw, a)):
 			p.Comment = fmt.Sprintf("recorded (%d bytes) but not text, so not shown: %s", len(raw), described)
 		default:
-			p.Text = string(raw)
+			p.Text = string(withoutCutRune(raw, a))
 			p.Comment = "as recorded: " + described
 			if int64(len(raw)) < *a.BodyBytes || a.BodyIncomplete {
 				p.Comment = fmt.Sprintf("the first %d bytes, as recorded (record_bodies keeps that many): %s", len(raw), described)
@@ -230,4 +257,23 @@ func harBody(a StoryAccess, body func(string) ([]byte, error)) *HARPostData {
 		}
 	}
 	return p
+}
+
+// withoutCutRune drops the start of a character that record_bodies' byte limit cut
+// in two, so that a text body cut there is still shown as text.
+func withoutCutRune(raw []byte, a StoryAccess) []byte {
+	if int64(len(raw)) >= *a.BodyBytes && !a.BodyIncomplete {
+		return raw // whole
+	}
+	// The last character starts at most UTFMax-1 bytes from the end.
+	for i := len(raw) - 1; i >= 0 && i >= len(raw)-(utf8.UTFMax-1); i-- {
+		if !utf8.RuneStart(raw[i]) {
+			continue
+		}
+		if !utf8.FullRune(raw[i:]) {
+			return raw[:i] // a valid beginning, cut short
+		}
+		break
+	}
+	return raw
 }

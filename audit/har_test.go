@@ -3,6 +3,7 @@ package audit
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,8 @@ func TestSessionHAR(t *testing.T) {
 		{"a recorded body", func(key string) ([]byte, error) { return []byte(`{"delete":tru`), nil }, `{"delete":tru`, "the first 13 bytes"},
 		{"an unreadable body", func(string) ([]byte, error) { return nil, errors.New("storage down") }, "", "storage down"},
 		{"a binary body", func(string) ([]byte, error) { return []byte{0xff, 0xfe}, nil }, "", "not text"},
+		// record_bodies keeps bytes: its limit may fall inside a character.
+		{"a text body cut inside a character", func(string) ([]byte, error) { return []byte("{\"n\":\"\xc3\xa9\xc3"), nil }, "{\"n\":\"é", "the first 9 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,5 +82,51 @@ func TestSessionHAR(t *testing.T) {
 		if _, err := harStory().HAR(HAROptions{Origin: origin}); err == nil || !strings.Contains(err.Error(), "scheme and host") {
 			t.Errorf("origin %q: %v, want a refusal naming what to give", origin, err)
 		}
+	}
+}
+
+// A URI the log cut (inside a %XX escape, say), or one that is no request target,
+// is shown as far as it goes, with a note: it never costs the reviewer the archive.
+func TestSessionHARShowsEveryLoggedURI(t *testing.T) {
+	long := "/api/" + strings.Repeat("%C3%A9", 200)
+	tests := []struct {
+		name     string
+		uri      string
+		length   int64
+		wantURL  string
+		wantNote string
+	}{
+		{"cut inside an escape", long[:MaxFieldRunes-1], int64(len(long)), "https://console.example" + long[:MaxFieldRunes-2],
+			fmt.Sprintf("its first %d of %d characters", MaxFieldRunes-1, len(long))},
+		{"not a request target", "/a%zz?q=1", 0, "https://console.example/a%25zz?q=1", "is not a request target"},
+		{"whole", "/ok?a=1", 0, "https://console.example/ok?a=1", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := harStory()
+			s.Accesses[0].URI, s.Accesses[0].URILength = tt.uri, tt.length
+			h, err := s.HAR(HAROptions{Origin: "https://console.example"})
+			if err != nil {
+				t.Fatalf("the archive failed for one URI: %v", err)
+			}
+			got := h.Log.Entries[0].Request
+			if got.URL != tt.wantURL || !strings.Contains(got.Comment, tt.wantNote) || (tt.wantNote == "") != (got.Comment == "") {
+				t.Fatalf("url %q, comment %q; want %q and a comment saying %q", got.URL, got.Comment, tt.wantURL, tt.wantNote)
+			}
+		})
+	}
+}
+
+// Entries are oldest first whatever the order of the log files given, and say where
+// in the log their access event is.
+func TestSessionHAROrdersEntriesByTime(t *testing.T) {
+	s := harStory()
+	s.Accesses[0], s.Accesses[1] = s.Accesses[1], s.Accesses[0] // the later file given first
+	h, err := s.HAR(HAROptions{Origin: "https://console.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := h.Log.Entries; e[0].Request.Method != "GET" || e[1].Request.Method != "POST" || e[0].Comment != "logged at i1" {
+		t.Fatalf("entries %s (%s), %s: want the GET first", e[0].Request.Method, e[0].Comment, e[1].Request.Method)
 	}
 }

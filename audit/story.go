@@ -66,18 +66,20 @@ type StoryExtension struct {
 
 // StoryAccess is one request made under the session.
 type StoryAccess struct {
-	At             time.Time `json:"at"`
-	Where          string    `json:"where"`
-	Method         string    `json:"method"`
-	URI            string    `json:"uri"`
-	Status         int64     `json:"status"`
-	Bytes          int64     `json:"bytes"`
-	DurationUS     int64     `json:"duration_us"`
-	ClientIP       string    `json:"client_ip,omitempty"`
-	BodyBytes      *int64    `json:"body_bytes,omitempty"`
-	BodySHA256     string    `json:"body_sha256,omitempty"`
-	BodyIncomplete bool      `json:"body_incomplete,omitempty"`
-	BodyKey        string    `json:"body_key,omitempty"`
+	At     time.Time `json:"at"`
+	Where  string    `json:"where"`
+	Method string    `json:"method"`
+	URI    string    `json:"uri"`
+	// URILength is the URI's length in characters where the log cut it (0: whole).
+	URILength      int64  `json:"uri_len,omitempty"`
+	Status         int64  `json:"status"`
+	Bytes          int64  `json:"bytes"`
+	DurationUS     int64  `json:"duration_us"`
+	ClientIP       string `json:"client_ip,omitempty"`
+	BodyBytes      *int64 `json:"body_bytes,omitempty"`
+	BodySHA256     string `json:"body_sha256,omitempty"`
+	BodyIncomplete bool   `json:"body_incomplete,omitempty"`
+	BodyKey        string `json:"body_key,omitempty"`
 }
 
 // StoryFailure is a refused step of the session: a failed extension, or an approved
@@ -230,6 +232,7 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 		case EventAccess:
 			a := StoryAccess{At: at, Where: l.Where(), Method: l.Text("method"), URI: l.Text("uri"), ClientIP: l.Text("client_ip"),
 				BodySHA256: l.Text("body_sha256"), BodyKey: l.Text("body_key")}
+			a.URILength, _ = l.Int("uri" + CutLenSuffix)
 			a.Status, _ = l.Int("status")
 			a.Bytes, _ = l.Int("bytes")
 			a.DurationUS, _ = l.Int("duration_us")

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/caddy-jit/caddy-jit/audit"
 	"github.com/caddy-jit/caddy-jit/caddymodule"
 	"github.com/caddy-jit/caddy-jit/internal/printable"
+	"github.com/caddy-jit/caddy-jit/internal/privatefile"
 	"github.com/caddy-jit/caddy-jit/internal/words"
 	"github.com/caddy-jit/caddy-jit/session"
 )
@@ -107,14 +107,12 @@ func writeSessionHAR(fl caddycmd.Flags, story *audit.Story, file string) error {
 	if err != nil {
 		return fmt.Errorf("--origin: %v", err)
 	}
-	raw, err := json.MarshalIndent(h, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(file, append(raw, '\n'), 0o600); err != nil {
-		return fmt.Errorf("writing the HAR file: %v", err)
-	}
-	return nil
+	// Recorded bodies may hold what the session changed: the archive is its owner's alone.
+	return privatefile.Write(file, "HAR file", func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(h)
+	})
 }
 
 // quoted shows free text users typed: quoted, with anything a terminal would act on

@@ -11,11 +11,10 @@ import (
 	"image/color"
 	"image/png"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/qr"
+	"github.com/caddy-jit/caddy-jit/internal/privatefile"
 )
 
 // The terminal rendering draws the LIGHT modules (and the quiet zone) with block
@@ -150,9 +149,8 @@ func qrImage(code barcode.Barcode) *image.Paletted {
 
 // WritePNG writes the QR code of content to path as a PNG image. The code holds a
 // secret, so the file gets mode 0600 whatever the umask or an earlier file at path
-// allowed: it is written to a new file (0600) next to path and renamed over it, which
-// also means a reader never sees half an image.
-func WritePNG(path, content string) (err error) {
+// allowed (see privatefile).
+func WritePNG(path, content string) error {
 	if path == "" {
 		return errors.New("no file name for the PNG image")
 	}
@@ -160,32 +158,5 @@ func WritePNG(path, content string) (err error) {
 	if err != nil {
 		return err
 	}
-
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("writing the QR code image %s: %v", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing the QR code image %s: %v", path, err)
-	}
-	bw := bufio.NewWriter(tmp)
-	if err = png.Encode(bw, img); err != nil {
-		return fmt.Errorf("encoding the QR code image %s: %v", path, err)
-	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("writing the QR code image %s: %v", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("writing the QR code image %s: %v", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing the QR code image %s: %v", path, err)
-	}
-	return nil
+	return privatefile.Write(path, "QR code image", func(w io.Writer) error { return png.Encode(w, img) })
 }
