@@ -150,6 +150,11 @@ type StoryClosed struct {
 	Mutating int64     `json:"mutating_requests"`
 	BytesIn  int64     `json:"bytes_in"`
 	BytesOut int64     `json:"bytes_out"`
+	// First and Last are the times of the first and last access events it counts.
+	First time.Time `json:"first_access"`
+	Last  time.Time `json:"last_access"`
+	// Statuses counts its responses by class, as Totals.Statuses does.
+	Statuses map[string]int64 `json:"statuses"`
 	// Complete says whether the instance's access events of the session in these
 	// files number what its session_ended counts: nothing of that story is missing.
 	Complete bool `json:"complete"`
@@ -162,6 +167,9 @@ func FormatElapsed(d time.Duration) string {
 	}
 	return policy.FormatDuration(d)
 }
+
+// StatusClasses name the classes of Totals.Statuses and StoryClosed.Statuses, in order.
+var StatusClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"}
 
 func accessStatusClass(status int64) string {
 	if status < 100 || status > 999 {
@@ -253,6 +261,14 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 			c.Mutating, _ = l.Int("mutating_requests")
 			c.BytesIn, _ = l.Int("bytes_in")
 			c.BytesOut, _ = l.Int("bytes_out")
+			c.First, _ = l.Time("first_access")
+			c.Last, _ = l.Time("last_access")
+			c.Statuses = map[string]int64{}
+			for _, class := range StatusClasses {
+				if n, _ := l.Int("status_" + class); n > 0 {
+					c.Statuses[class] = n
+				}
+			}
 			s.Closed = append(s.Closed, c)
 		case EventDeactivated, EventRevoked:
 			end := StoryEnd{How: l.Event(), At: at, Where: l.Where(), By: l.Text("by"), Reason: l.Text("reason"), LocalOnly: l.Bool("local_only")}

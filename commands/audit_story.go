@@ -199,15 +199,9 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		b.WriteString("Ended      unknown (no expiry in these files)\n")
 	}
 	t := s.Totals
-	classes := make([]string, 0, len(t.Statuses))
-	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
-		if n := t.Statuses[c]; n > 0 {
-			classes = append(classes, fmt.Sprintf("%s %d", c, n))
-		}
-	}
 	statuses := ""
-	if len(classes) > 0 {
-		statuses = " (" + strings.Join(classes, ", ") + ")"
+	if classes := byClass(t.Statuses); classes != "" {
+		statuses = " (" + classes + ")"
 	}
 	fmt.Fprintf(&b, "Totals     %s, %s%s, elevated %s\n", words.Plural(t.Requests, "request"), words.Plural(t.Bytes, "byte"), statuses, t.Elevated)
 	for _, c := range s.Closed {
@@ -215,9 +209,17 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 		if !c.Complete {
 			complete = "INCOMPLETE: these files hold a different number of its requests"
 		}
-		fmt.Fprintf(&b, "Closed     %s on %s: %s, %s (%d mutating), %s in, %s out; %s (%s)\n", auditClock(c.At), printable.String(c.Instance),
-			printable.String(c.How), words.Plural(c.Requests, "request"), c.Mutating, words.Plural(c.BytesIn, "byte"), words.Plural(c.BytesOut, "byte"),
-			complete, printable.String(c.Where))
+		accessed := ""
+		if !c.First.IsZero() {
+			accessed = fmt.Sprintf(", first %s, last %s", auditClock(c.First), auditClock(c.Last))
+		}
+		statuses := ""
+		if classes := byClass(c.Statuses); classes != "" {
+			statuses = "; " + classes
+		}
+		fmt.Fprintf(&b, "Closed     %s on %s: %s, %s (%d mutating%s), %s in, %s out%s; %s (%s)\n", auditClock(c.At), printable.String(c.Instance),
+			printable.String(c.How), words.Plural(c.Requests, "request"), c.Mutating, statuses, words.Plural(c.BytesIn, "byte"), words.Plural(c.BytesOut, "byte"),
+			accessed, complete, printable.String(c.Where))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -313,4 +315,15 @@ func writeAuditReport(w io.Writer, rep *audit.Report, since string) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// byClass shows response counts by status class, "2xx 3, 4xx 1", or "" for none.
+func byClass(statuses map[string]int64) string {
+	var classes []string
+	for _, c := range audit.StatusClasses {
+		if n := statuses[c]; n > 0 {
+			classes = append(classes, fmt.Sprintf("%s %d", c, n))
+		}
+	}
+	return strings.Join(classes, ", ")
 }

@@ -1,0 +1,29 @@
+package commands
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-jit/caddy-jit/audit"
+)
+
+// The story prints each session_ended whole: how, by whom, the counts, first and last
+// access, and the responses by status class.
+func TestAuditSessionCommandPrintsSessionEnded(t *testing.T) {
+	setAuditNow(t)
+	l := sampleAuditLog()
+	t0 := auditTestNow.Add(-36 * time.Hour)
+	l.at = t0.Add(30 * time.Minute)
+	l.a.SessionEnded(audit.SessionEnd{User: "alice", Role: "db-admin", SessionID: "sess-1", How: "deactivated", By: "alice",
+		Requests: 3, Mutating: 3, BytesIn: 9, BytesOut: 60, First: t0.Add(time.Minute), Last: t0.Add(3 * time.Minute), Statuses: [6]int64{2: 1, 4: 1, 5: 1}})
+	code, out, err := runAuditCmd(t, auditSessionCommand, cmdAuditSession, "sess-1", l.write(t, "jit-audit.log"))
+	if code != 0 || err != nil {
+		t.Fatalf("exit %d, %v\n%s", code, err, out)
+	}
+	want := "Closed     2026-03-30 10:30:00 UTC on inst-cli: deactivated, 3 requests (3 mutating; 2xx 1, 4xx 1, 5xx 1), 9 bytes in, 60 bytes out, " +
+		"first 2026-03-30 10:01:00 UTC, last 2026-03-30 10:03:00 UTC; complete: every request it counts is in these files"
+	if !strings.Contains(out, want) {
+		t.Errorf("output lacks\n%s\n%s", want, out)
+	}
+}
