@@ -112,6 +112,20 @@ func TestSessionEndedForEachWayASessionEnds(t *testing.T) {
 		a.get(site + "/admin/quick")
 		wantSessionEnded(t, e, sid, "expired", "", 6*time.Second)
 	})
+	// A clean stop keeps what the instance served: the session_ended after the restart
+	// counts the requests on both sides of it.
+	t.Run("revoked after a restart", func(t *testing.T) {
+		sid := sessionID(t, b.mustActivate(site, roleAdmin, adminURI, bob, nil))
+		b.get(site + "/admin/before")
+		b.do(http.MethodPost, site+"/admin/before", strings.NewReader("y=2"), withHeader("Content-Type", "application/x-www-form-urlencoded"))
+		e.restart()
+		wantStatus(t, b.get(site+"/admin/after"), http.StatusOK, "bob's session after the restart")
+		e.revoke(sid)
+		wantSessionEnded(t, e, sid, "revoked", "integration", 3*time.Second)
+		if n := len(e.events(match{"event": "access", "session_id": sid})); n != 3 {
+			t.Errorf("%d access events of the session, want 3 (2 before the restart, 1 after)", n)
+		}
+	})
 }
 
 // On two instances sharing Redis, each one that served the session writes its own
