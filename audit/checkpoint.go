@@ -93,14 +93,11 @@ func checkpointOf(l *Line) (Checkpoint, string, error) {
 
 // VerifyCheckpoint checks that signature is an audit key's signature of cp.
 func VerifyCheckpoint(keys AuditKeys, cp Checkpoint, signature string) error {
-	jws, err := jose.ParseSigned(signature, []jose.SignatureAlgorithm{jose.EdDSA})
+	jws, err := parseCheckpointJWS(signature)
 	if err != nil {
-		return fmt.Errorf("the checkpoint signature is not a compact EdDSA JWS: %w", err)
+		return err
 	}
-	if len(jws.Signatures) != 1 {
-		return errors.New("the checkpoint signature holds more than one signature")
-	}
-	kid := jws.Signatures[0].Header.KeyID
+	kid := jws.Signatures[0].Protected.KeyID
 	key, ok := keys[kid]
 	if !ok {
 		return fmt.Errorf("the checkpoint is signed by audit key %q, which is not a trusted key", kid)
@@ -114,4 +111,32 @@ func VerifyCheckpoint(keys AuditKeys, cp Checkpoint, signature string) error {
 		return fmt.Errorf("the checkpoint's fields are not what audit key %q signed (signed %s)", kid, payload)
 	}
 	return nil
+}
+
+// CheckpointKeyID is the kid in a checkpoint signature's protected header: the one the
+// event's own kid field must name, as the field is not signed.
+func CheckpointKeyID(signature string) (string, error) {
+	jws, err := parseCheckpointJWS(signature)
+	if err != nil {
+		return "", err
+	}
+	return jws.Signatures[0].Protected.KeyID, nil
+}
+
+// parseCheckpointJWS reads a checkpoint signature as the signer makes it: compact only,
+// since the JSON form may carry unprotected headers that no signature covers; one
+// signature, typed as a checkpoint (SignCheckpoint has always set the typ), so that a
+// JWS the audit key signed for another purpose is not taken for a checkpoint.
+func parseCheckpointJWS(signature string) (*jose.JSONWebSignature, error) {
+	jws, err := jose.ParseSignedCompact(signature, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil {
+		return nil, fmt.Errorf("the checkpoint signature is not a compact EdDSA JWS: %w", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, errors.New("the checkpoint signature holds more than one signature")
+	}
+	if typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string); typ != CheckpointType {
+		return nil, fmt.Errorf("the checkpoint signature's typ is %q, not %q: a JWS made for something else", typ, CheckpointType)
+	}
+	return jws, nil
 }

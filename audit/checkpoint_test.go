@@ -23,6 +23,26 @@ func TestCheckpointSignatureTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	byOther, _ := other.SignCheckpoint(cp)
+	// signed is cp signed by key as SignCheckpoint does but with opts, in the form
+	// serialize gives.
+	signed := func(opts *jose.SignerOptions, serialize func(*jose.JSONWebSignature) (string, error)) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key.Private}, opts.WithHeader(jose.HeaderKey("kid"), key.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, _ := json.Marshal(cp)
+		jws, err := signer.Sign(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := serialize(jws)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	compact := func(jws *jose.JSONWebSignature) (string, error) { return jws.CompactSerialize() }
+	full := func(jws *jose.JSONWebSignature) (string, error) { return jws.FullSerialize(), nil }
 	edited := func(f func(*Checkpoint)) Checkpoint { c := cp; f(&c); return c }
 	for _, tc := range []struct {
 		name      string
@@ -38,6 +58,9 @@ func TestCheckpointSignatureTable(t *testing.T) {
 		{"instance edited", edited(func(c *Checkpoint) { c.Instance = "j" }), good, "not what audit key"},
 		{"signature garbled", cp, good[:len(good)-4] + "AAAA", "does not verify"},
 		{"not a JWS", cp, "hello", "not a compact EdDSA JWS"},
+		{"the JSON form, which may carry unprotected headers", cp, signed((&jose.SignerOptions{}).WithType(CheckpointType), full), "not a compact EdDSA JWS"},
+		{"typed as something else", cp, signed((&jose.SignerOptions{}).WithType("JWT"), compact), `typ is "JWT", not "` + CheckpointType + `"`},
+		{"untyped", cp, signed(&jose.SignerOptions{}, compact), `typ is "", not "` + CheckpointType + `"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := VerifyCheckpoint(trusted, tc.cp, tc.signature)

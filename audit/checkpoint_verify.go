@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-
-	"github.com/caddy-jit/caddy-jit/internal/words"
 )
 
 // Verifying what the chain's own events claim (marks.go): each checkpoint's signature
@@ -56,17 +54,25 @@ type CheckpointTotals struct {
 	// WitnessedNotInFiles are those of instances with no event in the files.
 	Witnessed           int                   `json:"witnessed"`
 	WitnessedNotInFiles []WitnessedCheckpoint `json:"witnessed_not_in_files,omitempty"`
+	// WitnessLinesEdited are witnessed checkpoints whose signature verifies but whose
+	// line's unsigned fields (seq, prev, kid) do not match it: the witness file was
+	// edited. Not a break of the log; their signed statement is still compared.
+	WitnessLinesEdited []WitnessedCheckpoint `json:"witness_lines_edited,omitempty"`
 }
 
 // WitnessedCheckpoint is one checkpoint a witness received, as its file holds it.
 type WitnessedCheckpoint struct {
 	File string `json:"file"`
 	Line int    `json:"line"`
-	// Seq is the checkpoint event's own seq (Checkpoint.Seq + 1), Hash its hash.
+	// Seq is the checkpoint event's own seq, Checkpoint.Seq + 1: taken from the signed
+	// statement, never from the line's unsigned seq. Hash is the line's hash.
 	Seq        int64      `json:"seq"`
 	Hash       string     `json:"hash"`
 	Checkpoint Checkpoint `json:"checkpoint"`
 	Signature  string     `json:"-"`
+	// Problem says how the line's unsigned fields contradict its signed statement
+	// (the line was edited after the server sent it), or is "".
+	Problem string `json:"problem,omitempty"`
 }
 
 func (w WitnessedCheckpoint) place() string { return fmt.Sprintf("%s:%d", w.File, w.Line) }
@@ -99,7 +105,7 @@ func witnessedOf(l *Line) (WitnessedCheckpoint, error) {
 	if l.Problem != "" {
 		return WitnessedCheckpoint{}, fmt.Errorf("%s", l.Problem)
 	}
-	_, seq, _, problem := chainFields(l)
+	_, seq, prev, problem := chainFields(l)
 	if problem != "" {
 		return WitnessedCheckpoint{}, fmt.Errorf("%s", problem)
 	}
@@ -114,7 +120,37 @@ func witnessedOf(l *Line) (WitnessedCheckpoint, error) {
 	if err != nil {
 		return WitnessedCheckpoint{}, err
 	}
-	return WitnessedCheckpoint{File: l.File, Line: l.Line, Seq: seq, Hash: hash, Checkpoint: cp, Signature: signature}, nil
+	w := WitnessedCheckpoint{File: l.File, Line: l.Line, Seq: cp.Seq + 1, Hash: hash, Checkpoint: cp, Signature: signature}
+	// The line's seq, prev and kid are not signed: they must agree with what is, or
+	// the line was edited; its place is then the signed one.
+	var edited []string
+	if seq != w.Seq {
+		edited = append(edited, fmt.Sprintf("its seq %d is not head_seq + 1 = %d", seq, w.Seq))
+	}
+	if prev != "" && prev != cp.Head {
+		edited = append(edited, "its prev is not the signed head")
+	}
+	if p := checkpointKeyProblem(l, signature); p != "" {
+		edited = append(edited, p)
+	}
+	if len(edited) > 0 {
+		w.Problem = "witness line edited: " + strings.Join(edited, "; ") + " (the signed statement is compared, not the line)"
+	}
+	return w, nil
+}
+
+// checkpointKeyProblem says how a checkpoint line's kid field, which is not signed,
+// differs from the kid its signature's protected header names, or "". A signature
+// that cannot be read is left to VerifyCheckpoint to report.
+func checkpointKeyProblem(l *Line, signature string) string {
+	kid, err := CheckpointKeyID(signature)
+	if err != nil {
+		return ""
+	}
+	if field := l.Text(FieldKeyID); field != kid {
+		return fmt.Sprintf("its kid %q is not the signing key %q", field, kid)
+	}
+	return ""
 }
 
 type instanceSeq struct {
@@ -158,9 +194,27 @@ func (v *chainVerifier) crashCut(l *Line, instance string, last, seq int64, here
 	if l.Event() != EventAuditStarted || l.Text("previous_stop") != StopUnclean || !ok || saved+1 != seq {
 		return false
 	}
-	v.res.Cuts = append(v.res.Cuts, ChainCut{Instance: instance, FromSeq: last + 1, ToSeq: saved, Source: CutCrash,
-		Detail: fmt.Sprintf("the process writing them stopped uncleanly; the next one went on from the head saved before their write, at %s", here)})
+	detail := fmt.Sprintf("the process writing them stopped uncleanly; the next one went on from the head saved before their write, at %s", here)
+	if v.tornAt != nil {
+		detail += ", after a torn line (the start of the lost write)"
+	}
+	v.res.Cuts = append(v.res.Cuts, ChainCut{Instance: instance, FromSeq: last + 1, ToSeq: saved, Source: CutCrash, Detail: detail})
 	return true
+}
+
+// tornBeforeCrash reports whether a line that is not JSON is the fragment a kill -9
+// leaves of a batched write, followed on the same line by the next process's
+// audit_started, which says it went on past the fragment's events after an unclean
+// stop. Anything else not JSON stays a break.
+func (v *chainVerifier) tornBeforeCrash(l *Line) bool {
+	rest := l.torn
+	if rest == nil || rest.Event() != EventAuditStarted || rest.Text("previous_stop") != StopUnclean {
+		return false
+	}
+	instance, seq, _, problem := chainFields(rest)
+	saved, ok := rest.Int("saved_seq")
+	st := v.states[instance]
+	return problem == "" && ok && st != nil && saved+1 == seq && seq > st.last+1
 }
 
 // savedHeadCut is the cut between the files' last event of an instance and its saved
@@ -185,6 +239,9 @@ func (v *chainVerifier) checkpointLine(l *Line, st *instanceState, seq int64) st
 		return err.Error() + ": the line was edited"
 	}
 	var problems []string
+	if p := checkpointKeyProblem(l, signature); p != "" {
+		problems = append(problems, p+": the line was edited")
+	}
 	if cp.Seq != seq-1 {
 		problems = append(problems, fmt.Sprintf("the checkpoint at seq %d says its head is seq %d, not the event just before it (seq %d)", seq, cp.Seq, seq-1))
 	}
@@ -205,44 +262,4 @@ func (v *chainVerifier) checkpointLine(l *Line, st *instanceState, seq int64) st
 		return ""
 	}
 	return "checkpoint: " + strings.Join(problems, "; ")
-}
-
-// finishWitnessed compares the witnessed checkpoints with the files, after the scan:
-// each must verify; the events it names must be the files' own; one past the files'
-// end of its instance is a cut up to it.
-func (v *chainVerifier) finishWitnessed(witnessed []WitnessedCheckpoint) {
-	furthest := make(map[string]WitnessedCheckpoint)
-	for _, w := range witnessed {
-		cp := w.Checkpoint
-		if err := VerifyCheckpoint(v.keys, cp, w.Signature); err != nil {
-			v.brk(logPlace{w.File, w.Line}, cp.Instance, w.Seq, "witness "+w.place()+": "+err.Error()+": the witness file was edited, or holds a forged checkpoint")
-			continue
-		}
-		v.res.Witnessed++
-		st := v.states[cp.Instance]
-		if st == nil {
-			v.res.WitnessedNotInFiles = append(v.res.WitnessedNotInFiles, w)
-			continue
-		}
-		if h, ok := v.held[instanceSeq{cp.Instance, cp.Seq}]; ok && h.hash != cp.Head {
-			v.brk(h.at, cp.Instance, cp.Seq, fmt.Sprintf("seq %d of instance %s is not the event the witness saw as a checkpoint's head (witness %s, %s): the log was rewritten after the witness saw it",
-				cp.Seq, cp.Instance, w.place(), cp.Time))
-		} else if h, ok := v.held[instanceSeq{cp.Instance, w.Seq}]; ok && h.hash != w.Hash {
-			v.brk(h.at, cp.Instance, w.Seq, fmt.Sprintf("the checkpoint at seq %d of instance %s is not the one the witness holds (witness %s): this line was edited",
-				w.Seq, cp.Instance, w.place()))
-		}
-		if f, ok := furthest[cp.Instance]; st.last < w.Seq && (!ok || w.Seq > f.Seq) {
-			furthest[cp.Instance] = w
-		}
-	}
-	for _, instance := range v.order {
-		w, ok := furthest[instance]
-		if !ok {
-			continue
-		}
-		st := v.states[instance]
-		v.res.Cuts = append(v.res.Cuts, ChainCut{Instance: instance, FromSeq: st.last + 1, ToSeq: w.Seq, Source: CutWitness,
-			Detail: fmt.Sprintf("the witness holds the checkpoint at seq %d (witness %s, %s), covering %s up to seq %d; the files end at seq %d (%s)",
-				w.Seq, w.place(), w.Checkpoint.Time, words.Plural(w.Checkpoint.Count, "event"), w.Checkpoint.Seq, st.last, st.lastAt)})
-	}
 }

@@ -151,6 +151,10 @@ func TestVerifyCheckpointsAndCuts(t *testing.T) {
 		}), opts: withKeys, breakAt: "log:11", breakWhy: "its head is not the hash of seq 10 (line 10)", verified: 2},
 		{name: "checkpoint's count edited", lines: edit(lines, 21, func(l string) string { return replace(l, `"count":10`, `"count":11`) }),
 			opts: withKeys, breakAt: "log:22", breakWhy: "its count 11 is not head_seq − from_seq + 1 = 10; the checkpoint's fields are not what audit key", verified: 2},
+		{name: "checkpoint's kid edited", lines: edit(lines, 10, func(l string) string { return replace(l, `"kid":"`, `"kid":"audit-not-the-signer`) }),
+			opts: withKeys, breakAt: "log:11", breakWhy: `checkpoint: its kid "audit-not-the-signer`, verified: 2},
+		{name: "checkpoint's kid edited, seen without keys", lines: edit(lines, 10, func(l string) string { return replace(l, `"kid":"`, `"kid":"audit-not-the-signer`) }),
+			breakAt: "log:11", breakWhy: `is not the signing key`, unchecked: 3},
 		{name: "checkpoint's count edited, seen without keys", lines: edit(lines, 21, func(l string) string { return replace(l, `"count":10`, `"count":11`) }),
 			breakAt: "log:22", breakWhy: "its count 11 is not head_seq − from_seq + 1 = 10", unchecked: 3},
 		{name: "newest lines cut off, seen against the saved head", lines: lines[:22], opts: VerifyOptions{AuditKeys: keys, Heads: heads, CheckHeads: true},
@@ -279,7 +283,7 @@ func TestReadWitnessFile(t *testing.T) {
 	}
 
 	// A forged witness line is a break at its place; a witnessed instance with no
-	// event in the files is listed.
+	// event in the files, left out by Instances, is listed.
 	path := write(cpResign(t, checkpoint, other))
 	forged, err := ReadWitnessFile(path)
 	if err != nil {
@@ -290,7 +294,7 @@ func TestReadWitnessFile(t *testing.T) {
 		t.Fatalf("a forged witnessed checkpoint: %v", res.Breaks)
 	}
 	good, _ := ReadWitnessFile(write(checkpoint))
-	res = alVerify(t, VerifyOptions{AuditKeys: keys, Witnessed: good}, Data("other", []byte(strings.ReplaceAll(log.String(), `"inst-a"`, `"inst-b"`))))
+	res = alVerify(t, VerifyOptions{AuditKeys: keys, Witnessed: good, Instances: []string{"inst-b"}}, Data("other", []byte(strings.ReplaceAll(log.String(), `"inst-a"`, `"inst-b"`))))
 	if len(res.WitnessedNotInFiles) != 1 || res.WitnessedNotInFiles[0].Checkpoint.Instance != "inst-a" || res.Cut {
 		t.Fatalf("a witnessed instance not in the files: %+v", res.CheckpointTotals)
 	}
@@ -304,4 +308,71 @@ func edit(lines []string, i int, f func(string) string) []string {
 	out := slices.Clone(lines)
 	out[i] = f(out[i])
 	return out
+}
+
+// tornWriter writes only the first half of each write, as a kill -9 in the middle of
+// a write may leave it, and says it wrote all.
+type tornWriter struct{ to io.Writer }
+
+func (w tornWriter) Write(p []byte) (int, error) {
+	_, err := w.to.Write(p[:len(p)/2])
+	return len(p), err
+}
+
+// A kill -9 may tear the batch's write mid-line: the next process's audit_started
+// then follows the fragment on the same line. That is part of the crash cut.
+func TestVerifyTornWriteBeforeACrashIsACut(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	key := testAuditKey(t)
+	keys := AuditKeys{key.ID: key.Private.Public().(ed25519.PublicKey)}
+	var log strings.Builder
+	out, clock := &alWriter{w: &log}, &alClock{t: alT0}
+	c1, err := LoadChain(ctx, st, "inst-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.SetMarks(Marks{Key: key, Every: 10, Interval: time.Hour})
+	c1.Batch(Output{Writer: out, FlushInterval: time.Hour, Now: clock.now})
+	w1 := NewWriter(alLogger(io.Discard), c1, clock.now)
+	w1.Started()
+	for i := range 14 {
+		if i == 9 {
+			c1.Flush()
+			out.point(tornWriter{&log}) // the batch of events 12…16 is torn
+		}
+		w1.Event("evt", zap.Int("i", i))
+	}
+	c1.Flush()
+	c1.Unbatch(clock.now())
+	out.point(&log)
+	cpRun(t, st, key, out, clock, 3, 10, true)
+	heads, err := LoadChainHeads(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := alLines(log.String())
+	torn := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, `"previous_stop":"unclean"`) })
+	if torn < 0 || strings.LastIndex(lines[torn], `{"level"`) < 1 || !strings.Contains(lines[torn], `"saved_seq":16`) {
+		t.Fatalf("the write is not torn as planned:\n%s", log.String())
+	}
+	opts := VerifyOptions{AuditKeys: keys, Heads: heads, CheckHeads: true}
+	res := alVerify(t, opts, Data("log", []byte(log.String())))
+	if got := verifyOutcome(res); !strings.HasPrefix(got, "cut: instance inst-a: seq ") || !strings.HasSuffix(got, ", after a torn line (the start of the lost write))") {
+		t.Fatalf("a torn write before a crash: %s (breaks %v)", got, res.Breaks)
+	}
+	// A fragment followed by anything but the audit_started that explains it stays a
+	// break.
+	fragment := lines[torn][:strings.LastIndex(lines[torn], `{"level"`)]
+	for name, line := range map[string]string{
+		"a fragment alone":                         fragment + "\n",
+		"a fragment before a clean start":          strings.Replace(lines[torn], `"previous_stop":"unclean"`, `"previous_stop":"clean"`, 1),
+		"a fragment before another event":          fragment + lines[torn+1],
+		"a fragment before a start that misplaces": strings.Replace(lines[torn], `"saved_seq":16`, `"saved_seq":15`, 1),
+	} {
+		res := alVerify(t, opts, Data("log", []byte(strings.Join(edit(lines, torn, func(string) string { return line }), ""))))
+		if res.Intact {
+			t.Errorf("%s: intact, cuts %v", name, res.Cuts)
+		}
+	}
 }

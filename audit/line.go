@@ -68,6 +68,10 @@ type Line struct {
 	// one object, ...); the fields are empty then.
 	Problem string
 	fields  []canonicalValue
+	// torn is, for a line that is not JSON, the JSON object that ends it: a write cut
+	// by a crash leaves a fragment, and the next process's first line follows it on
+	// the same line. Only the verifier decides whether that explains the fragment.
+	torn *Line
 }
 
 // Where is the line's place, file:line.
@@ -243,6 +247,20 @@ const notJSONProblem = "not a JSON object (a cut or edited line)"
 
 // ParseLine reads one line (without its newline) of an audit log.
 func ParseLine(file string, n int, data []byte) *Line {
+	l := parseLine(file, n, data)
+	if l.Problem == notJSONProblem {
+		// A fragment holds no `{"` past its start (audit values hold no objects and
+		// escape their quotes), so the next one is where a whole line may begin.
+		if i := bytes.Index(data[min(1, len(data)):], []byte(`{"`)); i >= 0 {
+			if rest := parseLine(file, n, data[i+1:]); rest.Problem == "" {
+				l.torn = rest
+			}
+		}
+	}
+	return l
+}
+
+func parseLine(file string, n int, data []byte) *Line {
 	l := &Line{File: file, Line: n}
 	switch {
 	case len(bytes.TrimSpace(data)) == 0:

@@ -28,6 +28,12 @@ type VerifyOptions struct {
 	// Witnessed are the checkpoints a witness holds (ReadWitnessFile); they need
 	// AuditKeys, as an unsigned claim proves nothing.
 	Witnessed []WitnessedCheckpoint
+	// Instances, when set, are the instances whose logs the files hold: the saved heads
+	// and witnessed checkpoints of other instances are not expected in the files (a
+	// cluster's machines keep their own logs but share the storage), and an event of
+	// another instance is a break. Unset, every instance the heads or the witness know
+	// must have its events in the files: one with none was emptied, or is a cut.
+	Instances []string
 }
 
 // ChainBreak is a place where the chain does not hold.
@@ -73,8 +79,8 @@ type ChainVerification struct {
 	HeadsChecked bool         `json:"heads_checked"`
 	// SavedHeads counts the heads compared with.
 	SavedHeads int `json:"saved_heads"`
-	// HeadsNotInFiles are saved heads of instances with no event in the files: their
-	// logs are elsewhere (another machine of a cluster), or gone.
+	// HeadsNotInFiles are saved heads of instances left out by Instances, with no
+	// event in the files: their logs are elsewhere (another machine of a cluster).
 	HeadsNotInFiles []ChainHead `json:"heads_not_in_files,omitempty"`
 	CheckpointTotals
 	// Cut: events are missing (Cuts says which), which is not a break: a crash loses
@@ -111,6 +117,10 @@ type recentHash struct {
 
 type instanceState struct {
 	sum       InstanceChain
+	min, max  int64 // the lowest and highest seqs seen, wherever: the files may be out of order
+	minAt     logPlace
+	maxAt     logPlace
+	gaps      []seqGap // every gap, so that a seq the heads or witness name can be placed
 	last      int64
 	lastHash  string // "" when unknown (the line could not be hashed)
 	lastAt    logPlace
@@ -137,8 +147,16 @@ func (s *instanceState) recall(seq int64) (recentHash, bool) {
 	return r, r.seq == seq && r.hash != ""
 }
 
+// seqGap is a run of seqs a line jumped over: a crash cut, or a break.
+type seqGap struct {
+	from, to int64
+	crash    bool
+	at       logPlace // the line after the gap
+}
+
 type chainVerifier struct {
 	res    *ChainVerification
+	scope  map[string]bool // Instances; nil: all
 	states map[string]*instanceState
 	order  []string
 	heads  map[string]ChainHead
@@ -147,13 +165,16 @@ type chainVerifier struct {
 	// files hold them (wanted lists which, before the scan).
 	wanted map[instanceSeq]bool
 	held   map[instanceSeq]heldEvent
+	// tornAt is the place of the line being read when it began with a torn fragment.
+	tornAt *logPlace
 }
 
 // VerifyChain checks the chain of every instance through the inputs, in order: per
 // instance, each event must follow the previous one (seq one more, prev its hash);
 // the first event seen of an instance may start anywhere (older files rotated away),
-// but a seq 1 has an empty prev. Breaks are located by file:line and said in plain
-// words. An error is returned only when a file cannot be read.
+// but a seq 1 has an empty prev. After the scan, the saved heads and the witness are
+// compared with the files (verify_coverage.go). Breaks are located by file:line and
+// said in plain words. An error is returned only when a file cannot be read.
 func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error) {
 	if len(opts.Witnessed) > 0 && len(opts.AuditKeys) == 0 {
 		return nil, errors.New("witnessed checkpoints are evidence only with the audit keys that signed them")
@@ -164,6 +185,12 @@ func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error)
 		states: make(map[string]*instanceState),
 	}
 	v.prepareCheckpoints(opts)
+	if len(opts.Instances) > 0 {
+		v.scope = make(map[string]bool, len(opts.Instances))
+		for _, instance := range opts.Instances {
+			v.scope[instance] = true
+		}
+	}
 	for _, in := range inputs {
 		v.res.Files = append(v.res.Files, in.Name)
 	}
@@ -171,6 +198,7 @@ func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error)
 		v.heads = make(map[string]ChainHead, len(opts.Heads))
 		for _, h := range opts.Heads {
 			v.heads[h.Instance] = h
+			v.wanted[instanceSeq{h.Instance, h.Seq}] = true
 		}
 	}
 	if err := Scan(inputs, v.line); err != nil {
@@ -248,9 +276,13 @@ func (v *chainVerifier) line(l *Line) error {
 	v.res.Lines++
 	here := logPlace{l.File, l.Line}
 	if l.Problem != "" {
-		v.brk(here, "", 0, l.Problem)
-		return nil
+		if !v.tornBeforeCrash(l) {
+			v.brk(here, "", 0, l.Problem)
+			return nil
+		}
+		v.tornAt, l = &here, l.torn
 	}
+	defer func() { v.tornAt = nil }()
 	instance, seq, prev, problem := chainFields(l)
 	if problem != "" {
 		v.brk(here, "", 0, problem)
@@ -267,7 +299,8 @@ func (v *chainVerifier) line(l *Line) error {
 		st = &instanceState{sum: InstanceChain{Instance: instance, FirstSeq: seq, First: here.String(), FirstTime: l.Text(FieldTime)}, gapBreak: -1}
 		v.states[instance] = st
 		v.order = append(v.order, instance)
-		if seq == 1 && prev != "" {
+		reason = v.unknownInstance(instance)
+		if reason == "" && seq == 1 && prev != "" {
 			reason = fmt.Sprintf("seq 1 of instance %s links to a previous event (prev is set): the first event of a chain links to none, so this line was edited", instance)
 		}
 	} else {
@@ -290,6 +323,7 @@ func (v *chainVerifier) line(l *Line) error {
 			// The events between were lost in a crash, not removed: no break, and
 			// this line's prev names an event that was never written.
 			st.gapFrom, st.gapTo, st.gapBreak, st.gapFilled = want, seq-1, -1, false
+			st.gaps = append(st.gaps, seqGap{from: want, to: seq - 1, crash: true, at: here})
 		case seq > want:
 			missing := seq - want
 			hint := ""
@@ -299,6 +333,7 @@ func (v *chainVerifier) line(l *Line) error {
 			reason = fmt.Sprintf("seq %d of instance %s follows seq %d (%s): %s missing%s", seq, instance, st.last, relPlace(st.lastAt, here), words.Plural(missing, "event"), hint)
 			breakIndex = v.brk(here, instance, seq, reason)
 			st.gapFrom, st.gapTo, st.gapBreak, st.gapFilled = want, seq-1, breakIndex, false
+			st.gaps = append(st.gaps, seqGap{from: want, to: seq - 1, at: here})
 		case seq >= st.gapFrom && seq <= st.gapTo && !newFile:
 			// A seq the last gap skipped: lines were moved. The chain goes on from
 			// the gap's line, not from here.
@@ -339,9 +374,7 @@ func (v *chainVerifier) line(l *Line) error {
 		reason = hashErr.Error()
 	}
 	if reason == "" {
-		if msg := l.field("msg"); msg != nil && msg.kind == 's' && msg.str != l.Event() {
-			reason = fmt.Sprintf("its msg %q differs from its event %q: the line was edited", msg.str, l.Event())
-		}
+		reason = envelopeProblem(l)
 	}
 	if reason != "" && breakIndex == -2 {
 		v.brk(here, instance, seq, reason)
@@ -356,6 +389,12 @@ func (v *chainVerifier) line(l *Line) error {
 	}
 
 	st.sum.Events++
+	if seq > st.max {
+		st.max, st.maxAt = seq, here
+	}
+	if st.min == 0 || seq < st.min {
+		st.min, st.minAt = seq, here
+	}
 	if accept {
 		st.last, st.lastAt, st.lastHash = seq, here, hash
 		st.sum.LastSeq, st.sum.Last, st.sum.LastTime = seq, here.String(), l.Text(FieldTime)
@@ -365,28 +404,4 @@ func (v *chainVerifier) line(l *Line) error {
 	}
 	st.lastFile = l.File
 	return nil
-}
-
-func (v *chainVerifier) finish(opts VerifyOptions) {
-	for _, instance := range v.order {
-		st := v.states[instance]
-		if h, ok := v.heads[instance]; ok {
-			seq := h.Seq
-			st.sum.SavedHeadSeq = &seq
-			if st.last < h.Seq {
-				v.res.Cuts = append(v.res.Cuts, savedHeadCut(h, st.last, st.lastAt))
-			}
-		}
-		v.res.Instances = append(v.res.Instances, st.sum)
-	}
-	if opts.CheckHeads {
-		for _, h := range opts.Heads {
-			if _, ok := v.states[h.Instance]; !ok {
-				v.res.HeadsNotInFiles = append(v.res.HeadsNotInFiles, h)
-			}
-		}
-	}
-	if v.res.Instances == nil {
-		v.res.Instances = []InstanceChain{}
-	}
 }

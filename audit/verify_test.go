@@ -66,7 +66,7 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 		{name: "duplicate key smuggled in", edit: func(l []string) []string {
 			l[2] = replace(l[2], `{"level"`, `{"user":"mallory","level"`)
 			return l
-		}, line: 4, reason: "line 3 was edited", breaks: 1},
+		}, line: 3, reason: `its key "user" appears twice`, breaks: 2},
 		{name: "edited envelope msg", edit: func(l []string) []string {
 			l[6] = replace(l[6], `"msg":"access"`, `"msg":"deactivated"`)
 			return l
@@ -176,7 +176,8 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 
 func TestVerifyChainTotals(t *testing.T) {
 	fx := newAlFixture(t)
-	res := alVerify(t, VerifyOptions{Heads: []ChainHead{fx.head, {Instance: "elsewhere", Seq: 7, Hash: strings.Repeat("a", 64)}}, CheckHeads: true},
+	res := alVerify(t, VerifyOptions{Heads: []ChainHead{fx.head, {Instance: "elsewhere", Seq: 7, Hash: strings.Repeat("a", 64)}}, CheckHeads: true,
+		Instances: []string{"inst-a"}},
 		Data("a.log", []byte(strings.Join(fx.lines[:5], ""))), Data("b.log", []byte(strings.Join(fx.lines[5:], ""))))
 	if !res.Intact || res.Lines != 12 || res.Events != 12 || len(res.Instances) != 1 {
 		t.Fatalf("%+v", res)

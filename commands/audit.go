@@ -4,12 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"maps"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -75,7 +70,7 @@ such as /var/log/caddy/jit-audit*.log sorts them that way.`,
 
 func auditVerifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "verify <file>… [--config <path> [--adapter <name>]] [--jwks <file>] [--witness <file>] [--json]",
+		Use:   "verify <file>… [--config <path> [--adapter <name>]] [--jwks <file>] [--witness <file>] [--instance <id>]… [--json]",
 		Short: "Checks the chain of the audit log: no event edited, removed, inserted or reordered",
 		Long: `
 Checks every instance's chain through the files, in the order given (rotated
@@ -92,7 +87,11 @@ so, and the gap is listed as a crash cut). With --config, the chain heads
 saved in the config's storage are compared too: a log whose events of an
 instance end before its saved head was cut short, or its instance did not
 stop cleanly. (Without the batched output the saved head lags the log by up
-to a second; a log ahead of it is fine.)
+to a second; a log ahead of it is fine.) With saved heads, an event of an
+instance that has none in that storage is a break (not written by the
+config's instances, or the storage was reset), and an instance with a saved
+head but no event in the files is a cut of its whole chain (an emptied or
+replaced log).
 
 Checkpoints, the signed events the chain writes every N events and at a
 stop, are checked with the audit key: --jwks FILE (a copy of the server's
@@ -100,16 +99,27 @@ stop, are checked with the audit key: --jwks FILE (a copy of the server's
 they are counted as unchecked. --witness FILE compares the checkpoints a
 witness kept (one per line) with the files: one past the files' end shows a
 log cut short even when the host's storage is not to be trusted, and a head
-that differs shows a log rewritten after the witness saw it. --witness needs
---jwks or --config.
+that differs shows a log rewritten after the witness saw it, and one before
+the files' first event shows their beginning is not in the files given.
+--witness needs --jwks or --config. A saved head or witnessed checkpoint
+missing from the files while later events are is a break: a crash never
+loses one, so an audit_started claiming it did was forged.
+
+--instance ID (repeatable, or comma-separated) names the instances whose logs
+the files hold: a cluster's machines keep their own logs but share the
+storage, so verify each machine's files with its instance. The saved heads
+and witnessed checkpoints of other instances are then not expected in the
+files, and an event of another instance is a break. Without --instance,
+every instance the saved heads or the witness know must be in the files.
 
 --json prints the result as JSON.
 
-Exit status: 0 intact, 1 broken, 2 usage or unreadable files, 3 intact but
-events missing (a cut).`,
+Exit status: 0 intact, 1 broken (or the witness file edited), 2 usage or
+unreadable files, 3 intact but events missing (a cut).`,
 		Example: `  $ caddy jit audit verify /var/log/caddy/jit-audit*.log
   $ caddy jit audit verify jit-audit.log --config /etc/caddy/Caddyfile
   $ caddy jit audit verify jit-audit.log --jwks jwks.json --witness witness.jsonl
+  $ caddy jit audit verify node2/jit-audit*.log --config /etc/caddy/Caddyfile --instance node2
   $ caddy jit audit verify jit-audit.log --json`,
 		RunE: runWithStreams(cmdAuditVerify),
 	}
@@ -117,6 +127,7 @@ events missing (a cut).`,
 	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	cmd.Flags().StringP("jwks", "", "", "JWKS file (a copy of /.jit/jwks.json) whose audit keys check the checkpoints")
 	cmd.Flags().StringP("witness", "", "", "File of the checkpoints a witness kept, one per line (needs --jwks or --config)")
+	cmd.Flags().StringSliceP("instance", "", nil, "Instance whose log the files hold (repeatable, or comma-separated); others' saved heads and witnessed checkpoints are not expected")
 	cmd.Flags().BoolP("json", "", false, "Print the result as JSON")
 	auditUsageExit(cmd)
 	return cmd
@@ -240,164 +251,4 @@ func auditClock(t time.Time) string {
 		return "-"
 	}
 	return words.TimeToSecond(t)
-}
-
-// cmdAuditVerify runs `caddy jit audit verify`.
-func cmdAuditVerify(stdout, _ io.Writer, fl caddycmd.Flags) (int, error) {
-	files := fl.Args()
-	if len(files) == 0 {
-		return auditExitError, errors.New("no audit log file: caddy jit audit verify <file>… (rotated files first)")
-	}
-	cfg, configFile, err := flaggedConfig(fl)
-	if err != nil {
-		return auditExitError, err
-	}
-	var opts audit.VerifyOptions
-	storage := ""
-	if cfg != nil {
-		var stored audit.AuditKeys
-		if opts.Heads, stored, storage, err = savedChainState(cfg, configFile); err != nil {
-			return auditExitError, err
-		}
-		opts.CheckHeads = true
-		opts.AuditKeys = stored
-	}
-	if path := fl.String("jwks"); path != "" {
-		published, err := audit.ReadAuditJWKS(path)
-		if err != nil {
-			return auditExitError, err
-		}
-		opts.AuditKeys = trustedAuditKeys(opts.AuditKeys, published)
-	}
-	if len(opts.AuditKeys) == 0 {
-		opts.AuditKeys = nil // a storage without an audit key: the checkpoints are unchecked
-	}
-	if path := fl.String("witness"); path != "" {
-		if opts.AuditKeys == nil {
-			return auditExitError, errors.New("--witness needs the audit keys that signed the checkpoints: give --jwks FILE (a copy of /.jit/jwks.json) or --config with the storage that holds the audit key")
-		}
-		if opts.Witnessed, err = audit.ReadWitnessFile(path); err != nil {
-			return auditExitError, err
-		}
-	}
-	inputs, err := auditInputs(files)
-	if err != nil {
-		return auditExitError, err
-	}
-	res, err := audit.VerifyChain(inputs, opts)
-	if err != nil {
-		return auditExitError, err
-	}
-	if fl.Bool("json") {
-		err = printJSON(stdout, res)
-	} else {
-		err = writeAuditVerification(stdout, res, storage, configFile)
-	}
-	if err != nil {
-		return auditExitError, err
-	}
-	switch {
-	case !res.Intact:
-		return auditExitFinding, fmt.Errorf("the audit chain is broken: %s", printable.String(res.FirstBreak().String()))
-	case res.Cut:
-		return auditExitCut, fmt.Errorf("events are missing from the audit log: %s", printable.String(res.Cuts[0].String()))
-	}
-	return auditExitOK, nil
-}
-
-// trustedAuditKeys are the keys of the storage and of the JWKS file together: a
-// key rotated out of storage still checks the checkpoints it signed when its JWK
-// was kept.
-func trustedAuditKeys(stored, published audit.AuditKeys) audit.AuditKeys {
-	keys := make(audit.AuditKeys, len(stored)+len(published))
-	maps.Copy(keys, stored)
-	maps.Copy(keys, published)
-	return keys
-}
-
-func writeAuditVerification(w io.Writer, res *audit.ChainVerification, storage, configFile string) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Read %s, %s: %s of %s.\n", words.Plural(len(res.Files), "file"), words.Plural(res.Lines, "line"),
-		words.Plural(res.Events, "event"), words.Plural(len(res.Instances), "instance"))
-	if len(res.Instances) > 0 {
-		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  INSTANCE\tSEQ\tEVENTS\tFROM\tTO\tSAVED HEAD")
-		for _, in := range res.Instances {
-			head := "-"
-			if in.SavedHeadSeq != nil {
-				head = strconv.FormatInt(*in.SavedHeadSeq, 10)
-			}
-			fmt.Fprintf(tw, "  %s\t%d…%d\t%d\t%s\t%s\t%s\n", printable.String(in.Instance), in.FirstSeq, in.LastSeq, in.Events,
-				printable.String(in.First), printable.String(in.Last), head)
-		}
-		tw.Flush()
-	}
-	switch {
-	case !res.HeadsChecked && res.Witnessed > 0:
-		b.WriteString("Checked for events missing at the end up to the witness's last checkpoint only: give --config to compare with the chain heads saved in storage too.\n")
-	case !res.HeadsChecked:
-		b.WriteString("Not checked for events missing at the end: give --config to compare with the chain heads saved in storage, or --witness.\n")
-	case res.SavedHeads == 0:
-		fmt.Fprintf(&b, "Not checked for events missing at the end: %s (the storage of %s) holds no saved chain head. Is it the storage of the instances that wrote the log?\n",
-			printable.String(storage), printable.String(configFile))
-	default:
-		fmt.Fprintf(&b, "Compared with the %s saved in %s (the storage of %s).\n", words.Plural(res.SavedHeads, "chain head"), printable.String(storage), printable.String(configFile))
-		for _, h := range res.HeadsNotInFiles {
-			fmt.Fprintf(&b, "Note: instance %s has a saved chain head (seq %d) but no event in these files: its log is elsewhere (another instance of a cluster), or gone.\n",
-				printable.String(h.Instance), h.Seq)
-		}
-	}
-	writeCheckpointSummary(&b, res)
-	switch {
-	case res.Intact && res.Cut:
-		fmt.Fprintf(&b, "The chain is intact, but events are missing (%s):\n", words.Plural(len(res.Cuts), "cut"))
-	case res.Intact:
-		b.WriteString("The chain is intact.\n")
-	default:
-		fmt.Fprintf(&b, "The chain is BROKEN (%s). The first:\n", words.Plural(res.BreakCount, "break"))
-		for i, br := range res.Breaks {
-			if i == maxListedBreaks {
-				fmt.Fprintf(&b, "  … and %d more (--json lists up to %d)\n", res.BreakCount-maxListedBreaks, audit.MaxReportedBreaks)
-				break
-			}
-			if i == 1 {
-				b.WriteString("Then:\n")
-			}
-			fmt.Fprintf(&b, "  %s\n", printable.String(br.String()))
-			if br.Suspect != "" {
-				fmt.Fprintf(&b, "  %s: the line to look at first\n", printable.String(br.Suspect))
-			}
-		}
-		if res.Cut {
-			fmt.Fprintf(&b, "Events missing (%s):\n", words.Plural(len(res.Cuts), "cut"))
-		}
-	}
-	for _, c := range res.Cuts {
-		fmt.Fprintf(&b, "  %s\n", printable.String(c.String()))
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-// writeCheckpointSummary says how many checkpoints were checked, how to check them
-// when they were not, and what the witness held.
-func writeCheckpointSummary(b *strings.Builder, res *audit.ChainVerification) {
-	switch {
-	case res.Checkpoints == 0 && res.SignaturesChecked:
-		b.WriteString("No checkpoint in the files (the server writes one every N events and at a stop, when it has an audit key).\n")
-	case res.Checkpoints == 0:
-		// No keys and no checkpoint: a server without an audit key; nothing to say.
-	case res.SignaturesChecked:
-		fmt.Fprintf(b, "Checkpoints: %d, %d verified with the audit key.\n", res.Checkpoints, res.CheckpointsVerified)
-	default:
-		fmt.Fprintf(b, "Checkpoints: %d, unchecked: give --jwks FILE (a copy of https://HOST/.jit/jwks.json) or --config to check their signatures.\n",
-			res.CheckpointsUnchecked)
-	}
-	if res.Witnessed > 0 {
-		fmt.Fprintf(b, "Compared with %s a witness kept.\n", words.Plural(res.Witnessed, "checkpoint"))
-	}
-	for _, w := range res.WitnessedNotInFiles {
-		fmt.Fprintf(b, "Note: the witness holds a checkpoint of instance %s (seq %d, %s:%d) but the files hold no event of it: its log is elsewhere, or gone.\n",
-			printable.String(w.Checkpoint.Instance), w.Seq, printable.String(w.File), w.Line)
-	}
 }

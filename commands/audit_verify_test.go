@@ -115,3 +115,44 @@ func TestAuditVerifyCommandCheckpointsAndCuts(t *testing.T) {
 		t.Errorf("--json: exit %d, %+v", code, res)
 	}
 }
+
+// With saved heads and a witness, verify fails closed: an emptied log is a cut of the
+// whole chain, and --instance names the instances whose logs the files hold.
+func TestAuditVerifyCommandInstancesAndEmptiedLog(t *testing.T) {
+	dir := t.TempDir()
+	caddyfile := auditWriteFile(t, "Caddyfile", []byte("{\n\tstorage file_system \""+dir+"\"\n}\n"))
+	lines, witness, jwks := checkpointedAuditLog(t, dir)
+	full := auditWriteFile(t, "jit-audit.log", []byte(strings.Join(lines, "")))
+	empty := auditWriteFile(t, "emptied.log", nil)
+	editedWitness := auditWriteFile(t, "edited-witness.jsonl", []byte(strings.Replace(lines[3], `,"seq":4,`, `,"seq":40,`, 1)))
+	evidence := []string{"--config", caddyfile, "--jwks", jwks, "--witness", witness}
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		out, err string // parts of the output and of the error
+	}{
+		{name: "emptied log", args: append([]string{empty}, evidence...), code: 3,
+			out: "instance inst-w: seq 1–12 missing (saved head: the head saved in storage is seq 12, and the files hold no event of the instance: its log was emptied or replaced",
+			err: "events are missing from the audit log: instance inst-w: seq 1–12 missing"},
+		{name: "an --instance nothing knows", args: append([]string{empty, "--instance", "inst-other,inst-w", "--instance", "inst-other"}, evidence...),
+			code: 2, err: "--instance inst-other: no event of it in the files, no saved head and no witnessed checkpoint: check the id"},
+		{name: "the instance's log, named", args: append([]string{full, "--instance", "inst-w"}, evidence...), out: "The chain is intact.\n"},
+		{name: "an empty --instance", args: append([]string{full, "--instance", "inst-w,"}, evidence...), code: 2, err: "--instance needs an instance id"},
+		{name: "witness line edited", args: []string{full, "--jwks", jwks, "--witness", editedWitness}, code: 1,
+			out: "The witness file was EDITED at " + editedWitness + ":1: witness line edited: its seq 40 is not head_seq + 1 = 4",
+			err: "the witness file was edited: " + editedWitness + ":1: witness line edited: its seq 40"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, err := runAuditCmd(t, auditVerifyCommand, cmdAuditVerify, tc.args...)
+			errText := ""
+			if err != nil {
+				errText = err.Error()
+			}
+			if code != tc.code || !strings.Contains(out, tc.out) || (tc.err == "") != (err == nil) || !strings.Contains(errText, tc.err) {
+				t.Fatalf("exit %d (want %d), error %v (want %q)\n%s\nwant output with %q", code, tc.code, err, tc.err, out, tc.out)
+			}
+		})
+	}
+}
