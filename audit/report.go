@@ -213,7 +213,7 @@ func Summarize(inputs []Input, window time.Duration, now time.Time, opts ReportO
 			if exp, ok := l.Time("expires"); ok && (s.expiresAt.IsZero() || !at.Before(s.expiresAt)) {
 				s.expires, s.expiresAt = exp, at
 			}
-		case EventDeactivated, EventRevoked:
+		case EventDeactivated, EventRevoked, EventReplaced:
 			if !l.Bool("local_only") {
 				if s := sess(id); s.end.IsZero() {
 					s.end = at

@@ -96,6 +96,7 @@ type StoryFailure struct {
 const (
 	EndDeactivated = "deactivated"
 	EndRevoked     = "revoked"
+	EndReplaced    = "replaced" // the browser that held it took another session
 	EndExpired     = "expired"
 	EndActive      = "active" // not ended yet: it expires at At
 	EndUnknown     = "unknown"
@@ -270,7 +271,7 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 				}
 			}
 			s.Closed = append(s.Closed, c)
-		case EventDeactivated, EventRevoked:
+		case EventDeactivated, EventRevoked, EventReplaced:
 			end := StoryEnd{How: l.Event(), At: at, Where: l.Where(), By: l.Text("by"), Reason: l.Text("reason"), LocalOnly: l.Bool("local_only")}
 			switch {
 			case end.LocalOnly:
@@ -310,7 +311,7 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 	}
 	if a := s.Activation; a != nil {
 		end := expires
-		if s.End.How == EndDeactivated || s.End.How == EndRevoked {
+		if s.End.How == EndDeactivated || s.End.How == EndRevoked || s.End.How == EndReplaced {
 			end = s.End.At
 		}
 		if end.IsZero() || end.After(now) {

@@ -14,6 +14,9 @@ const (
 	EventActivationFailed    = "activation_failed"
 	EventDeactivated         = "deactivated"
 	EventRevoked             = "revoked"
+	// EventReplaced: the browser that held the session took another one (activated,
+	// or picked up an approved request), whose cookie took the old one's place.
+	EventReplaced            = "replaced"
 	EventUnlocked            = "unlocked"
 	EventKeysRotated         = "keys_rotated"
 	EventEnrolled            = "enrolled"

@@ -173,6 +173,7 @@ func (h *Handler) activate(w http.ResponseWriter, r *http.Request, caller policy
 		http.Redirect(w, r, requestURL(res.Request.ID), http.StatusSeeOther)
 		return nil
 	}
+	h.endReplaced(r, caller.User, res.Record.ID)
 	http.SetCookie(w, sessionCookieFor(r, res.Token, res.Record.Expires))
 	if !res.Record.Started(now()) {
 		return h.serveStatus(w, r, caller, "Your session of "+role.Name+" is scheduled: it starts at "+words.Time(res.Record.Start)+".")

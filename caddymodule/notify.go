@@ -293,6 +293,8 @@ func summary(n workflow.Notification) string {
 		fmt.Fprintf(&b, "%s ended their session of the role %s", n.User, n.Role)
 	case workflow.NotifyRevoked:
 		fmt.Fprintf(&b, "%s's session of the role %s was revoked by %s", n.User, n.Role, n.By)
+	case workflow.NotifyReplaced:
+		fmt.Fprintf(&b, "%s's session of the role %s was replaced by another session in the same browser", n.User, n.Role)
 	case workflow.NotifyExpiring:
 		fmt.Fprintf(&b, "%s's session of the role %s ends soon", n.User, n.Role)
 	case workflow.NotifyBreakGlass:

@@ -352,3 +352,18 @@ func TestHeaderSafeKeepsEveryControlCharacterOutOfAHeader(t *testing.T) {
 		}
 	}
 }
+
+// Each way a session ends early reads as its own sentence in a notification.
+func TestSummarySaysHowASessionEnded(t *testing.T) {
+	tests := []struct{ event, by, want string }{
+		{workflow.NotifyDeactivated, "alice", "caddy-jit: alice ended their session of the role ops"},
+		{workflow.NotifyRevoked, "op", "caddy-jit: alice's session of the role ops was revoked by op"},
+		{workflow.NotifyReplaced, "alice", "caddy-jit: alice's session of the role ops was replaced by another session in the same browser"},
+	}
+	for _, tt := range tests {
+		got := summary(workflow.Notification{Event: tt.event, User: "alice", Role: "ops", By: tt.by})
+		if !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%s: %q, want it to begin %q", tt.event, got, tt.want)
+		}
+	}
+}

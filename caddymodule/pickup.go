@@ -139,6 +139,7 @@ func (h *Handler) collect(w http.ResponseWriter, r *http.Request, user string, p
 		http.SetCookie(w, pickupCookieFor(r, p.id, "", time.Time{}))
 	}
 	if got.Token != "" {
+		h.endReplaced(r, user, got.Record.ID)
 		http.SetCookie(w, sessionCookieFor(r, got.Token, got.Record.Expires))
 	}
 	return got

@@ -185,7 +185,7 @@ func writeAuditStory(w io.Writer, s *audit.Story) error {
 	}
 	b.WriteString("\n")
 	switch e := s.End; e.How {
-	case audit.EndDeactivated, audit.EndRevoked:
+	case audit.EndDeactivated, audit.EndRevoked, audit.EndReplaced:
 		how := e.How
 		if e.LocalOnly {
 			how += " on one instance only (storage was unreachable)"

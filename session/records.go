@@ -33,7 +33,7 @@ type Record struct {
 	Ended     time.Time `json:"ended,omitzero"`
 	EndedBy   string    `json:"ended_by,omitempty"`
 	EndReason string    `json:"end_reason,omitempty"`
-	// EndHow is how it ended early: Deactivated or Revoked.
+	// EndHow is how it ended early: Deactivated, Revoked or Replaced.
 	EndHow string `json:"end_how,omitempty"`
 	// RequestID and Approvers are set for a session that approvers let start.
 	RequestID string   `json:"request_id,omitempty"`

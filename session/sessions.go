@@ -121,11 +121,13 @@ const (
 	Deactivated = audit.EventDeactivated
 	// Revoked: an operator ended it.
 	Revoked = audit.EventRevoked
+	// Replaced: the browser that held it took another session of its user.
+	Replaced = audit.EventReplaced
 )
 
 // End ends one of a user's sessions at once: the revocation is stored for the other
 // instances, and this instance refuses the session before End returns. how is
-// Deactivated or Revoked; by names who ended it.
+// Deactivated, Revoked or Replaced; by names who ended it.
 func (a *Sessions) End(ctx context.Context, user, sessionID, how, by, reason string) (*Record, error) {
 	rec, err := a.Records.Load(ctx, user, sessionID)
 	if err != nil {

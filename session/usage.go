@@ -46,12 +46,13 @@ const (
 	EndedExpired     = "expired"
 	EndedDeactivated = "deactivated"
 	EndedRevoked     = "revoked"
+	EndedReplaced    = "replaced"
 )
 
 // Ended is a session that ended while this instance had served it.
 type Ended struct {
 	SessionID, User, Role string
-	// How is EndedExpired, EndedDeactivated or EndedRevoked; Known says whether this
+	// How is EndedExpired, EndedDeactivated, EndedRevoked or EndedReplaced; Known says whether this
 	// instance ended it (and so knows how and by whom), else the caller looks the
 	// session's record up.
 	How   string

@@ -16,6 +16,7 @@ const (
 	NotifyExtended    = "extended"
 	NotifyDeactivated = "deactivated"
 	NotifyRevoked     = "revoked"
+	NotifyReplaced    = "replaced"
 	NotifyExpiring    = "expiring"
 	NotifyBreakGlass  = "break_glass"
 )

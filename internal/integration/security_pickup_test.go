@@ -16,10 +16,8 @@ import (
 
 const pickupRole = "deploy"
 
-func newPickupEnv(t *testing.T) *env {
-	t.Helper()
-	return newEnv(t, envOptions{
-		JitOptions: `
+// pickupRoleBlock declares pickupRole: alice asks, carol approves.
+const pickupRoleBlock = `
 		role deploy {
 			max_duration 1h
 			justification required 10
@@ -27,9 +25,11 @@ func newPickupEnv(t *testing.T) *env {
 			approval {
 				approvers carol
 			}
-		}`,
-		Sites: []siteSpec{{Auth: true, Jit: "\tjit " + pickupRole}},
-	})
+		}`
+
+func newPickupEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnv(t, envOptions{JitOptions: pickupRoleBlock, Sites: []siteSpec{{Auth: true, Jit: "\tjit " + pickupRole}}})
 }
 
 // pickupCookieOf returns the browser's pickup cookie for request id, or nil.

@@ -106,7 +106,7 @@ func wantRefusedFor(t *testing.T, e *env, b *browser, user, token, reason, what 
 func TestSecurityClass02StaleTokens(t *testing.T) {
 	e := newEnv(t, envOptions{JitOptions: syncOptions})
 	site := e.site(0)
-	pool := e.userPool("alice", "bob", "frank", "r1")
+	pool := e.userPool("alice", "bob", "frank", "r1", "r2", "r3")
 	u, code := pool.take(t)
 	b := e.browser(u.name)
 	real := activateWith(t, b, site, roleAdmin, adminURI, code, nil)
@@ -195,6 +195,31 @@ func TestSecurityClass02StaleTokens(t *testing.T) {
 		})
 		wantRefusedFor(t, e, gb, u.name, genuine, "token_signature", "the session after its key was dropped")
 		wantRefusedFor(t, e, b, user, minted, "token_signature", "the minted token after its key was dropped")
+	})
+
+	// Replacement ends a session: the copy of a replaced token is refused at once, cached
+	// or not. And it ends only the browser user's own session: a second browser that
+	// carries another user's token (copied, or left by a shared machine) and activates
+	// with its own password and code ends nothing of that user's.
+	t.Run("a session replaced in its browser is refused at once; another user's token is not ended", func(t *testing.T) {
+		u, code := pool.take(t)
+		rb := e.browser(u.name)
+		old := activateWith(t, rb, site, roleAdmin, adminURI, code, nil)
+		sid := sessionID(t, old)
+		wantAdmitted(t, e, rb, u.name, old, sid, "the session, first request")
+		wantAdmitted(t, e, rb, u.name, old, sid, "the session, second (cached) request")
+
+		other, otherCode := pool.take(t)
+		ob := e.browser(other.name)
+		ob.setCookie(site, cookieName, old)
+		activateWith(t, ob, site, roleAdmin, adminURI, otherCode, nil)
+		wantAdmitted(t, e, rb, u.name, old, sid, u.name+"'s session after "+other.name+"'s browser, carrying its token, activated")
+		if n := len(e.events(match{"event": "replaced", "session_id": sid})); n != 0 {
+			t.Errorf("%d replaced events of %s's session after another user's activation, want none", n, u.name)
+		}
+
+		activateWith(t, rb, site, roleAdmin, adminURI, u.next(t), nil)
+		wantRefusedFor(t, e, rb, u.name, old, "token_revoked", "the copy of a replaced session's token")
 	})
 
 	t.Run("a reload that shortens the role refuses a longer cached session", func(t *testing.T) {

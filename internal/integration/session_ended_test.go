@@ -112,6 +112,24 @@ func TestSessionEndedForEachWayASessionEnds(t *testing.T) {
 		a.get(site + "/admin/quick")
 		wantSessionEnded(t, e, sid, "expired", "", 6*time.Second)
 	})
+	// A browser holds one session cookie: the session a new activation in the same
+	// browser pushes out ends, as replaced by its user.
+	t.Run("replaced in its browser", func(t *testing.T) {
+		frank := e.enroll("frank")
+		f := e.browser("frank")
+		old := f.mustActivate(site, roleAdmin, adminURI, frank, nil)
+		sid := sessionID(t, old)
+		f.get(site + "/admin/old")
+		f.do(http.MethodPost, site+"/admin/old", strings.NewReader("z=3"), withHeader("Content-Type", "application/x-www-form-urlencoded"))
+		next := sessionID(t, f.mustActivate(site, roleAdmin, adminURI, frank, nil))
+		wantSessionEnded(t, e, sid, "replaced", "frank", 3*time.Second)
+		ev := e.waitEvent(match{"event": "replaced", "session_id": sid})
+		if got := ev.str("reason"); !strings.Contains(got, next) {
+			t.Errorf("the replaced event's reason is %q, want it to name the new session %s", got, next)
+		}
+		wantRefused(t, e, f, "frank", old, "the replaced session's token")
+		wantStatus(t, f.get(site+"/admin/new"), http.StatusOK, "frank's new session")
+	})
 	// A clean stop keeps what the instance served: the session_ended after the restart
 	// counts the requests on both sides of it.
 	t.Run("revoked after a restart", func(t *testing.T) {
