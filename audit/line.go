@@ -358,8 +358,22 @@ func readAuditValue(dec *json.Decoder) (canonicalValue, error) {
 	return canonicalValue{}, fmt.Errorf("unexpected JSON token %v", tok)
 }
 
+// DamagedError is a compressed file that cannot be read to its end: cut short, or its
+// bytes changed. Lines is how many whole lines were read from it before the damage.
+type DamagedError struct {
+	File, Compression string
+	Lines             int
+	Err               error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("reading the audit log %s (%s): %v: the compressed file is cut short or damaged after line %d", e.File, e.Compression, e.Err, e.Lines)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
+
 // Scan calls fn with each line of the inputs, in order. It returns the first
-// error of reading a file or of fn.
+// error of reading a file (a *DamagedError for a damaged compressed file) or of fn.
 func Scan(inputs []Input, fn func(*Line) error) error {
 	for _, in := range inputs {
 		if err := scanAuditInput(in, fn); err != nil {
@@ -415,7 +429,7 @@ func scanAuditInput(in Input, fn func(*Line) error) error {
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			if compression != "" {
-				return fmt.Errorf("reading the audit log %s (%s): %w: the compressed file is cut short or damaged", in.Name, compression, err)
+				return &DamagedError{File: in.Name, Compression: compression, Lines: n, Err: err}
 			}
 			return fmt.Errorf("reading the audit log %s: %w", in.Name, err)
 		}

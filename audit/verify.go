@@ -201,8 +201,16 @@ func VerifyChain(inputs []Input, opts VerifyOptions) (*ChainVerification, error)
 			v.wanted[instanceSeq{h.Instance, h.Seq}] = true
 		}
 	}
-	if err := Scan(inputs, v.line); err != nil {
-		return nil, err
+	for _, in := range inputs {
+		// A damaged compressed file is a break where its damage begins; the files
+		// after it are still read, and the events lost in it show as a gap.
+		var damaged *DamagedError
+		if err := Scan([]Input{in}, v.line); errors.As(err, &damaged) {
+			v.brk(logPlace{in.Name, damaged.Lines + 1}, "", 0, fmt.Sprintf("the %s file cannot be read past line %d (%v): it was cut short or its bytes were changed",
+				damaged.Compression, damaged.Lines, damaged.Err))
+		} else if err != nil {
+			return nil, err
+		}
 	}
 	v.finish(opts)
 	v.finishWitnessed(opts.Witnessed)
