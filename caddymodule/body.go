@@ -27,13 +27,17 @@ type bodyDigest struct {
 	dropped bool
 }
 
-// mutating reports whether a method changes state, so that its body is audited.
+// mutating reports whether a method may change state, so that its body is audited:
+// every method but those HTTP and WebDAV define as safe, so that WebDAV's MKCOL,
+// PROPPATCH, COPY, MOVE and LOCK, and any method a console makes up, count too.
+// CONNECT opens a tunnel (a WebSocket over HTTP/2), whose bytes are no request body.
 func mutating(method string) bool {
 	switch method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-		return true
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodConnect,
+		"PROPFIND", "REPORT", "SEARCH":
+		return false
 	}
-	return false
+	return true
 }
 
 func newBodyDigest(r *http.Request, recordLimit int64) *bodyDigest {

@@ -250,3 +250,17 @@ func waitFor(t *testing.T, ok func() bool) {
 		}
 	}
 }
+
+func TestMutatingMethods(t *testing.T) {
+	for method, want := range map[string]bool{
+		"GET": false, "HEAD": false, "OPTIONS": false, "TRACE": false, "CONNECT": false,
+		"PROPFIND": false, "REPORT": false, "SEARCH": false,
+		"POST": true, "PUT": true, "PATCH": true, "DELETE": true,
+		"MKCOL": true, "PROPPATCH": true, "COPY": true, "MOVE": true, "LOCK": true, "UNLOCK": true,
+		"PURGE": true, "get": true, // methods are case-sensitive: an unknown one may change state
+	} {
+		if got := mutating(method); got != want {
+			t.Errorf("mutating(%q) = %v, want %v", method, got, want)
+		}
+	}
+}

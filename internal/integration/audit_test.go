@@ -331,4 +331,15 @@ func TestAuditBodiesOfMutatingRequests(t *testing.T) {
 	if _, ok := get["body_sha256"]; ok {
 		t.Errorf("a GET's access event has body fields: %v", get)
 	}
+	// A WebDAV method changes state as much as a POST does; a PROPFIND only reads.
+	dav := `<propertyupdate/>`
+	b.do("PROPPATCH", site+"/admin/dav", strings.NewReader(dav), withHeader("Content-Type", "application/xml"))
+	b.do("PROPFIND", site+"/admin/dav", strings.NewReader(dav), withHeader("Content-Type", "application/xml"))
+	davSum := sha256.Sum256([]byte(dav))
+	if ev := e.waitEvent(match{"event": "access", "method": "PROPPATCH"}); ev.str("body_sha256") != hex.EncodeToString(davSum[:]) {
+		t.Errorf("a PROPPATCH's access event %v, want body_sha256 %x", ev, davSum)
+	}
+	if ev := e.waitEvent(match{"event": "access", "method": "PROPFIND"}); ev.str("body_sha256") != "" {
+		t.Errorf("a PROPFIND's access event has body fields: %v", ev)
+	}
 }
