@@ -234,7 +234,10 @@ func queryOf(target *url.URL) []HARHeader {
 // harBody is a mutating request's body as recorded: its text where it was recorded
 // and is UTF-8, else a comment that says what is known of it.
 func harBody(a StoryAccess, body func(string) ([]byte, error)) *HARPostData {
-	p := &HARPostData{MimeType: "application/octet-stream", Params: []HARHeader{}}
+	p := &HARPostData{MimeType: a.BodyType, Params: []HARHeader{}}
+	if p.MimeType == "" {
+		p.MimeType = "application/octet-stream" // as RFC 9110 says a recipient may assume
+	}
 	described := fmt.Sprintf("%d bytes, SHA-256 %s", *a.BodyBytes, a.BodySHA256)
 	switch {
 	case a.BodyKey == "":

@@ -17,7 +17,7 @@ func harStory() *Story {
 		Accesses: []StoryAccess{
 			{At: at.Add(time.Second), Where: "i1", Method: "GET", URI: "/admin/users?page=2&q=a%20b", Status: 200, Bytes: 512, DurationUS: 1500},
 			{At: at.Add(2 * time.Second), Where: "i2", Method: "POST", URI: "/admin/users", Status: 201, Bytes: 10, DurationUS: 2500,
-				BodyBytes: &size, BodySHA256: "abc", BodyKey: "jit/bodies/sess/1.body"},
+				BodyBytes: &size, BodySHA256: "abc", BodyType: "application/json; charset=utf-8", BodyKey: "jit/bodies/sess/1.body"},
 		},
 		End: StoryEnd{How: EndRevoked, By: "carol", At: at.Add(time.Minute)}}
 }
@@ -64,8 +64,8 @@ func TestSessionHAR(t *testing.T) {
 				t.Error("a GET has postData")
 			}
 			p := post.Request.PostData
-			if p == nil || p.Text != tt.wantText || !strings.Contains(p.Comment, tt.wantNote) || post.Request.BodySize != 14 {
-				t.Errorf("the POST's body: %+v, want text %q and a comment saying %q", p, tt.wantText, tt.wantNote)
+			if p == nil || p.Text != tt.wantText || !strings.Contains(p.Comment, tt.wantNote) || post.Request.BodySize != 14 || p.MimeType != "application/json; charset=utf-8" {
+				t.Errorf("the POST's body: %+v, want text %q, a comment saying %q and the request's Content-Type", p, tt.wantText, tt.wantNote)
 			}
 			raw, _ := json.Marshal(h)
 			for _, never := range []string{"Cookie", "Authorization", "X-Jit-Assertion"} {

@@ -78,6 +78,7 @@ type StoryAccess struct {
 	ClientIP       string `json:"client_ip,omitempty"`
 	BodyBytes      *int64 `json:"body_bytes,omitempty"`
 	BodySHA256     string `json:"body_sha256,omitempty"`
+	BodyType       string `json:"body_type,omitempty"`
 	BodyIncomplete bool   `json:"body_incomplete,omitempty"`
 	BodyKey        string `json:"body_key,omitempty"`
 }
@@ -240,7 +241,7 @@ func SessionStory(inputs []Input, sessionID string, now time.Time) (*Story, erro
 			s.Failures = append(s.Failures, StoryFailure{At: at, Where: l.Where(), Event: l.Event(), Reason: l.Text("reason"), ClientIP: l.Text("client_ip")})
 		case EventAccess:
 			a := StoryAccess{At: at, Where: l.Where(), Method: l.Text("method"), URI: l.Text("uri"), ClientIP: l.Text("client_ip"),
-				BodySHA256: l.Text("body_sha256"), BodyKey: l.Text("body_key")}
+				BodySHA256: l.Text("body_sha256"), BodyType: l.Text("body_type"), BodyKey: l.Text("body_key")}
 			a.URILength, _ = l.Int("uri" + CutLenSuffix)
 			a.Status, _ = l.Int("status")
 			a.Bytes, _ = l.Int("bytes")

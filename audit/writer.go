@@ -156,6 +156,9 @@ func (r *accessRecord) appendFields(dst []zap.Field) []zap.Field {
 	)
 	if body := &r.body; r.hasBody {
 		fields = append(fields, zap.Int64("body_bytes", body.Size), zap.String("body_sha256", body.SHA256))
+		if body.Type != "" {
+			fields = append(fields, zap.String("body_type", body.Type))
+		}
 		if !body.Complete {
 			fields = append(fields, zap.Bool("body_complete", false))
 		}
@@ -178,8 +181,11 @@ func (r *accessRecord) appendFields(dst []zap.Field) []zap.Field {
 // BodyDigest describes the body of a mutating request: its size and SHA-256 as the
 // upstream read it, and where it is stored when the role records bodies.
 type BodyDigest struct {
-	Size     int64
-	SHA256   string
+	Size   int64
+	SHA256 string
+	// Type is the request's Content-Type as the client sent it ("" without one): a
+	// reviewer, and a HAR viewer, read the recorded bytes by it.
+	Type     string
 	Complete bool
 	Key      string
 	// Dropped is set when the body was not queued for storage (see BodyWriter.Put).
@@ -198,6 +204,6 @@ func (a *Writer) BodyDropped(reason string, count int, h Holder, key string) {
 
 // accessFields holds as many fields as an access event can have (9, 5 of the body,
 // break_glass and fresh), so that appending to it never allocates.
-type accessFields [16]zap.Field
+type accessFields [17]zap.Field
 
 var accessFieldsPool = sync.Pool{New: func() any { return new(accessFields) }}

@@ -23,6 +23,8 @@ type bodyDigest struct {
 	keep  *bytes.Buffer
 	limit int64
 	key   string
+	// contentType is the request's Content-Type, as sent.
+	contentType string
 	// dropped is set when the recorded bytes were not queued for storage.
 	dropped bool
 }
@@ -41,7 +43,7 @@ func mutating(method string) bool {
 }
 
 func newBodyDigest(r *http.Request, recordLimit int64) *bodyDigest {
-	d := &bodyDigest{hash: sha256.New(), limit: recordLimit}
+	d := &bodyDigest{hash: sha256.New(), limit: recordLimit, contentType: r.Header.Get("Content-Type")}
 	if recordLimit > 0 {
 		d.keep = new(bytes.Buffer)
 	}
@@ -88,5 +90,5 @@ func (d *bodyDigest) digest() *audit.BodyDigest {
 	if d == nil {
 		return nil
 	}
-	return &audit.BodyDigest{Size: d.size, SHA256: hex.EncodeToString(d.hash.Sum(nil)), Complete: d.eof, Key: d.key, Dropped: d.dropped}
+	return &audit.BodyDigest{Size: d.size, SHA256: hex.EncodeToString(d.hash.Sum(nil)), Complete: d.eof, Key: d.key, Dropped: d.dropped, Type: d.contentType}
 }

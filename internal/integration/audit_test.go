@@ -307,8 +307,8 @@ func TestAuditBodiesOfMutatingRequests(t *testing.T) {
 
 	ev := e.waitEvent(match{"event": "access", "method": "POST"})
 	sum := sha256.Sum256([]byte(body))
-	if ev.str("body_sha256") != hex.EncodeToString(sum[:]) || ev.str("body_bytes") != strconv.Itoa(len(body)) {
-		t.Errorf("access event body fields: %v; want body_bytes %d body_sha256 %x", ev, len(body), sum)
+	if ev.str("body_sha256") != hex.EncodeToString(sum[:]) || ev.str("body_bytes") != strconv.Itoa(len(body)) || ev.str("body_type") != "application/json" {
+		t.Errorf("access event body fields: %v; want body_bytes %d body_sha256 %x body_type application/json", ev, len(body), sum)
 	}
 	key := ev.str("body_key")
 	if key == "" || ev.str("body_recorded") != "" {

@@ -92,7 +92,8 @@ func TestSessionAsHARValidates(t *testing.T) {
 					URL      string `json:"url"`
 					Headers  []struct{ Name, Value string }
 					PostData *struct {
-						Text string `json:"text"`
+						Text     string `json:"text"`
+						MimeType string `json:"mimeType"`
 					} `json:"postData"`
 				} `json:"request"`
 				Response struct {
@@ -110,11 +111,11 @@ func TestSessionAsHARValidates(t *testing.T) {
 		case en.Request.Method == "GET" && en.Request.URL == site+"/admin/users?page=2" && en.Response.Status == 200:
 			sawGet = true
 		case en.Request.Method == "POST" && en.Request.URL == site+"/admin/users":
-			sawPost = en.Request.PostData != nil && en.Request.PostData.Text == body
+			sawPost = en.Request.PostData != nil && en.Request.PostData.Text == body && en.Request.PostData.MimeType == "application/json"
 		}
 	}
 	if !sawGet || !sawPost {
-		t.Errorf("the archive lacks the GET (%v) or the POST with its recorded body (%v):\n%s", sawGet, sawPost, raw)
+		t.Errorf("the archive lacks the GET (%v) or the POST with its recorded body and type (%v):\n%s", sawGet, sawPost, raw)
 	}
 	if !strings.Contains(h.Log.Comment, "ended: revoked") {
 		t.Errorf("the archive's comment does not say the session was revoked: %q", h.Log.Comment)
