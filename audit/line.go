@@ -399,7 +399,7 @@ func scanAuditInput(in Input, fn func(*Line) error) error {
 		compression = "gzip"
 		gz, err := gzip.NewReader(br)
 		if err != nil {
-			return fmt.Errorf("reading the audit log %s (gzip): %w", in.Name, err)
+			return &DamagedError{File: in.Name, Compression: compression, Err: err}
 		}
 		defer gz.Close()
 		br = bufio.NewReaderSize(gz, 64<<10)
@@ -407,7 +407,7 @@ func scanAuditInput(in Input, fn func(*Line) error) error {
 		compression = "zstd"
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
 		if err != nil {
-			return fmt.Errorf("reading the audit log %s (zstd): %w", in.Name, err)
+			return &DamagedError{File: in.Name, Compression: compression, Err: err}
 		}
 		defer zr.Close()
 		br = bufio.NewReaderSize(zr, 64<<10)

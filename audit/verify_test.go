@@ -322,6 +322,11 @@ func TestVerifyChainAcrossRotatedFiles(t *testing.T) {
 	if res.Events < 24 {
 		t.Errorf("after a cut gzip file, %d events read, want the 24 of the files after it at least", res.Events)
 	}
+	// Cut inside its header, the file yields no line at all.
+	res, err = VerifyChain([]Input{Data("header.log.gz", gz.Bytes()[:5]), Data("third.log", third.Bytes())}, VerifyOptions{})
+	if cut := res.FirstBreak(); err != nil || cut == nil || cut.File != "header.log.gz" || cut.Line != 1 {
+		t.Errorf("a gzip file cut in its header: %v, first break %v; want a break at header.log.gz:1", err, cut)
+	}
 }
 
 func TestVerifyChainResumedFromStorage(t *testing.T) {

@@ -202,7 +202,7 @@ func (a *Writer) BodyDropped(reason string, count int, h Holder, key string) {
 	a.Event(EventBodyDropped, fields...)
 }
 
-// accessFields holds as many fields as an access event can have (9, 5 of the body,
+// accessFields holds as many fields as an access event can have (9, 6 of the body,
 // break_glass and fresh), so that appending to it never allocates.
 type accessFields [17]zap.Field
 

@@ -18,8 +18,9 @@ const replaceTimeout = 5 * time.Second
 // same user (newID) is about to take the cookie's place: one session cookie per
 // browser, so the old token leaves the browser, and a token no browser holds must not
 // stay valid for whoever copied it. The old session ends as "replaced", by its user:
-// its own event, then its session_ended. A cookie that does not admit the user here
-// (another user's, expired, revoked, forged) is left alone: this browser's user may
+// its own event, then its session_ended. A scheduled session the cookie holds ends
+// too. A cookie that is not this user's session here (another user's, expired,
+// revoked, forged) is left alone: this browser's user may
 // end only their own session. A failure to end it is logged; the old session then
 // lasts until its expiry, as it would have before.
 func (h *Handler) endReplaced(r *http.Request, user, newID string) {
@@ -28,7 +29,7 @@ func (h *Handler) endReplaced(r *http.Request, user, newID string) {
 		return
 	}
 	t := now()
-	old, err := h.app.authority.Verifier.Verify(token, session.Want{Subject: user, Audience: h.audiences.of(r), Roles: h.app.roleNames(), Rules: h.app.roles}, t)
+	old, err := h.app.authority.Verifier.VerifyHeld(token, session.Want{Subject: user, Audience: h.audiences.of(r), Roles: h.app.roleNames(), Rules: h.app.roles}, t)
 	if err != nil || old.SessionID == newID {
 		return
 	}

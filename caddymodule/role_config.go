@@ -48,7 +48,7 @@ type RoleConfig struct {
 	// Notify lists where this role's events go, beside the global targets.
 	Notify []NotifyConfig `json:"notify,omitempty"`
 	// RecordBodies, when positive, keeps up to that many bytes of the body of every
-	// mutating request (POST, PUT, PATCH, DELETE) made under the role's sessions, in
+	// mutating request (every method but the safe ones: see mutating) made under the role's sessions, in
 	// storage, for session review. Every such request's size and SHA-256 are in its
 	// access event either way.
 	RecordBodies int64 `json:"record_bodies,omitempty"`

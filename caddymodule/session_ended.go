@@ -23,15 +23,7 @@ func (s *sharedState) sessionEnded(logger *zap.Logger) func(session.Ended) {
 		write := func(how, by string) {
 			a := s.settings.Load().authority
 			if a == nil {
-				// At start (a session that ended while the instance was stopped): written
-				// once the first config has started.
-				go func() {
-					if a := s.awaitAuthority(startWait); a != nil {
-						writeEnded(a, e, how, by)
-						return
-					}
-					logger.Warn("a session ended before any config could audit it", zap.String("session_id", e.SessionID))
-				}()
+				logger.Warn("a session ended before any config could audit it", zap.String("session_id", e.SessionID))
 				return
 			}
 			writeEnded(a, e, how, by)
@@ -59,21 +51,6 @@ func writeEnded(a *authority.Authority, e session.Ended, how, by string) {
 	a.Audit.SessionEnded(audit.SessionEnd{User: e.User, Role: e.Role, SessionID: e.SessionID, How: how, By: by,
 		Requests: u.Requests, Mutating: u.Mutating, BytesIn: u.BytesIn, BytesOut: u.BytesOut,
 		First: u.First, Last: u.Last, Statuses: u.Statuses})
-}
-
-// awaitAuthority returns the newest config's authority once there is one, or nil
-// after d: at start, the first config is still provisioning.
-func (s *sharedState) awaitAuthority(d time.Duration) *authority.Authority {
-	deadline := time.Now().Add(d)
-	for {
-		if a := s.settings.Load().authority; a != nil {
-			return a
-		}
-		if time.Now().After(deadline) {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // howItEnded reads how another instance ended a session, and who did, from the

@@ -66,6 +66,9 @@ type sharedState struct {
 	witnessMu  sync.Mutex
 	witness    *audit.Witness
 	witnessURL string
+	// live: what this instance served under sessions before its last clean stop,
+	// taken back at the first Start (live_counts.go).
+	live liveCounts
 }
 
 // witnessFor returns the witness of url ("" for none), keeping the one it has when
@@ -131,10 +134,7 @@ func newSharedState(st state.Store, logger *zap.Logger) (*sharedState, error) {
 		dispatcher: newDispatcher(logger.Named("notify")), instance: instance.String(), auditKey: auditKey}
 	s.settings.Store(&syncSettings{interval: DefaultSyncInterval})
 	loaded.Live.OnEnd = s.sessionEnded(logger)
-	// What this instance served before its last clean stop: the counts go on.
-	if err := session.RestoreLive(ctx, st, s.instance, loaded.Live, loaded.Revocations); err != nil {
-		logger.Warn("reading what this instance served under sessions before it stopped: their session_ended events will count only the requests served from now on", zap.Error(err))
-	}
+	s.live.resumedSeq = loaded.Chain.Head().Seq
 	s.bodies = session.StartBodyWriter(loaded.Records, session.BodyWriterConfig{
 		Dropped: countBodyDropped, Report: s.reportBodyDrop(logger), Now: now})
 	if a, ok := st.(state.Announcer); ok {
@@ -293,12 +293,9 @@ func (s *sharedState) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), witnessDrainTimeout)
 	defer cancel()
 	s.leave(ctx)
-	// The loop has stopped and the servers with it: the counts are final until the
-	// next start (see session.SaveLive).
-	if saveErr := session.SaveLive(ctx, s.storage, s.instance, s.state.Live); saveErr != nil {
-		err = errors.Join(err, fmt.Errorf("saving what this instance served under sessions, for their session_ended after the next start: %w", saveErr))
-	}
+	s.endStreams()
 	err = errors.Join(err, s.state.Chain.Stop(ctx, now()))
+	err = errors.Join(err, s.saveLive(ctx))
 	if s.closeStore != nil {
 		err = errors.Join(err, s.closeStore())
 	}

@@ -44,6 +44,7 @@ func (a *App) Start() error {
 func (a *App) takeOver() {
 	a.startAudit(a.auditOut, a.auditLog, a.auditErrors)
 	a.shared.settings.Store(a.run.settings)
+	a.shared.restoreLive(a.logger)
 	a.shared.wakeUp()
 }
 

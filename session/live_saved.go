@@ -2,6 +2,8 @@ package session
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/caddy-jit/caddy-jit/state"
@@ -13,7 +15,10 @@ import (
 // So a clean stop saves the counts of the sessions that have not ended (SaveLive),
 // and the next start of the same instance takes them back (RestoreLive). A crash
 // saves nothing: the session_ended of a session served before it counts only the
-// requests served after the restart.
+// requests served after the restart. A save names the audit chain's head at the stop
+// it was made at, and is taken back only by a start that resumes the chain from that
+// very head: one the instance wrote past since (it ran, and crashed, without it) would
+// count requests twice.
 
 // liveFolder holds each instance's saved counts, by Caddy's instance id.
 const liveFolder = keyPrefix + "live/"
@@ -69,28 +74,42 @@ func (l *Live) Restore(saved []SavedSession, revoked func(sessionID string) bool
 }
 
 // SaveLive saves what this instance served under the sessions that have not ended,
-// for its next start; nothing to save removes an earlier save.
-func SaveLive(ctx context.Context, st state.Store, instance string, l *Live) error {
+// for its next start, with the chain head (chainSeq) the stop left; nothing to save
+// removes an earlier save.
+func SaveLive(ctx context.Context, st state.Store, instance string, l *Live, chainSeq int64) error {
 	saved := l.Saved()
 	if len(saved) == 0 {
 		return state.DeleteGone(ctx, st, liveKey(instance))
 	}
-	return state.StoreJSON(ctx, st, liveKey(instance), savedLive{Saved: time.Now().UTC(), Sessions: saved})
+	return state.StoreJSON(ctx, st, liveKey(instance), savedLive{Saved: time.Now().UTC(), ChainSeq: chainSeq, Sessions: saved})
 }
 
-// RestoreLive takes back what SaveLive saved for this instance, and removes it: after
-// a crash, the next start must not count the same requests again.
-func RestoreLive(ctx context.Context, st state.Store, instance string, l *Live, revocations *Revocations) error {
+// ErrSavedLiveStale is a save made at another chain head than the one this start
+// resumes from: it is dropped, not taken back.
+var ErrSavedLiveStale = errors.New("the saved counts are of an earlier run than the last one (the instance ran past that stop and did not stop cleanly): dropped, so that no request is counted twice")
+
+// RestoreLive takes back what SaveLive saved for this instance, when this start resumes
+// the chain from the head it was saved at (chainSeq). The save is removed first, and
+// taken back only once it is gone: after a crash, the next start must not count the
+// same requests again.
+func RestoreLive(ctx context.Context, st state.Store, instance string, l *Live, revocations *Revocations, chainSeq int64) error {
 	var saved savedLive
 	found, err := state.LoadJSON(ctx, st, liveKey(instance), &saved)
 	if err != nil || !found {
 		return err
 	}
+	if err := state.DeleteGone(ctx, st, liveKey(instance)); err != nil {
+		return fmt.Errorf("removing the saved counts before taking them back: %w", err)
+	}
+	if saved.ChainSeq != chainSeq {
+		return fmt.Errorf("%w (saved at chain seq %d, resumed at %d)", ErrSavedLiveStale, saved.ChainSeq, chainSeq)
+	}
 	l.Restore(saved.Sessions, revocations.Revoked)
-	return state.DeleteGone(ctx, st, liveKey(instance))
+	return nil
 }
 
 type savedLive struct {
 	Saved    time.Time      `json:"saved"`
+	ChainSeq int64          `json:"chain_seq"`
 	Sessions []SavedSession `json:"sessions"`
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func TestLiveCountsGoOnAcrossAStop(t *testing.T) {
 	serve(before, "expires-meanwhile", 1500, Use{Status: 200, At: at})
 	serve(before, "ended-before", 5000, Use{Status: 200, At: at})
 	before.End("ended-before")
-	if err := SaveLive(ctx, st, "instance-1", before); err != nil {
+	if err := SaveLive(ctx, st, "instance-1", before, 42); err != nil {
 		t.Fatal(err)
 	}
 
@@ -37,10 +38,10 @@ func TestLiveCountsGoOnAcrossAStop(t *testing.T) {
 	after := NewLive()
 	var told []Ended
 	after.OnEnd = func(e Ended) { told = append(told, e) }
-	if err := RestoreLive(ctx, st, "instance-2", after, revoked); err != nil || after.Len() != 0 || len(told) != 0 {
+	if err := RestoreLive(ctx, st, "instance-2", after, revoked, 42); err != nil || after.Len() != 0 || len(told) != 0 {
 		t.Fatalf("another instance restored %d sessions, told %+v (%v); want nothing: the counts are this instance's", after.Len(), told, err)
 	}
-	if err := RestoreLive(ctx, st, "instance-1", after, revoked); err != nil {
+	if err := RestoreLive(ctx, st, "instance-1", after, revoked, 42); err != nil {
 		t.Fatal(err)
 	}
 	if len(told) != 1 || told[0].SessionID != "revoked-meanwhile" || told[0].How != EndedRevoked ||
@@ -68,10 +69,46 @@ func TestLiveCountsGoOnAcrossAStop(t *testing.T) {
 	// A crash after this start saves nothing: the next start must not count the same
 	// requests again.
 	again := NewLive()
-	if err := RestoreLive(ctx, st, "instance-1", again, revoked); err != nil || again.Len() != 0 || len(again.Saved()) != 0 {
+	if err := RestoreLive(ctx, st, "instance-1", again, revoked, 42); err != nil || again.Len() != 0 || len(again.Saved()) != 0 {
 		t.Fatalf("a second restore took back %+v (%v); want nothing, the save was used", again.Saved(), err)
 	}
-	if err := SaveLive(ctx, st, "instance-1", again); err != nil {
+	if err := SaveLive(ctx, st, "instance-1", again, 50); err != nil {
 		t.Fatalf("saving nothing: %v; want the save removed, or nothing to remove", err)
 	}
 }
+
+// A save is taken back only by a start that resumes the chain from the head it was made
+// at: one the instance ran past (a start that took it back failed to remove it, or a
+// second state wrote on) is dropped, never counted again. And a save that cannot be
+// removed is not taken back.
+func TestSavedLiveIsTakenBackOnlyAtItsOwnHead(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	l := NewLive()
+	c := &Claims{Grant: Grant{Subject: "alice", Role: "ops", SessionID: "s1", Expiry: 5000}}
+	rctx, cancel := context.WithCancel(ctx)
+	l.Register(c, rctx, cancel)
+	l.Done(c, rctx, &Use{Status: 200, At: time.Unix(1000, 0)})
+	if err := SaveLive(ctx, st, "i", l, 10); err != nil {
+		t.Fatal(err)
+	}
+	later := NewLive()
+	if err := RestoreLive(ctx, st, "i", later, NewRevocations(), 11); !errors.Is(err, ErrSavedLiveStale) || len(later.Saved()) != 0 {
+		t.Fatalf("a save at head 10 restored at head 11: %v, took back %+v; want ErrSavedLiveStale and nothing", err, later.Saved())
+	}
+	if err := RestoreLive(ctx, st, "i", later, NewRevocations(), 10); err != nil || len(later.Saved()) != 0 {
+		t.Fatalf("after a stale save: %v, took back %+v; want it gone", err, later.Saved())
+	}
+
+	if err := SaveLive(ctx, st, "i", l, 10); err != nil {
+		t.Fatal(err)
+	}
+	undeletable := &noDeleteStore{FileStorage: st}
+	if err := RestoreLive(ctx, undeletable, "i", later, NewRevocations(), 10); err == nil || len(later.Saved()) != 0 {
+		t.Fatalf("a save that cannot be removed: %v, took back %+v; want an error and nothing taken back", err, later.Saved())
+	}
+}
+
+type noDeleteStore struct{ *certmagic.FileStorage }
+
+func (noDeleteStore) Delete(context.Context, string) error { return errors.New("read-only") }

@@ -113,6 +113,28 @@ func (v *Verifier) Verify(token string, want Want, now time.Time) (*Claims, erro
 	return c, nil
 }
 
+// VerifyHeld is Verify for a token a browser holds, started or not: a scheduled
+// session's token, whose start is still ahead, is checked as at its start (signature,
+// user, site, role, lifetime, revocation). The gate never uses it: it answers what a
+// browser holds, not what it may do now.
+func (v *Verifier) VerifyHeld(token string, want Want, now time.Time) (*Claims, error) {
+	c, err := v.Verify(token, want, now)
+	if err != ErrTokenNotYet {
+		return c, err
+	}
+	claims, err := v.keyring.verifySignature(token)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkClaims(&claims, want, time.Unix(claims.NotBefore, 0)); err != nil {
+		return nil, err
+	}
+	if v.revocations.Revoked(claims.SessionID) {
+		return nil, ErrTokenRevoked
+	}
+	return &claims, nil
+}
+
 // forgetKeys drops the cached tokens signed by any of the keys. Like ForgetSession it
 // walks the cache, which a key rotation can afford.
 func (v *Verifier) forgetKeys(kids []string) {
