@@ -165,6 +165,30 @@ func (l *Live) Sweep(now time.Time) {
 	}
 }
 
+// Due lists the sessions Sweep would end as expired at now, by id and user: the
+// caller may find in their records that one was extended elsewhere (Extend).
+func (l *Live) Due(now time.Time) (due [][2]string) {
+	unix := now.Unix()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, s := range l.sessions {
+		if s.expires <= unix && s.ended == nil {
+			due = append(due, [2]string{id, s.user})
+		}
+	}
+	return due
+}
+
+// Extend moves a session's end to a later one its record holds: extended on another
+// instance, or while this one was stopped, the session goes on here too.
+func (l *Live) Extend(sessionID string, expires int64) {
+	l.mu.Lock()
+	if s := l.sessions[sessionID]; s != nil && s.ended == nil && expires > s.expires {
+		s.expires = expires
+	}
+	l.mu.Unlock()
+}
+
 // leaveIfDone takes an ended session with no request in flight out of the registry,
 // and returns what OnEnd is to hear of it: nil if it is not done, or served nothing
 // here. The caller holds the lock.

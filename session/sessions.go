@@ -59,6 +59,7 @@ func LoadState(ctx context.Context, st state.Store, cacheSize int, now Clock) (*
 // Sync brings the revocation set and the keyring up to date with storage, and ends
 // the requests in flight of sessions that have expired.
 func (s *State) Sync(ctx context.Context, now time.Time) error {
+	s.followExtensions(ctx, now)
 	s.Live.Sweep(now)
 	var since time.Time
 	if last := s.lastSync.Load(); last != 0 {
@@ -72,6 +73,17 @@ func (s *State) Sync(ctx context.Context, now time.Time) error {
 	}
 	s.lastSync.Store(now.UnixNano())
 	return nil
+}
+
+// followExtensions reads the record of each session about to be swept as expired: one
+// extended on another instance (its requests here registered the token before) goes
+// on. A record that cannot be read leaves the session to expire: fail closed.
+func (s *State) followExtensions(ctx context.Context, now time.Time) {
+	for _, due := range s.Live.Due(now) {
+		if rec, err := s.Records.Load(ctx, due[1], due[0]); err == nil && rec.Active(now) {
+			s.Live.Extend(due[0], rec.Expires.Unix())
+		}
+	}
 }
 
 // LastSync returns when revocations were last read from storage successfully.
