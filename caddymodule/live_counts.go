@@ -72,7 +72,7 @@ func (s *sharedState) saveLive(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), liveCountsTimeout)
 	defer cancel()
-	if err := session.SaveLive(ctx, s.storage, s.instance, s.state.Live, s.state.Chain.Head().Seq); err != nil {
+	if err := session.SaveLive(ctx, s.storage, s.instance, s.state.Live, s.state.Chain.Head().Seq, now()); err != nil {
 		return fmt.Errorf("saving what this instance served under sessions, for their session_ended after the next start: %w", err)
 	}
 	return nil

@@ -76,12 +76,12 @@ func (l *Live) Restore(saved []SavedSession, revoked func(sessionID string) bool
 // SaveLive saves what this instance served under the sessions that have not ended,
 // for its next start, with the chain head (chainSeq) the stop left; nothing to save
 // removes an earlier save.
-func SaveLive(ctx context.Context, st state.Store, instance string, l *Live, chainSeq int64) error {
+func SaveLive(ctx context.Context, st state.Store, instance string, l *Live, chainSeq int64, at time.Time) error {
 	saved := l.Saved()
 	if len(saved) == 0 {
 		return state.DeleteGone(ctx, st, liveKey(instance))
 	}
-	return state.StoreJSON(ctx, st, liveKey(instance), savedLive{Saved: time.Now().UTC(), ChainSeq: chainSeq, Sessions: saved})
+	return state.StoreJSON(ctx, st, liveKey(instance), savedLive{Saved: at.UTC(), ChainSeq: chainSeq, Sessions: saved})
 }
 
 // ErrSavedLiveStale is a save made at another chain head than the one this start
@@ -105,6 +105,27 @@ func RestoreLive(ctx context.Context, st state.Store, instance string, l *Live, 
 		return fmt.Errorf("%w (saved at chain seq %d, resumed at %d)", ErrSavedLiveStale, saved.ChainSeq, chainSeq)
 	}
 	l.Restore(saved.Sessions, revocations.Revoked)
+	return nil
+}
+
+// pruneSavedLive deletes the counts saved more than keep ago: no session they count
+// can still be running, and an instance whose id changed (its data directory was not
+// kept) never takes them back.
+func pruneSavedLive(ctx context.Context, st state.Store, now time.Time, keep time.Duration) error {
+	keys, err := state.RecordKeys(ctx, st, liveFolder, false, "the counts saved at a stop")
+	if err != nil {
+		return err
+	}
+	for _, key := range keys {
+		var saved savedLive
+		found, err := state.LoadJSON(ctx, st, key, &saved)
+		if err != nil || !found || now.Sub(saved.Saved) <= keep {
+			continue // an unreadable save is left for the start that reads it to report
+		}
+		if err := state.DeleteGone(ctx, st, key); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

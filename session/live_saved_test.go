@@ -29,7 +29,7 @@ func TestLiveCountsGoOnAcrossAStop(t *testing.T) {
 	serve(before, "expires-meanwhile", 1500, Use{Status: 200, At: at})
 	serve(before, "ended-before", 5000, Use{Status: 200, At: at})
 	before.End("ended-before")
-	if err := SaveLive(ctx, st, "instance-1", before, 42); err != nil {
+	if err := SaveLive(ctx, st, "instance-1", before, 42, time.Unix(1000, 0)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -72,7 +72,7 @@ func TestLiveCountsGoOnAcrossAStop(t *testing.T) {
 	if err := RestoreLive(ctx, st, "instance-1", again, revoked, 42); err != nil || again.Len() != 0 || len(again.Saved()) != 0 {
 		t.Fatalf("a second restore took back %+v (%v); want nothing, the save was used", again.Saved(), err)
 	}
-	if err := SaveLive(ctx, st, "instance-1", again, 50); err != nil {
+	if err := SaveLive(ctx, st, "instance-1", again, 50, time.Unix(1000, 0)); err != nil {
 		t.Fatalf("saving nothing: %v; want the save removed, or nothing to remove", err)
 	}
 }
@@ -89,7 +89,7 @@ func TestSavedLiveIsTakenBackOnlyAtItsOwnHead(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	l.Register(c, rctx, cancel)
 	l.Done(c, rctx, &Use{Status: 200, At: time.Unix(1000, 0)})
-	if err := SaveLive(ctx, st, "i", l, 10); err != nil {
+	if err := SaveLive(ctx, st, "i", l, 10, time.Unix(1000, 0)); err != nil {
 		t.Fatal(err)
 	}
 	later := NewLive()
@@ -100,7 +100,17 @@ func TestSavedLiveIsTakenBackOnlyAtItsOwnHead(t *testing.T) {
 		t.Fatalf("after a stale save: %v, took back %+v; want it gone", err, later.Saved())
 	}
 
-	if err := SaveLive(ctx, st, "i", l, 10); err != nil {
+	if err := SaveLive(ctx, st, "i", l, 10, time.Unix(1000, 0)); err != nil {
+		t.Fatal(err)
+	}
+	// Pruned once older than keep: an instance that never came back.
+	if err := pruneSavedLive(ctx, st, time.Unix(1000, 0).Add(time.Hour), 2*time.Hour); err != nil || !st.Exists(ctx, liveKey("i")) {
+		t.Fatalf("pruning a save an hour old, keeping 2h: %v, kept %v; want it kept", err, st.Exists(ctx, liveKey("i")))
+	}
+	if err := pruneSavedLive(ctx, st, time.Unix(1000, 0).Add(3*time.Hour), 2*time.Hour); err != nil || st.Exists(ctx, liveKey("i")) {
+		t.Fatalf("pruning a save 3h old, keeping 2h: %v, kept %v; want it gone", err, st.Exists(ctx, liveKey("i")))
+	}
+	if err := SaveLive(ctx, st, "i", l, 10, time.Unix(1000, 0)); err != nil {
 		t.Fatal(err)
 	}
 	undeletable := &noDeleteStore{FileStorage: st}

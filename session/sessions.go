@@ -90,7 +90,8 @@ func (s *State) followExtensions(ctx context.Context, now time.Time) {
 func (s *State) LastSync() time.Time { return time.Unix(0, s.lastSync.Load()) }
 
 // Prune deletes what storage no longer needs of sessions: records of sessions that
-// ended more than keep ago and revocations of expired sessions; it also reloads every
+// ended more than keep ago, revocations of expired sessions, and counts saved at a stop
+// more than keep ago (an instance that never came back); it also reloads every
 // revocation, in case one was stored by an instance whose clock was off by more than
 // the overlap of the incremental syncs. The caller holds the prune lock.
 func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) error {
@@ -98,6 +99,9 @@ func (s *State) Prune(ctx context.Context, now time.Time, keep time.Duration) er
 		return err
 	}
 	if err := s.Records.pruneRevocations(ctx, now); err != nil {
+		return err
+	}
+	if err := pruneSavedLive(ctx, s.Records.storage, now, keep); err != nil {
 		return err
 	}
 	return s.Records.LoadRevocations(ctx, s.Revocations, now, time.Time{})
