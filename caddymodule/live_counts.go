@@ -55,7 +55,7 @@ func (s *sharedState) restoreLive(logger *zap.Logger) {
 // and waits a little for them to be counted.
 func (s *sharedState) endStreams() {
 	live := s.state.Live
-	live.EndAll()
+	live.CancelAll()
 	deadline := time.Now().Add(streamsDrain)
 	for live.Len() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

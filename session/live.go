@@ -141,6 +141,23 @@ func (l *Live) EndAll() {
 	}
 }
 
+// CancelAll cancels every request in flight, of every session, at a stop: unlike
+// EndAll, each stays counted (Len) until it is done, so that the stop can wait for
+// their usage.
+func (l *Live) CancelAll() {
+	var cancels []context.CancelFunc
+	l.mu.Lock()
+	for _, s := range l.sessions {
+		for _, cancel := range s.cancels {
+			cancels = append(cancels, cancel)
+		}
+	}
+	l.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel()
+	}
+}
+
 // Sweep cancels the requests of every session that has expired.
 func (l *Live) Sweep(now time.Time) {
 	unix := now.Unix()

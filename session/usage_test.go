@@ -118,3 +118,20 @@ func TestLiveFollowsAnExtension(t *testing.T) {
 		t.Fatalf("told %+v, want one expiry with all 4 requests", told)
 	}
 }
+
+// At a stop, CancelAll cancels what is open and keeps it counted until it is done, so
+// that the stop can wait for its usage; EndAll forgets it at once.
+func TestLiveCancelAllKeepsCountingUntilDone(t *testing.T) {
+	l := NewLive()
+	c := &Claims{Grant: Grant{Subject: "alice", Role: "ops", SessionID: "s1", Expiry: 1500}}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.Register(c, ctx, cancel)
+	l.CancelAll()
+	if ctx.Err() == nil || l.Len() != 1 {
+		t.Fatalf("after CancelAll: context %v, Len %d; want cancelled and still counted", ctx.Err(), l.Len())
+	}
+	l.Done(c, ctx, &Use{Status: 101, At: time.Unix(1000, 0)})
+	if l.Len() != 0 || len(l.Saved()) != 1 || l.Saved()[0].Usage.Requests != 1 {
+		t.Fatalf("after Done: Len %d, saved %+v; want nothing in flight and the request counted", l.Len(), l.Saved())
+	}
+}

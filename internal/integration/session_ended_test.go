@@ -131,17 +131,23 @@ func TestSessionEndedForEachWayASessionEnds(t *testing.T) {
 		wantStatus(t, f.get(site+"/admin/new"), http.StatusOK, "frank's new session")
 	})
 	// A clean stop keeps what the instance served: the session_ended after the restart
-	// counts the requests on both sides of it.
+	// counts the requests on both sides of it, and a WebSocket the stop closed.
 	t.Run("revoked after a restart", func(t *testing.T) {
-		sid := sessionID(t, b.mustActivate(site, roleAdmin, adminURI, bob, nil))
+		token := b.mustActivate(site, roleAdmin, adminURI, bob, nil)
+		sid := sessionID(t, token)
 		b.get(site + "/admin/before")
 		b.do(http.MethodPost, site+"/admin/before", strings.NewReader("y=2"), withHeader("Content-Type", "application/x-www-form-urlencoded"))
+		ws, err := dialWebSocket(t, site, "bob", token)
+		if err != nil || !wsEcho(t, ws, "before the stop") {
+			t.Fatalf("a WebSocket under bob's session: %v", err)
+		}
 		e.restart()
+		waitWSClosed(t, ws, time.Now().Add(5*time.Second), "the WebSocket across the stop")
 		wantStatus(t, b.get(site+"/admin/after"), http.StatusOK, "bob's session after the restart")
 		e.revoke(sid)
 		wantSessionEnded(t, e, sid, "revoked", "integration", 3*time.Second)
-		if n := len(e.events(match{"event": "access", "session_id": sid})); n != 3 {
-			t.Errorf("%d access events of the session, want 3 (2 before the restart, 1 after)", n)
+		if n := len(e.events(match{"event": "access", "session_id": sid})); n != 4 {
+			t.Errorf("%d access events of the session, want 4 (2 and a WebSocket before the restart, 1 after)", n)
 		}
 	})
 }
