@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-jit/caddy-jit/audit"
-	"github.com/caddy-jit/caddy-jit/policy"
 	"github.com/caddy-jit/caddy-jit/session"
 )
 
@@ -353,60 +351,6 @@ func (h *Handler) assert(r *http.Request, c *session.Claims, t time.Time) error 
 	}
 	r.Header[HeaderAssertion] = []string{assertion}
 	return nil
-}
-
-// refuse answers a request without an admitting session: an eligible caller is sent
-// to activation, anyone else is forbidden.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, user, reason string, t time.Time) error {
-	caller := h.app.caller(repl, user)
-	var eligible *policy.Role
-	for _, name := range h.Roles {
-		role, _ := h.app.role(name)
-		if role.Eligible(caller, t).Allowed {
-			eligible = role
-			break
-		}
-	}
-	fields := []zap.Field{
-		zap.String("user", user), zap.String("reason", reason), zap.String("client_ip", clientIP(r)),
-		zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Strings("roles", h.Roles),
-	}
-	countDenial(reason)
-	if eligible == nil {
-		h.app.authority.Audit.Event(audit.EventAccessDenied, append(fields, zap.Bool("eligible", false))...)
-		return h.forbidden(w, r, user)
-	}
-	h.app.authority.Audit.Event(audit.EventAccessDenied, append(fields, zap.Bool("eligible", true))...)
-	target := activationURL(eligible.Name, r.URL.RequestURI())
-	if wantsJSON(r) {
-		return writeJSON(w, http.StatusUnauthorized, map[string]string{
-			"error":        "activation_required",
-			"message":      "this resource needs an active session of the role " + eligible.Name + "; activate it at activate_url",
-			"role":         eligible.Name,
-			"activate_url": target,
-		})
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, target, http.StatusFound)
-	return nil
-}
-
-func (h *Handler) noIdentity(w http.ResponseWriter, r *http.Request) error {
-	msg := "no authenticated user: caddy-jit needs an identity from an authentication handler placed before it " +
-		"(basic_auth or forward_auth), read from the placeholder " + h.app.Identity +
-		" (see \"no authenticated user\" in caddy-jit's docs/troubleshooting.md)"
-	return h.turnAway(w, r, gateRefusal{status: http.StatusUnauthorized, code: "unauthenticated", title: "Sign-in required", message: msg})
-}
-
-func (h *Handler) forbidden(w http.ResponseWriter, r *http.Request, user string) error {
-	msg := user + " is not eligible for any role that this page requires (" + strings.Join(h.Roles, ", ") + "). " +
-		"If you should be, ask an operator (see \"is not eligible for any role\" in caddy-jit's docs/troubleshooting.md)."
-	return h.turnAway(w, r, gateRefusal{status: http.StatusForbidden, code: "not_eligible", title: "Access denied", message: msg, user: user})
-}
-
-// activationURL is the activation page for a role, returning to uri afterwards.
-func activationURL(role, uri string) string {
-	return pagePrefix + "activate?role=" + url.QueryEscape(role) + "&return=" + url.QueryEscape(uri)
 }
 
 func clientIP(r *http.Request) string {
