@@ -16,8 +16,8 @@ import (
 )
 
 // Reading audit logs back: the lines as the chain writer (chain.go) and the log encoder
-// made them; on top of them the chain's verification (auditverify.go), one session's
-// story (auditstory.go) and the periodic report (auditreport.go).
+// made them; on top of them the chain's verification (verify.go), one session's
+// story (story.go) and the periodic report (report.go).
 // Everything here is pure analysis of files: no Caddy, no storage, no clock; the
 // caller passes the time and the policy.
 
