@@ -229,6 +229,9 @@ func TestFreshRoutesCostNoAllocation(t *testing.T) {
 			i++
 		})
 	}
+	if raceDetector {
+		t.Skip("the routes' allocation counts vary under -race: sync.Pool drops items at random")
+	}
 	base := allocs(chain(g.next, plain))
 	for name, route := range map[string]caddyhttp.Handler{
 		"fresh alone":     chain(g.next, fresh),
